@@ -1,0 +1,89 @@
+//! What a Raft entry carries ([`Command`]) and what applying it answers ([`Response`]).
+//!
+//! The encoding is bincode through serde, stable for a given variant order: new variants
+//! go at the end, never in between, because these values live in the log on disk.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::RequestError;
+use crate::kv::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, Revision, TxnRequest, TxnResponse,
+};
+use crate::types::NodeId;
+
+/// A state-machine command: the application payload of one Raft entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// etcd Put.
+    Put(PutRequest),
+    /// etcd DeleteRange.
+    DeleteRange(DeleteRangeRequest),
+    /// etcd Txn.
+    Txn(TxnRequest),
+    /// Group commit: many client requests in one entry. Each is applied in order and gets
+    /// its own revision (if it writes) and its own entry in [`Response::Batch`].
+    Batch(Vec<Command>),
+    /// etcd Compact.
+    Compact(CompactionRequest),
+    /// Grant a lease. The id is chosen before proposing, so every replica agrees.
+    LeaseGrant {
+        /// Lease id (non-zero).
+        id: i64,
+        /// Time to live, seconds.
+        ttl: i64,
+    },
+    /// Revoke a lease, deleting its keys in one revision.
+    LeaseRevoke {
+        /// Lease id.
+        id: i64,
+    },
+    /// Record the remaining TTL of leases, so a new leader neither expires them early nor
+    /// resets them.
+    LeaseCheckpoint {
+        /// `(lease id, remaining ttl seconds)` pairs.
+        remaining: Vec<(i64, i64)>,
+    },
+    /// A member publishes the URLs where it serves clients (as etcd publishes member
+    /// attributes), so every node learns where to forward.
+    PublishMember {
+        /// The member.
+        id: NodeId,
+        /// Human-readable member name.
+        name: String,
+        /// Its client URLs.
+        client_urls: Vec<String>,
+    },
+}
+
+impl Command {
+    /// Whether this command is a client request that the proposer may pack into a batch.
+    pub fn is_batchable(&self) -> bool {
+        matches!(self, Command::Put(_) | Command::DeleteRange(_) | Command::Txn(_))
+    }
+}
+
+/// The answer of the state machine to one entry (or, inside a batch, one request).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Entries that carry no command (blank, membership) answer this.
+    Empty,
+    /// Answer to [`Command::Put`].
+    Put(PutResponse),
+    /// Answer to [`Command::DeleteRange`].
+    DeleteRange(DeleteRangeResponse),
+    /// Answer to [`Command::Txn`].
+    Txn(TxnResponse),
+    /// Answer to [`Command::Batch`], one per request, in order.
+    Batch(Vec<Response>),
+    /// Answer to [`Command::Compact`].
+    Compact(CompactionResponse),
+    /// Answer to the lease and membership-attribute commands: the revision after apply.
+    Done {
+        /// Store revision after the command.
+        revision: Revision,
+    },
+    /// The request was refused deterministically at apply time (every replica refuses it
+    /// the same way); nothing was changed.
+    Rejected(RequestError),
+}

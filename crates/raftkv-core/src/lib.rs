@@ -1,0 +1,44 @@
+//! # raftkv-core: the vocabulary every other raftkv crate speaks
+//!
+//! This crate owns the types that cross crate boundaries and the two small concurrency
+//! primitives the write and read paths are built on:
+//!
+//! - [`TypeConfig`]: openraft's type configuration. Node ids are `u64` as in etcd; the
+//!   node type [`MemberNode`] carries both the peer address and the client URLs, so a
+//!   follower always knows where to forward and a node that joins later is reachable.
+//! - [`Command`] / [`Response`]: what a Raft entry carries and what applying it answers.
+//!   They follow etcd v3's data model from the start (put, delete-range, txn with
+//!   compares, revisions, prev kv, leases) so the etcd-compatible server is a thin
+//!   mapping, not a second model. `Command::Batch` is how group commit packs many client
+//!   requests into one Raft entry while each request keeps its own revision and answer.
+//! - [`Watermark`]: a monotonically advancing `AtomicU64` (compare-and-swap, never a
+//!   lock) with `wait_for(index)`. The commit index and the applied index are both
+//!   watermarks; readers wait on them without touching the Raft actor.
+//! - [`Proposer`]: group commit above openraft. openraft 0.9 appends (and syncs) one
+//!   entry per `client_write`; the proposer packs the requests that arrive while earlier
+//!   proposals are in flight into one entry, bounded in count and bytes.
+//! - [`validate`]: checks a request before it is proposed, so a bad request is refused
+//!   with a typed error and never reaches the log.
+//!
+//! ## Caveats
+//! - Lease and compaction commands are defined here so the log format does not change
+//!   when they are implemented; which of them the state machine applies today is said in
+//!   `raftkv-storage`.
+
+#![warn(missing_docs)]
+
+pub mod codec;
+pub mod command;
+pub mod error;
+pub mod kv;
+pub mod proposer;
+pub mod types;
+pub mod validate;
+pub mod watermark;
+
+pub use command::{Command, Response};
+pub use error::{Error, RequestError, Result};
+pub use kv::*;
+pub use proposer::{Proposer, ProposerConfig, ProposerStats};
+pub use types::{MemberNode, NodeId, TypeConfig};
+pub use watermark::Watermark;

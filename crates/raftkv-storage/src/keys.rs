@@ -1,0 +1,180 @@
+//! The byte layout of the state-machine tree. Everything the state machine owns lives in
+//! ONE sled tree, so that one `apply_batch` is atomic over all of it; a one-byte prefix
+//! tells the families apart:
+//!
+//! | key                                   | value                      |
+//! |---------------------------------------|----------------------------|
+//! | `m` name                              | metadata (applied log id, membership, revision, compact revision, schema) |
+//! | `v` escaped(key) 00 00 rev(8, BE)     | [`crate::mvcc::VersionRecord`]: a put or a tombstone of `key` at `rev` |
+//! | `h` rev(8, BE) sub(4, BE)             | the user key changed at (rev, sub): the event history by revision |
+//! | `p` member id(8, BE)                  | a member's published client URLs |
+//!
+//! `escaped(key)` writes each 0x00 byte as 0x00 0xFF and ends with 0x00 0x00. It keeps the
+//! order of user keys (a key sorts before every longer key it prefixes, since the
+//! terminator 00 00 sorts below both 00 FF and any non-zero byte), so `[a, b)` over user
+//! keys is one sled range, and every version of a key is contiguous and ordered by
+//! revision.
+
+use raftkv_core::Revision;
+
+/// Metadata family.
+pub const META: u8 = b'm';
+/// Versions family.
+pub const VERSION: u8 = b'v';
+/// History family.
+pub const HISTORY: u8 = b'h';
+/// Published members family.
+pub const MEMBER: u8 = b'p';
+
+/// Metadata key names.
+pub mod meta {
+    /// Last applied log id.
+    pub const APPLIED: &[u8] = b"mapplied";
+    /// Last applied membership.
+    pub const MEMBERSHIP: &[u8] = b"mmembership";
+    /// Current revision.
+    pub const REVISION: &[u8] = b"mrevision";
+    /// Compact revision.
+    pub const COMPACT: &[u8] = b"mcompact";
+    /// Layout version.
+    pub const SCHEMA: &[u8] = b"mschema";
+}
+
+/// Append the escaped form of `key` (with its terminator) to `out`.
+fn escape_into(out: &mut Vec<u8>, key: &[u8]) {
+    for &b in key {
+        out.push(b);
+        if b == 0 {
+            out.push(0xff);
+        }
+    }
+    out.extend_from_slice(&[0, 0]);
+}
+
+/// `v` + escaped(key): the prefix shared by every version of `key`.
+pub fn version_prefix(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 11);
+    out.push(VERSION);
+    escape_into(&mut out, key);
+    out
+}
+
+/// The tree key of `key` at `rev`.
+pub fn version_key(key: &[u8], rev: Revision) -> Vec<u8> {
+    let mut out = version_prefix(key);
+    out.extend_from_slice(&rev_bytes(rev));
+    out
+}
+
+/// Split a version tree key into (escaped user key with `v` prefix, revision).
+pub fn split_version_key(tree_key: &[u8]) -> Option<(&[u8], Revision)> {
+    if tree_key.len() < 11 || tree_key[0] != VERSION {
+        return None;
+    }
+    let (prefix, rev) = tree_key.split_at(tree_key.len() - 8);
+    let rev: [u8; 8] = rev.try_into().ok()?;
+    Some((prefix, u64::from_be_bytes(rev) as Revision))
+}
+
+/// Decode the user key from a version prefix (`v` + escaped(key)).
+pub fn decode_user_key(prefix: &[u8]) -> Option<Vec<u8>> {
+    let body = prefix.get(1..prefix.len().checked_sub(2)?)?;
+    let mut out = Vec::with_capacity(body.len());
+    let mut i = 0;
+    while i < body.len() {
+        out.push(body[i]);
+        if body[i] == 0 {
+            if body.get(i + 1) != Some(&0xff) {
+                return None;
+            }
+            i += 1;
+        }
+        i += 1;
+    }
+    Some(out)
+}
+
+/// The tree-key bounds `[lower, upper)` covering user keys `[key, range_end)` with
+/// etcd's forms: empty `range_end` is just `key`; `[0]` is every key >= `key`.
+pub fn version_bounds(key: &[u8], range_end: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let lower = version_prefix(key);
+    let upper = if range_end.is_empty() {
+        // Every version of `key` and nothing else: the prefix with its terminator bumped.
+        let mut upper = lower.clone();
+        if let Some(last) = upper.last_mut() {
+            *last = 1;
+        }
+        upper
+    } else if range_end == [0] {
+        vec![VERSION + 1]
+    } else {
+        version_prefix(range_end)
+    };
+    (lower, upper)
+}
+
+/// The history key of (rev, sub).
+pub fn history_key(rev: Revision, sub: u32) -> [u8; 13] {
+    let mut out = [0u8; 13];
+    out[0] = HISTORY;
+    out[1..9].copy_from_slice(&rev_bytes(rev));
+    out[9..].copy_from_slice(&sub.to_be_bytes());
+    out
+}
+
+/// Revision of a history key.
+pub fn history_revision(tree_key: &[u8]) -> Option<Revision> {
+    let bytes: [u8; 8] = tree_key.get(1..9)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes) as Revision)
+}
+
+/// The published-member key of `id`.
+pub fn member_key(id: u64) -> [u8; 9] {
+    let mut out = [0u8; 9];
+    out[0] = MEMBER;
+    out[1..].copy_from_slice(&id.to_be_bytes());
+    out
+}
+
+fn rev_bytes(rev: Revision) -> [u8; 8] {
+    // Revisions are >= 1, so the unsigned big-endian form sorts like the number.
+    (rev.max(0) as u64).to_be_bytes()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_keeps_key_then_revision_order() {
+        let keys: Vec<&[u8]> = vec![b"", b"\x00", b"\x00\x00", b"\x00\x01", b"a", b"a\x00", b"a\x00b", b"ab", b"b", b"\xff"];
+        let mut encoded = Vec::new();
+        for k in &keys {
+            for rev in [1, 2, 300] {
+                encoded.push(version_key(k, rev));
+            }
+        }
+        let mut sorted = encoded.clone();
+        sorted.sort();
+        assert_eq!(encoded, sorted);
+        for k in &keys {
+            let tree_key = version_key(k, 42);
+            let (prefix, rev) = split_version_key(&tree_key).unwrap();
+            assert_eq!(rev, 42);
+            assert_eq!(decode_user_key(prefix).unwrap(), k.to_vec());
+        }
+    }
+
+    #[test]
+    fn bounds_cover_exactly_the_range() {
+        let (lo, hi) = version_bounds(b"a", b"");
+        assert!(lo <= version_key(b"a", 1) && version_key(b"a", i64::MAX) < hi);
+        assert!(version_key(b"a\x00", 1) >= hi, "a longer key is outside a single-key range");
+        let (lo, hi) = version_bounds(b"a", b"b");
+        assert!(version_key(b"azzz", 5) < hi && version_key(b"a", 5) >= lo);
+        assert!(version_key(b"b", 1) >= hi);
+        let (_, hi) = version_bounds(b"a", &[0]);
+        assert!(version_key(b"\xff\xff", 9) < hi);
+    }
+}

@@ -1,0 +1,175 @@
+//! # raftkv-storage: the Raft log and the MVCC state machine, on sled
+//!
+//! Two sled databases under the node's data directory:
+//!
+//! - `log/` holds the Raft log ([`LogStore`], openraft's `RaftLogStorage`): entries by
+//!   big-endian index, the vote, the committed and last purged log ids. An append is
+//!   acknowledged only after a real sync (sled's `flush()` plus `fdatasync` of its data
+//!   file and any blob files, see [`durable`]), done by one thread that covers every
+//!   append queued meanwhile with one sync (group fsync).
+//! - `state/` holds the state machine ([`StateMachine`], openraft's `RaftStateMachine`):
+//!   etcd's MVCC keyspace in ONE tree with key prefixes ([`keys`]), so each `apply` is one
+//!   atomic sled batch together with the last-applied log id. Reads go through
+//!   [`KvReader`] at a pinned revision ([`mvcc`]) and never block apply.
+//! - `snapshots/` holds the current snapshot file ([`snapshot`]).
+//!
+//! Both databases and the snapshot format carry [`SCHEMA_VERSION`]; a data directory or
+//! snapshot of another version is refused with [`Error::Schema`] instead of misread.
+//!
+//! ## Caveats
+//! - Compaction is logical for now: reads below the compact revision are refused, but old
+//!   versions stay on disk until physical compaction lands (etcd-compat part 1).
+//! - Leases are not applied yet: a put with a lease is refused with "lease not found",
+//!   and lease commands answer "not supported".
+//! - The state machine is synced only before a log purge and around snapshots; after a
+//!   crash openraft replays the log from the last durable applied id.
+
+#![warn(missing_docs)]
+
+mod apply;
+pub mod durable;
+pub mod error;
+pub mod keys;
+pub mod log_store;
+pub mod mvcc;
+pub mod reader;
+pub mod snapshot;
+pub mod state;
+pub mod state_machine;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64};
+
+use arc_swap::ArcSwap;
+use raftkv_core::Watermark;
+use raftkv_core::codec;
+use raftkv_core::kv::Revision;
+use raftkv_core::types::LogId;
+
+pub use durable::{DurableDb, SyncStats};
+pub use error::{Error, Result};
+pub use log_store::{LogReader, LogStore};
+pub use reader::KvReader;
+pub use state::StateShared;
+pub use state_machine::StateMachine;
+
+/// Version of the on-disk layout and the snapshot format.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const SCHEMA_KEY: &[u8] = b"schema";
+
+/// Sizes of sled's page caches.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// Page cache of the log database.
+    pub log_cache_bytes: u64,
+    /// Page cache of the state-machine database.
+    pub state_cache_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            log_cache_bytes: 64 << 20,
+            state_cache_bytes: 256 << 20,
+        }
+    }
+}
+
+/// Everything a node needs from storage, opened from one data directory.
+pub struct Store {
+    /// The Raft log (hand to openraft).
+    pub log: LogStore,
+    /// The state machine (hand to openraft).
+    pub state_machine: StateMachine,
+    /// Reads of the state machine.
+    pub reader: KvReader,
+    /// Shared state-machine state (watermarks, sync).
+    pub shared: Arc<StateShared>,
+}
+
+fn check_schema(db: &sled::Tree, what: &'static str) -> Result<()> {
+    match db.get(SCHEMA_KEY)? {
+        Some(bytes) => {
+            let found = <[u8; 4]>::try_from(bytes.as_ref())
+                .map(u32::from_be_bytes)
+                .map_err(|_| Error::Corrupt {
+                    what,
+                    detail: "schema version is not 4 bytes".into(),
+                })?;
+            if found != SCHEMA_VERSION {
+                return Err(Error::Schema {
+                    what,
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+        }
+        None => {
+            db.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Open (or create) the store in `dir`.
+    pub fn open(dir: &Path, options: StoreOptions) -> Result<Self> {
+        let log_db = Arc::new(DurableDb::open(&dir.join("log"), options.log_cache_bytes)?);
+        check_schema(&log_db.db().open_tree(log_store::SCHEMA)?, "log database")?;
+        let state_db = DurableDb::open(&dir.join("state"), options.state_cache_bytes)?;
+        check_schema(state_db.db(), "state database")?;
+        let snapshot_dir = dir.join("snapshots");
+        std::fs::create_dir_all(&snapshot_dir)?;
+        snapshot::remove_temporary_files(&snapshot_dir)?;
+
+        let generation = match state_db.db().get(state::ACTIVE_GENERATION)? {
+            Some(bytes) => u64::from_be_bytes(<[u8; 8]>::try_from(bytes.as_ref()).map_err(|_| Error::Corrupt {
+                what: "state database",
+                detail: "active generation is not 8 bytes".into(),
+            })?),
+            None => 0,
+        };
+        let active_name = state::generation_tree_name(generation);
+        for name in state_db.db().tree_names() {
+            if name.starts_with(b"sm.") && name.as_ref() != active_name.as_bytes() {
+                state_db.db().drop_tree(name)?;
+            }
+        }
+        let tree = state_db.db().open_tree(active_name.as_bytes())?;
+        let read = |key: &[u8]| -> Result<Option<sled::IVec>> { Ok(tree.get(key)?) };
+        // The empty store is at revision 1, as in etcd.
+        let revision: Revision = match read(keys::meta::REVISION)? {
+            Some(b) => codec::decode(&b)?,
+            None => 1,
+        };
+        let compact_revision: Revision = match read(keys::meta::COMPACT)? {
+            Some(b) => codec::decode(&b)?,
+            None => 0,
+        };
+        let applied: Option<LogId> = match read(keys::meta::APPLIED)? {
+            Some(b) => codec::decode(&b)?,
+            None => None,
+        };
+        let applied_index = applied.map_or(0, |a| a.index);
+        let shared = Arc::new(StateShared {
+            db: state_db,
+            active: ArcSwap::from_pointee(tree),
+            generation: AtomicU64::new(generation),
+            revision: AtomicI64::new(revision),
+            compact_revision: AtomicI64::new(compact_revision),
+            applied: Arc::new(Watermark::new(applied_index)),
+            synced_applied: AtomicU64::new(applied_index),
+            snapshot_dir,
+        });
+        let state_machine = StateMachine::load(shared.clone())?;
+        let log = LogStore::open(log_db, shared.clone())?;
+        Ok(Self {
+            log,
+            state_machine,
+            reader: KvReader::new(shared.clone()),
+            shared,
+        })
+    }
+}

@@ -1,0 +1,217 @@
+//! [`StateMachine`]: openraft's `RaftStateMachine` over the MVCC keyspace.
+//!
+//! `apply` turns a run of committed entries into ONE atomic sled batch that also records
+//! the last-applied log id, the last membership and the revision; only after the batch is
+//! applied are the revision and the applied watermark advanced, so readers never see a
+//! half-applied batch. The state machine is not synced on apply (the log is the source of
+//! truth and openraft replays it after a crash; sled recovers a prefix of its batches),
+//! except before the log is purged (see `LogStore::purge`) and around snapshots.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use openraft::storage::RaftStateMachine;
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta};
+use raftkv_core::codec;
+use raftkv_core::kv::{CompactionResponse, ResponseHeader};
+use raftkv_core::types::{Entry, LogId, MemberNode, NodeId, StorageError, StoredMembership, TypeConfig};
+use raftkv_core::{Command, RequestError, Response};
+
+use crate::apply::{Applier, stamp_txn};
+use crate::error::{Result, sm_write, snapshot_read, snapshot_write};
+use crate::keys::{self, meta};
+use crate::snapshot;
+use crate::state::StateShared;
+
+/// The state machine. openraft owns it; readers go through [`crate::KvReader`].
+pub struct StateMachine {
+    shared: Arc<StateShared>,
+    last_applied: Option<LogId>,
+    last_membership: StoredMembership,
+}
+
+impl StateMachine {
+    pub(crate) fn load(shared: Arc<StateShared>) -> Result<Self> {
+        let tree = shared.tree();
+        let last_applied = match tree.get(meta::APPLIED)? {
+            Some(bytes) => codec::decode(&bytes)?,
+            None => None,
+        };
+        let last_membership = match tree.get(meta::MEMBERSHIP)? {
+            Some(bytes) => codec::decode(&bytes)?,
+            None => StoredMembership::default(),
+        };
+        Ok(Self {
+            shared,
+            last_applied,
+            last_membership,
+        })
+    }
+
+    fn apply_entries(&mut self, entries: impl IntoIterator<Item = Entry>) -> Result<Vec<Response>> {
+        let tree = self.shared.tree();
+        let mut applier = Applier::new(&tree, self.shared.revision(), self.shared.compact_revision());
+        let mut responses = Vec::new();
+        let mut membership_changed = false;
+        for entry in entries {
+            let log_id = entry.log_id;
+            self.last_applied = Some(log_id);
+            let response = match entry.payload {
+                EntryPayload::Blank => Response::Empty,
+                EntryPayload::Membership(m) => {
+                    self.last_membership = StoredMembership::new(Some(log_id), m);
+                    membership_changed = true;
+                    Response::Empty
+                }
+                EntryPayload::Normal(command) => apply_command(&mut applier, command, log_id.leader_id.term)?,
+            };
+            responses.push(response);
+        }
+        let Some(last_applied) = self.last_applied else {
+            return Ok(responses);
+        };
+        let revision = applier.revision;
+        let compact_revision = applier.compact_revision();
+        let mut batch = std::mem::take(&mut applier.batch);
+        batch.insert(meta::APPLIED, codec::encode(&self.last_applied)?);
+        if membership_changed {
+            batch.insert(meta::MEMBERSHIP, codec::encode(&self.last_membership)?);
+        }
+        batch.insert(meta::REVISION, codec::encode(&revision)?);
+        batch.insert(meta::COMPACT, codec::encode(&compact_revision)?);
+        tree.apply_batch(batch)?;
+        // Visible to readers from here on: publish.
+        self.shared.revision.store(revision, Ordering::Release);
+        self.shared.compact_revision.store(compact_revision, Ordering::Release);
+        self.shared.applied.advance(last_applied.index);
+        Ok(responses)
+    }
+}
+
+fn header(revision: i64, raft_term: u64) -> ResponseHeader {
+    ResponseHeader {
+        revision,
+        raft_term,
+        ..ResponseHeader::default()
+    }
+}
+
+/// Apply one command; a request's own fault becomes `Response::Rejected`.
+fn apply_command(applier: &mut Applier<'_>, command: Command, term: u64) -> Result<Response> {
+    let outcome = match command {
+        Command::Put(req) => applier
+            .client_request(|a, scope| a.put(scope, &req))?
+            .map(|(mut r, rev)| {
+                r.header = header(rev, term);
+                Response::Put(r)
+            }),
+        Command::DeleteRange(req) => applier
+            .client_request(|a, scope| a.delete(scope, &req))?
+            .map(|(mut r, rev)| {
+                r.header = header(rev, term);
+                Response::DeleteRange(r)
+            }),
+        Command::Txn(req) => applier
+            .client_request(|a, scope| a.txn(scope, &req))?
+            .map(|(mut r, rev)| {
+                stamp_txn(&mut r, &header(rev, term));
+                Response::Txn(r)
+            }),
+        Command::Batch(commands) => {
+            let mut answers = Vec::with_capacity(commands.len());
+            for command in commands {
+                answers.push(apply_command(applier, command, term)?);
+            }
+            Ok(Response::Batch(answers))
+        }
+        Command::Compact(req) => applier.compact(req.revision).map(|_| {
+            Response::Compact(CompactionResponse {
+                header: header(applier.revision, term),
+            })
+        }),
+        Command::PublishMember { id, name, client_urls } => {
+            applier
+                .batch
+                .insert(&keys::member_key(id), codec::encode(&(name, client_urls))?);
+            Ok(Response::Done {
+                revision: applier.revision,
+            })
+        }
+        Command::LeaseGrant { .. } | Command::LeaseRevoke { .. } | Command::LeaseCheckpoint { .. } => {
+            Err(RequestError::Unsupported("leases are not implemented yet".into()))
+        }
+    };
+    Ok(outcome.unwrap_or_else(Response::Rejected))
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = snapshot::SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((self.last_applied, self.last_membership.clone()))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        self.apply_entries(entries).map_err(sm_write)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        // Called between applies: what is captured here is one consistent point.
+        snapshot::SnapshotBuilder::capture(self.shared.clone(), self.last_applied, self.last_membership.clone())
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let file = snapshot::receiving_file(&self.shared.snapshot_dir).map_err(snapshot_write)?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
+    }
+
+    #[tracing::instrument(level = "info", skip_all, fields(last_log_id = ?meta.last_log_id))]
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, MemberNode>,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError> {
+        let file = snapshot.into_std().await;
+        let shared = self.shared.clone();
+        let installed_meta = meta.clone();
+        tokio::task::spawn_blocking(move || snapshot::install(&shared, &installed_meta, file))
+            .await
+            .map_err(|e| snapshot_write(std::io::Error::other(e.to_string())))?
+            .map_err(snapshot_write)?;
+        self.last_applied = meta.last_log_id;
+        self.last_membership = meta.last_membership.clone();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let dir = self.shared.snapshot_dir.clone();
+        let current = tokio::task::spawn_blocking(move || snapshot::current(&dir))
+            .await
+            .map_err(|e| snapshot_read(std::io::Error::other(e.to_string())))?
+            .map_err(snapshot_read)?;
+        Ok(current.map(|(meta, file)| Snapshot {
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
+        }))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for snapshot::SnapshotBuilder {
+    #[tracing::instrument(level = "info", skip_all)]
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let builder = self.clone();
+        let (meta, file) = tokio::task::spawn_blocking(move || builder.build())
+            .await
+            .map_err(|e| snapshot_write(std::io::Error::other(e.to_string())))?
+            .map_err(snapshot_write)?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
+        })
+    }
+}
