@@ -139,12 +139,12 @@ fn branch_writes(ops: &[RequestOp]) -> Result<(BTreeSet<Vec<u8>>, Vec<Interval>)
             RequestOp::Txn(t) => {
                 let (sp, sd) = branch_writes(&t.success)?;
                 let (fp, fd) = branch_writes(&t.failure)?;
-                for key in sp.into_iter().chain(fp) {
-                    if puts.contains(&key) {
+                // The same key in both nested branches is fine: only one runs.
+                let nested: BTreeSet<Vec<u8>> = sp.into_iter().chain(fp).collect();
+                for key in nested {
+                    if !puts.insert(key) {
                         return Err(RequestError::DuplicateKey);
                     }
-                    // The same key in both nested branches is fine: only one runs.
-                    puts.insert(key);
                 }
                 dels.extend(sd);
                 dels.extend(fd);

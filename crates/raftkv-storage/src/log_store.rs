@@ -226,10 +226,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        let bytes = codec::encode(&committed).map_err(log_write)?;
-        self.meta.insert(COMMITTED, bytes).map_err(log_write)?;
-        if let Some(c) = committed {
-            self.committed.advance(c.index);
+        match committed {
+            Some(c) => {
+                let bytes = codec::encode(&c).map_err(log_write)?;
+                self.meta.insert(COMMITTED, bytes).map_err(log_write)?;
+                self.committed.advance(c.index);
+            }
+            None => {
+                self.meta.remove(COMMITTED).map_err(log_write)?;
+            }
         }
         Ok(())
     }
@@ -271,7 +276,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     #[tracing::instrument(level = "debug", skip(self))]
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         // 1. Record what is purged, so the log state stays right whatever happens next.
-        let bytes = codec::encode(&Some(log_id)).map_err(log_write)?;
+        let bytes = codec::encode(&log_id).map_err(log_write)?;
         self.meta.insert(LAST_PURGED, bytes).map_err(log_write)?;
         // 2. The state machine must be durable past the purged index before the entries
         //    it would be rebuilt from disappear.
