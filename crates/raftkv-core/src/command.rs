@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::RequestError;
 use crate::kv::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, Revision, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
+    Revision, TxnRequest, TxnResponse,
 };
 use crate::types::NodeId;
 

@@ -355,6 +355,22 @@ pub struct TxnResponse {
     pub responses: Vec<ResponseOp>,
 }
 
+impl TxnResponse {
+    /// Set the header of this response and of every response nested in it (etcd answers
+    /// every operation of a transaction with the transaction's header).
+    pub fn set_header(&mut self, header: &ResponseHeader) {
+        self.header = header.clone();
+        for op in &mut self.responses {
+            match op {
+                ResponseOp::Range(r) => r.header = header.clone(),
+                ResponseOp::Put(p) => p.header = header.clone(),
+                ResponseOp::DeleteRange(d) => d.header = header.clone(),
+                ResponseOp::Txn(t) => t.set_header(header),
+            }
+        }
+    }
+}
+
 /// etcd's `CompactionRequest`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompactionRequest {

@@ -198,7 +198,10 @@ mod tests {
     fn refuses_bad_requests_with_typed_errors() {
         let limits = Limits::default();
         let check = |c: Command| check_command(&c, &limits);
-        assert_eq!(check(Command::Put(PutRequest::new("", "v"))), Err(RequestError::EmptyKey));
+        assert_eq!(
+            check(Command::Put(PutRequest::new("", "v"))),
+            Err(RequestError::EmptyKey)
+        );
         let big = Command::Put(PutRequest::new("k", vec![0u8; DEFAULT_MAX_REQUEST_BYTES]));
         assert!(matches!(check(big), Err(RequestError::RequestTooLarge { .. })));
         let backwards = DeleteRangeRequest {
@@ -206,7 +209,10 @@ mod tests {
             range_end: b"a".to_vec(),
             prev_kv: false,
         };
-        assert_eq!(check(Command::DeleteRange(backwards)), Err(RequestError::InvalidRangeEnd));
+        assert_eq!(
+            check(Command::DeleteRange(backwards)),
+            Err(RequestError::InvalidRangeEnd)
+        );
         assert_eq!(
             check_range(&RangeRequest::interval("b", "b")),
             Err(RequestError::InvalidRangeEnd)
@@ -216,7 +222,10 @@ mod tests {
             success: (0..129).map(|i| put(&format!("k{i}"))).collect(),
             ..TxnRequest::default()
         };
-        assert!(matches!(check(Command::Txn(too_many)), Err(RequestError::TooManyTxnOps { .. })));
+        assert!(matches!(
+            check(Command::Txn(too_many)),
+            Err(RequestError::TooManyTxnOps { .. })
+        ));
         let dup = TxnRequest {
             success: vec![put("a"), put("a")],
             ..TxnRequest::default()
@@ -226,13 +235,19 @@ mod tests {
             failure: vec![put("ab"), RequestOp::DeleteRange(DeleteRangeRequest::prefix("a"))],
             ..TxnRequest::default()
         };
-        assert_eq!(check(Command::Txn(put_and_delete)), Err(RequestError::DuplicateKey));
+        assert_eq!(
+            check(Command::Txn(put_and_delete)),
+            Err(RequestError::DuplicateKey)
+        );
         let bad_compare = TxnRequest {
             compare: vec![Compare::key("", CompareResult::Equal, CompareTarget::Version(1))],
             ..TxnRequest::default()
         };
         assert_eq!(check(Command::Txn(bad_compare)), Err(RequestError::EmptyKey));
-        assert!(matches!(check(Command::LeaseRevoke { id: 1 }), Err(RequestError::Unsupported(_))));
+        assert!(matches!(
+            check(Command::LeaseRevoke { id: 1 }),
+            Err(RequestError::Unsupported(_))
+        ));
     }
 
     #[test]

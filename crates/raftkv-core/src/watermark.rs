@@ -229,7 +229,13 @@ mod tests {
             .wait_for_timeout(11, Duration::from_millis(20))
             .await
             .unwrap_err();
-        assert_eq!(err, WaitTimeout { target: 11, reached: 10 });
+        assert_eq!(
+            err,
+            WaitTimeout {
+                target: 11,
+                reached: 10
+            }
+        );
         // A cancelled wait leaves no registered waiter behind.
         assert_eq!(mark.waiters.load(Ordering::SeqCst), 0);
     }

@@ -137,14 +137,20 @@ impl<'a> Applier<'a> {
         Ok(mvcc::get_at(self.tree, key, Revision::MAX)?)
     }
 
-    fn latest_range(&self, scope: &RequestScopeHandle, key: &[u8], range_end: &[u8]) -> Result<Vec<KeyValue>, ApplyError> {
+    fn latest_range(
+        &self,
+        scope: &RequestScopeHandle,
+        key: &[u8],
+        range_end: &[u8],
+    ) -> Result<Vec<KeyValue>, ApplyError> {
         if range_end.is_empty() {
             return Ok(self.latest(scope, key)?.into_iter().collect());
         }
-        let mut merged: BTreeMap<Vec<u8>, KeyValue> = mvcc::scan_at(self.tree, key, range_end, Revision::MAX)?
-            .into_iter()
-            .map(|kv| (kv.key.clone(), kv))
-            .collect();
+        let mut merged: BTreeMap<Vec<u8>, KeyValue> =
+            mvcc::scan_at(self.tree, key, range_end, Revision::MAX)?
+                .into_iter()
+                .map(|kv| (kv.key.clone(), kv))
+                .collect();
         for overlay in [&self.overlay, &scope.0.overlay] {
             for (k, state) in overlay.iter().filter(|(k, _)| in_range(k, key, range_end)) {
                 match state {
@@ -156,7 +162,11 @@ impl<'a> Applier<'a> {
         Ok(merged.into_values().collect())
     }
 
-    pub(crate) fn put(&mut self, scope: &mut RequestScopeHandle, req: &PutRequest) -> Result<PutResponse, ApplyError> {
+    pub(crate) fn put(
+        &mut self,
+        scope: &mut RequestScopeHandle,
+        req: &PutRequest,
+    ) -> Result<PutResponse, ApplyError> {
         let prev = self.latest(scope, &req.key)?;
         if (req.ignore_value || req.ignore_lease) && prev.is_none() {
             return Err(RequestError::KeyNotFound.into());
@@ -189,7 +199,11 @@ impl<'a> Applier<'a> {
         })
     }
 
-    pub(crate) fn delete(&mut self, scope: &mut RequestScopeHandle, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse, ApplyError> {
+    pub(crate) fn delete(
+        &mut self,
+        scope: &mut RequestScopeHandle,
+        req: &DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, ApplyError> {
         let doomed = self.latest_range(scope, &req.key, &req.range_end)?;
         for kv in &doomed {
             scope.write(&kv.key, None)?;
@@ -201,7 +215,11 @@ impl<'a> Applier<'a> {
         })
     }
 
-    pub(crate) fn range(&mut self, scope: &RequestScopeHandle, req: &RangeRequest) -> Result<RangeResponse, ApplyError> {
+    pub(crate) fn range(
+        &mut self,
+        scope: &RequestScopeHandle,
+        req: &RangeRequest,
+    ) -> Result<RangeResponse, ApplyError> {
         let kvs = if req.revision <= 0 || req.revision >= scope.0.revision {
             self.latest_range(scope, &req.key, &req.range_end)?
         } else {
@@ -223,7 +241,11 @@ impl<'a> Applier<'a> {
         })
     }
 
-    pub(crate) fn txn(&mut self, scope: &mut RequestScopeHandle, req: &TxnRequest) -> Result<TxnResponse, ApplyError> {
+    pub(crate) fn txn(
+        &mut self,
+        scope: &mut RequestScopeHandle,
+        req: &TxnRequest,
+    ) -> Result<TxnResponse, ApplyError> {
         let mut succeeded = true;
         for cmp in &req.compare {
             if !self.compare_holds(scope, cmp)? {
@@ -316,18 +338,5 @@ fn compare_kv(cmp: &Compare, kv: &KeyValue) -> bool {
         CompareResult::Greater => ordering == Ordering::Greater,
         CompareResult::Less => ordering == Ordering::Less,
         CompareResult::NotEqual => ordering != Ordering::Equal,
-    }
-}
-
-/// Set the header of a response and of every response nested in it.
-pub(crate) fn stamp_txn(resp: &mut TxnResponse, header: &ResponseHeader) {
-    resp.header = header.clone();
-    for op in &mut resp.responses {
-        match op {
-            ResponseOp::Range(r) => r.header = header.clone(),
-            ResponseOp::Put(p) => p.header = header.clone(),
-            ResponseOp::DeleteRange(d) => d.header = header.clone(),
-            ResponseOp::Txn(t) => stamp_txn(t, header),
-        }
     }
 }

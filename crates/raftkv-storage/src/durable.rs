@@ -48,7 +48,7 @@ impl DurableDb {
     /// Open (or create) the database in `dir` with at most `cache_bytes` of page cache.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let db = sled::Config::new().path(dir).cache_capacity(cache_bytes).open()?;
+        let db = open_waiting_for_lock(dir, cache_bytes)?;
         let data_file = File::open(dir.join("db"))?;
         let this = Self {
             db,
@@ -116,6 +116,24 @@ impl DurableDb {
         }
         *synced = present;
         Ok(())
+    }
+}
+
+/// sled holds an exclusive file lock while a `Db` is open. A node that was just shut
+/// down in this process may still be dropping its handles on other threads, so wait (with
+/// a deadline) for the lock instead of failing the restart.
+fn open_waiting_for_lock(dir: &Path, cache_bytes: u64) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::Config::new().path(dir).cache_capacity(cache_bytes).open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return Ok(other?),
+        }
     }
 }
 

@@ -42,7 +42,11 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Wrap `e` as openraft's storage error about `subject`, while doing `verb`.
-pub(crate) fn to_raft(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
+pub(crate) fn to_raft(
+    subject: ErrorSubject<NodeId>,
+    verb: ErrorVerb,
+    e: impl std::error::Error + 'static,
+) -> StorageError {
     StorageError::IO {
         source: StorageIOError::new(subject, verb, &e),
     }

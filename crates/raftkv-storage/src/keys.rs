@@ -148,7 +148,18 @@ mod tests {
 
     #[test]
     fn encoding_keeps_key_then_revision_order() {
-        let keys: Vec<&[u8]> = vec![b"", b"\x00", b"\x00\x00", b"\x00\x01", b"a", b"a\x00", b"a\x00b", b"ab", b"b", b"\xff"];
+        let keys: Vec<&[u8]> = vec![
+            b"",
+            b"\x00",
+            b"\x00\x00",
+            b"\x00\x01",
+            b"a",
+            b"a\x00",
+            b"a\x00b",
+            b"ab",
+            b"b",
+            b"\xff",
+        ];
         let mut encoded = Vec::new();
         for k in &keys {
             for rev in [1, 2, 300] {
@@ -170,7 +181,10 @@ mod tests {
     fn bounds_cover_exactly_the_range() {
         let (lo, hi) = version_bounds(b"a", b"");
         assert!(lo <= version_key(b"a", 1) && version_key(b"a", i64::MAX) < hi);
-        assert!(version_key(b"a\x00", 1) >= hi, "a longer key is outside a single-key range");
+        assert!(
+            version_key(b"a\x00", 1) >= hi,
+            "a longer key is outside a single-key range"
+        );
         let (lo, hi) = version_bounds(b"a", b"b");
         assert!(version_key(b"azzz", 5) < hi && version_key(b"a", 5) >= lo);
         assert!(version_key(b"b", 1) >= hi);

@@ -125,10 +125,12 @@ impl Store {
         snapshot::remove_temporary_files(&snapshot_dir)?;
 
         let generation = match state_db.db().get(state::ACTIVE_GENERATION)? {
-            Some(bytes) => u64::from_be_bytes(<[u8; 8]>::try_from(bytes.as_ref()).map_err(|_| Error::Corrupt {
-                what: "state database",
-                detail: "active generation is not 8 bytes".into(),
-            })?),
+            Some(bytes) => {
+                u64::from_be_bytes(<[u8; 8]>::try_from(bytes.as_ref()).map_err(|_| Error::Corrupt {
+                    what: "state database",
+                    detail: "active generation is not 8 bytes".into(),
+                })?)
+            }
             None => 0,
         };
         let active_name = state::generation_tree_name(generation);

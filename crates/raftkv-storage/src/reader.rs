@@ -70,7 +70,10 @@ impl KvReader {
             req.revision
         };
         let kvs: Vec<KeyValue> = if req.range_end.is_empty() {
-            mvcc::get_at(&tree, &req.key, rev).map_err(storage)?.into_iter().collect()
+            mvcc::get_at(&tree, &req.key, rev)
+                .map_err(storage)?
+                .into_iter()
+                .collect()
         } else {
             mvcc::scan_at(&tree, &req.key, &req.range_end, rev).map_err(storage)?
         };

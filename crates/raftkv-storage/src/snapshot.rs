@@ -81,7 +81,11 @@ fn unique_suffix() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!("{}-{nanos}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}-{nanos}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn final_name(meta: &SnapshotMetaOf) -> String {
@@ -92,7 +96,11 @@ fn final_name(meta: &SnapshotMetaOf) -> String {
 }
 
 impl SnapshotBuilder {
-    pub(crate) fn capture(shared: Arc<StateShared>, last_applied: Option<LogId>, membership: StoredMembership) -> Self {
+    pub(crate) fn capture(
+        shared: Arc<StateShared>,
+        last_applied: Option<LogId>,
+        membership: StoredMembership,
+    ) -> Self {
         let revision = shared.revision();
         let tree = shared.tree();
         let members = tree
@@ -121,7 +129,12 @@ impl SnapshotBuilder {
         let meta = SnapshotMetaOf {
             last_log_id: self.last_applied,
             last_membership: self.membership.clone(),
-            snapshot_id: format!("{}-r{}-{}", final_name_stem(&self.last_applied), self.revision, unique_suffix()),
+            snapshot_id: format!(
+                "{}-r{}-{}",
+                final_name_stem(&self.last_applied),
+                self.revision,
+                unique_suffix()
+            ),
         };
         let dir = &self.shared.snapshot_dir;
         let tmp = dir.join(format!("build-{}.tmp", unique_suffix()));
@@ -136,7 +149,9 @@ impl SnapshotBuilder {
         for item in self.tree.iter() {
             let (k, v) = item?;
             let keep = match k.first() {
-                Some(&keys::VERSION) => keys::split_version_key(&k).is_some_and(|(_, rev)| rev <= self.revision),
+                Some(&keys::VERSION) => {
+                    keys::split_version_key(&k).is_some_and(|(_, rev)| rev <= self.revision)
+                }
                 Some(&keys::HISTORY) => keys::history_revision(&k).is_some_and(|rev| rev <= self.revision),
                 // Metadata and members come from the capture, not the live tree.
                 _ => false,
@@ -162,7 +177,9 @@ impl SnapshotBuilder {
 }
 
 fn final_name_stem(last_applied: &Option<LogId>) -> String {
-    last_applied.map_or("none".to_string(), |id| format!("t{}-i{}", id.leader_id.term, id.index))
+    last_applied.map_or("none".to_string(), |id| {
+        format!("t{}-i{}", id.leader_id.term, id.index)
+    })
 }
 
 /// Writes frames and keeps the running count and checksum.
@@ -437,7 +454,9 @@ pub(crate) fn install(shared: &StateShared, meta: &SnapshotMetaOf, mut file: Fil
     // Readers pin the revision before they load the tree, so store the tree first.
     shared.active.store(Arc::new(tree));
     shared.generation.store(generation, Ordering::Release);
-    shared.compact_revision.store(header.compact_revision, Ordering::Release);
+    shared
+        .compact_revision
+        .store(header.compact_revision, Ordering::Release);
     shared.revision.store(header.revision, Ordering::Release);
     if let Some(id) = meta.last_log_id {
         shared.applied.advance(id.index);
@@ -454,7 +473,10 @@ pub(crate) fn install(shared: &StateShared, meta: &SnapshotMetaOf, mut file: Fil
     prune_older(dir, &path)?;
     for entry in std::fs::read_dir(dir)? {
         let p = entry?.path();
-        if p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("recv-")) {
+        if p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("recv-"))
+        {
             std::fs::remove_file(p)?;
         }
     }

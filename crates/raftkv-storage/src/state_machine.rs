@@ -17,7 +17,7 @@ use raftkv_core::kv::{CompactionResponse, ResponseHeader};
 use raftkv_core::types::{Entry, LogId, MemberNode, NodeId, StorageError, StoredMembership, TypeConfig};
 use raftkv_core::{Command, RequestError, Response};
 
-use crate::apply::{Applier, stamp_txn};
+use crate::apply::Applier;
 use crate::error::{Result, sm_write, snapshot_read, snapshot_write};
 use crate::keys::{self, meta};
 use crate::snapshot;
@@ -82,7 +82,9 @@ impl StateMachine {
         tree.apply_batch(batch)?;
         // Visible to readers from here on: publish.
         self.shared.revision.store(revision, Ordering::Release);
-        self.shared.compact_revision.store(compact_revision, Ordering::Release);
+        self.shared
+            .compact_revision
+            .store(compact_revision, Ordering::Release);
         self.shared.applied.advance(last_applied.index);
         Ok(responses)
     }
@@ -105,16 +107,18 @@ fn apply_command(applier: &mut Applier<'_>, command: Command, term: u64) -> Resu
                 r.header = header(rev, term);
                 Response::Put(r)
             }),
-        Command::DeleteRange(req) => applier
-            .client_request(|a, scope| a.delete(scope, &req))?
-            .map(|(mut r, rev)| {
-                r.header = header(rev, term);
-                Response::DeleteRange(r)
-            }),
+        Command::DeleteRange(req) => {
+            applier
+                .client_request(|a, scope| a.delete(scope, &req))?
+                .map(|(mut r, rev)| {
+                    r.header = header(rev, term);
+                    Response::DeleteRange(r)
+                })
+        }
         Command::Txn(req) => applier
             .client_request(|a, scope| a.txn(scope, &req))?
             .map(|(mut r, rev)| {
-                stamp_txn(&mut r, &header(rev, term));
+                r.set_header(&header(rev, term));
                 Response::Txn(r)
             }),
         Command::Batch(commands) => {
@@ -129,7 +133,11 @@ fn apply_command(applier: &mut Applier<'_>, command: Command, term: u64) -> Resu
                 header: header(applier.revision, term),
             })
         }),
-        Command::PublishMember { id, name, client_urls } => {
+        Command::PublishMember {
+            id,
+            name,
+            client_urls,
+        } => {
             applier
                 .batch
                 .insert(&keys::member_key(id), codec::encode(&(name, client_urls))?);
@@ -162,7 +170,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         // Called between applies: what is captured here is one consistent point.
-        snapshot::SnapshotBuilder::capture(self.shared.clone(), self.last_applied, self.last_membership.clone())
+        snapshot::SnapshotBuilder::capture(
+            self.shared.clone(),
+            self.last_applied,
+            self.last_membership.clone(),
+        )
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
