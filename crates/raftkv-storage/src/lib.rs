@@ -39,7 +39,7 @@ pub mod state_machine;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 
 use arc_swap::ArcSwap;
 use raftkv_core::Watermark;
@@ -164,6 +164,7 @@ impl Store {
             applied: Arc::new(Watermark::new(applied_index)),
             synced_applied: AtomicU64::new(applied_index),
             snapshot_dir,
+            fail_syncs: AtomicBool::new(false),
         });
         let state_machine = StateMachine::load(shared.clone())?;
         let log = LogStore::open(log_db, shared.clone())?;

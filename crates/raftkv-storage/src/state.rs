@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use raftkv_core::Watermark;
@@ -36,6 +36,8 @@ pub struct StateShared {
     /// The applied index covered by the last completed `sync_durable`.
     pub(crate) synced_applied: AtomicU64,
     pub(crate) snapshot_dir: PathBuf,
+    /// Test hook: make the next state-machine syncs fail (see `inject_sync_failure`).
+    pub(crate) fail_syncs: AtomicBool,
 }
 
 impl StateShared {
@@ -62,6 +64,9 @@ impl StateShared {
     /// Make the state machine durable up to what is applied now (flush + fdatasync).
     /// Blocking. Returns the applied index it covers.
     pub fn sync_durable(&self) -> Result<u64> {
+        if self.fail_syncs.load(Ordering::Acquire) {
+            return Err(std::io::Error::other("injected state-machine sync failure").into());
+        }
         let applied = self.applied.get();
         self.db.sync()?;
         self.synced_applied.fetch_max(applied, Ordering::AcqRel);
@@ -71,6 +76,12 @@ impl StateShared {
     /// The applied index covered by the last state-machine sync.
     pub fn synced_applied(&self) -> u64 {
         self.synced_applied.load(Ordering::Acquire)
+    }
+
+    /// Test hook: while `fail` is set, state-machine syncs fail with an I/O error, so tests
+    /// can show what depends on them (a log purge must not delete anything then).
+    pub fn inject_sync_failure(&self, fail: bool) {
+        self.fail_syncs.store(fail, Ordering::Release);
     }
 
     /// Sync counters of the state-machine database.

@@ -1,0 +1,170 @@
+//! Snapshots: built at the point `get_snapshot_builder` captured even while apply goes on,
+//! installed into a fresh keyspace on another store, with history and revisions intact;
+//! a corrupt or foreign-version snapshot is refused and changes nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use openraft::storage::RaftStateMachine;
+use openraft::{CommittedLeaderId, EntryPayload, LogId, RaftSnapshotBuilder};
+use raftkv_core::kv::{PutRequest, RangeRequest};
+use raftkv_core::types::Entry;
+use raftkv_storage::{Store, StoreOptions};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+fn put(i: u64, key: &str, value: &str) -> Entry {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+        payload: EntryPayload::Normal(raftkv_core::Command::Put(PutRequest::new(key, value))),
+    }
+}
+
+fn open(dir: &std::path::Path) -> Store {
+    Store::open(dir, StoreOptions::default()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_captures_a_point_and_installs_elsewhere() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut leader = open(a.path());
+    let entries: Vec<Entry> = (1..=50)
+        .map(|i| put(i, &format!("k{:02}", i % 10), &format!("v{i}")))
+        .collect();
+    leader.state_machine.apply(entries).await.unwrap();
+    let mut builder = leader.state_machine.get_snapshot_builder().await;
+    // Applied after the capture: must not be in the snapshot.
+    leader
+        .state_machine
+        .apply([put(51, "late", "x"), put(52, "k01", "late")])
+        .await
+        .unwrap();
+    let snapshot = builder.build_snapshot().await.unwrap();
+    assert_eq!(snapshot.meta.last_log_id.unwrap().index, 50);
+
+    let mut follower = open(b.path());
+    let mut incoming = follower.state_machine.begin_receiving_snapshot().await.unwrap();
+    let mut data = Vec::new();
+    let mut source = snapshot.snapshot;
+    source.read_to_end(&mut data).await.unwrap();
+    incoming.write_all(&data).await.unwrap();
+    incoming.flush().await.unwrap();
+    follower
+        .state_machine
+        .install_snapshot(&snapshot.meta, incoming)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        follower.reader.revision(),
+        51,
+        "50 puts on an empty store (revision 1)"
+    );
+    assert_eq!(follower.shared.applied().get(), 50);
+    let now = follower.reader.range(&RangeRequest::prefix("")).unwrap();
+    assert_eq!(now.count, 10, "'late' was applied after the capture");
+    let k01 = follower
+        .reader
+        .range(&RangeRequest::key("k01"))
+        .unwrap()
+        .kvs
+        .remove(0);
+    assert_eq!(
+        (k01.value.as_slice(), k01.version, k01.create_revision),
+        (&b"v41"[..], 5, 2)
+    );
+    // History travels too: an old revision reads as it did on the leader.
+    let old = follower
+        .reader
+        .range(&RangeRequest::key("k01").with_revision(12))
+        .unwrap();
+    assert_eq!(old.kvs[0].value, b"v11");
+    let (applied, _) = follower.state_machine.applied_state().await.unwrap();
+    assert_eq!(applied.unwrap().index, 50);
+    // The installed snapshot is the follower's current one, and survives a reopen.
+    assert!(
+        follower
+            .state_machine
+            .get_current_snapshot()
+            .await
+            .unwrap()
+            .is_some()
+    );
+    drop(follower);
+    let follower = open(b.path());
+    assert_eq!(
+        follower.reader.range(&RangeRequest::prefix("")).unwrap().count,
+        10
+    );
+    assert_eq!(follower.reader.revision(), 51);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_or_foreign_snapshots_are_refused() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut leader = open(a.path());
+    leader
+        .state_machine
+        .apply((1..=20).map(|i| put(i, &format!("k{i}"), "v")))
+        .await
+        .unwrap();
+    let snapshot = leader
+        .state_machine
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let mut data = Vec::new();
+    let mut source = snapshot.snapshot;
+    source.read_to_end(&mut data).await.unwrap();
+
+    let mut follower = open(b.path());
+    follower
+        .state_machine
+        .apply([put(1, "mine", "keep")])
+        .await
+        .unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("flipped byte", {
+            let mut d = data.clone();
+            let n = d.len();
+            d[n / 2] ^= 0xff;
+            d
+        }),
+        ("truncated", data[..data.len() - 9].to_vec()),
+        ("other schema version", {
+            let mut d = data.clone();
+            d[8..12].copy_from_slice(&99u32.to_be_bytes());
+            d
+        }),
+        ("not a snapshot", b"hello world, definitely not raftkv".to_vec()),
+    ];
+    for (what, bytes) in cases {
+        let mut incoming = follower.state_machine.begin_receiving_snapshot().await.unwrap();
+        incoming.write_all(&bytes).await.unwrap();
+        incoming.rewind().await.unwrap();
+        let err = follower
+            .state_machine
+            .install_snapshot(&snapshot.meta, incoming)
+            .await;
+        assert!(err.is_err(), "{what}: installed");
+        let mine = follower.reader.range(&RangeRequest::prefix("")).unwrap();
+        assert_eq!(mine.count, 1, "{what}: the state changed");
+        assert_eq!(follower.shared.applied().get(), 1);
+    }
+}
+
+#[test]
+fn a_data_directory_of_another_schema_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    {
+        let db = sled::open(dir.path().join("state")).unwrap();
+        db.insert(b"schema", &7u32.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let err = Store::open(dir.path(), StoreOptions::default())
+        .err()
+        .expect("refused");
+    let text = err.to_string();
+    assert!(text.contains("unsupported schema version 7"), "{text}");
+}
