@@ -125,6 +125,7 @@ impl Node {
     }
 
     /// Validate and propose a client write; a deterministic refusal becomes its error.
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn write(&self, command: Command) -> Result<(Response, u64)> {
         let size = validate::check_command(&command, &self.inner.limits)?;
         match self.propose(command, size).await? {

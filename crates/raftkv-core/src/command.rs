@@ -56,13 +56,6 @@ pub enum Command {
     },
 }
 
-impl Command {
-    /// Whether this command is a client request that the proposer may pack into a batch.
-    pub fn is_batchable(&self) -> bool {
-        matches!(self, Command::Put(_) | Command::DeleteRange(_) | Command::Txn(_))
-    }
-}
-
 /// The answer of the state machine to one entry (or, inside a batch, one request).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
