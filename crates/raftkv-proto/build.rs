@@ -1,0 +1,16 @@
+//! Generates the protocol code from `proto/` with protox, a pure-Rust protobuf compiler, so
+//! the build needs no system `protoc`.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = ["etcd/kv.proto", "etcd/rpc.proto", "peer.proto"];
+    for file in files {
+        println!("cargo:rerun-if-changed={}", proto_dir.join(file).display());
+    }
+    let descriptors = protox::compile(files, [&proto_dir])?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,33 @@
+//! # raftkv-proto: the wire protocols, generated from `proto/`
+//!
+//! - [`etcdserverpb`] / [`mvccpb`]: etcd v3's client API (same packages, names and field
+//!   numbers as etcd), so `etcdctl` and etcd clients talk to raftkv unchanged.
+//! - [`raftkvpeer`]: the Raft peer protocol between raftkv nodes.
+//! - [`convert`]: the mapping between the etcd messages and raftkv-core's types, shared by
+//!   the server side (`raftkv-net`) and the client crate, so both map alike.
+//!
+//! Code generation runs in `build.rs` with protox (pure Rust): no system `protoc`.
+//!
+//! ## Caveats
+//! - Only the services raftkv implements are declared; etcd's Watch, Lease, Cluster,
+//!   Maintenance and Auth arrive with the issues that implement them.
+
+#![allow(missing_docs, clippy::all)]
+
+/// etcd's key-value data types (`mvccpb`).
+pub mod mvccpb {
+    tonic::include_proto!("mvccpb");
+}
+
+/// etcd's client API (`etcdserverpb`).
+pub mod etcdserverpb {
+    tonic::include_proto!("etcdserverpb");
+}
+
+/// raftkv's peer protocol.
+pub mod raftkvpeer {
+    tonic::include_proto!("raftkvpeer");
+}
+
+pub mod convert;
+pub mod status;
