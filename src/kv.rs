@@ -1,10 +1,14 @@
-//! The embedded KV API on [`Node`]: every write goes through the group-commit proposer
-//! and Raft; reads are served locally at a pinned revision, after a read-index round
-//! when they must be linearizable.
+//! The KV API on [`Node`]. Writes are validated, then proposed through the group-commit
+//! proposer when this node leads, or forwarded to the leader's peer port when it does
+//! not (one retry loop, bounded by the request deadline, follows leader changes while it
+//! is certain nothing was proposed). Reads are served locally at a pinned revision, after
+//! a read-index round when they must be linearizable.
+
+use std::time::Duration;
 
 use raftkv_core::kv::*;
-use raftkv_core::types::NodeId;
-use raftkv_core::{Command, Error, Response, Result, validate};
+use raftkv_core::{Command, Error, Response, Result, codec, validate};
+use tokio::time::Instant;
 
 use crate::node::Node;
 
@@ -64,8 +68,7 @@ impl Node {
             revision,
             physical: false,
         });
-        let proposed = self.propose(command, 16).await?;
-        match proposed {
+        match self.propose_command(command).await? {
             (Response::Compact(mut r), term) => {
                 self.fill_header(&mut r.header, term);
                 Ok(r)
@@ -91,7 +94,11 @@ impl Node {
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
         validate::check_range(&req)?;
         if !req.serializable {
-            self.wait_read_index().await?;
+            let index = self.inner.read_index.read_index().await?;
+            self.applied()
+                .wait_for_timeout(index, self.inner.request_timeout)
+                .await
+                .map_err(|e| Error::Timeout(e.to_string()))?;
         }
         let mut r = self.inner.reader.range(&req)?;
         let term = self.inner.raft.metrics().borrow().current_term;
@@ -99,62 +106,97 @@ impl Node {
         Ok(r)
     }
 
-    /// The read-index protocol: the leader confirms it still leads and names the log index
-    /// a linearizable read must see; we wait for our applied watermark to reach it.
-    async fn wait_read_index(&self) -> Result<()> {
-        use openraft::error::{CheckIsLeaderError, RaftError};
-        let deadline = self.inner.request_timeout;
-        let read = tokio::time::timeout(deadline, self.inner.raft.get_read_log_id())
-            .await
-            .map_err(|_| Error::Timeout("no leader confirmed the read in time".into()))?;
-        let (read_log_id, _) = read.map_err(|e| match e {
-            RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => Error::NotLeader {
-                leader_id: f.leader_id,
-                leader_client_urls: f.leader_node.map(|n| n.client_urls).unwrap_or_default(),
-            },
-            RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)) => Error::Timeout(q.to_string()),
-            RaftError::Fatal(f) => Error::Shutdown(f.to_string()),
-        })?;
-        if let Some(id) = read_log_id {
-            self.applied()
-                .wait_for_timeout(id.index, deadline)
-                .await
-                .map_err(|e| Error::Timeout(e.to_string()))?;
-        }
-        Ok(())
-    }
-
     /// Validate and propose a client write; a deterministic refusal becomes its error.
     #[tracing::instrument(level = "debug", skip_all)]
     async fn write(&self, command: Command) -> Result<(Response, u64)> {
-        let size = validate::check_command(&command, &self.inner.limits)?;
-        match self.propose(command, size).await? {
+        validate::check_command(&command, &self.inner.limits)?;
+        match self.propose_command(command).await? {
             (Response::Rejected(e), _) => Err(e.into()),
             answer => Ok(answer),
         }
     }
 
-    async fn propose(&self, command: Command, size: usize) -> Result<(Response, u64)> {
-        let deadline = self.inner.request_timeout;
-        let proposed = tokio::time::timeout(deadline, self.inner.proposer.propose(command, size))
-            .await
-            .map_err(|_| {
-                Error::Unknown(format!(
-                    "no answer within {deadline:?}; the write may or may not apply"
-                ))
-            })??;
-        Ok((proposed.response, proposed.log_id.leader_id.term))
+    /// Propose `command` on the leader (here, or forwarded), following leader changes
+    /// while nothing can have been proposed, until the request deadline.
+    pub(crate) async fn propose_command(&self, command: Command) -> Result<(Response, u64)> {
+        let size = codec::encoded_len(&command).map_err(|e| Error::Internal(e.to_string()))?;
+        let deadline = Instant::now() + self.inner.request_timeout;
+        let unknown = || {
+            Error::Unknown(format!(
+                "no answer within {:?} (no quorum, or the leader is unreachable); the write may or may not apply",
+                self.inner.request_timeout
+            ))
+        };
+        loop {
+            let leader = self.inner.raft.metrics().borrow().current_leader;
+            match leader {
+                Some(leader) if leader == self.id() => {
+                    let proposed =
+                        tokio::time::timeout_at(deadline, self.inner.proposer.propose(command.clone(), size))
+                            .await
+                            .map_err(|_| unknown())?;
+                    match proposed {
+                        Ok(p) => return Ok((p.response, p.log_id.leader_id.term)),
+                        // Lost leadership before the entry was appended: nothing happened.
+                        Err(Error::NotLeader { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Some(leader) => {
+                    let url = crate::membership::peer_url_of(&self.inner.raft, leader)?;
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    let forwarded = tokio::time::timeout_at(
+                        deadline,
+                        self.inner.connections.forward(&url, &command, remaining),
+                    )
+                    .await
+                    .map_err(|_| unknown())?;
+                    match forwarded {
+                        Ok(Ok(answer)) => return Ok(answer),
+                        // The node we took for the leader no longer leads: nothing proposed.
+                        Ok(Err(Error::NotLeader { .. })) => {}
+                        Ok(Err(e)) => return Err(e),
+                        Err(e) if e.not_sent() => {}
+                        Err(e) => return Err(Error::Unknown(e.to_string())),
+                    }
+                }
+                None => {}
+            }
+            // No (usable) leader: wait for the metrics to change, bounded by the deadline.
+            self.wait_for_new_leader(leader, deadline).await?;
+        }
     }
 
+    async fn wait_for_new_leader(&self, stale: Option<u64>, deadline: Instant) -> Result<()> {
+        let mut metrics = self.inner.raft.metrics();
+        let step = Instant::now() + Duration::from_millis(100);
+        let changed = async {
+            loop {
+                let now = metrics.borrow().current_leader;
+                if now.is_some() && now != stale {
+                    return;
+                }
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        // Wake at least every 100 ms: a leader that stays the same may still become usable
+        // (its peer port coming back, say).
+        let _ = tokio::time::timeout_at(step.min(deadline), changed).await;
+        if Instant::now() >= deadline {
+            return Err(Error::Timeout(format!(
+                "no leader could take the request within {:?} (no quorum?)",
+                self.inner.request_timeout
+            )));
+        }
+        Ok(())
+    }
+
+    /// Fill the header fields the state machine leaves to the node.
     fn fill_header(&self, header: &mut ResponseHeader, term: u64) {
-        header.member_id = self.inner.id;
-        header.cluster_id = cluster_id(self.inner.id);
+        header.member_id = self.id();
+        header.cluster_id = self.cluster_id();
         header.raft_term = term;
     }
-}
-
-/// A single-node cluster's id, derived from its only member (the cluster work derives it
-/// from the initial membership).
-fn cluster_id(id: NodeId) -> u64 {
-    id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1
 }

@@ -15,20 +15,30 @@
 //! ```
 //!
 //! The crate is the facade over the workspace: `raftkv-core` (types, watermarks, group
-//! commit), `raftkv-storage` (sled log store and MVCC state machine). See
+//! commit), `raftkv-storage` (sled log store and MVCC state machine), `raftkv-net` (gRPC
+//! peer network and etcd's KV service). See
 //! `ARCHITECTURE.md` for the write and read paths end to end.
 //!
+//! A cluster: give each node a peer address and the same initial member list
+//! (`NodeBuilder::initial_cluster`); writes on any node are forwarded to the leader,
+//! linearizable reads on any node use the read-index protocol. With a client address the
+//! node also serves etcd's KV gRPC API (`etcdctl` works against it).
+//!
 //! ## Caveats
-//! - This release runs a single-node cluster: every write still goes through Raft (and
-//!   its log sync), but there are no peers yet. Replication over gRPC is the next step.
+//! - openraft 0.9 has no leadership transfer: stopping the leader costs one election
+//!   timeout of unavailability for writes.
 
 #![warn(missing_docs)]
 
+mod backend;
 mod kv;
-mod network;
+mod membership;
 mod node;
+mod publish;
+mod read_index;
 
-pub use node::{Node, NodeBuilder, NodeMetrics, StorageStats};
+pub use membership::Member;
+pub use node::{Bootstrap, Node, NodeBuilder, NodeMetrics, StorageStats};
 pub use raftkv_core::kv::*;
 pub use raftkv_core::validate::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS, Limits};
 pub use raftkv_core::{Error, ProposerConfig, RequestError, Result, Watermark};

@@ -1,5 +1,6 @@
-//! [`Node`] and [`NodeBuilder`]: opening the store, starting openraft, initialising the
-//! cluster on first start, and shutting down.
+//! [`Node`] and [`NodeBuilder`]: opening the store, starting openraft and the gRPC
+//! servers (peer protocol, and etcd's KV service when a client address is given),
+//! bootstrapping or joining a cluster, publishing this member's client URLs, shutdown.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,14 +11,50 @@ use std::time::Duration;
 use raftkv_core::types::{MemberNode, NodeId, Raft};
 use raftkv_core::validate::Limits;
 use raftkv_core::{Error, Proposer, ProposerConfig, Result, Watermark};
+use raftkv_net::{KvService, PeerConnections, PeerNetwork, PeerService};
+use raftkv_proto::etcdserverpb::kv_server::KvServer;
+use raftkv_proto::raftkvpeer::raft_peer_server::RaftPeerServer;
 use raftkv_storage::{KvReader, LogStore, StateShared, Store, StoreOptions};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
-use crate::network::SingleNodeNetwork;
+use crate::read_index::ReadIndexBatcher;
+
+/// How a node becomes part of a cluster on its very first start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// A cluster of this node alone (the default).
+    SingleNode,
+    /// A cluster of these members (id -> peer URL), the same on every member.
+    Cluster(BTreeMap<NodeId, String>),
+    /// Nothing: the node waits until a member adds it (`add_learner`, then promote).
+    Join,
+}
+
+/// Where a server listens: an address to bind, or a listener bound by the caller (tests
+/// bind port 0 and read the port back).
+#[derive(Debug)]
+enum Listen {
+    Addr(std::net::SocketAddr),
+    Bound(std::net::TcpListener),
+}
+
+impl Listen {
+    async fn bind(self) -> std::io::Result<TcpListener> {
+        match self {
+            Listen::Addr(addr) => TcpListener::bind(addr).await,
+            Listen::Bound(l) => {
+                l.set_nonblocking(true)?;
+                TcpListener::from_std(l)
+            }
+        }
+    }
+}
 
 /// Configures and starts a [`Node`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct NodeBuilder {
-    id: NodeId,
+    pub(crate) id: NodeId,
     data_dir: Option<PathBuf>,
     limits: Limits,
     proposer: ProposerConfig,
@@ -26,6 +63,12 @@ pub struct NodeBuilder {
     heartbeat_interval: Duration,
     election_timeout: (Duration, Duration),
     snapshot_every_entries: u64,
+    peer_listen: Option<Listen>,
+    client_listen: Option<Listen>,
+    advertise_peer_url: Option<String>,
+    advertise_client_urls: Vec<String>,
+    bootstrap: Bootstrap,
+    name: String,
 }
 
 impl Default for NodeBuilder {
@@ -37,10 +80,16 @@ impl Default for NodeBuilder {
             proposer: ProposerConfig::default(),
             store: StoreOptions::default(),
             request_timeout: Duration::from_secs(5),
-            // etcd's defaults: robust on a busy 2-core machine.
+            // etcd's defaults: robust on a busy 2-core machine. See README "Failover".
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: (Duration::from_millis(1000), Duration::from_millis(2000)),
             snapshot_every_entries: 10_000,
+            peer_listen: None,
+            client_listen: None,
+            advertise_peer_url: None,
+            advertise_client_urls: Vec::new(),
+            bootstrap: Bootstrap::SingleNode,
+            name: String::new(),
         }
     }
 }
@@ -52,9 +101,65 @@ impl NodeBuilder {
         self
     }
 
+    /// A human-readable member name (published with the client URLs).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     /// Where the log, the state machine and snapshots live.
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// Serve the peer protocol on `addr`.
+    pub fn listen_peer(mut self, addr: std::net::SocketAddr) -> Self {
+        self.peer_listen = Some(Listen::Addr(addr));
+        self
+    }
+
+    /// Serve the peer protocol on an already bound listener.
+    pub fn peer_listener(mut self, listener: std::net::TcpListener) -> Self {
+        self.peer_listen = Some(Listen::Bound(listener));
+        self
+    }
+
+    /// Serve etcd's KV gRPC API on `addr`.
+    pub fn listen_client(mut self, addr: std::net::SocketAddr) -> Self {
+        self.client_listen = Some(Listen::Addr(addr));
+        self
+    }
+
+    /// Serve etcd's KV gRPC API on an already bound listener.
+    pub fn client_listener(mut self, listener: std::net::TcpListener) -> Self {
+        self.client_listen = Some(Listen::Bound(listener));
+        self
+    }
+
+    /// The peer URL other members use (default: `http://` + the bound peer address).
+    pub fn advertise_peer_url(mut self, url: impl Into<String>) -> Self {
+        self.advertise_peer_url = Some(url.into());
+        self
+    }
+
+    /// The client URLs published for this member (default: `http://` + the bound client
+    /// address).
+    pub fn advertise_client_urls(mut self, urls: Vec<String>) -> Self {
+        self.advertise_client_urls = urls;
+        self
+    }
+
+    /// Bootstrap a cluster of these members (id, peer URL) on first start. Every member
+    /// must be given the same list.
+    pub fn initial_cluster(mut self, members: impl IntoIterator<Item = (NodeId, String)>) -> Self {
+        self.bootstrap = Bootstrap::Cluster(members.into_iter().collect());
+        self
+    }
+
+    /// Do not bootstrap: wait to be added by an existing member.
+    pub fn join(mut self) -> Self {
+        self.bootstrap = Bootstrap::Join;
         self
     }
 
@@ -88,14 +193,26 @@ impl NodeBuilder {
         self
     }
 
+    /// Raft heartbeat interval and election timeout range (defaults 100 ms, 1-2 s).
+    pub fn raft_timing(
+        mut self,
+        heartbeat: Duration,
+        election_min: Duration,
+        election_max: Duration,
+    ) -> Self {
+        self.heartbeat_interval = heartbeat;
+        self.election_timeout = (election_min, election_max);
+        self
+    }
+
     /// Build a snapshot (and purge the log behind it) every this many entries.
     pub fn snapshot_every_entries(mut self, entries: u64) -> Self {
         self.snapshot_every_entries = entries;
         self
     }
 
-    /// Open the data directory, start Raft and, on the very first start, initialise a
-    /// single-node cluster. On later starts the node reopens what is on disk.
+    /// Open the data directory, start Raft and the servers, and bootstrap on the very first
+    /// start (see [`Bootstrap`]). On later starts the node reopens what is on disk.
     pub async fn start(self) -> Result<Node> {
         if self.id == 0 {
             return Err(Error::Internal("node id must be non-zero".into()));
@@ -104,6 +221,29 @@ impl NodeBuilder {
             .data_dir
             .clone()
             .ok_or_else(|| Error::Internal("data_dir is required".into()))?;
+        let io = |what: &str, e: std::io::Error| Error::Internal(format!("{what}: {e}"));
+        let peer_listener = match self.peer_listen {
+            Some(l) => Some(l.bind().await.map_err(|e| io("binding the peer address", e))?),
+            None => None,
+        };
+        let client_listener = match self.client_listen {
+            Some(l) => Some(l.bind().await.map_err(|e| io("binding the client address", e))?),
+            None => None,
+        };
+        let peer_url = match (&self.advertise_peer_url, &peer_listener) {
+            (Some(url), _) => url.clone(),
+            (None, Some(l)) => format!("http://{}", l.local_addr().map_err(|e| io("peer address", e))?),
+            (None, None) => String::new(),
+        };
+        let client_urls = match (self.advertise_client_urls.is_empty(), &client_listener) {
+            (false, _) => self.advertise_client_urls.clone(),
+            (true, Some(l)) => vec![format!(
+                "http://{}",
+                l.local_addr().map_err(|e| io("client address", e))?
+            )],
+            (true, None) => Vec::new(),
+        };
+
         let store_options = self.store;
         let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, store_options))
             .await
@@ -117,58 +257,145 @@ impl NodeBuilder {
             election_timeout_max: self.election_timeout.1.as_millis() as u64,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries),
             max_in_snapshot_log_to_keep: 1000,
+            // Entries are batches of up to 4 MiB: keep one message within the peer limit.
+            max_payload_entries: 64,
             ..openraft::Config::default()
         }
         .validate()
         .map_err(|e| Error::Internal(e.to_string()))?;
-        let raft = Raft::new(
-            self.id,
-            Arc::new(config),
-            SingleNodeNetwork,
-            store.log,
-            store.state_machine,
-        )
-        .await
-        .map_err(|e| Error::Storage(e.to_string()))?;
+        let connections = PeerConnections::new(Duration::from_millis(500));
+        let network = PeerNetwork::new(connections.clone());
+        let raft = Raft::new(self.id, Arc::new(config), network, store.log, store.state_machine)
+            .await
+            .map_err(|e| Error::Storage(e.to_string()))?;
+        let proposer = Proposer::spawn(raft.clone(), self.proposer);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let inner = Arc::new(NodeInner {
+            id: self.id,
+            read_index: ReadIndexBatcher::spawn(
+                self.id,
+                raft.clone(),
+                connections.clone(),
+                self.request_timeout,
+            ),
+            raft: raft.clone(),
+            proposer,
+            reader: store.reader,
+            shared: store.shared,
+            log,
+            limits: self.limits,
+            request_timeout: self.request_timeout,
+            connections,
+            peer_url: peer_url.clone(),
+            client_urls: client_urls.clone(),
+            shutdown,
+        });
+        let node = Node { inner };
+
+        if let Some(listener) = peer_listener {
+            let service = RaftPeerServer::new(PeerService::new(raft.clone(), Arc::new(node.clone())))
+                .max_decoding_message_size(raftkv_net::MAX_PEER_MESSAGE_BYTES)
+                .max_encoding_message_size(raftkv_net::MAX_PEER_MESSAGE_BYTES);
+            let router = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(service);
+            spawn_server("peer", router, listener, shutdown_rx.clone());
+        }
+        if let Some(listener) = client_listener {
+            let service = KvServer::new(KvService::new(Arc::new(node.clone())));
+            let router = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(service);
+            spawn_server("client", router, listener, shutdown_rx.clone());
+        }
+
         let initialized = raft
             .is_initialized()
             .await
             .map_err(|e| Error::Shutdown(e.to_string()))?;
         if !initialized {
-            let members = BTreeMap::from([(self.id, MemberNode::default())]);
-            raft.initialize(members)
-                .await
-                .map_err(|e| Error::Internal(format!("initialize: {e}")))?;
+            let members: BTreeMap<NodeId, MemberNode> = match &self.bootstrap {
+                Bootstrap::SingleNode => BTreeMap::from([(
+                    self.id,
+                    MemberNode {
+                        peer_url,
+                        client_urls: client_urls.clone(),
+                    },
+                )]),
+                // Identical on every member: peer URLs only; client URLs are published.
+                Bootstrap::Cluster(members) => {
+                    if !members.contains_key(&self.id) {
+                        return Err(Error::Internal(format!(
+                            "initial cluster does not contain node {}",
+                            self.id
+                        )));
+                    }
+                    members
+                        .iter()
+                        .map(|(id, url)| (*id, MemberNode::new(url.clone())))
+                        .collect()
+                }
+                Bootstrap::Join => BTreeMap::new(),
+            };
+            if !members.is_empty() {
+                match raft.initialize(members).await {
+                    Ok(()) => {}
+                    // Another member's vote or log reached us first: we are part of it.
+                    Err(openraft::error::RaftError::APIError(
+                        openraft::error::InitializeError::NotAllowed(_),
+                    )) => {}
+                    Err(e) => return Err(Error::Internal(format!("initialize: {e}"))),
+                }
+            }
         }
-        let proposer = Proposer::spawn(raft.clone(), self.proposer);
-        Ok(Node {
-            inner: Arc::new(NodeInner {
-                id: self.id,
-                raft,
-                proposer,
-                reader: store.reader,
-                shared: store.shared,
-                log,
-                limits: self.limits,
-                request_timeout: self.request_timeout,
-            }),
-        })
+        if !client_urls.is_empty() {
+            tokio::spawn(crate::publish::publish_client_urls(
+                node.clone(),
+                self.name.clone(),
+                client_urls,
+                shutdown_rx,
+            ));
+        }
+        Ok(node)
     }
+}
+
+fn spawn_server(
+    what: &'static str,
+    router: tonic::transport::server::Router,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tokio::spawn(async move {
+        let stop = async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        };
+        if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop).await {
+            tracing::error!(server = what, error = %e, "server stopped");
+        }
+    });
 }
 
 pub(crate) struct NodeInner {
     pub(crate) id: NodeId,
     pub(crate) raft: Raft,
     pub(crate) proposer: Proposer,
+    pub(crate) read_index: ReadIndexBatcher,
     pub(crate) reader: KvReader,
     pub(crate) shared: Arc<StateShared>,
     pub(crate) log: LogStore,
     pub(crate) limits: Limits,
     pub(crate) request_timeout: Duration,
+    pub(crate) connections: PeerConnections,
+    pub(crate) peer_url: String,
+    pub(crate) client_urls: Vec<String>,
+    /// Set to true once: stops the servers and background tasks.
+    pub(crate) shutdown: watch::Sender<bool>,
 }
 
-/// A raftkv node: the KV API (see the methods in `kv.rs`), metrics, shutdown.
-/// Cheap to clone; every clone is the same node.
+/// A raftkv node: the KV API (`kv.rs`), cluster membership (`membership.rs`), metrics,
+/// shutdown. Cheap to clone; every clone is the same node.
 #[derive(Clone)]
 pub struct Node {
     pub(crate) inner: Arc<NodeInner>,
@@ -183,12 +410,20 @@ pub struct NodeMetrics {
     pub leader: Option<NodeId>,
     /// Current term.
     pub term: u64,
+    /// Last log index.
+    pub last_log_index: u64,
     /// Commit index (the commit watermark).
     pub committed: u64,
     /// Applied index (the applied watermark).
     pub applied: u64,
     /// Newest applied store revision.
     pub revision: i64,
+    /// On the leader: how many entries each follower is behind the leader's last log index.
+    pub replication_lag: BTreeMap<NodeId, u64>,
+    /// Voters of the current membership.
+    pub voters: Vec<NodeId>,
+    /// Learners of the current membership.
+    pub learners: Vec<NodeId>,
 }
 
 /// Durability counters: they show group commit and the sync discipline at work.
@@ -217,6 +452,21 @@ impl Node {
         self.inner.id
     }
 
+    /// The cluster id (0 until the first membership entry is applied).
+    pub fn cluster_id(&self) -> u64 {
+        self.inner.reader.cluster_id()
+    }
+
+    /// The URL peers reach this node at.
+    pub fn peer_url(&self) -> &str {
+        &self.inner.peer_url
+    }
+
+    /// The URLs clients reach this node at (empty if it serves no clients).
+    pub fn client_urls(&self) -> &[String] {
+        &self.inner.client_urls
+    }
+
     /// The commit-index watermark.
     pub fn committed(&self) -> &Arc<Watermark> {
         self.inner.log.committed()
@@ -227,21 +477,39 @@ impl Node {
         self.inner.shared.applied()
     }
 
+    /// The underlying openraft handle (for tools and tests).
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
     /// Raft state right now.
     pub fn metrics(&self) -> NodeMetrics {
         let metrics = self.inner.raft.metrics();
         // Never hold the borrow across an await.
-        let (leader, term) = {
-            let m = metrics.borrow();
-            (m.current_leader, m.current_term)
-        };
+        let m = metrics.borrow().clone();
+        let last_log_index = m.last_log_index.unwrap_or(0);
+        let replication_lag = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .filter(|(id, _)| **id != self.inner.id)
+                    .map(|(id, matched)| (*id, last_log_index.saturating_sub(matched.map_or(0, |l| l.index))))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let membership = m.membership_config.membership();
         NodeMetrics {
             id: self.inner.id,
-            leader,
-            term,
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log_index,
             committed: self.committed().get(),
             applied: self.applied().get(),
             revision: self.inner.reader.revision(),
+            replication_lag,
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
         }
     }
 
@@ -257,7 +525,7 @@ impl Node {
         }
     }
 
-    /// Wait until this node sees a leader (itself, for a single node), up to `timeout`.
+    /// Wait until this node knows a leader, up to `timeout`.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId> {
         let mut metrics = self.inner.raft.metrics();
         let wait = async {
@@ -276,9 +544,10 @@ impl Node {
             .map_err(|_| Error::Timeout(format!("no leader after {timeout:?}")))?
     }
 
-    /// Stop Raft and release the data directory (once every clone is dropped). In-flight
-    /// requests fail with [`Error::Shutdown`]; acknowledged writes are already durable.
+    /// Stop the servers and Raft and release the data directory (once every clone is
+    /// dropped). In-flight requests fail; acknowledged writes are already durable.
     pub async fn shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }

@@ -74,8 +74,9 @@ pub enum RequestError {
     Unsupported(String),
 }
 
-/// Everything a raftkv operation can fail with.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Everything a raftkv operation can fail with. Serializable, so a leader can send it back
+/// to the follower that forwarded a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Error {
     /// The request itself is wrong; retrying it will not help.

@@ -38,6 +38,8 @@ pub mod meta {
     pub const COMPACT: &[u8] = b"mcompact";
     /// Layout version.
     pub const SCHEMA: &[u8] = b"mschema";
+    /// The cluster id, derived from the first membership ever applied.
+    pub const CLUSTER_ID: &[u8] = b"mcluster_id";
 }
 
 /// Append the escaped form of `key` (with its terminator) to `out`.

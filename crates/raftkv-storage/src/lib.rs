@@ -155,6 +155,10 @@ impl Store {
             None => None,
         };
         let applied_index = applied.map_or(0, |a| a.index);
+        let cluster_id: u64 = match read(keys::meta::CLUSTER_ID)? {
+            Some(b) => codec::decode(&b)?,
+            None => 0,
+        };
         let shared = Arc::new(StateShared {
             db: state_db,
             active: ArcSwap::from_pointee(tree),
@@ -165,6 +169,7 @@ impl Store {
             synced_applied: AtomicU64::new(applied_index),
             snapshot_dir,
             fail_syncs: AtomicBool::new(false),
+            cluster_id: AtomicU64::new(cluster_id),
         });
         let state_machine = StateMachine::load(shared.clone())?;
         let log = LogStore::open(log_db, shared.clone())?;

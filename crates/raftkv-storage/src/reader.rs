@@ -37,6 +37,11 @@ impl KvReader {
         self.shared.compact_revision()
     }
 
+    /// The cluster id (0 until the first membership is applied).
+    pub fn cluster_id(&self) -> u64 {
+        self.shared.cluster_id()
+    }
+
     /// The applied-index watermark.
     pub fn applied(&self) -> &Arc<Watermark> {
         self.shared.applied()

@@ -71,7 +71,7 @@ pub struct SnapshotBuilder {
     membership: StoredMembership,
     revision: Revision,
     compact_revision: Revision,
-    /// Published members, captured with the rest (they are not versioned).
+    /// Published members and the cluster id, captured with the rest (not versioned).
     members: std::result::Result<Pairs, String>,
 }
 
@@ -105,6 +105,11 @@ impl SnapshotBuilder {
         let tree = shared.tree();
         let members = tree
             .scan_prefix([keys::MEMBER])
+            .chain(
+                tree.get(meta::CLUSTER_ID)
+                    .transpose()
+                    .map(|v| v.map(|v| (meta::CLUSTER_ID.into(), v))),
+            )
             .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())))
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| e.to_string());
@@ -458,6 +463,9 @@ pub(crate) fn install(shared: &StateShared, meta: &SnapshotMetaOf, mut file: Fil
         .compact_revision
         .store(header.compact_revision, Ordering::Release);
     shared.revision.store(header.revision, Ordering::Release);
+    if let Some(bytes) = shared.tree().get(meta::CLUSTER_ID)? {
+        shared.cluster_id.store(codec::decode(&bytes)?, Ordering::Release);
+    }
     if let Some(id) = meta.last_log_id {
         shared.applied.advance(id.index);
     }

@@ -38,6 +38,8 @@ pub struct StateShared {
     pub(crate) snapshot_dir: PathBuf,
     /// Test hook: make the next state-machine syncs fail (see `inject_sync_failure`).
     pub(crate) fail_syncs: AtomicBool,
+    /// 0 until the first membership is applied.
+    pub(crate) cluster_id: AtomicU64,
 }
 
 impl StateShared {
@@ -49,6 +51,11 @@ impl StateShared {
     /// The compact revision.
     pub fn compact_revision(&self) -> Revision {
         self.compact_revision.load(Ordering::Acquire)
+    }
+
+    /// The cluster id (0 before the first membership entry is applied).
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id.load(Ordering::Acquire)
     }
 
     /// The applied-index watermark.

@@ -53,12 +53,16 @@ impl StateMachine {
         let mut applier = Applier::new(&tree, self.shared.revision(), self.shared.compact_revision());
         let mut responses = Vec::new();
         let mut membership_changed = false;
+        let mut new_cluster_id = None;
         for entry in entries {
             let log_id = entry.log_id;
             self.last_applied = Some(log_id);
             let response = match entry.payload {
                 EntryPayload::Blank => Response::Empty,
                 EntryPayload::Membership(m) => {
+                    if self.shared.cluster_id() == 0 && new_cluster_id.is_none() {
+                        new_cluster_id = Some(cluster_id_of(&m));
+                    }
                     self.last_membership = StoredMembership::new(Some(log_id), m);
                     membership_changed = true;
                     Response::Empty
@@ -79,7 +83,13 @@ impl StateMachine {
         }
         batch.insert(meta::REVISION, codec::encode(&revision)?);
         batch.insert(meta::COMPACT, codec::encode(&compact_revision)?);
+        if let Some(id) = new_cluster_id {
+            batch.insert(meta::CLUSTER_ID, codec::encode(&id)?);
+        }
         tree.apply_batch(batch)?;
+        if let Some(id) = new_cluster_id {
+            self.shared.cluster_id.store(id, Ordering::Release);
+        }
         // Visible to readers from here on: publish.
         self.shared.revision.store(revision, Ordering::Release);
         self.shared
@@ -88,6 +98,24 @@ impl StateMachine {
         self.shared.applied.advance(last_applied.index);
         Ok(responses)
     }
+}
+
+/// The cluster id: a hash of the first membership (voter ids and peer URLs), the same on
+/// every member because every member applies the same first membership entry (or gets it
+/// in a snapshot). Never 0.
+fn cluster_id_of(m: &openraft::Membership<NodeId, MemberNode>) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut mix = |bytes: &[u8]| {
+        for &b in bytes {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for (id, node) in m.nodes() {
+        mix(&id.to_be_bytes());
+        mix(node.peer_url.as_bytes());
+    }
+    hash.max(1)
 }
 
 fn header(revision: i64, raft_term: u64) -> ResponseHeader {

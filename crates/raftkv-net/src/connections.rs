@@ -1,0 +1,147 @@
+//! [`PeerConnections`]: the channel cache. A tonic `Channel` is a handle to one HTTP/2
+//! connection that multiplexes every RPC and reconnects by itself; we create one per peer
+//! URL, lazily, and hand out clones.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use raftkv_core::codec;
+use raftkv_core::types::LogId;
+use raftkv_core::{Command, Error, Response};
+use raftkv_proto::raftkvpeer::raft_peer_client::RaftPeerClient;
+use raftkv_proto::raftkvpeer::{RaftBytes, ReadIndexRequest};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::MAX_PEER_MESSAGE_BYTES;
+
+/// Talking to a peer failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PeerError {
+    /// The peer URL is not a valid endpoint.
+    #[error("invalid peer url {url:?}: {detail}")]
+    InvalidUrl {
+        /// The URL.
+        url: String,
+        /// Why.
+        detail: String,
+    },
+    /// The RPC failed on the wire or at the peer.
+    #[error("peer rpc failed: {code:?}: {message}")]
+    Rpc {
+        /// gRPC code.
+        code: tonic::Code,
+        /// What tonic said.
+        message: String,
+    },
+    /// The peer answered something that does not decode.
+    #[error("peer sent an undecodable answer: {0}")]
+    Codec(String),
+}
+
+impl PeerError {
+    fn rpc(status: tonic::Status) -> Self {
+        let source = std::error::Error::source(&status)
+            .map(|s| format!(": {s:?}"))
+            .unwrap_or_default();
+        PeerError::Rpc {
+            code: status.code(),
+            message: format!("{}{source}", status.message()),
+        }
+    }
+
+    /// Whether the request certainly never reached the peer (the connection could not be
+    /// made), so retrying it elsewhere cannot apply it twice.
+    pub fn not_sent(&self) -> bool {
+        match self {
+            PeerError::InvalidUrl { .. } => true,
+            PeerError::Rpc { code, message } => {
+                *code == tonic::Code::Unavailable
+                    && (message.contains("tcp connect error")
+                        || message.contains("ConnectionRefused")
+                        || message.contains("Connection refused"))
+            }
+            PeerError::Codec(_) => false,
+        }
+    }
+}
+
+/// Shared cache of channels to peers, keyed by peer URL. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct PeerConnections {
+    /// Held only to look up or insert a channel, never across an `.await`.
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    connect_timeout: Duration,
+}
+
+impl PeerConnections {
+    /// A cache whose connections give up connecting after `connect_timeout`.
+    pub fn new(connect_timeout: Duration) -> Self {
+        Self {
+            channels: Arc::default(),
+            connect_timeout,
+        }
+    }
+
+    /// The channel to `url`, created on first use.
+    pub fn channel(&self, url: &str) -> Result<Channel, PeerError> {
+        if let Some(channel) = self.channels.lock().get(url) {
+            return Ok(channel.clone());
+        }
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| PeerError::InvalidUrl {
+                url: url.to_string(),
+                detail: e.to_string(),
+            })?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5));
+        let channel = endpoint.connect_lazy();
+        Ok(self
+            .channels
+            .lock()
+            .entry(url.to_string())
+            .or_insert(channel)
+            .clone())
+    }
+
+    /// A peer-protocol client for `url`.
+    pub fn client(&self, url: &str) -> Result<RaftPeerClient<Channel>, PeerError> {
+        Ok(RaftPeerClient::new(self.channel(url)?)
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
+    }
+
+    /// Ask the leader at `url` for a read index.
+    pub async fn read_index(
+        &self,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<Result<Option<LogId>, Error>, PeerError> {
+        let mut request = tonic::Request::new(ReadIndexRequest {});
+        request.set_timeout(timeout);
+        let answer = self
+            .client(url)?
+            .read_index(request)
+            .await
+            .map_err(PeerError::rpc)?;
+        codec::decode(&answer.into_inner().data).map_err(|e| PeerError::Codec(e.to_string()))
+    }
+
+    /// Forward a validated client write to the leader at `url`; returns the leader's
+    /// answer and the term of the entry that carried it.
+    pub async fn forward(
+        &self,
+        url: &str,
+        command: &Command,
+        timeout: Duration,
+    ) -> Result<Result<(Response, u64), Error>, PeerError> {
+        let data = codec::encode(command).map_err(|e| PeerError::Codec(e.to_string()))?;
+        let mut request = tonic::Request::new(RaftBytes { data });
+        request.set_timeout(timeout);
+        let answer = self.client(url)?.forward(request).await.map_err(PeerError::rpc)?;
+        codec::decode(&answer.into_inner().data).map_err(|e| PeerError::Codec(e.to_string()))
+    }
+}

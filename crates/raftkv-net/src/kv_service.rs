@@ -1,0 +1,109 @@
+//! [`KvService`]: etcd's `KV` gRPC service over a [`KvBackend`]. It only translates: etcd
+//! messages to raftkv-core requests and back (`raftkv_proto::convert`), errors to etcd's
+//! statuses (`raftkv_proto::status`). What a request means is the backend's business.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use raftkv_core::Error;
+use raftkv_core::kv::*;
+use raftkv_proto::convert::InvalidMessage;
+use raftkv_proto::etcdserverpb as pb;
+use raftkv_proto::status::to_status;
+use tonic::{Request, Response as GrpcResponse, Status};
+
+/// What serves the KV requests (the node).
+pub trait KvBackend: Send + Sync + 'static {
+    /// etcd Range.
+    fn range(&self, req: RangeRequest) -> impl Future<Output = Result<RangeResponse, Error>> + Send;
+    /// etcd Put.
+    fn put(&self, req: PutRequest) -> impl Future<Output = Result<PutResponse, Error>> + Send;
+    /// etcd DeleteRange.
+    fn delete_range(
+        &self,
+        req: DeleteRangeRequest,
+    ) -> impl Future<Output = Result<DeleteRangeResponse, Error>> + Send;
+    /// etcd Txn.
+    fn txn(&self, req: TxnRequest) -> impl Future<Output = Result<TxnResponse, Error>> + Send;
+    /// etcd Compact.
+    fn compact(
+        &self,
+        req: CompactionRequest,
+    ) -> impl Future<Output = Result<CompactionResponse, Error>> + Send;
+}
+
+/// The etcd KV gRPC service.
+pub struct KvService<B> {
+    backend: Arc<B>,
+}
+
+impl<B: KvBackend> KvService<B> {
+    /// Serve `backend`.
+    pub fn new(backend: Arc<B>) -> Self {
+        Self { backend }
+    }
+}
+
+fn invalid(e: InvalidMessage) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+fn status(e: Error) -> Status {
+    to_status(&e)
+}
+
+#[tonic::async_trait]
+impl<B: KvBackend> pb::kv_server::Kv for KvService<B> {
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn range(
+        &self,
+        request: Request<pb::RangeRequest>,
+    ) -> Result<GrpcResponse<pb::RangeResponse>, Status> {
+        let req = RangeRequest::try_from(request.into_inner()).map_err(invalid)?;
+        let resp = self.backend.range(req).await.map_err(status)?;
+        Ok(GrpcResponse::new(resp.into()))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn put(&self, request: Request<pb::PutRequest>) -> Result<GrpcResponse<pb::PutResponse>, Status> {
+        let resp = self
+            .backend
+            .put(request.into_inner().into())
+            .await
+            .map_err(status)?;
+        Ok(GrpcResponse::new(resp.into()))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn delete_range(
+        &self,
+        request: Request<pb::DeleteRangeRequest>,
+    ) -> Result<GrpcResponse<pb::DeleteRangeResponse>, Status> {
+        let resp = self
+            .backend
+            .delete_range(request.into_inner().into())
+            .await
+            .map_err(status)?;
+        Ok(GrpcResponse::new(resp.into()))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<GrpcResponse<pb::TxnResponse>, Status> {
+        let req = TxnRequest::try_from(request.into_inner()).map_err(invalid)?;
+        let resp = self.backend.txn(req).await.map_err(status)?;
+        Ok(GrpcResponse::new(resp.into()))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn compact(
+        &self,
+        request: Request<pb::CompactionRequest>,
+    ) -> Result<GrpcResponse<pb::CompactionResponse>, Status> {
+        let resp = self
+            .backend
+            .compact(request.into_inner().into())
+            .await
+            .map_err(status)?;
+        Ok(GrpcResponse::new(resp.into()))
+    }
+}

@@ -1,0 +1,36 @@
+//! # raftkv-net: raftkv over gRPC
+//!
+//! - [`PeerConnections`]: one long-lived HTTP/2 channel per peer URL, shared by everything
+//!   that talks to that peer (replication, votes, snapshots, read index, forwarding), so no
+//!   RPC opens a connection of its own.
+//! - [`PeerNetwork`]: openraft's `RaftNetworkFactory` / `RaftNetwork` over tonic. Peer
+//!   addresses come from the membership's node data ([`raftkv_core::MemberNode`]), so a node
+//!   added later is reachable without restarting anyone. Per-RPC deadlines come from
+//!   openraft's `RPCOption`; transport failures map to openraft's `Unreachable` (openraft
+//!   backs off), oversized messages to `PayloadTooLarge` (openraft sends fewer entries),
+//!   the rest to `NetworkError`. Snapshots move as a client stream of bounded chunks.
+//! - [`PeerService`]: the server side of the peer protocol, feeding openraft, answering
+//!   read-index requests and proposing writes forwarded by followers.
+//! - [`KvService`]: etcd's `KV` gRPC service over any [`KvBackend`] (the node implements
+//!   it), with etcd's status codes and texts (`raftkv_proto::status`).
+//!
+//! openraft's messages travel as bincode bytes inside protobuf (see `proto/peer.proto`).
+//!
+//! ## Caveats
+//! - No TLS or authentication between peers yet: bind peer ports to trusted networks.
+
+#![warn(missing_docs)]
+
+mod connections;
+mod kv_service;
+mod network;
+mod peer_service;
+
+pub use connections::{PeerConnections, PeerError};
+pub use kv_service::{KvBackend, KvService};
+pub use network::{PeerClient, PeerNetwork};
+pub use peer_service::{ForwardTarget, PeerService, read_index_error};
+
+/// Largest gRPC message a peer sends or accepts (entries are bounded by openraft's
+/// `max_payload_entries`; a single request is at most `max_request_bytes`).
+pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;

@@ -1,0 +1,131 @@
+//! [`PeerService`]: the server side of the peer protocol. It decodes openraft's messages
+//! and feeds them to the local Raft, answers read-index requests when this node leads,
+//! and proposes writes that followers forward.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use openraft::Snapshot;
+use openraft::error::{CheckIsLeaderError, RaftError};
+use raftkv_core::codec;
+use raftkv_core::types::{LogId, MemberNode, NodeId, Raft, TypeConfig};
+use raftkv_core::{Command, Error, Response};
+use raftkv_proto::raftkvpeer::raft_peer_server::RaftPeer;
+use raftkv_proto::raftkvpeer::{RaftBytes, ReadIndexRequest, ReadIndexResponse, SnapshotChunk};
+use tokio::io::AsyncWriteExt;
+use tonic::{Request, Response as GrpcResponse, Status, Streaming};
+
+/// Where forwarded writes go: the local node's proposer (validated again here: a leader
+/// does not trust a follower's checks).
+pub trait ForwardTarget: Send + Sync + 'static {
+    /// Propose `command` on this node; the answer and the term of its entry.
+    fn propose_forwarded(
+        &self,
+        command: Command,
+    ) -> impl Future<Output = Result<(Response, u64), Error>> + Send;
+}
+
+/// The peer gRPC service.
+pub struct PeerService<F> {
+    raft: Raft,
+    forward: Arc<F>,
+}
+
+impl<F: ForwardTarget> PeerService<F> {
+    /// Serve the peer protocol for `raft`, proposing forwarded writes through `forward`.
+    pub fn new(raft: Raft, forward: Arc<F>) -> Self {
+        Self { raft, forward }
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
+    codec::decode(bytes).map_err(|e| Status::invalid_argument(format!("undecodable peer message: {e}")))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<RaftBytes, Status> {
+    codec::encode(value)
+        .map(|data| RaftBytes { data })
+        .map_err(|e| Status::internal(e.to_string()))
+}
+
+/// openraft's answer to a leadership check, as raftkv's error.
+pub fn read_index_error(e: RaftError<NodeId, CheckIsLeaderError<NodeId, MemberNode>>) -> Error {
+    match e {
+        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => Error::NotLeader {
+            leader_id: f.leader_id,
+            leader_client_urls: f.leader_node.map(|n| n.client_urls).unwrap_or_default(),
+        },
+        RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)) => Error::Timeout(q.to_string()),
+        RaftError::Fatal(f) => Error::Shutdown(f.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl<F: ForwardTarget> RaftPeer for PeerService<F> {
+    async fn append_entries(&self, request: Request<RaftBytes>) -> Result<GrpcResponse<RaftBytes>, Status> {
+        let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> = decode(&request.into_inner().data)?;
+        let result = self.raft.append_entries(rpc).await;
+        Ok(GrpcResponse::new(encode(&result)?))
+    }
+
+    async fn vote(&self, request: Request<RaftBytes>) -> Result<GrpcResponse<RaftBytes>, Status> {
+        let rpc: openraft::raft::VoteRequest<NodeId> = decode(&request.into_inner().data)?;
+        let result = self.raft.vote(rpc).await;
+        Ok(GrpcResponse::new(encode(&result)?))
+    }
+
+    #[tracing::instrument(level = "info", skip_all)]
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<GrpcResponse<RaftBytes>, Status> {
+        let mut stream = request.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        let (vote, meta): (openraft::Vote<NodeId>, openraft::SnapshotMeta<NodeId, MemberNode>) =
+            decode(&first.header)?;
+        let mut file = self
+            .raft
+            .begin_receiving_snapshot()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let io = |e: std::io::Error| Status::internal(format!("writing the received snapshot: {e}"));
+        file.write_all(&first.data).await.map_err(io)?;
+        let mut bytes = first.data.len() as u64;
+        while let Some(chunk) = stream.message().await? {
+            file.write_all(&chunk.data).await.map_err(io)?;
+            bytes += chunk.data.len() as u64;
+        }
+        file.flush().await.map_err(io)?;
+        tracing::info!(bytes, last_log_id = ?meta.last_log_id, "snapshot received");
+        let result = self
+            .raft
+            .install_full_snapshot(vote, Snapshot { meta, snapshot: file })
+            .await;
+        Ok(GrpcResponse::new(encode(&result)?))
+    }
+
+    async fn read_index(
+        &self,
+        _request: Request<ReadIndexRequest>,
+    ) -> Result<GrpcResponse<ReadIndexResponse>, Status> {
+        let result: Result<Option<LogId>, Error> = self
+            .raft
+            .get_read_log_id()
+            .await
+            .map(|(read, _applied)| read)
+            .map_err(read_index_error);
+        Ok(GrpcResponse::new(ReadIndexResponse {
+            data: encode(&result)?.data,
+        }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn forward(&self, request: Request<RaftBytes>) -> Result<GrpcResponse<RaftBytes>, Status> {
+        let command: Command = decode(&request.into_inner().data)?;
+        let result = self.forward.propose_forwarded(command).await;
+        Ok(GrpcResponse::new(encode(&result)?))
+    }
+}

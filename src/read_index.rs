@@ -1,0 +1,84 @@
+//! [`ReadIndexBatcher`]: the read-index protocol, one confirmation round for many reads.
+//!
+//! A linearizable read needs a read index: a log index the leader has confirmed (with a
+//! quorum heartbeat) it was leader at. Reads that arrive while a round is in flight wait
+//! for it to finish and then share the next round, so read throughput is not one
+//! heartbeat round per read. On the leader the round is openraft's `get_read_log_id()`;
+//! on a follower it is a `ReadIndex` RPC to the leader. The caller then waits for its own
+//! applied watermark to reach the index and reads locally.
+
+use std::time::Duration;
+
+use raftkv_core::types::{NodeId, Raft};
+use raftkv_core::{Error, Result};
+use raftkv_net::{PeerConnections, read_index_error};
+use tokio::sync::{mpsc, oneshot};
+
+/// Handle to the batching task.
+pub(crate) struct ReadIndexBatcher {
+    queue: mpsc::Sender<oneshot::Sender<Result<u64>>>,
+}
+
+impl ReadIndexBatcher {
+    pub(crate) fn spawn(id: NodeId, raft: Raft, connections: PeerConnections, timeout: Duration) -> Self {
+        let (queue, rx) = mpsc::channel(16 * 1024);
+        tokio::spawn(run(id, raft, connections, timeout, rx));
+        Self { queue }
+    }
+
+    /// A read index confirmed after this call started.
+    pub(crate) async fn read_index(&self) -> Result<u64> {
+        let (tx, rx) = oneshot::channel();
+        self.queue
+            .send(tx)
+            .await
+            .map_err(|_| Error::Shutdown("read-index task stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Shutdown("read-index task stopped".into()))?
+    }
+}
+
+async fn run(
+    id: NodeId,
+    raft: Raft,
+    connections: PeerConnections,
+    timeout: Duration,
+    mut rx: mpsc::Receiver<oneshot::Sender<Result<u64>>>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut waiting = vec![first];
+        while let Ok(next) = rx.try_recv() {
+            waiting.push(next);
+        }
+        let outcome = tokio::time::timeout(timeout, round(id, &raft, &connections, timeout))
+            .await
+            .unwrap_or_else(|_| Err(Error::Timeout("no leader confirmed the read in time".into())));
+        for reply in waiting {
+            let _ = reply.send(outcome.clone());
+        }
+    }
+}
+
+/// One confirmation round: locally if this node leads, else at the leader.
+async fn round(id: NodeId, raft: &Raft, connections: &PeerConnections, timeout: Duration) -> Result<u64> {
+    let leader = raft.metrics().borrow().current_leader;
+    let leader = match leader {
+        Some(leader) if leader != id => leader,
+        _ => match raft.get_read_log_id().await {
+            Ok((read, _)) => return Ok(read.map_or(0, |l| l.index)),
+            Err(e) => match read_index_error(e) {
+                Error::NotLeader {
+                    leader_id: Some(leader),
+                    ..
+                } if leader != id => leader,
+                other => return Err(other),
+            },
+        },
+    };
+    let url = crate::membership::peer_url_of(raft, leader)?;
+    match connections.read_index(&url, timeout).await {
+        Ok(Ok(read)) => Ok(read.map_or(0, |l| l.index)),
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(Error::Timeout(format!("read index from leader {leader}: {e}"))),
+    }
+}
