@@ -4,7 +4,7 @@
 
 use raftkv_core::kv::*;
 use raftkv_core::{Command, Error, Response, Result, validate};
-use raftkv_net::{ForwardTarget, KvBackend};
+use raftkv_net::{ClusterBackend, ForwardTarget, KvBackend, MemberInfo, StatusInfo};
 
 use crate::node::Node;
 
@@ -54,5 +54,35 @@ impl ForwardTarget for Node {
         .await
         .map_err(|_| Error::Unknown("the leader did not commit the forwarded write in time".into()))??;
         Ok((proposed.response, proposed.log_id.leader_id.term))
+    }
+}
+
+impl ClusterBackend for Node {
+    fn member_list(&self) -> Result<(ResponseHeader, Vec<MemberInfo>)> {
+        let members = self
+            .members()?
+            .into_iter()
+            .map(|m| MemberInfo {
+                id: m.id,
+                name: m.name,
+                peer_urls: vec![m.peer_url],
+                client_urls: m.client_urls,
+                is_learner: m.is_learner,
+            })
+            .collect();
+        Ok((self.response_header(), members))
+    }
+
+    fn status(&self) -> StatusInfo {
+        let m = self.metrics();
+        StatusInfo {
+            header: self.response_header(),
+            leader: m.leader.unwrap_or(0),
+            raft_index: m.committed,
+            raft_term: m.term,
+            raft_applied_index: m.applied,
+            db_size: self.disk_usage() as i64,
+            is_learner: m.learners.contains(&self.id()),
+        }
     }
 }

@@ -11,8 +11,10 @@ use std::time::Duration;
 use raftkv_core::types::{MemberNode, NodeId, Raft};
 use raftkv_core::validate::Limits;
 use raftkv_core::{Error, Proposer, ProposerConfig, Result, Watermark};
-use raftkv_net::{KvService, PeerConnections, PeerNetwork, PeerService};
+use raftkv_net::{ClusterService, KvService, PeerConnections, PeerNetwork, PeerService};
+use raftkv_proto::etcdserverpb::cluster_server::ClusterServer;
 use raftkv_proto::etcdserverpb::kv_server::KvServer;
+use raftkv_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use raftkv_proto::raftkvpeer::raft_peer_server::RaftPeerServer;
 use raftkv_storage::{KvReader, LogStore, StateShared, Store, StoreOptions};
 use tokio::net::TcpListener;
@@ -244,6 +246,7 @@ impl NodeBuilder {
             (true, None) => Vec::new(),
         };
 
+        let data_dir_for_node = data_dir.clone();
         let store_options = self.store;
         let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, store_options))
             .await
@@ -289,6 +292,8 @@ impl NodeBuilder {
             peer_url: peer_url.clone(),
             client_urls: client_urls.clone(),
             shutdown,
+            servers: parking_lot::Mutex::new(Vec::new()),
+            data_dir: data_dir_for_node,
         });
         let node = Node { inner };
 
@@ -299,14 +304,17 @@ impl NodeBuilder {
             let router = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .add_service(service);
-            spawn_server("peer", router, listener, shutdown_rx.clone());
+            spawn_server(&node, "peer", router, listener, shutdown_rx.clone());
         }
         if let Some(listener) = client_listener {
-            let service = KvServer::new(KvService::new(Arc::new(node.clone())));
+            let backend = Arc::new(node.clone());
+            let cluster = ClusterService::new(backend.clone());
             let router = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
-                .add_service(service);
-            spawn_server("client", router, listener, shutdown_rx.clone());
+                .add_service(KvServer::new(KvService::new(backend)))
+                .add_service(ClusterServer::new(cluster.clone()))
+                .add_service(MaintenanceServer::new(cluster));
+            spawn_server(&node, "client", router, listener, shutdown_rx.clone());
         }
 
         let initialized = raft
@@ -361,13 +369,14 @@ impl NodeBuilder {
 }
 
 fn spawn_server(
+    node: &Node,
     what: &'static str,
     router: tonic::transport::server::Router,
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tokio::spawn(async move {
+    let handle = tokio::spawn(async move {
         let stop = async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         };
@@ -375,6 +384,7 @@ fn spawn_server(
             tracing::error!(server = what, error = %e, "server stopped");
         }
     });
+    node.inner.servers.lock().push(handle);
 }
 
 pub(crate) struct NodeInner {
@@ -392,6 +402,10 @@ pub(crate) struct NodeInner {
     pub(crate) client_urls: Vec<String>,
     /// Set to true once: stops the servers and background tasks.
     pub(crate) shutdown: watch::Sender<bool>,
+    /// The gRPC servers, awaited on shutdown so in-flight requests drain. Locked only to
+    /// push or take the handles, never across an `.await`.
+    pub(crate) servers: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    pub(crate) data_dir: PathBuf,
 }
 
 /// A raftkv node: the KV API (`kv.rs`), cluster membership (`membership.rs`), metrics,
@@ -420,6 +434,10 @@ pub struct NodeMetrics {
     pub revision: i64,
     /// On the leader: how many entries each follower is behind the leader's last log index.
     pub replication_lag: BTreeMap<NodeId, u64>,
+    /// Last log id covered by this node's current snapshot (built or installed).
+    pub snapshot_index: Option<u64>,
+    /// Last purged log index.
+    pub purged_index: Option<u64>,
     /// Voters of the current membership.
     pub voters: Vec<NodeId>,
     /// Learners of the current membership.
@@ -508,9 +526,39 @@ impl Node {
             applied: self.applied().get(),
             revision: self.inner.reader.revision(),
             replication_lag,
+            snapshot_index: m.snapshot.map(|s| s.index),
+            purged_index: m.purged.map(|p| p.index),
             voters: membership.voter_ids().collect(),
             learners: membership.learner_ids().collect(),
         }
+    }
+
+    /// The header fields this node fills (no request revision: the current one).
+    pub(crate) fn response_header(&self) -> raftkv_core::kv::ResponseHeader {
+        raftkv_core::kv::ResponseHeader {
+            cluster_id: self.cluster_id(),
+            member_id: self.id(),
+            revision: self.inner.reader.revision(),
+            raft_term: self.inner.raft.metrics().borrow().current_term,
+        }
+    }
+
+    /// Bytes the data directory takes on disk.
+    pub fn disk_usage(&self) -> u64 {
+        fn walk(dir: &std::path::Path) -> u64 {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return 0;
+            };
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => walk(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        }
+        walk(&self.inner.data_dir)
     }
 
     /// Durability and group-commit counters.
@@ -548,6 +596,16 @@ impl Node {
     /// dropped). In-flight requests fail; acknowledged writes are already durable.
     pub async fn shutdown(&self) {
         let _ = self.inner.shutdown.send(true);
+        // The servers stop accepting and finish the requests in flight (bounded).
+        let servers: Vec<_> = self.inner.servers.lock().drain(..).collect();
+        for server in servers {
+            if tokio::time::timeout(self.inner.request_timeout, server)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a server did not drain in time");
+            }
+        }
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }

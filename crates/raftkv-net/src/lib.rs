@@ -21,11 +21,13 @@
 
 #![warn(missing_docs)]
 
+mod cluster_service;
 mod connections;
 mod kv_service;
 mod network;
 mod peer_service;
 
+pub use cluster_service::{API_VERSION, ClusterBackend, ClusterService, MemberInfo, StatusInfo};
 pub use connections::{PeerConnections, PeerError};
 pub use kv_service::{KvBackend, KvService};
 pub use network::{PeerClient, PeerNetwork};

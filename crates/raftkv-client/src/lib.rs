@@ -1,0 +1,75 @@
+//! # raftkv-client: a client for raftkv, and for any etcd v3 server
+//!
+//! The client speaks etcd v3's gRPC KV API (Range, Put, DeleteRange, Txn, Compact), so
+//! the same code talks to a raftkv cluster and to a real etcd. It gives the same KV API
+//! as an embedded raftkv node and answers with raftkv-core's types.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), raftkv_client::ClientError> {
+//! use raftkv_client::Client;
+//!
+//! let client = Client::connect(["http://127.0.0.1:2379", "http://127.0.0.1:22379"]).await?;
+//! client.put("greeting", "hello").await?;
+//! let kv = client.get("greeting").await?;
+//! assert_eq!(kv.map(|kv| kv.value), Some(b"hello".to_vec()));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Layout
+//! - [`client`]: [`Client`], [`ClientOptions`], the KV calls and the retry loop they share.
+//! - `endpoints`: the endpoint set, one long-lived lazy gRPC channel
+//!   per server, and which server the client prefers (an atomic index).
+//! - `retry`: the decisions of the retry loop as pure functions: what a
+//!   failed attempt proves, whether to retry, how long to wait.
+//! - [`error`]: the error type, [`ClientError`], and what each variant tells the caller.
+//!
+//! ## What a call does
+//! Every call has one total deadline, [`ClientOptions::request_timeout`] (5 s by
+//! default), that covers all its attempts and waits; each attempt carries the time left
+//! as its gRPC deadline. A call starts at the preferred endpoint. A server that is not
+//! the leader names the leader's client URL in its answer; the client goes there at once
+//! (learning the URL if it was not in its list) and keeps preferring it. Any other
+//! transient failure moves the client to the next endpoint after an exponential backoff
+//! with full jitter.
+//!
+//! Reads are retried on any transient failure. **Writes are retried only when the failure
+//! proves the write was not applied**: the connection could not be made, or the server
+//! refused it before proposing (not leader, no leader). A write that was sent and then
+//! lost — a timeout, a reset connection, an unknown status, "request timed out" — ends
+//! with [`ClientError::OutcomeUnknown`]: it may have been applied, and the client will
+//! not risk applying it twice. The full policy is in the `retry` module. When no endpoint
+//! can serve a call before its deadline (the cluster has no quorum, no leader, or cannot
+//! be reached) the call ends with [`ClientError::DeadlineExceeded`].
+//!
+//! ## Caveats
+//! - Only the KV service: no Watch, Lease, Cluster, Maintenance or Auth yet, and no
+//!   authentication.
+//! - Plain `http://` only: no TLS.
+//! - A write whose attempt is cut short by the client's own deadline timer is reported as
+//!   [`ClientError::OutcomeUnknown`] even if it was still connecting and so was never
+//!   sent: the client cannot tell those apart and errs on the side of "unknown".
+//! - "server stopped" is treated as ambiguous for writes (raftkv and etcd both answer it
+//!   to a request whose proposal may already be in the log), so it is retried for reads
+//!   only.
+//! - The endpoint set only grows (from leader hints, up to 64 endpoints); removed
+//!   members are not forgotten, merely skipped when they fail.
+//! - Retries go to one endpoint at a time; there is no hedging and no health checking in
+//!   the background.
+
+#![warn(missing_docs)]
+
+pub mod client;
+mod endpoints;
+pub mod error;
+mod retry;
+
+pub use client::{Client, ClientOptions};
+pub use error::{ClientError, Result};
+pub use raftkv_core::kv::{
+    CompactionResponse, Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse,
+    KeyValue, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp,
+    Revision, SortOrder, SortTarget, TxnRequest, TxnResponse,
+};
+/// The errors a server answers with (carried by [`ClientError::Server`]).
+pub use raftkv_core::{Error as ServerError, RequestError};

@@ -1,0 +1,312 @@
+//! The command line, parsed by hand into a typed [`Config`] (a flag parser crate would be
+//! one more dependency for a dozen flags).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A command line that does not make a valid configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A flag this server does not know.
+    #[error("unknown flag {0} (see --help)")]
+    UnknownFlag(String),
+    /// A flag without its value.
+    #[error("flag {0} needs a value")]
+    MissingValue(String),
+    /// A value that does not parse.
+    #[error("invalid value for {flag}: {value:?} ({reason})")]
+    InvalidValue {
+        /// The flag.
+        flag: String,
+        /// The value given.
+        value: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// A required flag is missing.
+    #[error("missing required flag {0}")]
+    Missing(&'static str),
+    /// Flags that contradict each other.
+    #[error("{0}")]
+    Conflict(String),
+    /// `--help` was given.
+    #[error("{USAGE}")]
+    Help,
+}
+
+/// Usage text.
+pub const USAGE: &str = "\
+raftkv-server: a raftkv node speaking etcd's v3 gRPC API
+
+  --id N                        member id (u64, non-zero)                 [required]
+  --data-dir DIR                log, state machine, snapshots             [required]
+  --listen-client ADDR          etcd API address, e.g. 127.0.0.1:2379     [required]
+  --listen-peer ADDR            Raft peer address, e.g. 127.0.0.1:2380    [required]
+  --initial-cluster LIST        bootstrap members: 1=http://127.0.0.1:2380,2=...
+                                (the same on every member; omit for a single node)
+  --join                        do not bootstrap: wait to be added by a member
+  --advertise-client-urls LIST  client URLs published (default http://<listen-client>)
+  --advertise-peer-url URL      peer URL (default: from --initial-cluster, else http://<listen-peer>)
+  --name NAME                   member name
+  --heartbeat-ms N              Raft heartbeat interval (default 100)
+  --election-timeout-ms N       election timeout minimum; maximum is twice it (default 1000)
+  --request-timeout-ms N        deadline of one request (default 5000)
+  --snapshot-every N            snapshot every N log entries (default 10000)
+  --log FILTER                  tracing filter (default: RUST_LOG, else info)
+";
+
+/// The server's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Member id.
+    pub id: u64,
+    /// Member name.
+    pub name: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Client (etcd API) listen address.
+    pub listen_client: SocketAddr,
+    /// Peer listen address.
+    pub listen_peer: SocketAddr,
+    /// Bootstrap members (id -> peer URL); empty for a single-node bootstrap.
+    pub initial_cluster: BTreeMap<u64, String>,
+    /// Wait to be added instead of bootstrapping.
+    pub join: bool,
+    /// Client URLs to publish.
+    pub advertise_client_urls: Vec<String>,
+    /// Peer URL.
+    pub advertise_peer_url: String,
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+    /// Election timeout minimum (the maximum is twice it).
+    pub election_timeout: Duration,
+    /// Request deadline.
+    pub request_timeout: Duration,
+    /// Snapshot interval in entries.
+    pub snapshot_every: u64,
+    /// Log filter.
+    pub log: Option<String>,
+}
+
+fn parse_addr(flag: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    let trimmed = value.trim_start_matches("http://");
+    trimmed
+        .parse()
+        .map_err(|e: std::net::AddrParseError| ConfigError::InvalidValue {
+            flag: flag.into(),
+            value: value.into(),
+            reason: e.to_string(),
+        })
+}
+
+fn parse_num<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    value.parse().map_err(|e: T::Err| ConfigError::InvalidValue {
+        flag: flag.into(),
+        value: value.into(),
+        reason: e.to_string(),
+    })
+}
+
+fn parse_url(flag: &str, value: &str) -> Result<String, ConfigError> {
+    if !(value.starts_with("http://") || value.starts_with("https://")) || value.len() <= "http://".len() {
+        return Err(ConfigError::InvalidValue {
+            flag: flag.into(),
+            value: value.into(),
+            reason: "expected a URL such as http://127.0.0.1:2380".into(),
+        });
+    }
+    Ok(value.to_string())
+}
+
+/// Parse `1=http://a:2380,2=http://b:2380`.
+pub fn parse_initial_cluster(value: &str) -> Result<BTreeMap<u64, String>, ConfigError> {
+    let flag = "--initial-cluster";
+    let mut members = BTreeMap::new();
+    for part in value.split(',').filter(|p| !p.trim().is_empty()) {
+        let (id, url) = part.split_once('=').ok_or_else(|| ConfigError::InvalidValue {
+            flag: flag.into(),
+            value: part.into(),
+            reason: "expected ID=URL".into(),
+        })?;
+        let id: u64 = parse_num(flag, id.trim())?;
+        if id == 0 {
+            return Err(ConfigError::InvalidValue {
+                flag: flag.into(),
+                value: part.into(),
+                reason: "member ids are non-zero".into(),
+            });
+        }
+        if members.insert(id, parse_url(flag, url.trim())?).is_some() {
+            return Err(ConfigError::InvalidValue {
+                flag: flag.into(),
+                value: part.into(),
+                reason: format!("member {id} given twice"),
+            });
+        }
+    }
+    Ok(members)
+}
+
+impl Config {
+    /// Parse the arguments after the program name.
+    pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Self, ConfigError> {
+        let mut args = args.into_iter();
+        let mut id = None;
+        let mut name = None;
+        let mut data_dir = None;
+        let mut listen_client = None;
+        let mut listen_peer = None;
+        let mut initial_cluster = BTreeMap::new();
+        let mut join = false;
+        let mut advertise_client_urls = Vec::new();
+        let mut advertise_peer_url = None;
+        let mut heartbeat = Duration::from_millis(100);
+        let mut election_timeout = Duration::from_millis(1000);
+        let mut request_timeout = Duration::from_millis(5000);
+        let mut snapshot_every = 10_000;
+        let mut log = None;
+        while let Some(flag) = args.next() {
+            if flag == "--help" || flag == "-h" {
+                return Err(ConfigError::Help);
+            }
+            if flag == "--join" {
+                join = true;
+                continue;
+            }
+            let value = args
+                .next()
+                .ok_or_else(|| ConfigError::MissingValue(flag.clone()))?;
+            match flag.as_str() {
+                "--id" => id = Some(parse_num::<u64>(&flag, &value)?),
+                "--name" => name = Some(value),
+                "--data-dir" => data_dir = Some(PathBuf::from(value)),
+                "--listen-client" => listen_client = Some(parse_addr(&flag, &value)?),
+                "--listen-peer" => listen_peer = Some(parse_addr(&flag, &value)?),
+                "--initial-cluster" => initial_cluster = parse_initial_cluster(&value)?,
+                "--advertise-client-urls" => {
+                    advertise_client_urls = value
+                        .split(',')
+                        .filter(|u| !u.is_empty())
+                        .map(|u| parse_url(&flag, u))
+                        .collect::<Result<_, _>>()?
+                }
+                "--advertise-peer-url" => advertise_peer_url = Some(parse_url(&flag, &value)?),
+                "--heartbeat-ms" => heartbeat = Duration::from_millis(parse_num(&flag, &value)?),
+                "--election-timeout-ms" => {
+                    election_timeout = Duration::from_millis(parse_num(&flag, &value)?)
+                }
+                "--request-timeout-ms" => request_timeout = Duration::from_millis(parse_num(&flag, &value)?),
+                "--snapshot-every" => snapshot_every = parse_num(&flag, &value)?,
+                "--log" => log = Some(value),
+                _ => return Err(ConfigError::UnknownFlag(flag)),
+            }
+        }
+        let id = id.ok_or(ConfigError::Missing("--id"))?;
+        if id == 0 {
+            return Err(ConfigError::InvalidValue {
+                flag: "--id".into(),
+                value: "0".into(),
+                reason: "member ids are non-zero".into(),
+            });
+        }
+        let listen_client = listen_client.ok_or(ConfigError::Missing("--listen-client"))?;
+        let listen_peer = listen_peer.ok_or(ConfigError::Missing("--listen-peer"))?;
+        if join && !initial_cluster.is_empty() {
+            return Err(ConfigError::Conflict(
+                "--join and --initial-cluster exclude each other".into(),
+            ));
+        }
+        if !initial_cluster.is_empty() && !initial_cluster.contains_key(&id) {
+            return Err(ConfigError::Conflict(format!(
+                "--initial-cluster does not contain --id {id}"
+            )));
+        }
+        if heartbeat.is_zero() || election_timeout <= heartbeat * 3 {
+            return Err(ConfigError::Conflict(
+                "--election-timeout-ms must be more than three heartbeats".into(),
+            ));
+        }
+        let advertise_peer_url = match advertise_peer_url {
+            Some(url) => url,
+            None => initial_cluster
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| format!("http://{listen_peer}")),
+        };
+        if advertise_client_urls.is_empty() {
+            advertise_client_urls.push(format!("http://{listen_client}"));
+        }
+        Ok(Self {
+            id,
+            name: name.unwrap_or_else(|| format!("node-{id}")),
+            data_dir: data_dir.ok_or(ConfigError::Missing("--data-dir"))?,
+            listen_client,
+            listen_peer,
+            initial_cluster,
+            join,
+            advertise_client_urls,
+            advertise_peer_url,
+            heartbeat,
+            election_timeout,
+            request_timeout,
+            snapshot_every,
+            log,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn parses_an_etcd_style_command_line() {
+        let c = Config::from_args(args(
+            "--id 2 --data-dir /tmp/d --listen-client 127.0.0.1:2379 --listen-peer 127.0.0.1:2380 \
+             --initial-cluster 1=http://127.0.0.1:2480,2=http://127.0.0.1:2380,3=http://127.0.0.1:2580",
+        ))
+        .unwrap();
+        assert_eq!(c.id, 2);
+        assert_eq!(c.initial_cluster.len(), 3);
+        assert_eq!(c.advertise_peer_url, "http://127.0.0.1:2380");
+        assert_eq!(c.advertise_client_urls, vec!["http://127.0.0.1:2379".to_string()]);
+    }
+
+    #[test]
+    fn bad_command_lines_get_clear_errors() {
+        let base = "--data-dir /tmp/d --listen-client 127.0.0.1:1 --listen-peer 127.0.0.1:2";
+        let cases = [
+            (base.to_string(), "missing required flag --id"),
+            (format!("--id 0 {base}"), "non-zero"),
+            (
+                format!("--id 1 {base} --initial-cluster 2=http://x:1"),
+                "does not contain",
+            ),
+            (format!("--id 1 {base} --initial-cluster 1=x:1"), "expected a URL"),
+            (
+                format!("--id 1 {base} --join --initial-cluster 1=http://x:1"),
+                "exclude",
+            ),
+            (format!("--id 1 {base} --bogus 1"), "unknown flag"),
+            (
+                format!("--id 1 {base} --listen-peer nope"),
+                "invalid value for --listen-peer",
+            ),
+            (format!("--id 1 {base} --heartbeat-ms 500"), "three heartbeats"),
+        ];
+        for (line, expected) in cases {
+            let err = Config::from_args(args(&line)).unwrap_err().to_string();
+            assert!(err.contains(expected), "{line}: {err}");
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! A three-node cluster in one process over loopback gRPC: writes on the leader and on
+//! followers (forwarded), linearizable reads on every node see every acknowledged write;
+//! members publish their client URLs; the cluster id is the same everywhere.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use raftkv::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_anywhere_reads_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = support::start_cluster(3, dir.path()).await;
+    let leader = support::wait_for_agreed_leader(&nodes, Duration::from_secs(20)).await;
+    println!("leader: {leader}");
+
+    let mut written = Vec::new();
+    for round in 0..10 {
+        for node in &nodes {
+            let key = format!("k/{round}/{}", node.id());
+            let put = node
+                .put(key.clone(), format!("from {}", node.id()))
+                .await
+                .unwrap();
+            written.push((key, put.header.revision));
+        }
+    }
+    // Concurrent writes through a follower share entries on the leader.
+    let follower = nodes.iter().find(|n| n.id() != leader).unwrap().clone();
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let f = follower.clone();
+            tokio::spawn(async move { f.put(format!("burst/{i:02}"), "x").await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    for node in &nodes {
+        for (key, revision) in &written {
+            let kv = node
+                .get(key.clone())
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("{key} missing on {}", node.id()));
+            assert_eq!(kv.mod_revision, *revision);
+        }
+        let burst = node.range(RangeRequest::prefix("burst/")).await.unwrap();
+        assert_eq!(burst.count, 32, "node {}", node.id());
+    }
+    let ids: Vec<u64> = nodes.iter().map(|n| n.cluster_id()).collect();
+    assert!(ids[0] != 0 && ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+
+    // Every member publishes its client URLs through the log.
+    support::wait_until("client urls published", Duration::from_secs(20), || {
+        nodes[0]
+            .members()
+            .unwrap()
+            .iter()
+            .all(|m| !m.client_urls.is_empty())
+    })
+    .await;
+    let members = nodes[2].members().unwrap();
+    assert_eq!(members.len(), 3);
+    for (m, n) in members.iter().zip(&nodes) {
+        assert_eq!(m.client_urls, n.client_urls().to_vec());
+        assert!(!m.is_learner);
+    }
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
