@@ -1,0 +1,97 @@
+//! A follower that was down while the leader snapshotted and purged its log catches up
+//! through a streamed snapshot of several MiB (several 1 MiB chunks).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use raftkv::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_follower_catches_up_from_a_streamed_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let slots: Vec<support::Slot> = (1..=3).map(support::slot).collect();
+    let members: BTreeMap<u64, String> = slots.iter().map(|s| (s.id, s.peer_url.clone())).collect();
+    let (peer3, client3) = (slots[2].peer_url.clone(), slots[2].client_url.clone());
+    let mut nodes = Vec::new();
+    for s in slots {
+        nodes.push(
+            support::builder(s, dir.path())
+                .initial_cluster(members.clone())
+                .snapshot_every_entries(200)
+                .start()
+                .await
+                .unwrap(),
+        );
+    }
+    let leader = support::wait_for_agreed_leader(&nodes, Duration::from_secs(20)).await;
+    // Take down a follower (node 3 unless it leads).
+    let down = if leader == 3 { 2 } else { 3 };
+    let survivor = nodes.iter().find(|n| n.id() != down).unwrap().clone();
+    nodes[down as usize - 1].shutdown().await;
+    let down_node = nodes.remove(down as usize - 1);
+    drop(down_node);
+
+    // ~6 MiB of state in many entries, so the leader snapshots and purges past node 3.
+    let value = vec![b'x'; 4096];
+    for i in 0..1500 {
+        survivor.put(format!("big/{i:05}"), value.clone()).await.unwrap();
+    }
+    let leader_node = nodes.iter().find(|n| n.id() == leader).unwrap();
+    support::wait_until("the leader purges its log", Duration::from_secs(30), || {
+        leader_node.metrics().purged_index.is_some_and(|p| p > 100)
+    })
+    .await;
+    let target = leader_node.metrics().last_log_index;
+    println!(
+        "leader snapshot at {:?}, purged up to {:?}, disk {} bytes",
+        leader_node.metrics().snapshot_index,
+        leader_node.metrics().purged_index,
+        leader_node.disk_usage()
+    );
+
+    // Bring the follower back on the same directory and addresses.
+    let peer = std::net::TcpListener::bind(peer3.trim_start_matches("http://")).unwrap();
+    let client = std::net::TcpListener::bind(client3.trim_start_matches("http://")).unwrap();
+    let back = Node::builder()
+        .id(down)
+        .data_dir(dir.path().join(format!("node-{down}")))
+        .peer_listener(peer)
+        .client_listener(client)
+        .raft_timing(support::HEARTBEAT, support::ELECTION_MIN, support::ELECTION_MAX)
+        .initial_cluster(members.clone())
+        .snapshot_every_entries(200)
+        .start()
+        .await
+        .unwrap();
+    support::wait_until("the follower catches up", Duration::from_secs(60), || {
+        back.metrics().applied >= target
+    })
+    .await;
+    let installed = back.metrics().snapshot_index;
+    assert!(installed.is_some(), "the follower caught up without a snapshot");
+    // Several MiB moved, in 1 MiB chunks of one client stream.
+    let snapshot_bytes: u64 = std::fs::read_dir(dir.path().join(format!("node-{down}/snapshots")))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".snap"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    assert!(snapshot_bytes > 4 << 20, "snapshot of {snapshot_bytes} bytes");
+    let all = back
+        .range(RangeRequest::prefix("big/").with_serializable(true))
+        .await
+        .unwrap();
+    assert_eq!(all.count, 1500);
+    assert!(all.kvs.iter().all(|kv| kv.value.len() == 4096));
+    println!(
+        "follower {down} installed a {snapshot_bytes}-byte snapshot at {installed:?}; it holds all 1500 keys"
+    );
+    back.shutdown().await;
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
