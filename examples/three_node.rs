@@ -71,7 +71,10 @@ async fn status(url: &str) -> Option<raftkv_proto::etcdserverpb::StatusResponse>
         let mut c = MaintenanceClient::connect(url.to_string()).await.ok()?;
         c.status(StatusRequest {}).await.ok().map(|r| r.into_inner())
     };
-    tokio::time::timeout(Duration::from_secs(1), call).await.ok().flatten()
+    tokio::time::timeout(Duration::from_secs(1), call)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// The leader every running member agrees on.
@@ -108,8 +111,13 @@ async fn main() -> Res<()> {
         Some(i) => std::path::PathBuf::from(args.get(i + 1).ok_or("--data-dir needs a path")?),
         None => temp.path().to_path_buf(),
     };
-    let ports: Vec<(u64, u16, u16)> = (1..=3).map(|id| Ok((id, free_port()?, free_port()?))).collect::<Res<_>>()?;
-    let cluster: Vec<String> = ports.iter().map(|(id, _, p)| format!("{id}=http://127.0.0.1:{p}")).collect();
+    let ports: Vec<(u64, u16, u16)> = (1..=3)
+        .map(|id| Ok((id, free_port()?, free_port()?)))
+        .collect::<Res<_>>()?;
+    let cluster: Vec<String> = ports
+        .iter()
+        .map(|(id, _, p)| format!("{id}=http://127.0.0.1:{p}"))
+        .collect();
     let mut members: Vec<Member> = ports
         .iter()
         .map(|(id, c, p)| Member {
@@ -132,7 +140,10 @@ async fn main() -> Res<()> {
     println!("started 3 nodes, clients at {}", urls.join(" "));
     let outcome = demo(&mut members, &urls).await;
     if outcome.is_ok() && keep_running {
-        println!("cluster running; try: ETCDCTL_API=3 etcdctl --endpoints={} put hello world", urls.join(","));
+        println!(
+            "cluster running; try: ETCDCTL_API=3 etcdctl --endpoints={} put hello world",
+            urls.join(",")
+        );
         println!("Ctrl-C stops it");
         tokio::signal::ctrl_c().await?;
     }
@@ -169,15 +180,27 @@ async fn demo(members: &mut [Member], urls: &[String]) -> Res<()> {
     for w in writers {
         w.await??;
     }
-    println!("wrote 1000 keys through the client in {:.2?} (16 concurrent writers)", t.elapsed());
+    println!(
+        "wrote 1000 keys through the client in {:.2?} (16 concurrent writers)",
+        t.elapsed()
+    );
     let all = client.range(RangeRequest::prefix("key/")).await?;
-    println!("linearizable range read: {} keys at revision {}", all.count, all.header.revision);
+    println!(
+        "linearizable range read: {} keys at revision {}",
+        all.count, all.header.revision
+    );
 
-    let victim = members.iter_mut().find(|m| m.id == leader).ok_or("leader not found")?;
+    let victim = members
+        .iter_mut()
+        .find(|m| m.id == leader)
+        .ok_or("leader not found")?;
     victim.kill();
     let t = Instant::now();
     let new_leader = agreed_leader(members, Duration::from_secs(30)).await?;
-    println!("killed leader {leader} (SIGKILL); node {new_leader} elected after {:.2?}", t.elapsed());
+    println!(
+        "killed leader {leader} (SIGKILL); node {new_leader} elected after {:.2?}",
+        t.elapsed()
+    );
     let all = client.range(RangeRequest::prefix("key/")).await?;
     if all.count != 1000 {
         return Err(format!("only {} of 1000 acknowledged keys readable", all.count).into());
@@ -187,13 +210,22 @@ async fn demo(members: &mut [Member], urls: &[String]) -> Res<()> {
     }
     println!("all 1000 acknowledged keys readable; wrote 100 more under the new leader");
 
-    let old = members.iter_mut().find(|m| m.id == leader).ok_or("leader not found")?;
+    let old = members
+        .iter_mut()
+        .find(|m| m.id == leader)
+        .ok_or("leader not found")?;
     old.start()?;
     let old_url = old.client_url.clone();
-    let target = status(&members.iter().find(|m| m.id == new_leader).ok_or("no leader")?.client_url)
-        .await
-        .ok_or("leader status")?
-        .raft_index;
+    let target = status(
+        &members
+            .iter()
+            .find(|m| m.id == new_leader)
+            .ok_or("no leader")?
+            .client_url,
+    )
+    .await
+    .ok_or("leader status")?
+    .raft_index;
     let t = Instant::now();
     loop {
         if let Some(s) = status(&old_url).await

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # The test command: installs the system tools the tests need, then runs every test.
-# Usage: ./scripts/test.sh   (root, or strace already installed)
+# Usage: ./scripts/test.sh   (as root, or with strace and etcdctl already installed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # strace: the fsync test watches the log store's syscalls with it.
-if ! command -v strace >/dev/null 2>&1; then
+# etcdctl (Debian's etcd-client, etcdctl 3.4): the etcd compatibility tests drive it.
+missing=()
+command -v strace >/dev/null 2>&1 || missing+=(strace)
+command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
   else
-    echo "scripts/test.sh: strace is missing; install it (apt-get install strace)" >&2
+    echo "scripts/test.sh: missing ${missing[*]}; install with: apt-get install ${missing[*]}" >&2
     exit 1
   fi
 fi
