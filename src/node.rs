@@ -457,6 +457,10 @@ pub struct StorageStats {
     pub log_appends: u64,
     /// Real syncs of the state-machine database.
     pub state_syncs: u64,
+    /// Read-index confirmation rounds run for linearizable reads.
+    pub read_index_rounds: u64,
+    /// Linearizable reads those rounds served.
+    pub read_index_reads: u64,
 }
 
 impl Node {
@@ -570,6 +574,8 @@ impl Node {
             log_syncs: self.inner.log.sync_stats().syncs.load(Ordering::Relaxed),
             log_appends: self.inner.log.stats().appends.load(Ordering::Relaxed),
             state_syncs: self.inner.shared.sync_stats().syncs.load(Ordering::Relaxed),
+            read_index_rounds: self.inner.read_index.stats().rounds.load(Ordering::Relaxed),
+            read_index_reads: self.inner.read_index.stats().reads.load(Ordering::Relaxed),
         }
     }
 

@@ -7,6 +7,8 @@
 //! on a follower it is a `ReadIndex` RPC to the leader. The caller then waits for its own
 //! applied watermark to reach the index and reads locally.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use raftkv_core::types::{NodeId, Raft};
@@ -17,13 +19,26 @@ use tokio::sync::{mpsc, oneshot};
 /// Handle to the batching task.
 pub(crate) struct ReadIndexBatcher {
     queue: mpsc::Sender<oneshot::Sender<Result<u64>>>,
+    stats: Arc<ReadIndexStats>,
+}
+
+/// Counters that show reads sharing confirmation rounds.
+#[derive(Debug, Default)]
+pub(crate) struct ReadIndexStats {
+    pub(crate) rounds: AtomicU64,
+    pub(crate) reads: AtomicU64,
 }
 
 impl ReadIndexBatcher {
     pub(crate) fn spawn(id: NodeId, raft: Raft, connections: PeerConnections, timeout: Duration) -> Self {
         let (queue, rx) = mpsc::channel(16 * 1024);
-        tokio::spawn(run(id, raft, connections, timeout, rx));
-        Self { queue }
+        let stats = Arc::new(ReadIndexStats::default());
+        tokio::spawn(run(id, raft, connections, timeout, rx, stats.clone()));
+        Self { queue, stats }
+    }
+
+    pub(crate) fn stats(&self) -> &ReadIndexStats {
+        &self.stats
     }
 
     /// A read index confirmed after this call started.
@@ -44,12 +59,15 @@ async fn run(
     connections: PeerConnections,
     timeout: Duration,
     mut rx: mpsc::Receiver<oneshot::Sender<Result<u64>>>,
+    stats: Arc<ReadIndexStats>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut waiting = vec![first];
         while let Ok(next) = rx.try_recv() {
             waiting.push(next);
         }
+        stats.rounds.fetch_add(1, Ordering::Relaxed);
+        stats.reads.fetch_add(waiting.len() as u64, Ordering::Relaxed);
         let outcome = tokio::time::timeout(timeout, round(id, &raft, &connections, timeout))
             .await
             .unwrap_or_else(|_| Err(Error::Timeout("no leader confirmed the read in time".into())));

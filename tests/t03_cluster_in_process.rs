@@ -51,6 +51,26 @@ async fn writes_anywhere_reads_everywhere() {
         let burst = node.range(RangeRequest::prefix("burst/")).await.unwrap();
         assert_eq!(burst.count, 32, "node {}", node.id());
     }
+    // Concurrent linearizable reads on a follower share read-index rounds.
+    let before = follower.storage_stats();
+    let reads: Vec<_> = (0..200)
+        .map(|i| {
+            let f = follower.clone();
+            tokio::spawn(async move { f.get(format!("burst/{:02}", i % 32)).await })
+        })
+        .collect();
+    for r in reads {
+        assert!(r.await.unwrap().unwrap().is_some());
+    }
+    let after = follower.storage_stats();
+    let (rounds, served) = (
+        after.read_index_rounds - before.read_index_rounds,
+        after.read_index_reads - before.read_index_reads,
+    );
+    println!("200 linearizable reads on a follower: {rounds} read-index rounds");
+    assert_eq!(served, 200);
+    assert!(rounds < 100, "{rounds} rounds for 200 concurrent reads");
+
     let ids: Vec<u64> = nodes.iter().map(|n| n.cluster_id()).collect();
     assert!(ids[0] != 0 && ids.iter().all(|id| *id == ids[0]), "{ids:?}");
 
