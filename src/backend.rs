@@ -40,9 +40,10 @@ impl ForwardTarget for Node {
             validate::check_command(&command, &self.inner.limits)?;
         }
         // Only propose here: a forwarded request is never forwarded again (no loops).
-        if self.metrics().leader != Some(self.id()) {
+        let leader = self.inner.raft.metrics().borrow().current_leader;
+        if leader != Some(self.id()) {
             return Err(Error::NotLeader {
-                leader_id: self.metrics().leader,
+                leader_id: leader,
                 leader_client_urls: Vec::new(),
             });
         }
