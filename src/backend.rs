@@ -1,12 +1,21 @@
 //! The node as the gRPC services see it: etcd's KV service calls the node's KV API
-//! ([`KvBackend`]), and the peer service proposes writes forwarded by followers
+//! ([`KvBackend`]), the Cluster and Maintenance services its membership and maintenance
+//! ([`ClusterBackend`]), and the peer service proposes what followers forward
 //! ([`ForwardTarget`]).
 
+use std::collections::BTreeSet;
+use std::time::Duration;
+
 use raftkv_core::kv::*;
-use raftkv_core::{Command, Error, Response, Result, validate};
-use raftkv_net::{ClusterBackend, ForwardTarget, KvBackend, MemberInfo, StatusInfo};
+use raftkv_core::{Command, Error, MembershipChange, RequestError, Response, Result, validate};
+use raftkv_net::{
+    AlarmInfo, ClusterBackend, ForwardTarget, KvBackend, MemberInfo, SnapshotStream, StatusInfo,
+};
 
 use crate::node::Node;
+
+/// etcd's NOSPACE alarm type.
+const ALARM_NOSPACE: i32 = 1;
 
 impl KvBackend for Node {
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
@@ -47,6 +56,7 @@ impl ForwardTarget for Node {
                 leader_client_urls: Vec::new(),
             });
         }
+        self.admit_write(&command)?;
         let size = raftkv_core::codec::encoded_len(&command).map_err(|e| Error::Internal(e.to_string()))?;
         let proposed = tokio::time::timeout(
             self.inner.request_timeout,
@@ -56,22 +66,111 @@ impl ForwardTarget for Node {
         .map_err(|_| Error::Unknown("the leader did not commit the forwarded write in time".into()))??;
         Ok((proposed.response, proposed.log_id.leader_id.term))
     }
+
+    async fn change_membership_forwarded(&self, change: MembershipChange) -> Result<()> {
+        self.change_members_here(change).await
+    }
+}
+
+fn member_info(m: crate::Member) -> MemberInfo {
+    MemberInfo {
+        id: m.id,
+        name: m.name,
+        peer_urls: vec![m.peer_url],
+        client_urls: m.client_urls,
+        is_learner: m.is_learner,
+    }
+}
+
+impl Node {
+    fn member_infos(&self) -> Result<Vec<MemberInfo>> {
+        Ok(self.members()?.into_iter().map(member_info).collect())
+    }
+
+    /// A fresh member id: derived from the peer URL and the clock, as etcd does, never 0
+    /// and never one in use.
+    fn new_member_id(&self, peer_url: &str) -> Result<u64> {
+        let taken: BTreeSet<u64> = self.members()?.iter().map(|m| m.id).collect();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325 ^ nanos;
+        for b in peer_url.bytes() {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        while hash == 0 || taken.contains(&hash) {
+            hash = hash.wrapping_mul(0x0100_0000_01b3).wrapping_add(1);
+        }
+        Ok(hash)
+    }
 }
 
 impl ClusterBackend for Node {
     fn member_list(&self) -> Result<(ResponseHeader, Vec<MemberInfo>)> {
-        let members = self
-            .members()?
-            .into_iter()
-            .map(|m| MemberInfo {
-                id: m.id,
-                name: m.name,
-                peer_urls: vec![m.peer_url],
-                client_urls: m.client_urls,
-                is_learner: m.is_learner,
-            })
-            .collect();
-        Ok((self.response_header(), members))
+        Ok((self.response_header(), self.member_infos()?))
+    }
+
+    async fn member_add(
+        &self,
+        peer_urls: Vec<String>,
+        is_learner: bool,
+    ) -> Result<(ResponseHeader, MemberInfo, Vec<MemberInfo>)> {
+        let [peer_url] = peer_urls.as_slice() else {
+            return Err(RequestError::InvalidPeerUrl(format!(
+                "exactly one peer URL expected, got {peer_urls:?}"
+            ))
+            .into());
+        };
+        let id = self.new_member_id(peer_url)?;
+        // openraft adds a learner first; the new node is not running yet, so do not wait
+        // for it to catch up.
+        self.change_members(MembershipChange::AddLearner {
+            id,
+            peer_url: peer_url.clone(),
+            wait: false,
+        })
+        .await?;
+        if !is_learner {
+            // etcd adds a voter at once. The joint configuration still commits with the
+            // old members' quorum plus the new majority of running members.
+            self.change_members(MembershipChange::Promote(BTreeSet::from([id])))
+                .await?;
+        }
+        let added = MemberInfo {
+            id,
+            name: String::new(),
+            peer_urls: peer_urls.clone(),
+            client_urls: Vec::new(),
+            is_learner,
+        };
+        Ok((self.response_header(), added, self.member_infos()?))
+    }
+
+    async fn member_remove(&self, id: u64) -> Result<(ResponseHeader, Vec<MemberInfo>)> {
+        self.remove(BTreeSet::from([id])).await?;
+        Ok((self.response_header(), self.member_infos()?))
+    }
+
+    async fn member_update(
+        &self,
+        id: u64,
+        peer_urls: Vec<String>,
+    ) -> Result<(ResponseHeader, Vec<MemberInfo>)> {
+        let [peer_url] = peer_urls.as_slice() else {
+            return Err(RequestError::InvalidPeerUrl(format!(
+                "exactly one peer URL expected, got {peer_urls:?}"
+            ))
+            .into());
+        };
+        self.update_peer_url(id, peer_url).await?;
+        Ok((self.response_header(), self.member_infos()?))
+    }
+
+    async fn member_promote(&self, id: u64) -> Result<(ResponseHeader, Vec<MemberInfo>)> {
+        self.promote(BTreeSet::from([id])).await?;
+        Ok((self.response_header(), self.member_infos()?))
     }
 
     fn status(&self) -> StatusInfo {
@@ -84,6 +183,104 @@ impl ClusterBackend for Node {
             raft_applied_index: m.applied,
             db_size: self.disk_usage() as i64,
             is_learner: m.learners.contains(&self.id()),
+            errors: if self.nospace_alarm() {
+                vec![format!("memberID:{} alarm:NOSPACE ", self.id())]
+            } else {
+                Vec::new()
+            },
         }
+    }
+
+    async fn alarm(
+        &self,
+        action: i32,
+        member_id: u64,
+        alarm: i32,
+    ) -> Result<(ResponseHeader, Vec<AlarmInfo>)> {
+        let mine = member_id == 0 || member_id == self.id();
+        match action {
+            // GET
+            0 => {}
+            // ACTIVATE
+            1 if mine && alarm == ALARM_NOSPACE => self.set_nospace_alarm(true),
+            // DEACTIVATE
+            2 if mine && (alarm == ALARM_NOSPACE || alarm == 0) => self.set_nospace_alarm(false),
+            1 | 2 => {}
+            other => {
+                return Err(RequestError::Unsupported(format!("alarm action {other}")).into());
+            }
+        }
+        let alarms = if self.nospace_alarm() {
+            vec![AlarmInfo {
+                member_id: self.id(),
+                alarm: ALARM_NOSPACE,
+            }]
+        } else {
+            Vec::new()
+        };
+        Ok((self.response_header(), alarms))
+    }
+
+    async fn defragment(&self) -> Result<ResponseHeader> {
+        // sled reclaims space by itself (segment GC); there is nothing to do on demand.
+        Ok(self.response_header())
+    }
+
+    async fn hash_kv(&self, revision: i64) -> Result<(ResponseHeader, u32, i64)> {
+        let req = RangeRequest::prefix("")
+            .with_revision(revision)
+            .with_serializable(true);
+        let state = Node::range(self, req).await?;
+        let mut hasher = crc32fast::Hasher::new();
+        for kv in &state.kvs {
+            hasher.update(&kv.key);
+            hasher.update(&kv.value);
+            hasher.update(&kv.create_revision.to_be_bytes());
+            hasher.update(&kv.mod_revision.to_be_bytes());
+            hasher.update(&kv.version.to_be_bytes());
+            hasher.update(&kv.lease.to_be_bytes());
+        }
+        Ok((
+            state.header,
+            hasher.finalize(),
+            self.inner.reader.compact_revision(),
+        ))
+    }
+
+    async fn snapshot(&self) -> Result<SnapshotStream> {
+        let header = self.response_header();
+        let applied = self.applied().get();
+        let raft = &self.inner.raft;
+        raft.trigger()
+            .snapshot()
+            .await
+            .map_err(|e| Error::Shutdown(e.to_string()))?;
+        let mut metrics = raft.metrics();
+        let built = async {
+            loop {
+                if metrics.borrow().snapshot.is_some_and(|s| s.index >= applied) {
+                    return Ok::<(), Error>(());
+                }
+                metrics
+                    .changed()
+                    .await
+                    .map_err(|_| Error::Shutdown("raft stopped".into()))?;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), built)
+            .await
+            .map_err(|_| Error::Timeout("building the snapshot took too long".into()))??;
+        let snapshot = raft
+            .get_snapshot()
+            .await
+            .map_err(|e| Error::Storage(e.to_string()))?
+            .ok_or_else(|| Error::Internal("no snapshot after building one".into()))?;
+        let file = *snapshot.snapshot;
+        let size = file
+            .metadata()
+            .await
+            .map_err(|e| Error::Storage(e.to_string()))?
+            .len();
+        Ok(SnapshotStream { header, file, size })
     }
 }

@@ -131,6 +131,7 @@ impl Node {
             let leader = self.inner.raft.metrics().borrow().current_leader;
             match leader {
                 Some(leader) if leader == self.id() => {
+                    self.admit_write(&command)?;
                     let proposed =
                         tokio::time::timeout_at(deadline, self.inner.proposer.propose(command.clone(), size))
                             .await
@@ -167,7 +168,7 @@ impl Node {
         }
     }
 
-    async fn wait_for_new_leader(&self, stale: Option<u64>, deadline: Instant) -> Result<()> {
+    pub(crate) async fn wait_for_new_leader(&self, stale: Option<u64>, deadline: Instant) -> Result<()> {
         let mut metrics = self.inner.raft.metrics();
         let step = Instant::now() + Duration::from_millis(100);
         let changed = async {

@@ -1,15 +1,20 @@
 //! Cluster membership on [`Node`]: add learners, promote them to voters, remove members,
-//! list members. Changes go through openraft's joint consensus and must be made on the
-//! leader; elsewhere they answer [`Error::NotLeader`] with the leader's id.
+//! change a member's peer URL, list members. Changes go through openraft's joint
+//! consensus on the leader; a follower forwards them to the leader's peer port.
 
 use std::collections::BTreeSet;
 
 use openraft::ChangeMembers;
 use raftkv_core::proposer::map_write_error;
 use raftkv_core::types::{MemberNode, NodeId, Raft};
-use raftkv_core::{Error, Result};
+use raftkv_core::{Error, MembershipChange, RequestError, Result};
+use tokio::time::Instant;
 
 use crate::node::Node;
+
+/// A learner this far behind the leader's log cannot be promoted yet (etcd refuses to
+/// promote a learner that is not in sync).
+const PROMOTE_MAX_LAG: u64 = 1000;
 
 /// One member as the current membership and the published attributes describe it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,48 +44,156 @@ pub(crate) fn peer_url_of(raft: &Raft, id: NodeId) -> Result<String> {
         .ok_or_else(|| Error::Internal(format!("member {id} has no peer url")))
 }
 
+fn check_peer_url(url: &str) -> Result<()> {
+    let valid = (url.starts_with("http://") || url.starts_with("https://")) && url.len() > "https://".len();
+    if valid {
+        Ok(())
+    } else {
+        Err(RequestError::InvalidPeerUrl(url.to_string()).into())
+    }
+}
+
 impl Node {
     /// Add `id` (reachable at `peer_url`) as a learner and wait until it has caught up
     /// with the log.
     #[tracing::instrument(level = "info", skip(self))]
     pub async fn add_learner(&self, id: NodeId, peer_url: &str) -> Result<()> {
-        self.inner
-            .raft
-            .add_learner(id, MemberNode::new(peer_url), true)
-            .await
-            .map(|_| ())
-            .map_err(map_write_error)
+        self.change_members(MembershipChange::AddLearner {
+            id,
+            peer_url: peer_url.to_string(),
+            wait: true,
+        })
+        .await
     }
 
     /// Make the learners `ids` voters.
     #[tracing::instrument(level = "info", skip(self))]
     pub async fn promote(&self, ids: BTreeSet<NodeId>) -> Result<()> {
-        self.change(ChangeMembers::AddVoterIds(ids)).await
+        self.change_members(MembershipChange::Promote(ids)).await
     }
 
     /// Remove `ids` from the cluster entirely (voters and learners). A removed node stops
     /// receiving replication.
     #[tracing::instrument(level = "info", skip(self))]
     pub async fn remove(&self, ids: BTreeSet<NodeId>) -> Result<()> {
-        let voters: BTreeSet<NodeId> = self
-            .metrics()
-            .voters
-            .into_iter()
-            .filter(|v| ids.contains(v))
-            .collect();
-        if !voters.is_empty() {
-            self.change(ChangeMembers::RemoveVoters(voters)).await?;
-        }
-        self.change(ChangeMembers::RemoveNodes(ids)).await
+        self.change_members(MembershipChange::Remove(ids)).await
     }
 
-    async fn change(&self, change: ChangeMembers<NodeId, MemberNode>) -> Result<()> {
-        self.inner
-            .raft
-            .change_membership(change, false)
-            .await
-            .map(|_| ())
-            .map_err(map_write_error)
+    /// Change member `id`'s peer URL.
+    #[tracing::instrument(level = "info", skip(self))]
+    pub async fn update_peer_url(&self, id: NodeId, peer_url: &str) -> Result<()> {
+        self.change_members(MembershipChange::UpdatePeerUrl {
+            id,
+            peer_url: peer_url.to_string(),
+        })
+        .await
+    }
+
+    /// Make `change` on the leader: here if this node leads, else forwarded. Follows leader
+    /// changes until the request deadline while nothing can have been changed.
+    pub(crate) async fn change_members(&self, change: MembershipChange) -> Result<()> {
+        let deadline = Instant::now() + self.inner.request_timeout;
+        loop {
+            let leader = self.inner.raft.metrics().borrow().current_leader;
+            match leader {
+                Some(leader) if leader == self.id() => match self.change_members_here(change.clone()).await {
+                    Err(Error::NotLeader { .. }) => {}
+                    other => return other,
+                },
+                Some(leader) => {
+                    let url = peer_url_of(&self.inner.raft, leader)?;
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    match self
+                        .inner
+                        .connections
+                        .change_membership(&url, &change, remaining)
+                        .await
+                    {
+                        Ok(Err(Error::NotLeader { .. })) => {}
+                        Ok(other) => return other,
+                        Err(e) if e.not_sent() => {}
+                        Err(e) => return Err(Error::Unknown(e.to_string())),
+                    }
+                }
+                None => {}
+            }
+            self.wait_for_new_leader(leader, deadline).await?;
+        }
+    }
+
+    /// Make `change` on this node, which must lead.
+    pub(crate) async fn change_members_here(&self, change: MembershipChange) -> Result<()> {
+        let metrics = self.metrics();
+        if metrics.leader != Some(self.id()) {
+            return Err(Error::NotLeader {
+                leader_id: metrics.leader,
+                leader_client_urls: Vec::new(),
+            });
+        }
+        let known = |id: &NodeId| metrics.voters.contains(id) || metrics.learners.contains(id);
+        let raft = &self.inner.raft;
+        let outcome = match change {
+            MembershipChange::AddLearner { id, peer_url, wait } => {
+                check_peer_url(&peer_url)?;
+                if self
+                    .members()?
+                    .iter()
+                    .any(|m| m.peer_url == peer_url && m.id != id)
+                {
+                    return Err(RequestError::PeerUrlExists.into());
+                }
+                raft.add_learner(id, MemberNode::new(peer_url), wait)
+                    .await
+                    .map(|_| ())
+            }
+            MembershipChange::Promote(ids) => {
+                for id in &ids {
+                    if !known(id) {
+                        return Err(RequestError::MemberNotFound(*id).into());
+                    }
+                    if !metrics.learners.contains(id) {
+                        return Err(RequestError::MemberNotLearner.into());
+                    }
+                    match metrics.replication_lag.get(id) {
+                        Some(lag) if *lag <= PROMOTE_MAX_LAG => {}
+                        _ => return Err(RequestError::LearnerNotReady.into()),
+                    }
+                }
+                raft.change_membership(ChangeMembers::AddVoterIds(ids), false)
+                    .await
+                    .map(|_| ())
+            }
+            MembershipChange::Remove(ids) => {
+                if let Some(missing) = ids.iter().find(|id| !known(id)) {
+                    return Err(RequestError::MemberNotFound(*missing).into());
+                }
+                let voters: BTreeSet<NodeId> = metrics
+                    .voters
+                    .iter()
+                    .copied()
+                    .filter(|v| ids.contains(v))
+                    .collect();
+                if !voters.is_empty() {
+                    raft.change_membership(ChangeMembers::RemoveVoters(voters), false)
+                        .await
+                        .map_err(map_write_error)?;
+                }
+                raft.change_membership(ChangeMembers::RemoveNodes(ids), false)
+                    .await
+                    .map(|_| ())
+            }
+            MembershipChange::UpdatePeerUrl { id, peer_url } => {
+                check_peer_url(&peer_url)?;
+                if !known(&id) {
+                    return Err(RequestError::MemberNotFound(id).into());
+                }
+                let nodes = [(id, MemberNode::new(peer_url))].into_iter().collect();
+                raft.change_membership(ChangeMembers::SetNodes(nodes), true)
+                    .await
+                    .map(|_| ())
+            }
+        };
+        outcome.map_err(map_write_error)
     }
 
     /// The current members.

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use raftkv_core::types::{MemberNode, NodeId, Raft};
@@ -71,6 +71,7 @@ pub struct NodeBuilder {
     advertise_client_urls: Vec<String>,
     bootstrap: Bootstrap,
     name: String,
+    quota_bytes: u64,
 }
 
 impl Default for NodeBuilder {
@@ -92,6 +93,7 @@ impl Default for NodeBuilder {
             advertise_client_urls: Vec::new(),
             bootstrap: Bootstrap::SingleNode,
             name: String::new(),
+            quota_bytes: DEFAULT_QUOTA_BYTES,
         }
     }
 }
@@ -207,6 +209,13 @@ impl NodeBuilder {
         self
     }
 
+    /// Disk quota: past it the NOSPACE alarm is raised and writes that add data are
+    /// refused until the alarm is disarmed (default 2 GiB, as etcd).
+    pub fn quota_backend_bytes(mut self, bytes: u64) -> Self {
+        self.quota_bytes = bytes;
+        self
+    }
+
     /// Build a snapshot (and purge the log behind it) every this many entries.
     pub fn snapshot_every_entries(mut self, entries: u64) -> Self {
         self.snapshot_every_entries = entries;
@@ -294,6 +303,11 @@ impl NodeBuilder {
             shutdown,
             servers: parking_lot::Mutex::new(Vec::new()),
             data_dir: data_dir_for_node,
+            quota: Quota {
+                bytes: self.quota_bytes,
+                alarm: AtomicBool::new(false),
+                checked_at_ms: AtomicU64::new(0),
+            },
         });
         let node = Node { inner };
 
@@ -368,6 +382,26 @@ impl NodeBuilder {
     }
 }
 
+/// Whether `command` can grow the store (NOSPACE refuses those; deletes and compaction
+/// still run, to free space).
+fn adds_data(command: &raftkv_core::Command) -> bool {
+    use raftkv_core::Command;
+    use raftkv_core::kv::{RequestOp, TxnRequest};
+    fn txn_puts(t: &TxnRequest) -> bool {
+        t.success.iter().chain(&t.failure).any(|op| match op {
+            RequestOp::Put(_) => true,
+            RequestOp::Txn(inner) => txn_puts(inner),
+            _ => false,
+        })
+    }
+    match command {
+        Command::Put(_) | Command::LeaseGrant { .. } => true,
+        Command::Txn(t) => txn_puts(t),
+        Command::Batch(commands) => commands.iter().any(adds_data),
+        _ => false,
+    }
+}
+
 fn spawn_server(
     node: &Node,
     what: &'static str,
@@ -406,6 +440,22 @@ pub(crate) struct NodeInner {
     /// push or take the handles, never across an `.await`.
     pub(crate) servers: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub(crate) data_dir: PathBuf,
+    pub(crate) quota: Quota,
+}
+
+/// etcd's default backend quota.
+pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
+
+/// Applied may lag committed by this many entries before writes are refused with "too
+/// many requests" (etcd's bound).
+pub const MAX_APPLY_LAG: u64 = 5000;
+
+/// The disk quota and this member's NOSPACE alarm.
+pub(crate) struct Quota {
+    bytes: u64,
+    alarm: AtomicBool,
+    /// When the disk usage was last measured (ms since the epoch): at most once a second.
+    checked_at_ms: AtomicU64,
 }
 
 /// A raftkv node: the KV API (`kv.rs`), cluster membership (`membership.rs`), metrics,
@@ -545,6 +595,49 @@ impl Node {
             revision: self.inner.reader.revision(),
             raft_term: self.inner.raft.metrics().borrow().current_term,
         }
+    }
+
+    /// Whether this member's NOSPACE alarm is raised.
+    pub fn nospace_alarm(&self) -> bool {
+        self.inner.quota.alarm.load(Ordering::Acquire)
+    }
+
+    /// Raise or disarm this member's NOSPACE alarm.
+    pub fn set_nospace_alarm(&self, raised: bool) {
+        if self.inner.quota.alarm.swap(raised, Ordering::AcqRel) != raised {
+            tracing::warn!(raised, "NOSPACE alarm");
+        }
+        // Measure again before the next write.
+        self.inner.quota.checked_at_ms.store(0, Ordering::Release);
+    }
+
+    /// Refuse a write the node cannot take now: apply lags commit too far (etcd's "too
+    /// many requests"), or the quota is exhausted and the write adds data (NOSPACE).
+    pub(crate) fn admit_write(&self, command: &raftkv_core::Command) -> Result<()> {
+        let lag = self.committed().get().saturating_sub(self.applied().get());
+        if lag > MAX_APPLY_LAG {
+            return Err(Error::TooManyRequests { lag });
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let quota = &self.inner.quota;
+        let last = quota.checked_at_ms.load(Ordering::Acquire);
+        if now_ms.saturating_sub(last) >= 1000
+            && quota
+                .checked_at_ms
+                .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            && self.disk_usage() > quota.bytes
+        {
+            self.set_nospace_alarm(true);
+            quota.checked_at_ms.store(now_ms, Ordering::Release);
+        }
+        if self.nospace_alarm() && adds_data(command) {
+            return Err(Error::NoSpace);
+        }
+        Ok(())
     }
 
     /// Bytes the data directory takes on disk.

@@ -72,6 +72,21 @@ pub enum RequestError {
     /// The request uses a feature this version does not implement yet.
     #[error("not supported yet: {0}")]
     Unsupported(String),
+    /// etcd: "member not found".
+    #[error("member not found: {0}")]
+    MemberNotFound(u64),
+    /// etcd: "can only promote a learner member".
+    #[error("can only promote a learner member")]
+    MemberNotLearner,
+    /// etcd: "can only promote a learner member which is in sync with leader".
+    #[error("can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    /// etcd: "Peer URLs already exists".
+    #[error("peer URLs already exist")]
+    PeerUrlExists,
+    /// A peer URL that is not a URL.
+    #[error("invalid peer URL: {0}")]
+    InvalidPeerUrl(String),
 }
 
 /// Everything a raftkv operation can fail with. Serializable, so a leader can send it back
@@ -105,12 +120,26 @@ pub enum Error {
     /// An internal invariant did not hold (a bug).
     #[error("internal error: {0}")]
     Internal(String),
+    /// Apply lags commit too far: the node refuses new writes until it catches up
+    /// (etcd: "too many requests"). Nothing was proposed; retry later.
+    #[error("too many requests: applied index lags the commit index by {lag}")]
+    TooManyRequests {
+        /// How far apply lags.
+        lag: u64,
+    },
+    /// The storage quota is exhausted (the NOSPACE alarm is raised): writes that add data
+    /// are refused until an operator frees space and disarms the alarm.
+    #[error("database space exceeded")]
+    NoSpace,
 }
 
 impl Error {
     /// Whether the same request may succeed if retried (possibly elsewhere) unchanged.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::NotLeader { .. } | Error::Timeout(_))
+        matches!(
+            self,
+            Error::NotLeader { .. } | Error::Timeout(_) | Error::TooManyRequests { .. }
+        )
     }
 }
 

@@ -1,17 +1,25 @@
-//! etcd's `Cluster.MemberList` and `Maintenance.Status` over a [`ClusterBackend`]: enough
-//! for `etcdctl member list` / `endpoint status` and for tools to find the leader. The
-//! other Cluster and Maintenance methods are not declared yet, so they answer
-//! `Unimplemented`.
+//! etcd's `Cluster` and `Maintenance` services over a [`ClusterBackend`] (the node).
+//!
+//! Cluster: MemberList, MemberAdd (the server picks the new member's id, as etcd does),
+//! MemberRemove, MemberUpdate, MemberPromote. Maintenance: Status, Alarm, Defragment,
+//! HashKV, Snapshot, MoveLeader. `Snapshot` streams the node's current snapshot file
+//! (raftkv's own format, not bbolt), zero-padded to whole 512-byte pages as etcdctl expects
+//! of a bbolt file, followed, as etcd does, by a last message whose blob is the SHA-256
+//! of everything before it.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use raftkv_core::Error;
 use raftkv_core::kv::ResponseHeader;
 use raftkv_proto::etcdserverpb as pb;
 use raftkv_proto::status::to_status;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
 use tonic::{Request, Response as GrpcResponse, Status};
 
-/// One member, as `MemberList` reports it.
+/// One member, as the Cluster service reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberInfo {
     /// Member id.
@@ -43,14 +51,73 @@ pub struct StatusInfo {
     pub db_size: i64,
     /// Whether this member is a learner.
     pub is_learner: bool,
+    /// Active alarms, as text (etcd's `errors` field).
+    pub errors: Vec<String>,
 }
 
-/// What serves cluster information (the node).
+/// An alarm raised on a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlarmInfo {
+    /// The member.
+    pub member_id: u64,
+    /// etcd's alarm type (1: NOSPACE, 2: CORRUPT).
+    pub alarm: i32,
+}
+
+/// A snapshot to stream: its header and an open file with its bytes.
+pub struct SnapshotStream {
+    /// Header of the first message.
+    pub header: ResponseHeader,
+    /// The file, positioned at its start.
+    pub file: tokio::fs::File,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+type Answer<T> = Result<T, Error>;
+
+/// What serves cluster information and maintenance (the node).
 pub trait ClusterBackend: Send + Sync + 'static {
     /// The members and the header to answer with.
-    fn member_list(&self) -> Result<(ResponseHeader, Vec<MemberInfo>), Error>;
+    fn member_list(&self) -> Answer<(ResponseHeader, Vec<MemberInfo>)>;
+    /// Add a member at `peer_urls` (one URL), as a learner or a voter; returns the new
+    /// member and all members.
+    fn member_add(
+        &self,
+        peer_urls: Vec<String>,
+        is_learner: bool,
+    ) -> impl Future<Output = Answer<(ResponseHeader, MemberInfo, Vec<MemberInfo>)>> + Send;
+    /// Remove member `id`.
+    fn member_remove(
+        &self,
+        id: u64,
+    ) -> impl Future<Output = Answer<(ResponseHeader, Vec<MemberInfo>)>> + Send;
+    /// Change member `id`'s peer URLs.
+    fn member_update(
+        &self,
+        id: u64,
+        peer_urls: Vec<String>,
+    ) -> impl Future<Output = Answer<(ResponseHeader, Vec<MemberInfo>)>> + Send;
+    /// Promote learner `id` to voter.
+    fn member_promote(
+        &self,
+        id: u64,
+    ) -> impl Future<Output = Answer<(ResponseHeader, Vec<MemberInfo>)>> + Send;
     /// This member's status.
     fn status(&self) -> StatusInfo;
+    /// etcd Alarm: `action` 0 GET, 1 ACTIVATE, 2 DEACTIVATE.
+    fn alarm(
+        &self,
+        action: i32,
+        member_id: u64,
+        alarm: i32,
+    ) -> impl Future<Output = Answer<(ResponseHeader, Vec<AlarmInfo>)>> + Send;
+    /// Reclaim disk space, if the backend can.
+    fn defragment(&self) -> impl Future<Output = Answer<ResponseHeader>> + Send;
+    /// A hash of the key-value state at `revision` (0: the newest) and the compact revision.
+    fn hash_kv(&self, revision: i64) -> impl Future<Output = Answer<(ResponseHeader, u32, i64)>> + Send;
+    /// A snapshot of the state to stream to a client.
+    fn snapshot(&self) -> impl Future<Output = Answer<SnapshotStream>> + Send;
 }
 
 /// Version reported by `Status` (the etcd API level raftkv follows, then raftkv's own).
@@ -76,31 +143,127 @@ impl<B: ClusterBackend> ClusterService<B> {
     }
 }
 
+fn member(m: MemberInfo) -> pb::Member {
+    pb::Member {
+        id: m.id,
+        name: m.name,
+        peer_ur_ls: m.peer_urls,
+        client_ur_ls: m.client_urls,
+        is_learner: m.is_learner,
+    }
+}
+
+fn members(ms: Vec<MemberInfo>) -> Vec<pb::Member> {
+    ms.into_iter().map(member).collect()
+}
+
+fn status(e: Error) -> Status {
+    to_status(&e)
+}
+
 #[tonic::async_trait]
 impl<B: ClusterBackend> pb::cluster_server::Cluster for ClusterService<B> {
+    async fn member_add(
+        &self,
+        request: Request<pb::MemberAddRequest>,
+    ) -> Result<GrpcResponse<pb::MemberAddResponse>, Status> {
+        let req = request.into_inner();
+        let (header, added, all) = self
+            .backend
+            .member_add(req.peer_ur_ls, req.is_learner)
+            .await
+            .map_err(status)?;
+        Ok(GrpcResponse::new(pb::MemberAddResponse {
+            header: Some(header.into()),
+            member: Some(member(added)),
+            members: members(all),
+        }))
+    }
+
+    async fn member_remove(
+        &self,
+        request: Request<pb::MemberRemoveRequest>,
+    ) -> Result<GrpcResponse<pb::MemberRemoveResponse>, Status> {
+        let (header, all) = self
+            .backend
+            .member_remove(request.into_inner().id)
+            .await
+            .map_err(status)?;
+        Ok(GrpcResponse::new(pb::MemberRemoveResponse {
+            header: Some(header.into()),
+            members: members(all),
+        }))
+    }
+
+    async fn member_update(
+        &self,
+        request: Request<pb::MemberUpdateRequest>,
+    ) -> Result<GrpcResponse<pb::MemberUpdateResponse>, Status> {
+        let req = request.into_inner();
+        let (header, all) = self
+            .backend
+            .member_update(req.id, req.peer_ur_ls)
+            .await
+            .map_err(status)?;
+        Ok(GrpcResponse::new(pb::MemberUpdateResponse {
+            header: Some(header.into()),
+            members: members(all),
+        }))
+    }
+
     async fn member_list(
         &self,
         _request: Request<pb::MemberListRequest>,
     ) -> Result<GrpcResponse<pb::MemberListResponse>, Status> {
-        let (header, members) = self.backend.member_list().map_err(|e| to_status(&e))?;
+        let (header, all) = self.backend.member_list().map_err(status)?;
         Ok(GrpcResponse::new(pb::MemberListResponse {
             header: Some(header.into()),
-            members: members
-                .into_iter()
-                .map(|m| pb::Member {
-                    id: m.id,
-                    name: m.name,
-                    peer_ur_ls: m.peer_urls,
-                    client_ur_ls: m.client_urls,
-                    is_learner: m.is_learner,
-                })
-                .collect(),
+            members: members(all),
+        }))
+    }
+
+    async fn member_promote(
+        &self,
+        request: Request<pb::MemberPromoteRequest>,
+    ) -> Result<GrpcResponse<pb::MemberPromoteResponse>, Status> {
+        let (header, all) = self
+            .backend
+            .member_promote(request.into_inner().id)
+            .await
+            .map_err(status)?;
+        Ok(GrpcResponse::new(pb::MemberPromoteResponse {
+            header: Some(header.into()),
+            members: members(all),
         }))
     }
 }
 
+type SnapshotChunks = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::SnapshotResponse, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl<B: ClusterBackend> pb::maintenance_server::Maintenance for ClusterService<B> {
+    async fn alarm(
+        &self,
+        request: Request<pb::AlarmRequest>,
+    ) -> Result<GrpcResponse<pb::AlarmResponse>, Status> {
+        let req = request.into_inner();
+        let (header, alarms) = self
+            .backend
+            .alarm(req.action, req.member_id, req.alarm)
+            .await
+            .map_err(status)?;
+        Ok(GrpcResponse::new(pb::AlarmResponse {
+            header: Some(header.into()),
+            alarms: alarms
+                .into_iter()
+                .map(|a| pb::AlarmMember {
+                    member_id: a.member_id,
+                    alarm: a.alarm,
+                })
+                .collect(),
+        }))
+    }
+
     async fn status(
         &self,
         _request: Request<pb::StatusRequest>,
@@ -114,9 +277,117 @@ impl<B: ClusterBackend> pb::maintenance_server::Maintenance for ClusterService<B
             raft_index: s.raft_index,
             raft_term: s.raft_term,
             raft_applied_index: s.raft_applied_index,
-            errors: Vec::new(),
+            errors: s.errors,
             db_size_in_use: s.db_size,
             is_learner: s.is_learner,
         }))
+    }
+
+    async fn defragment(
+        &self,
+        _request: Request<pb::DefragmentRequest>,
+    ) -> Result<GrpcResponse<pb::DefragmentResponse>, Status> {
+        let header = self.backend.defragment().await.map_err(status)?;
+        Ok(GrpcResponse::new(pb::DefragmentResponse {
+            header: Some(header.into()),
+        }))
+    }
+
+    async fn hash_kv(
+        &self,
+        request: Request<pb::HashKvRequest>,
+    ) -> Result<GrpcResponse<pb::HashKvResponse>, Status> {
+        let (header, hash, compact_revision) = self
+            .backend
+            .hash_kv(request.into_inner().revision)
+            .await
+            .map_err(status)?;
+        Ok(GrpcResponse::new(pb::HashKvResponse {
+            header: Some(header.into()),
+            hash,
+            compact_revision,
+        }))
+    }
+
+    type SnapshotStream = SnapshotChunks;
+
+    async fn snapshot(
+        &self,
+        _request: Request<pb::SnapshotRequest>,
+    ) -> Result<GrpcResponse<Self::SnapshotStream>, Status> {
+        let SnapshotStream {
+            header,
+            mut file,
+            size,
+        } = self.backend.snapshot().await.map_err(status)?;
+        let padded = size.div_ceil(512) * 512;
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tokio::spawn(async move {
+            let mut hasher = Sha256::new();
+            let mut remaining = padded;
+            let mut first = Some(header);
+            loop {
+                let mut blob = vec![0u8; 64 * 1024];
+                let n = match file.read(&mut blob).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(Status::internal(format!("reading the snapshot: {e}"))))
+                            .await;
+                        return;
+                    }
+                };
+                if n == 0 {
+                    break;
+                }
+                blob.truncate(n);
+                hasher.update(&blob);
+                remaining = remaining.saturating_sub(n as u64);
+                let message = pb::SnapshotResponse {
+                    header: first.take().map(Into::into),
+                    remaining_bytes: remaining,
+                    blob,
+                };
+                if tx.send(Ok(message)).await.is_err() {
+                    return;
+                }
+            }
+            // etcdctl checks that the bytes before the checksum are whole 512-byte pages (as
+            // bbolt files are): pad with zeros, which raftkv's reader ignores after its
+            // end frame.
+            let padding = (512 - (size % 512) as usize) % 512;
+            if padding > 0 {
+                let blob = vec![0u8; padding];
+                hasher.update(&blob);
+                let message = pb::SnapshotResponse {
+                    header: first.take().map(Into::into),
+                    remaining_bytes: 0,
+                    blob,
+                };
+                if tx.send(Ok(message)).await.is_err() {
+                    return;
+                }
+            }
+            // etcd's framing: the last message carries the SHA-256 of the bytes before it.
+            let _ = tx
+                .send(Ok(pb::SnapshotResponse {
+                    header: None,
+                    remaining_bytes: 0,
+                    blob: hasher.finalize().to_vec(),
+                }))
+                .await;
+        });
+        Ok(GrpcResponse::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn move_leader(
+        &self,
+        _request: Request<pb::MoveLeaderRequest>,
+    ) -> Result<GrpcResponse<pb::MoveLeaderResponse>, Status> {
+        Err(Status::unimplemented(
+            "raftkv: leadership transfer is not available (openraft 0.9 has none); stop the leader to move leadership",
+        ))
     }
 }

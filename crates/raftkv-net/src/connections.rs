@@ -9,7 +9,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use raftkv_core::codec;
 use raftkv_core::types::LogId;
-use raftkv_core::{Command, Error, Response};
+use raftkv_core::{Command, Error, MembershipChange, Response};
 use raftkv_proto::raftkvpeer::raft_peer_client::RaftPeerClient;
 use raftkv_proto::raftkvpeer::{RaftBytes, ReadIndexRequest};
 use tonic::transport::{Channel, Endpoint};
@@ -142,6 +142,26 @@ impl PeerConnections {
         let mut request = tonic::Request::new(RaftBytes { data });
         request.set_timeout(timeout);
         let answer = self.client(url)?.forward(request).await.map_err(PeerError::rpc)?;
+        codec::decode(&answer.into_inner().data).map_err(|e| PeerError::Codec(e.to_string()))
+    }
+}
+
+impl PeerConnections {
+    /// Ask the leader at `url` to make a membership change.
+    pub async fn change_membership(
+        &self,
+        url: &str,
+        change: &MembershipChange,
+        timeout: Duration,
+    ) -> Result<Result<(), Error>, PeerError> {
+        let data = codec::encode(change).map_err(|e| PeerError::Codec(e.to_string()))?;
+        let mut request = tonic::Request::new(RaftBytes { data });
+        request.set_timeout(timeout);
+        let answer = self
+            .client(url)?
+            .change_membership(request)
+            .await
+            .map_err(PeerError::rpc)?;
         codec::decode(&answer.into_inner().data).map_err(|e| PeerError::Codec(e.to_string()))
     }
 }

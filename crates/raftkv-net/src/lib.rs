@@ -27,7 +27,9 @@ mod kv_service;
 mod network;
 mod peer_service;
 
-pub use cluster_service::{API_VERSION, ClusterBackend, ClusterService, MemberInfo, StatusInfo};
+pub use cluster_service::{
+    API_VERSION, AlarmInfo, ClusterBackend, ClusterService, MemberInfo, SnapshotStream, StatusInfo,
+};
 pub use connections::{PeerConnections, PeerError};
 pub use kv_service::{KvBackend, KvService};
 pub use network::{PeerClient, PeerNetwork};

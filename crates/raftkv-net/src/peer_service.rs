@@ -9,7 +9,7 @@ use openraft::Snapshot;
 use openraft::error::{CheckIsLeaderError, RaftError};
 use raftkv_core::codec;
 use raftkv_core::types::{LogId, MemberNode, NodeId, Raft, TypeConfig};
-use raftkv_core::{Command, Error, Response};
+use raftkv_core::{Command, Error, MembershipChange, Response};
 use raftkv_proto::raftkvpeer::raft_peer_server::RaftPeer;
 use raftkv_proto::raftkvpeer::{RaftBytes, ReadIndexRequest, ReadIndexResponse, SnapshotChunk};
 use tokio::io::AsyncWriteExt;
@@ -23,6 +23,11 @@ pub trait ForwardTarget: Send + Sync + 'static {
         &self,
         command: Command,
     ) -> impl Future<Output = Result<(Response, u64), Error>> + Send;
+    /// Make a membership change forwarded by a follower (only if this node leads).
+    fn change_membership_forwarded(
+        &self,
+        change: MembershipChange,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
 }
 
 /// The peer gRPC service.
@@ -126,6 +131,16 @@ impl<F: ForwardTarget> RaftPeer for PeerService<F> {
     async fn forward(&self, request: Request<RaftBytes>) -> Result<GrpcResponse<RaftBytes>, Status> {
         let command: Command = decode(&request.into_inner().data)?;
         let result = self.forward.propose_forwarded(command).await;
+        Ok(GrpcResponse::new(encode(&result)?))
+    }
+
+    #[tracing::instrument(level = "info", skip_all)]
+    async fn change_membership(
+        &self,
+        request: Request<RaftBytes>,
+    ) -> Result<GrpcResponse<RaftBytes>, Status> {
+        let change: MembershipChange = decode(&request.into_inner().data)?;
+        let result = self.forward.change_membership_forwarded(change).await;
         Ok(GrpcResponse::new(encode(&result)?))
     }
 }

@@ -30,6 +30,13 @@ pub mod text {
     pub const NOT_LEADER: &str = "etcdserver: not leader";
     pub const TIMEOUT: &str = "etcdserver: request timed out";
     pub const STOPPED: &str = "etcdserver: server stopped";
+    pub const TOO_MANY_REQUESTS: &str = "etcdserver: too many requests";
+    pub const MEMBER_NOT_FOUND: &str = "etcdserver: member not found";
+    pub const MEMBER_NOT_LEARNER: &str = "etcdserver: can only promote a learner member";
+    pub const LEARNER_NOT_READY: &str =
+        "etcdserver: can only promote a learner member which is in sync with leader";
+    pub const PEER_URL_EXISTS: &str = "etcdserver: Peer URLs already exists";
+    pub const NO_SPACE: &str = "etcdserver: mvcc: database space exceeded";
     /// raftkv's own (etcd serves such a range as empty instead).
     pub const INVALID_RANGE_END: &str = "raftkv: range end must be greater than the key";
 }
@@ -61,6 +68,8 @@ pub fn to_status(e: &Error) -> Status {
         Error::Shutdown(_) => Status::new(Code::Unavailable, text::STOPPED),
         Error::Storage(detail) => Status::new(Code::Internal, format!("raftkv: storage: {detail}")),
         Error::Internal(detail) => Status::new(Code::Internal, format!("raftkv: internal: {detail}")),
+        Error::TooManyRequests { .. } => Status::new(Code::ResourceExhausted, text::TOO_MANY_REQUESTS),
+        Error::NoSpace => Status::new(Code::ResourceExhausted, text::NO_SPACE),
         // `Error` is non_exhaustive within the workspace too.
         #[allow(unreachable_patterns)]
         other => Status::new(Code::Internal, other.to_string()),
@@ -81,6 +90,13 @@ fn request_status(e: &RequestError) -> Status {
         RequestError::ValueProvided => (Code::InvalidArgument, text::VALUE_PROVIDED),
         RequestError::LeaseProvided => (Code::InvalidArgument, text::LEASE_PROVIDED),
         RequestError::KeyNotFound => (Code::InvalidArgument, text::KEY_NOT_FOUND),
+        RequestError::MemberNotFound(_) => (Code::NotFound, text::MEMBER_NOT_FOUND),
+        RequestError::MemberNotLearner => (Code::FailedPrecondition, text::MEMBER_NOT_LEARNER),
+        RequestError::LearnerNotReady => (Code::FailedPrecondition, text::LEARNER_NOT_READY),
+        RequestError::PeerUrlExists => (Code::FailedPrecondition, text::PEER_URL_EXISTS),
+        RequestError::InvalidPeerUrl(url) => {
+            return Status::new(Code::InvalidArgument, format!("raftkv: invalid peer URL {url:?}"));
+        }
         RequestError::Unsupported(what) => {
             return Status::new(Code::Unimplemented, format!("raftkv: not supported: {what}"));
         }
@@ -137,6 +153,12 @@ pub fn from_status(status: &Status) -> Error {
             };
         }
         text::TIMEOUT => return Error::Timeout(msg.to_string()),
+        text::TOO_MANY_REQUESTS => return Error::TooManyRequests { lag: 0 },
+        text::NO_SPACE => return Error::NoSpace,
+        text::MEMBER_NOT_FOUND => return request(RequestError::MemberNotFound(0)),
+        text::MEMBER_NOT_LEARNER => return request(RequestError::MemberNotLearner),
+        text::LEARNER_NOT_READY => return request(RequestError::LearnerNotReady),
+        text::PEER_URL_EXISTS => return request(RequestError::PeerUrlExists),
         text::STOPPED => return Error::Shutdown(msg.to_string()),
         _ => {}
     }

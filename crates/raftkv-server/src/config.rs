@@ -40,7 +40,7 @@ pub enum ConfigError {
 pub const USAGE: &str = "\
 raftkv-server: a raftkv node speaking etcd's v3 gRPC API
 
-  --id N                        member id (u64, non-zero)                 [required]
+  --id N                        member id (u64, non-zero; 0x... for hex)  [required]
   --data-dir DIR                log, state machine, snapshots             [required]
   --listen-client ADDR          etcd API address, e.g. 127.0.0.1:2379     [required]
   --listen-peer ADDR            Raft peer address, e.g. 127.0.0.1:2380    [required]
@@ -54,6 +54,7 @@ raftkv-server: a raftkv node speaking etcd's v3 gRPC API
   --election-timeout-ms N       election timeout minimum; maximum is twice it (default 1000)
   --request-timeout-ms N        deadline of one request (default 5000)
   --snapshot-every N            snapshot every N log entries (default 10000)
+  --quota-backend-bytes N       disk quota; past it NOSPACE is raised (default 2 GiB)
   --log FILTER                  tracing filter (default: RUST_LOG, else info)
 ";
 
@@ -86,6 +87,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Snapshot interval in entries.
     pub snapshot_every: u64,
+    /// Disk quota in bytes.
+    pub quota_backend_bytes: u64,
     /// Log filter.
     pub log: Option<String>,
 }
@@ -121,6 +124,18 @@ fn parse_url(flag: &str, value: &str) -> Result<String, ConfigError> {
         });
     }
     Ok(value.to_string())
+}
+
+/// A member id: decimal, or hexadecimal with `0x` (etcdctl prints ids in hex).
+fn parse_member_id(flag: &str, value: &str) -> Result<u64, ConfigError> {
+    match value.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).map_err(|e| ConfigError::InvalidValue {
+            flag: flag.into(),
+            value: value.into(),
+            reason: e.to_string(),
+        }),
+        None => parse_num(flag, value),
+    }
 }
 
 /// Parse `1=http://a:2380,2=http://b:2380`.
@@ -169,6 +184,7 @@ impl Config {
         let mut election_timeout = Duration::from_millis(1000);
         let mut request_timeout = Duration::from_millis(5000);
         let mut snapshot_every = 10_000;
+        let mut quota_backend_bytes: u64 = 2 << 30;
         let mut log = None;
         while let Some(flag) = args.next() {
             if flag == "--help" || flag == "-h" {
@@ -182,7 +198,7 @@ impl Config {
                 .next()
                 .ok_or_else(|| ConfigError::MissingValue(flag.clone()))?;
             match flag.as_str() {
-                "--id" => id = Some(parse_num::<u64>(&flag, &value)?),
+                "--id" => id = Some(parse_member_id(&flag, &value)?),
                 "--name" => name = Some(value),
                 "--data-dir" => data_dir = Some(PathBuf::from(value)),
                 "--listen-client" => listen_client = Some(parse_addr(&flag, &value)?),
@@ -202,6 +218,7 @@ impl Config {
                 }
                 "--request-timeout-ms" => request_timeout = Duration::from_millis(parse_num(&flag, &value)?),
                 "--snapshot-every" => snapshot_every = parse_num(&flag, &value)?,
+                "--quota-backend-bytes" => quota_backend_bytes = parse_num(&flag, &value)?,
                 "--log" => log = Some(value),
                 _ => return Err(ConfigError::UnknownFlag(flag)),
             }
@@ -255,6 +272,7 @@ impl Config {
             election_timeout,
             request_timeout,
             snapshot_every,
+            quota_backend_bytes,
             log,
         })
     }
