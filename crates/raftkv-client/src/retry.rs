@@ -201,7 +201,9 @@ fn decide_answer(mutability: Mutability, code: Code, error: Error) -> Decision {
             urls: leader_client_urls,
             reason,
         },
-        // Read back by `from_status` as "unknown", but refused before proposing.
+        // Refused before proposing (apply lags commit): safe to retry, reads and writes.
+        Error::TooManyRequests { .. } => Decision::TryNext { reason },
+        // The same, from a server whose status text `from_status` does not map.
         Error::Unknown(ref text) if text.ends_with(TOO_MANY_REQUESTS) => Decision::TryNext { reason },
         error => match mutability {
             Mutability::Read => {
