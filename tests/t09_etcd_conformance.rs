@@ -1,0 +1,334 @@
+//! etcd v3 conformance, driven by Debian's `etcdctl` 3.4 against a three-node raftkv
+//! cluster, and the same script against a real three-member etcd 3.4 in the same run (a
+//! differential test): outputs must match, modulo member/cluster ids, timings and paths,
+//! wherever the behaviour is specified. Also `etcdctl check perf --load=s` against raftkv,
+//! and count_only (which etcdctl 3.4 cannot ask for) through the client crate on both.
+//!
+//! Needs `etcdctl` and `etcd` (packages etcd-client, etcd-server; the CI script installs
+//! them). Outside CI a missing tool skips with a message; under `CI=true` it fails.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use raftkv_client::{Client, RangeRequest};
+use support::etcd::EtcdCluster;
+use support::process::ProcessCluster;
+
+struct Step {
+    args: &'static [&'static str],
+    stdin: Option<&'static str>,
+    /// Compare this step's normalized output between raftkv and etcd.
+    compare: bool,
+    /// Talk to the first endpoint only (etcdctl requires it for some commands).
+    single: bool,
+}
+
+const fn step(args: &'static [&'static str]) -> Step {
+    Step {
+        args,
+        stdin: None,
+        compare: true,
+        single: false,
+    }
+}
+
+const fn single(args: &'static [&'static str]) -> Step {
+    Step {
+        args,
+        stdin: None,
+        compare: true,
+        single: true,
+    }
+}
+
+const fn unchecked(args: &'static [&'static str]) -> Step {
+    Step {
+        args,
+        stdin: None,
+        compare: false,
+        single: false,
+    }
+}
+
+const fn txn(stdin: &'static str) -> Step {
+    Step {
+        args: &["txn", "-i"],
+        stdin: Some(stdin),
+        compare: true,
+        single: false,
+    }
+}
+
+/// The script. Revisions are the same on both servers: the empty store is at revision 1.
+const SCRIPT: &[Step] = &[
+    step(&["put", "foo", "bar"]),
+    step(&["put", "foo2", "bar2"]),
+    step(&["put", "fop", "x"]),
+    step(&["put", "zoo", "y"]),
+    step(&["put", "foo", "bar-again", "--prev-kv"]),
+    step(&["get", "foo"]),
+    step(&["get", "foo", "--prefix"]),
+    step(&["get", "foo", "--from-key"]),
+    step(&["get", "foo", "--rev=2"]),
+    step(&["get", "", "--prefix", "--limit=2"]),
+    step(&["get", "", "--prefix", "--sort-by=MODIFY", "--order=DESCEND"]),
+    step(&[
+        "get",
+        "",
+        "--prefix",
+        "--sort-by=VALUE",
+        "--order=ASCEND",
+        "--keys-only",
+    ]),
+    step(&["get", "f", "--prefix", "--keys-only"]),
+    step(&["get", "foo", "--print-value-only"]),
+    step(&["get", "foo", "-w", "json"]),
+    step(&["get", "", "--prefix", "--limit=1", "-w", "json"]),
+    step(&["put", "counter", "1", "-w", "json"]),
+    step(&["get", "nothing-here"]),
+    txn("value(\"foo\") = \"bar-again\"\n\nput txn-ok yes\nget foo\n\nput txn-failed yes\n\n"),
+    txn("mod(\"foo\") > \"1000\"\n\nput txn-ok2 yes\n\nput txn-else yes\ndel zoo\n\n"),
+    txn("version(\"foo\") = \"2\"\ncreate(\"foo2\") = \"3\"\n\nget foo2\n\n\n"),
+    step(&["get", "txn", "--prefix"]),
+    step(&["get", "zoo"]),
+    step(&["del", "fo", "--prefix", "--prev-kv"]),
+    step(&["del", "nothing-here"]),
+    step(&["get", "", "--prefix", "-w", "json"]),
+    step(&["compaction", "5"]),
+    step(&["get", "foo", "--rev=4"]),
+    step(&["get", "txn-ok", "--rev=5"]),
+    step(&["get", "counter", "--rev=99"]),
+    step(&["compaction", "3"]),
+    step(&["put", "", "empty-key"]),
+    step(&["endpoint", "health"]),
+    unchecked(&["endpoint", "status", "-w", "table"]),
+    unchecked(&["member", "list", "-w", "json"]),
+    unchecked(&[
+        "member",
+        "add",
+        "extra",
+        "--peer-urls=http://127.0.0.1:1",
+        "--learner",
+    ]),
+    single(&["snapshot", "save", "SNAPSHOT_PATH"]),
+];
+
+fn tool_available(tool: &str, arg: &str) -> bool {
+    Command::new(tool)
+        .arg(arg)
+        .env("ETCDCTL_API", "3")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Run one step; returns (exit ok, stdout, the "Error:" lines of stderr).
+fn run(endpoints: &[String], step: &Step, snapshot: &str) -> (bool, String, String) {
+    let endpoints: Vec<&str> = endpoints
+        .iter()
+        .map(|u| u.trim_start_matches("http://"))
+        .collect();
+    let endpoints = if step.single {
+        &endpoints[..1]
+    } else {
+        &endpoints[..]
+    };
+    let args: Vec<String> = step
+        .args
+        .iter()
+        .map(|a| a.replace("SNAPSHOT_PATH", snapshot))
+        .collect();
+    let mut child = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", endpoints.join(",")))
+        .arg("--command-timeout=15s")
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = step.stdin {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    let errors: Vec<String> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with("Error:"))
+        .map(String::from)
+        .collect();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        errors.join("\n"),
+    )
+}
+
+/// Mask what legitimately differs: ids, terms, timings, paths.
+fn normalize(text: &str, snapshot: &str) -> String {
+    let text = text.replace(snapshot, "<snapshot>");
+    let mut out = String::new();
+    for line in text.lines() {
+        let mut masked = Vec::new();
+        for word in line.split(' ') {
+            let word = mask_json_fields(word);
+            let bare = word.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+            let is_id = bare.len() >= 8
+                && bare.chars().all(|c| c.is_ascii_hexdigit())
+                && bare.chars().any(|c| c.is_ascii_digit());
+            masked.push(if is_id { word.replace(bare, "<id>") } else { word });
+        }
+        let line = masked.join(" ");
+        let line = match line.find("took = ") {
+            Some(i) => format!("{}took = <t>", &line[..i]),
+            None => line,
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+fn mask_json_fields(word: &str) -> String {
+    let mut word = word.to_string();
+    for field in ["\"cluster_id\":", "\"member_id\":", "\"raft_term\":"] {
+        while let Some(start) = word.find(field) {
+            let value_start = start + field.len();
+            let value_end = word[value_start..]
+                .find(|c: char| !c.is_ascii_digit())
+                .map_or(word.len(), |e| value_start + e);
+            let masked_field = field.replace(':', "=");
+            word = format!("{}{masked_field}<x>{}", &word[..start], &word[value_end..]);
+        }
+    }
+    word
+}
+
+fn run_script(endpoints: &[String], snapshot_dir: &std::path::Path) -> Vec<(bool, String, String)> {
+    let snapshot = snapshot_dir.join("snap.db").display().to_string();
+    SCRIPT
+        .iter()
+        .map(|s| {
+            let (ok, out, err) = run(endpoints, s, &snapshot);
+            (ok, normalize(&out, &snapshot), normalize(&err, &snapshot))
+        })
+        .collect()
+}
+
+fn tools_or_skip() -> bool {
+    let have = tool_available("etcdctl", "version") && support::etcd::available();
+    if !have {
+        assert!(
+            std::env::var("CI").is_err(),
+            "etcdctl and etcd are required under CI=true"
+        );
+        eprintln!("SKIPPED: etcdctl / etcd not installed (apt-get install etcd-client etcd-server)");
+    }
+    have
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_script_gives_the_same_answers_on_raftkv_and_etcd() {
+    if !tools_or_skip() {
+        return;
+    }
+    let raftkv = ProcessCluster::start(3, &[]);
+    raftkv.agreed_leader(Duration::from_secs(30)).await;
+    let etcd = EtcdCluster::start(3).await;
+
+    let ours = run_script(&raftkv.client_urls(), raftkv.dir.path());
+    let theirs = run_script(&etcd.client_urls, etcd.dir.path());
+    let mut mismatches = Vec::new();
+    for ((step, a), b) in SCRIPT.iter().zip(&ours).zip(&theirs) {
+        println!("$ etcdctl {}\n{}{}", step.args.join(" "), a.1, a.2);
+        if step.compare && a != b {
+            mismatches.push(format!(
+                "etcdctl {}:\n  raftkv: ok={} out={:?} err={:?}\n  etcd:   ok={} out={:?} err={:?}",
+                step.args.join(" "),
+                a.0,
+                a.1,
+                a.2,
+                b.0,
+                b.1,
+                b.2
+            ));
+        }
+        // Unchecked steps must still work on raftkv.
+        if !step.compare {
+            assert!(a.0, "etcdctl {} failed on raftkv: {}", step.args.join(" "), a.2);
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} differences:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
+
+    // Spot checks that the comparison cannot hide (both sides could be wrong alike).
+    let by_args = |args: &[&str]| SCRIPT.iter().position(|s| s.args == args).unwrap();
+    assert_eq!(ours[by_args(&["get", "foo", "--rev=2"])].1, "foo\nbar\n");
+    assert!(
+        ours[by_args(&["get", "foo", "--rev=4"])]
+            .2
+            .contains("required revision has been compacted")
+    );
+    assert!(
+        ours[by_args(&["put", "", "empty-key"])]
+            .2
+            .contains("key is not provided")
+    );
+    assert!(
+        ours[by_args(&["get", "foo", "-w", "json"])]
+            .1
+            .contains("\"mod_revision\":6")
+    );
+
+    // count_only, which etcdctl 3.4 cannot ask for, through the client crate on both.
+    for urls in [raftkv.client_urls(), etcd.client_urls.clone()] {
+        let client = Client::connect(urls).await.unwrap();
+        let mut req = RangeRequest::prefix("");
+        req.count_only = true;
+        let counted = client.range(req).await.unwrap();
+        assert!(counted.kvs.is_empty());
+        let all = client.range(RangeRequest::prefix("")).await.unwrap();
+        assert_eq!(counted.count, all.kvs.len() as i64);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_check_perf_small_load_passes() {
+    if !tools_or_skip() {
+        return;
+    }
+    let raftkv = ProcessCluster::start(3, &[]);
+    raftkv.agreed_leader(Duration::from_secs(30)).await;
+    let endpoints: Vec<String> = raftkv
+        .client_urls()
+        .iter()
+        .map(|u| u.trim_start_matches("http://").to_string())
+        .collect();
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", endpoints.join(",")))
+        .args(["check", "perf", "--load=s"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let verdict: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("PASS") || l.contains("FAIL"))
+        .collect();
+    println!("{}", verdict.join("\n"));
+    assert!(
+        out.status.success(),
+        "check perf failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(verdict.last().is_some_and(|l| l.trim() == "PASS"), "{verdict:?}");
+}
