@@ -154,8 +154,18 @@ impl Node {
                     if !metrics.learners.contains(id) {
                         return Err(RequestError::MemberNotLearner.into());
                     }
-                    match metrics.replication_lag.get(id) {
-                        Some(lag) if *lag <= PROMOTE_MAX_LAG => {}
+                    // In sync: the leader has seen the learner acknowledge entries, and it is
+                    // not far behind. A learner that never answered is not ready.
+                    let matched = self
+                        .inner
+                        .raft
+                        .metrics()
+                        .borrow()
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(id).copied().flatten());
+                    match matched {
+                        Some(m) if metrics.last_log_index.saturating_sub(m.index) <= PROMOTE_MAX_LAG => {}
                         _ => return Err(RequestError::LearnerNotReady.into()),
                     }
                 }

@@ -78,6 +78,11 @@ impl EtcdCluster {
             children,
         };
         cluster.wait_for_leader(Duration::from_secs(60)).await;
+        // etcd refuses membership changes ("unhealthy cluster") until every member has
+        // been connected for its HealthInterval (5 s): the members are connected once a
+        // leader is elected, so wait that out from here.
+        let healthy_at = Instant::now() + Duration::from_millis(5500);
+        tokio::time::sleep_until(healthy_at.into()).await;
         cluster
     }
 
