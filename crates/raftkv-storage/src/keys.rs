@@ -4,7 +4,7 @@
 //!
 //! | key                                   | value                      |
 //! |---------------------------------------|----------------------------|
-//! | `m` name                              | metadata (applied log id, membership, revision, compact revision, schema) |
+//! | `m` name                              | metadata (applied log id, membership, revision, compact revision, physical compaction progress, schema) |
 //! | `v` escaped(key) 00 00 rev(8, BE)     | [`crate::mvcc::VersionRecord`]: a put or a tombstone of `key` at `rev` |
 //! | `h` rev(8, BE) sub(4, BE)             | the user key changed at (rev, sub): the event history by revision |
 //! | `p` member id(8, BE)                  | a member's published client URLs |
@@ -14,6 +14,10 @@
 //! terminator 00 00 sorts below both 00 FF and any non-zero byte), so `[a, b)` over user
 //! keys is one sled range, and every version of a key is contiguous and ordered by
 //! revision.
+//!
+//! Physical compaction ([`crate::compactor`]) removes `v` records no read at or above the
+//! compact revision can see and every `h` record at or below the revision it compacted
+//! to; the `h` family therefore only holds the history a future watch could still replay.
 
 use raftkv_core::Revision;
 
@@ -34,8 +38,11 @@ pub mod meta {
     pub const MEMBERSHIP: &[u8] = b"mmembership";
     /// Current revision.
     pub const REVISION: &[u8] = b"mrevision";
-    /// Compact revision.
+    /// Compact revision (logical: reads below it are refused).
     pub const COMPACT: &[u8] = b"mcompact";
+    /// Revision physically compacted up to (see [`crate::compactor`]); absent means 0.
+    /// Local to this tree: never copied into a snapshot.
+    pub const COMPACT_DONE: &[u8] = b"mcompact_done";
     /// Layout version.
     pub const SCHEMA: &[u8] = b"mschema";
     /// The cluster id, derived from the first membership ever applied.

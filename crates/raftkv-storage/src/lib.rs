@@ -11,14 +11,22 @@
 //!   etcd's MVCC keyspace in ONE tree with key prefixes ([`keys`]), so each `apply` is one
 //!   atomic sled batch together with the last-applied log id. Reads go through
 //!   [`KvReader`] at a pinned revision ([`mvcc`]) and never block apply.
+//!   After a compaction is applied, a background thread per replica ([`compactor`])
+//!   deletes what no read at or above the compact revision can see, in chunks of at most
+//!   1,000 deletions, resuming after a restart from its persisted progress, and holding
+//!   back while a snapshot build streams the tree (`compaction_pins.rs`).
 //! - `snapshots/` holds the current snapshot file ([`snapshot`]).
 //!
 //! Both databases and the snapshot format carry [`SCHEMA_VERSION`]; a data directory or
 //! snapshot of another version is refused with [`Error::Schema`] instead of misread.
 //!
 //! ## Caveats
-//! - Compaction is logical for now: reads below the compact revision are refused, but old
-//!   versions stay on disk until physical compaction lands (etcd-compat part 1).
+//! - Physical compaction trails the logical one: between a `Compact` being applied and the
+//!   compactor reaching it (or while a snapshot build pins an older revision), reads
+//!   below the compact revision are refused but the old versions are still on disk.
+//!   [`StateShared::physically_compacted`] says how far it got. Deleted records free
+//!   space inside sled's files; when the files themselves shrink is up to sled (no
+//!   defragmentation step of our own).
 //! - Leases are not applied yet: a put with a lease is refused with "lease not found",
 //!   and lease commands answer "not supported".
 //! - The state machine is synced only before a log purge and around snapshots; after a
@@ -27,6 +35,9 @@
 #![warn(missing_docs)]
 
 mod apply;
+mod compaction_chunk;
+mod compaction_pins;
+pub mod compactor;
 pub mod durable;
 pub mod error;
 pub mod keys;
@@ -34,6 +45,7 @@ pub mod log_store;
 pub mod mvcc;
 pub mod reader;
 pub mod snapshot;
+mod snapshot_file;
 pub mod state;
 pub mod state_machine;
 
@@ -47,6 +59,7 @@ use raftkv_core::codec;
 use raftkv_core::kv::Revision;
 use raftkv_core::types::LogId;
 
+pub use compactor::CompactionStats;
 pub use durable::{DurableDb, SyncStats};
 pub use error::{Error, Result};
 pub use log_store::{LogReader, LogStore};
@@ -159,6 +172,8 @@ impl Store {
             Some(b) => codec::decode(&b)?,
             None => 0,
         };
+        let physically_compacted = compactor::compacted_to(&tree)?;
+        let (compactor_wake, compactor_woken) = compactor::wake_channel();
         let shared = Arc::new(StateShared {
             db: state_db,
             active: ArcSwap::from_pointee(tree),
@@ -170,7 +185,13 @@ impl Store {
             snapshot_dir,
             fail_syncs: AtomicBool::new(false),
             cluster_id: AtomicU64::new(cluster_id),
+            physically_compacted: Arc::new(Watermark::new(physically_compacted.max(0) as u64)),
+            pins: Default::default(),
+            compactor: compactor_wake,
+            compaction_stats: Default::default(),
+            compaction_budget: AtomicU64::new(u64::MAX),
         });
+        compactor::spawn(&shared, compactor_woken)?;
         let state_machine = StateMachine::load(shared.clone())?;
         let log = LogStore::open(log_db, shared.clone())?;
         Ok(Self {

@@ -6,14 +6,23 @@
 //! state (published members). The builder then walks the live tree on a blocking thread
 //! and keeps every version and history record at or below `R`; anything newer that apply
 //! writes meanwhile is skipped, so the result is exactly the state at `R` (sled has no
-//! point-in-time iterator; MVCC gives us one). Nothing is compacted physically yet, so the
-//! versions at or below `R` cannot disappear under the builder.
+//! point-in-time iterator; MVCC gives us one). Physical compaction runs meanwhile, so the
+//! capture pins the compact revision `Cs` it records (`compaction_pins.rs`):
+//! until the build ends (or fails), the compactor deletes nothing a read at any revision
+//! in `[Cs, R]` needs, and the snapshot serves every revision its header allows. It pins
+//! `Cs`, not `R`: compacting up to `R` would drop versions readable in `[Cs, R)`, and the
+//! receiver would answer reads there wrongly until it applied the later `Compact` entry.
+//! The snapshot holds every version and history record at or below `R` that still exists
+//! (a compaction up to `Cs` may have removed some already; see [`crate::compactor`] for
+//! why the receiver's compactor still finds the rest). The physical progress itself is
+//! not copied: it belongs to a tree, and the receiver starts from 0.
 //!
 //! **File format** (schema version [`crate::SCHEMA_VERSION`]):
 //! `"RAFTKVSN"` (8 bytes), schema version (u32 BE), then frames, each a u32 BE length and
-//! a bincode [`Frame`]: one `Header`, any number of `Pairs` (raw tree key/value pairs,
+//! a bincode `Frame`: one `Header`, any number of `Pairs` (raw tree key/value pairs,
 //! at most ~256 KiB a frame), one `End` with the pair count and an FNV-1a checksum of all
 //! frames before it. A file with another magic or schema version is refused clearly.
+//! The framing and checksum live in `snapshot_file.rs`.
 //!
 //! **Install.** The received file is read frame by frame (bounded memory) into a new tree
 //! `sm.<generation+1>`, synced, and then the `active_generation` pointer is switched and
@@ -21,46 +30,23 @@
 //! previous generation is dropped one install later, so readers holding it finish.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use openraft::SnapshotMeta;
-use serde::{Deserialize, Serialize};
-
 use raftkv_core::codec;
 use raftkv_core::kv::Revision;
-use raftkv_core::types::{LogId, MemberNode, NodeId, StoredMembership};
+use raftkv_core::types::{LogId, StoredMembership};
 
+use crate::compaction_pins::CompactionPin;
 use crate::durable::sync_dir;
 use crate::error::{Error, Result};
 use crate::keys::{self, meta};
+use crate::snapshot_file::{
+    Frame, FrameReader, FrameWriter, MAGIC, MAX_FRAME_PAIR_BYTES, Pairs, SnapshotHeader, SnapshotMetaOf,
+};
 use crate::state::{ACTIVE_GENERATION, StateShared, generation_tree_name};
-
-const MAGIC: &[u8; 8] = b"RAFTKVSN";
-const MAX_FRAME_PAIR_BYTES: usize = 256 * 1024;
-/// A frame longer than this is corrupt (frames are ~256 KiB plus one oversized pair).
-const MAX_FRAME_LEN: usize = 64 * 1024 * 1024;
-
-type SnapshotMetaOf = SnapshotMeta<NodeId, MemberNode>;
-/// Raw tree key/value pairs.
-type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// One unit of the snapshot stream.
-#[derive(Debug, Serialize, Deserialize)]
-enum Frame {
-    Header(SnapshotHeader),
-    Pairs(Pairs),
-    End { pairs: u64, checksum: u64 },
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct SnapshotHeader {
-    meta: SnapshotMetaOf,
-    revision: Revision,
-    compact_revision: Revision,
-}
 
 /// What `get_snapshot_builder` captured; `build` writes it out.
 #[derive(Clone)]
@@ -73,6 +59,10 @@ pub struct SnapshotBuilder {
     compact_revision: Revision,
     /// Published members and the cluster id, captured with the rest (not versioned).
     members: std::result::Result<Pairs, String>,
+    /// Holds physical compaction at `compact_revision` until the build ends; shared by the
+    /// clones (openraft builds on a clone). The mutex is only taken to move the pin out
+    /// when a build starts, never across I/O or an `.await`.
+    pin: Arc<parking_lot::Mutex<Option<CompactionPin>>>,
 }
 
 fn unique_suffix() -> String {
@@ -103,6 +93,7 @@ impl SnapshotBuilder {
     ) -> Self {
         let revision = shared.revision();
         let tree = shared.tree();
+        let (pin, compact_revision) = CompactionPin::compact_revision(&shared);
         let members = tree
             .scan_prefix([keys::MEMBER])
             .chain(
@@ -114,19 +105,43 @@ impl SnapshotBuilder {
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| e.to_string());
         Self {
-            compact_revision: shared.compact_revision(),
+            compact_revision,
             shared,
             tree,
             last_applied,
             membership,
             revision,
             members,
+            pin: Arc::new(parking_lot::Mutex::new(Some(pin))),
         }
     }
 
+    /// The revision `R` this builder captured.
+    pub fn revision(&self) -> Revision {
+        self.revision
+    }
+
+    /// The compact revision this builder captured (and pins while it builds).
+    pub fn compact_revision(&self) -> Revision {
+        self.compact_revision
+    }
+
     /// Write the snapshot file and return its metadata and a handle positioned at 0.
-    /// Blocking.
+    /// Blocking. The compaction pin is released when this returns, successfully or not
+    /// (or when the last clone of the builder is dropped without building); a second
+    /// build would stream the tree unpinned, so it is refused.
     pub(crate) fn build(&self) -> Result<(SnapshotMetaOf, File)> {
+        let pin = self.pin.lock().take();
+        let Some(_pin) = pin else {
+            return Err(std::io::Error::other(
+                "snapshot builder already used: its compaction pin is released",
+            )
+            .into());
+        };
+        self.write_file()
+    }
+
+    fn write_file(&self) -> Result<(SnapshotMetaOf, File)> {
         let members = self.members.clone().map_err(|detail| Error::Corrupt {
             what: "published members",
             detail,
@@ -185,141 +200,6 @@ fn final_name_stem(last_applied: &Option<LogId>) -> String {
     last_applied.map_or("none".to_string(), |id| {
         format!("t{}-i{}", id.leader_id.term, id.index)
     })
-}
-
-/// Writes frames and keeps the running count and checksum.
-struct FrameWriter {
-    out: BufWriter<File>,
-    pairs: u64,
-    checksum: Fnv64,
-}
-
-impl FrameWriter {
-    fn create(path: &Path) -> Result<Self> {
-        let mut out = BufWriter::new(File::create(path)?);
-        out.write_all(MAGIC)?;
-        out.write_all(&crate::SCHEMA_VERSION.to_be_bytes())?;
-        Ok(Self {
-            out,
-            pairs: 0,
-            checksum: Fnv64::new(),
-        })
-    }
-
-    fn pairs(&mut self, pairs: Pairs) -> Result<()> {
-        if pairs.is_empty() {
-            return Ok(());
-        }
-        self.pairs += pairs.len() as u64;
-        self.frame(&Frame::Pairs(pairs))
-    }
-
-    fn frame(&mut self, frame: &Frame) -> Result<()> {
-        let bytes = codec::encode(frame)?;
-        let len = (bytes.len() as u32).to_be_bytes();
-        self.checksum.update(&len);
-        self.checksum.update(&bytes);
-        self.out.write_all(&len)?;
-        self.out.write_all(&bytes)?;
-        Ok(())
-    }
-
-    fn finish(mut self) -> Result<()> {
-        let end = Frame::End {
-            pairs: self.pairs,
-            checksum: self.checksum.0,
-        };
-        self.frame(&end)?;
-        let file = self.out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        Ok(())
-    }
-}
-
-/// Reads frames, checking magic, schema version and (at the end) the checksum.
-struct FrameReader<R: Read> {
-    input: R,
-    checksum: Fnv64,
-    pairs: u64,
-}
-
-impl<R: Read> FrameReader<R> {
-    fn open(mut input: R) -> Result<Self> {
-        let mut magic = [0u8; 8];
-        input.read_exact(&mut magic)?;
-        if &magic != MAGIC {
-            return Err(Error::Corrupt {
-                what: "snapshot",
-                detail: "not a raftkv snapshot (bad magic)".into(),
-            });
-        }
-        let mut version = [0u8; 4];
-        input.read_exact(&mut version)?;
-        let found = u32::from_be_bytes(version);
-        if found != crate::SCHEMA_VERSION {
-            return Err(Error::Schema {
-                what: "snapshot",
-                found,
-                supported: crate::SCHEMA_VERSION,
-            });
-        }
-        Ok(Self {
-            input,
-            checksum: Fnv64::new(),
-            pairs: 0,
-        })
-    }
-
-    /// The next frame with its raw bytes (length prefix included).
-    fn next(&mut self) -> Result<(Frame, Vec<u8>)> {
-        let mut len = [0u8; 4];
-        self.input.read_exact(&mut len)?;
-        let n = u32::from_be_bytes(len) as usize;
-        if n > MAX_FRAME_LEN {
-            return Err(Error::Corrupt {
-                what: "snapshot",
-                detail: format!("frame of {n} bytes"),
-            });
-        }
-        let mut raw = Vec::with_capacity(4 + n);
-        raw.extend_from_slice(&len);
-        raw.resize(4 + n, 0);
-        self.input.read_exact(&mut raw[4..])?;
-        let frame: Frame = codec::decode(&raw[4..])?;
-        match &frame {
-            Frame::End { pairs, checksum } => {
-                if *checksum != self.checksum.0 || *pairs != self.pairs {
-                    return Err(Error::Corrupt {
-                        what: "snapshot",
-                        detail: format!(
-                            "checksum/count mismatch: {checksum:x}/{pairs} recorded, {:x}/{} read",
-                            self.checksum.0, self.pairs
-                        ),
-                    });
-                }
-            }
-            Frame::Pairs(p) => self.pairs += p.len() as u64,
-            Frame::Header(_) => {}
-        }
-        self.checksum.update(&raw);
-        Ok((frame, raw))
-    }
-}
-
-/// FNV-1a, 64 bit: catches truncation and bit rot in a snapshot; not a MAC.
-struct Fnv64(u64);
-
-impl Fnv64 {
-    fn new() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-
-    fn update(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
 }
 
 /// A fresh file for openraft to write a received snapshot into.
@@ -469,6 +349,8 @@ pub(crate) fn install(shared: &StateShared, meta: &SnapshotMetaOf, mut file: Fil
     if let Some(id) = meta.last_log_id {
         shared.applied.advance(id.index);
     }
+    // The new tree starts with no physical progress: let the compactor look at it.
+    shared.compactor.wake();
     if generation >= 2 {
         db.drop_tree(generation_tree_name(generation - 2).as_bytes())?;
     }

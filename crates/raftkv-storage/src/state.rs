@@ -3,8 +3,9 @@
 //! The live keyspace is a sled tree reached through an `ArcSwap`, so a snapshot install can
 //! switch to a freshly loaded tree atomically while readers keep whichever tree they
 //! already hold. The current revision and compact revision are atomics, published after
-//! each applied batch is visible; the applied log index is a [`Watermark`]. No lock
-//! guards any of them.
+//! each applied batch is visible; the applied log index and the physically compacted
+//! revision are [`Watermark`]s. No lock guards any of them; the one lock here is the
+//! compaction-pin registry's (see `compaction_pins.rs`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,8 +15,11 @@ use arc_swap::ArcSwap;
 use raftkv_core::Watermark;
 use raftkv_core::kv::Revision;
 
+use crate::compaction_pins::CompactionPins;
+use crate::compactor::{CompactionStats, CompactorWake};
 use crate::durable::DurableDb;
 use crate::error::Result;
+use crate::keys;
 
 /// Key (in sled's default tree) naming the active state-machine generation.
 pub(crate) const ACTIVE_GENERATION: &[u8] = b"active_generation";
@@ -40,6 +44,16 @@ pub struct StateShared {
     pub(crate) fail_syncs: AtomicBool,
     /// 0 until the first membership is applied.
     pub(crate) cluster_id: AtomicU64,
+    /// The revision the live tree is physically compacted up to (see [`crate::compactor`]).
+    pub(crate) physically_compacted: Arc<Watermark>,
+    /// Revisions snapshot builds hold physical compaction at.
+    pub(crate) pins: CompactionPins,
+    /// Wakes the compactor thread.
+    pub(crate) compactor: CompactorWake,
+    /// Counters of the compactor (relaxed atomics: statistics only).
+    pub(crate) compaction_stats: CompactionStats,
+    /// Test hook: chunks the compactor may still commit (`u64::MAX`: no limit).
+    pub(crate) compaction_budget: AtomicU64,
 }
 
 impl StateShared {
@@ -95,4 +109,52 @@ impl StateShared {
     pub fn sync_stats(&self) -> &crate::durable::SyncStats {
         self.db.stats()
     }
+
+    /// The revision the live tree is physically compacted up to: every version no read at
+    /// or above it can see, and every history record at or below it, is deleted. Advances
+    /// as the compactor's chunks commit; wait on it for etcd's `physical: true`. It lags
+    /// [`StateShared::compact_revision`] while a snapshot build holds compaction back.
+    pub fn physically_compacted(&self) -> &Arc<Watermark> {
+        &self.physically_compacted
+    }
+
+    /// Counters of the compactor.
+    pub fn compaction_stats(&self) -> &CompactionStats {
+        &self.compaction_stats
+    }
+
+    /// The oldest revision a running snapshot build holds physical compaction at, if any.
+    pub fn compaction_pin(&self) -> Option<Revision> {
+        self.pins.oldest()
+    }
+
+    /// Test hook: let the compactor commit at most `chunks` more chunks (`None`: no limit),
+    /// so tests can stop it midway; it waits, idle, once the budget is spent.
+    pub fn limit_compaction(&self, chunks: Option<u64>) {
+        self.compaction_budget
+            .store(chunks.unwrap_or(u64::MAX), Ordering::Release);
+        self.compactor.wake();
+    }
+
+    /// Diagnostics: the number of version records (`v` family) in the live tree for user
+    /// keys in `[key, range_end)`, in etcd's forms (`(b"", &[0])` counts them all). Walks
+    /// the records: for tests and tools, not for a hot path.
+    pub fn version_records(&self, key: &[u8], range_end: &[u8]) -> Result<usize> {
+        let (lower, upper) = keys::version_bounds(key, range_end);
+        count(self.tree().range(lower..upper))
+    }
+
+    /// Diagnostics: the number of history records (`h` family) in the live tree.
+    pub fn history_records(&self) -> Result<usize> {
+        count(self.tree().scan_prefix([keys::HISTORY]))
+    }
+}
+
+fn count(iter: sled::Iter) -> Result<usize> {
+    let mut n = 0;
+    for item in iter {
+        item?;
+        n += 1;
+    }
+    Ok(n)
 }

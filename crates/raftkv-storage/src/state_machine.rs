@@ -6,6 +6,8 @@
 //! half-applied batch. The state machine is not synced on apply (the log is the source of
 //! truth and openraft replays it after a crash; sled recovers a prefix of its batches),
 //! except before the log is purged (see `LogStore::purge`) and around snapshots.
+//! Publishing a new compact revision wakes the compactor ([`crate::compactor`]), which
+//! deletes the old versions in the background; apply itself only records the revision.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -50,7 +52,8 @@ impl StateMachine {
 
     fn apply_entries(&mut self, entries: impl IntoIterator<Item = Entry>) -> Result<Vec<Response>> {
         let tree = self.shared.tree();
-        let mut applier = Applier::new(&tree, self.shared.revision(), self.shared.compact_revision());
+        let compacted_before = self.shared.compact_revision();
+        let mut applier = Applier::new(&tree, self.shared.revision(), compacted_before);
         let mut responses = Vec::new();
         let mut membership_changed = false;
         let mut new_cluster_id = None;
@@ -95,6 +98,10 @@ impl StateMachine {
         self.shared
             .compact_revision
             .store(compact_revision, Ordering::Release);
+        if compact_revision != compacted_before {
+            // Published above: only now may physical deletion up to it begin.
+            self.shared.compactor.wake();
+        }
         self.shared.applied.advance(last_applied.index);
         Ok(responses)
     }
