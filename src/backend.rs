@@ -35,7 +35,7 @@ impl KvBackend for Node {
     }
 
     async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse> {
-        Node::compact(self, req.revision).await
+        self.compact_with(req).await
     }
 }
 

@@ -62,20 +62,41 @@ impl Node {
         }
     }
 
-    /// etcd Compact: revisions below `revision` become unreadable.
+    /// etcd Compact: revisions below `revision` become unreadable; the old versions are
+    /// then deleted from disk in the background on every member.
     pub async fn compact(&self, revision: Revision) -> Result<CompactionResponse> {
-        let command = Command::Compact(CompactionRequest {
+        self.compact_with(CompactionRequest {
             revision,
             physical: false,
-        });
-        match self.propose_command(command).await? {
+        })
+        .await
+    }
+
+    /// etcd Compact with its options: `physical` waits (within the request deadline)
+    /// until this member has deleted the compacted versions from disk.
+    pub async fn compact_with(&self, req: CompactionRequest) -> Result<CompactionResponse> {
+        let physical = req.physical;
+        let revision = req.revision;
+        let mut response = match self.propose_command(Command::Compact(req)).await? {
             (Response::Compact(mut r), term) => {
                 self.fill_header(&mut r.header, term);
-                Ok(r)
+                r
             }
-            (Response::Rejected(e), _) => Err(e.into()),
-            (other, _) => Err(unexpected(other)),
+            (Response::Rejected(e), _) => return Err(e.into()),
+            (other, _) => return Err(unexpected(other)),
+        };
+        if physical {
+            // The compaction is applied here once the applied index covers its entry; then
+            // the local compactor deletes in chunks and advances this watermark.
+            self.inner
+                .shared
+                .physically_compacted()
+                .wait_for_timeout(revision.max(0) as u64, self.inner.request_timeout)
+                .await
+                .map_err(|e| Error::Timeout(format!("physical compaction: {e}")))?;
+            response.header.revision = self.inner.reader.revision();
         }
+        Ok(response)
     }
 
     /// Linearizable read of one key.

@@ -131,7 +131,13 @@ async fn revisions_follow_etcd() {
     assert_eq!(serializable.value, b"2");
 
     // Compaction: older revisions answer "compacted"; the compact revision stays readable.
-    node.compact(4).await.unwrap();
+    // physical: returns once this member has deleted the compacted versions from disk.
+    node.compact_with(CompactionRequest {
+        revision: 4,
+        physical: true,
+    })
+    .await
+    .unwrap();
     let err = node
         .range(RangeRequest::key("a").with_revision(3))
         .await
