@@ -1,11 +1,14 @@
 //! [`Client`]: the KV API over etcd v3's gRPC protocol, and the retry loop every call
-//! runs through.
+//! runs through (the Cluster and Maintenance calls in [`crate::cluster`],
+//! [`crate::maintenance`] and [`crate::snapshot`] too).
 //!
 //! A call converts its request to protobuf once, then makes attempts until one succeeds,
 //! the retry policy (`retry::decide`) says stop, or the total deadline (`request_timeout`) passes.
-//! Each attempt goes to the preferred endpoint, carries the time left as its gRPC
-//! deadline (`grpc-timeout`, which the server enforces) and is also bounded locally by a
-//! timer, so a server that never answers costs at most the time that was left. Between
+//! Each attempt goes to the preferred endpoint (a call pinned to one server, `Route`,
+//! goes there only: no hints followed, the preference left alone), carries the time left
+//! as its gRPC deadline (`grpc-timeout`, which the server enforces; not when the attempt
+//! opens a stream, whose rest the server must not cut off) and is also bounded locally by
+//! a timer, so a server that never answers costs at most the time that was left. Between
 //! attempts the loop either follows a leader hint at once (a few hops in a row at most,
 //! so two servers naming each other cannot spin it) or moves to the next endpoint and
 //! waits a jittered backoff that never reaches past the deadline. An attempt that got
@@ -24,12 +27,14 @@ use raftkv_core::kv::{
     RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use raftkv_proto::etcdserverpb as pb;
+use raftkv_proto::etcdserverpb::cluster_client::ClusterClient;
 use raftkv_proto::etcdserverpb::kv_client::KvClient;
+use raftkv_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use tokio::time::Instant;
 use tonic::Status;
 use tonic::transport::Channel;
 
-use crate::endpoints::Endpoints;
+use crate::endpoints::{Endpoints, Target};
 use crate::error::{ClientError, Result};
 use crate::retry::{self, Backoff, Decision, Failure, MIN_ATTEMPT_TIME, Mutability};
 
@@ -45,6 +50,8 @@ const MAX_IMMEDIATE_HOPS: u32 = 3;
 pub struct ClientOptions {
     /// Total time one call may take, retries and waits included. Default 5 s. No
     /// attempt starts with less than 10 ms left, so a shorter timeout fails at once.
+    /// For a snapshot it bounds the opening (up to the first message) and then each wait
+    /// for the next message, not the whole transfer.
     pub request_timeout: Duration,
     /// Time to establish a connection to one endpoint. Default 1 s.
     pub connect_timeout: Duration,
@@ -123,7 +130,7 @@ impl Client {
     pub async fn put_with(&self, req: PutRequest) -> Result<PutResponse> {
         let req = pb::PutRequest::from(req);
         let resp = self
-            .call(Mutability::Write, req, |mut kv, r| async move { kv.put(r).await })
+            .call(Mutability::Write, req, |ch, r| async move { kv(ch).put(r).await })
             .await?;
         Ok(resp.into())
     }
@@ -149,7 +156,7 @@ impl Client {
             .call(
                 Mutability::Read,
                 req,
-                |mut kv, r| async move { kv.range(r).await },
+                |ch, r| async move { kv(ch).range(r).await },
             )
             .await?;
         Ok(resp.into())
@@ -165,8 +172,8 @@ impl Client {
     pub async fn delete_range(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
         let req = pb::DeleteRangeRequest::from(req);
         let resp = self
-            .call(Mutability::Write, req, |mut kv, r| async move {
-                kv.delete_range(r).await
+            .call(Mutability::Write, req, |ch, r| async move {
+                kv(ch).delete_range(r).await
             })
             .await?;
         Ok(resp.into())
@@ -179,7 +186,7 @@ impl Client {
         let mutability = retry::txn_mutability(&req);
         let req = pb::TxnRequest::from(req);
         let resp = self
-            .call(mutability, req, |mut kv, r| async move { kv.txn(r).await })
+            .call(mutability, req, |ch, r| async move { kv(ch).txn(r).await })
             .await?;
         TxnResponse::try_from(resp).map_err(|e| ClientError::InvalidResponse(e.to_string()))
     }
@@ -195,7 +202,7 @@ impl Client {
             .call(
                 Mutability::Write,
                 req,
-                |mut kv, r| async move { kv.compact(r).await },
+                |ch, r| async move { kv(ch).compact(r).await },
             )
             .await?;
         Ok(CompactionResponse {
@@ -203,13 +210,24 @@ impl Client {
         })
     }
 
-    /// Run `rpc` until it succeeds, the failure is final, or the deadline passes.
-    async fn call<Req, Resp, F, Fut>(&self, mutability: Mutability, request: Req, rpc: F) -> Result<Resp>
+    /// Run `rpc` until it succeeds, the failure is final, or the deadline passes. Every
+    /// call of every service goes through here; `call` says how to route and retry it.
+    pub(crate) async fn call<Req, Resp, F, Fut>(
+        &self,
+        call: impl Into<Call>,
+        request: Req,
+        rpc: F,
+    ) -> Result<Resp>
     where
         Req: Clone,
-        F: Fn(KvClient<Channel>, tonic::Request<Req>) -> Fut,
+        F: Fn(Channel, tonic::Request<Req>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<Resp>, Status>>,
     {
+        let Call {
+            mutability,
+            route,
+            server_deadline,
+        } = call.into();
         let options = &self.inner.options;
         let endpoints = &self.inner.endpoints;
         let deadline = Instant::now() + options.request_timeout;
@@ -218,17 +236,28 @@ impl Client {
         let mut hops: u32 = 0;
         let mut last_error = String::from("no attempt was made");
         let deadline_exceeded = |attempts, last_error| ClientError::DeadlineExceeded { attempts, last_error };
+        // Moving the preference is for routed calls only: a pinned call must not steer
+        // the others.
+        let rotate_from = |target: &Target| {
+            if matches!(route, Route::Preferred) {
+                endpoints.rotate_from(target);
+            }
+        };
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining < MIN_ATTEMPT_TIME {
                 return Err(deadline_exceeded(attempts, last_error));
             }
-            let target = endpoints.preferred()?;
+            let target = match &route {
+                Route::Preferred => endpoints.preferred()?,
+                Route::Pinned(target) => target.clone(),
+            };
             attempts = attempts.saturating_add(1);
             let mut req = tonic::Request::new(request.clone());
-            req.set_timeout(remaining);
-            let kv = KvClient::new(target.channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES);
-            let failure = match tokio::time::timeout(remaining, rpc(kv, req)).await {
+            if server_deadline {
+                req.set_timeout(remaining);
+            }
+            let failure = match tokio::time::timeout(remaining, rpc(target.channel.clone(), req)).await {
                 Ok(Ok(response)) => return Ok(response.into_inner()),
                 Ok(Err(status)) => retry::classify_status(&status),
                 Err(_) => Failure::Lost(format!("no answer within the deadline ({remaining:?})")),
@@ -240,27 +269,30 @@ impl Client {
                     if lost {
                         // The endpoint may be hung or cut off: let the next call start
                         // elsewhere, even though this one may not retry.
-                        endpoints.rotate_from(&target);
+                        rotate_from(&target);
                     }
                     return Err(e);
                 }
                 Decision::FollowLeader { urls, reason } => {
                     last_error = format!("{}: {reason}", target.url);
-                    match endpoints.prefer_leader(&urls) {
-                        Some(leader) if leader.index != target.index => {
-                            if hops < MAX_IMMEDIATE_HOPS {
-                                hops += 1;
-                                tracing::debug!(leader = %leader.url, "following the leader hint");
-                                continue;
+                    if matches!(route, Route::Preferred) {
+                        match endpoints.prefer_leader(&urls) {
+                            Some(leader) if leader.index != target.index => {
+                                if hops < MAX_IMMEDIATE_HOPS {
+                                    hops += 1;
+                                    tracing::debug!(leader = %leader.url, "following the leader hint");
+                                    continue;
+                                }
                             }
+                            // No usable hint (no leader known): ask another server.
+                            _ => endpoints.rotate_from(&target),
                         }
-                        // No usable hint (no leader known): ask another server.
-                        _ => endpoints.rotate_from(&target),
                     }
+                    // A pinned call cannot go to the leader: it waits and asks again.
                 }
                 Decision::TryNext { reason } => {
                     last_error = format!("{}: {reason}", target.url);
-                    endpoints.rotate_from(&target);
+                    rotate_from(&target);
                 }
             }
             hops = 0;
@@ -271,4 +303,81 @@ impl Client {
             }
         }
     }
+
+    /// A target for a call pinned to the server at `endpoint`.
+    pub(crate) fn pinned(&self, endpoint: &str) -> Result<Target> {
+        self.inner.endpoints.pinned(endpoint)
+    }
+}
+
+/// How the retry loop runs one call: whether it may change anything, where it goes, and
+/// whether the server is told the deadline.
+#[derive(Debug, Clone)]
+pub(crate) struct Call {
+    /// Decides which failures are retried.
+    pub(crate) mutability: Mutability,
+    /// Decides which endpoint each attempt goes to.
+    pub(crate) route: Route,
+    /// Whether each attempt carries the time left as its gRPC deadline. Off for a stream
+    /// whose attempt covers only its opening: the server must not cut off the rest.
+    pub(crate) server_deadline: bool,
+}
+
+impl Call {
+    /// A call that may go to any endpoint.
+    pub(crate) fn new(mutability: Mutability) -> Self {
+        Self {
+            mutability,
+            route: Route::Preferred,
+            server_deadline: true,
+        }
+    }
+
+    /// The same call, made only to `target`.
+    pub(crate) fn pinned_to(self, target: Target) -> Self {
+        Self {
+            route: Route::Pinned(target),
+            ..self
+        }
+    }
+
+    /// The same call, as the opening of a stream: no gRPC deadline is sent.
+    pub(crate) fn opening_a_stream(self) -> Self {
+        Self {
+            server_deadline: false,
+            ..self
+        }
+    }
+}
+
+impl From<Mutability> for Call {
+    fn from(mutability: Mutability) -> Self {
+        Self::new(mutability)
+    }
+}
+
+/// Which endpoint the attempts of a call go to.
+#[derive(Debug, Clone)]
+pub(crate) enum Route {
+    /// The preferred endpoint: leader hints are followed and a failed endpoint is left
+    /// for the next one.
+    Preferred,
+    /// Always this endpoint (a question about one member): failures are retried there,
+    /// hints are ignored and the preference of other calls is left alone.
+    Pinned(Target),
+}
+
+/// The KV service's stub on `channel`.
+pub(crate) fn kv(channel: Channel) -> KvClient<Channel> {
+    KvClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES)
+}
+
+/// The Cluster service's stub on `channel`.
+pub(crate) fn cluster(channel: Channel) -> ClusterClient<Channel> {
+    ClusterClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES)
+}
+
+/// The Maintenance service's stub on `channel`.
+pub(crate) fn maintenance(channel: Channel) -> MaintenanceClient<Channel> {
+    MaintenanceClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES)
 }

@@ -28,6 +28,9 @@ use crate::error::{ClientError, Result};
 /// confused one must not make the client dial without bound).
 pub(crate) const MAX_ENDPOINTS: usize = 64;
 
+/// The `index` of a target outside the set (see [`Endpoints::pinned`]).
+pub(crate) const DETACHED: usize = usize::MAX;
+
 /// Idle time before TCP keepalive probes start on a connection.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 
@@ -120,6 +123,23 @@ impl Endpoints {
             }
         }
         None
+    }
+
+    /// A target for a call pinned to the server at `raw` (see `client::Route::Pinned`):
+    /// the known endpoint when it is one, else a detached target with its own lazy
+    /// channel, used for that call only and not added to the set (a question about one
+    /// member must not change where other calls go). A detached target's `index` is
+    /// [`DETACHED`]; pinned calls never rotate or follow hints, so it is never used.
+    pub(crate) fn pinned(&self, raw: &str) -> Result<Target> {
+        let url = normalize(raw)?;
+        if let Some(target) = self.find(&url) {
+            return Ok(target);
+        }
+        Ok(Target {
+            index: DETACHED,
+            channel: channel(&url, self.connect_timeout)?,
+            url: url.into(),
+        })
     }
 
     fn find_or_add(&self, url: &str) -> Option<Target> {
@@ -232,6 +252,13 @@ mod tests {
             Some(0)
         );
         assert_eq!(set.len(), 3);
+
+        // Pinning reuses a known endpoint and does not add an unknown one.
+        assert_eq!(set.pinned("b:2/").unwrap().index, 1);
+        let detached = set.pinned("http://d:4").unwrap();
+        assert_eq!((detached.index, &*detached.url), (DETACHED, "http://d:4"));
+        assert_eq!(set.len(), 3);
+        assert!(set.pinned("https://d:4").is_err());
     }
 
     #[tokio::test]

@@ -16,6 +16,9 @@
 //!   while the client was still retrying steps that prove nothing was applied: no
 //!   endpoint could be reached, or every server said it has no leader. This is what a
 //!   caller sees when the cluster has lost its majority.
+//! - [`ClientError::StreamInterrupted`]: a stream (a snapshot) broke after some of it had
+//!   been handed to the caller's writer, so the client did not retry it; what was
+//!   written is incomplete. [`ClientError::WriteFailed`]: the caller's writer failed.
 //! - The rest are configuration or protocol mistakes: no endpoints, an endpoint URL the
 //!   client cannot use, or a response it cannot decode.
 
@@ -44,6 +47,24 @@ pub enum ClientError {
         /// What the last attempt failed with.
         last_error: String,
     },
+    /// A stream broke after `received` bytes had been passed on to the caller's writer,
+    /// so it was not retried: the output is incomplete. Making the call again starts
+    /// over (discard what was written first).
+    #[error("stream interrupted after {received} bytes: {reason}")]
+    StreamInterrupted {
+        /// Bytes received (and passed on, or about to be) before the stream broke.
+        received: u64,
+        /// What broke it: a transport error, a server error, or no message in time.
+        reason: String,
+    },
+    /// The writer the caller gave the client failed; the call stopped there.
+    #[error("writing the output failed: {kind:?}: {message}")]
+    WriteFailed {
+        /// The writer's error kind.
+        kind: std::io::ErrorKind,
+        /// The writer's error text.
+        message: String,
+    },
     /// The client was given no endpoints.
     #[error("no endpoints given")]
     NoEndpoints,
@@ -64,12 +85,13 @@ impl ClientError {
     /// caller must first find out whether it was applied.
     pub fn is_retryable(&self) -> bool {
         match self {
-            ClientError::DeadlineExceeded { .. } => true,
+            ClientError::DeadlineExceeded { .. } | ClientError::StreamInterrupted { .. } => true,
             ClientError::Server(e) => e.is_retryable() || matches!(e, raftkv_core::Error::Shutdown(_)),
             ClientError::OutcomeUnknown(_)
             | ClientError::NoEndpoints
             | ClientError::InvalidEndpoint(_)
-            | ClientError::InvalidResponse(_) => false,
+            | ClientError::InvalidResponse(_)
+            | ClientError::WriteFailed { .. } => false,
         }
     }
 
@@ -99,6 +121,17 @@ mod tests {
         assert!(!ClientError::Server(Error::Request(RequestError::EmptyKey)).is_retryable());
         assert!(ClientError::Server(Error::Timeout("t".into())).is_retryable());
         assert!(!ClientError::NoEndpoints.is_retryable());
+        assert!(!ClientError::Server(Error::NoSpace).is_retryable());
+        let interrupted = ClientError::StreamInterrupted {
+            received: 512,
+            reason: "reset".into(),
+        };
+        assert!(interrupted.is_retryable());
+        let write_failed = ClientError::WriteFailed {
+            kind: std::io::ErrorKind::StorageFull,
+            message: "disk full".into(),
+        };
+        assert!(!write_failed.is_retryable());
     }
 
     #[test]

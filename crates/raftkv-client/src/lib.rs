@@ -1,8 +1,10 @@
 //! # raftkv-client: a client for raftkv, and for any etcd v3 server
 //!
-//! The client speaks etcd v3's gRPC KV API (Range, Put, DeleteRange, Txn, Compact), so
-//! the same code talks to a raftkv cluster and to a real etcd. It gives the same KV API
-//! as an embedded raftkv node and answers with raftkv-core's types.
+//! The client speaks etcd v3's gRPC KV API (Range, Put, DeleteRange, Txn, Compact) and
+//! its Cluster and Maintenance APIs (members, status, alarms, hashes, snapshots), so the
+//! same code talks to a raftkv cluster and to a real etcd. It gives the same KV API as an
+//! embedded raftkv node and answers with raftkv-core's types; the administrative calls
+//! answer with this crate's plain types ([`Member`], [`Status`], ...), never protobuf.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), raftkv_client::ClientError> {
@@ -18,6 +20,12 @@
 //!
 //! ## Layout
 //! - [`client`]: [`Client`], [`ClientOptions`], the KV calls and the retry loop they share.
+//! - [`cluster`]: membership: [`Client::member_list`], `member_add`, `member_remove`,
+//!   `member_update`, `member_promote`.
+//! - [`maintenance`]: one member's [`Status`] ([`Client::status`],
+//!   [`Client::status_of`]), alarms, defragment, [`HashKv`], `move_leader`.
+//! - [`snapshot`]: [`Client::snapshot`] streams a member's state into a writer and checks
+//!   the stream's framing (data, then a 32-byte SHA-256).
 //! - `endpoints`: the endpoint set, one long-lived lazy gRPC channel
 //!   per server, and which server the client prefers (an atomic index).
 //! - `retry`: the decisions of the retry loop as pure functions: what a
@@ -42,9 +50,20 @@
 //! can serve a call before its deadline (the cluster has no quorum, no leader, or cannot
 //! be reached) the call ends with [`ClientError::DeadlineExceeded`].
 //!
+//! Administrative calls run through the same loop with the same policy: listing members,
+//! status, alarm GET and HashKV are reads; membership changes, alarm ACTIVATE /
+//! DEACTIVATE, Defragment and MoveLeader are writes; a snapshot is retried only until its
+//! first message arrives. [`Client::status_of`] is pinned to the endpoint it names: it
+//! retries there, follows no hint, and leaves the client's preferred endpoint alone.
+//!
 //! ## Caveats
-//! - Only the KV service: no Watch, Lease, Cluster, Maintenance or Auth yet, and no
+//! - KV, Cluster and Maintenance only: no Watch, Lease or Auth yet, and no
 //!   authentication.
+//! - A snapshot's SHA-256 is checked for presence and length, not recomputed (the crate
+//!   takes no hashing dependency); [`Snapshot::sha256`] lets the caller verify it.
+//! - Status, alarms, Defragment and HashKV are about the member that answers; except for
+//!   [`Client::status_of`], which one that is follows the usual routing (the header's
+//!   `member_id` says). Use a client per endpoint to address each member.
 //! - Plain `http://` only: no TLS.
 //! - A write whose attempt is cut short by the client's own deadline timer is reported as
 //!   [`ClientError::OutcomeUnknown`] even if it was still connecting and so was never
@@ -60,12 +79,17 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod cluster;
 mod endpoints;
 pub mod error;
+pub mod maintenance;
 mod retry;
+pub mod snapshot;
 
 pub use client::{Client, ClientOptions};
+pub use cluster::{Member, MemberListResponse};
 pub use error::{ClientError, Result};
+pub use maintenance::{Alarm, AlarmAction, AlarmResponse, AlarmType, HashKv, Status};
 pub use raftkv_core::kv::{
     CompactionResponse, Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse,
     KeyValue, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp,
@@ -73,3 +97,4 @@ pub use raftkv_core::kv::{
 };
 /// The errors a server answers with (carried by [`ClientError::Server`]).
 pub use raftkv_core::{Error as ServerError, RequestError};
+pub use snapshot::Snapshot;

@@ -14,8 +14,12 @@
 //!   client's own per-attempt timer.
 //!
 //! ## The policy
-//! - **Request errors** (`Error::Request`: empty key, compacted revision, ...) are the
-//!   request's fault: returned at once, never retried.
+//! - **Request errors** (`Error::Request`: empty key, compacted revision, member not
+//!   found, learner not ready, not supported, ...) are the request's fault: returned at
+//!   once, never retried.
+//! - **"database space exceeded"** (`Error::NoSpace`: the member's NOSPACE alarm is
+//!   raised) is a refusal before proposing, so nothing was applied; it is returned at once
+//!   and not retried, because only an operator disarming the alarm ends it.
 //! - **Reads** (Range, and a Txn with no Put/DeleteRange in any branch, nested included)
 //!   change nothing, so they are retried on anything transient: a connect failure, a
 //!   lost attempt, `Unavailable`, `DeadlineExceeded`, not-leader / no-leader, "request
@@ -29,6 +33,11 @@
 //!   entry was proposed and may still commit), "server stopped" (the node stops while
 //!   waiting on a proposal), a storage or internal error — ends the call with
 //!   [`ClientError::OutcomeUnknown`]. The client never retries a write blindly.
+//! - **Cluster and Maintenance calls** follow the same two classes. Reads: MemberList,
+//!   Status, Alarm GET, HashKV, and Snapshot (which is retried only until its first
+//!   message arrives: after that, bytes are in the caller's writer). Writes: MemberAdd,
+//!   MemberRemove, MemberUpdate, MemberPromote, Alarm ACTIVATE / DEACTIVATE, Defragment,
+//!   MoveLeader.
 //! - A not-leader answer that names the leader's URL is followed at once (the URL joins
 //!   the endpoint set if it is new); every other retry moves to the next endpoint and
 //!   waits first.
@@ -201,6 +210,8 @@ fn decide_answer(mutability: Mutability, code: Code, error: Error) -> Decision {
             urls: leader_client_urls,
             reason,
         },
+        // Refused before proposing, and it lasts until an operator disarms the alarm.
+        Error::NoSpace => Decision::Fail(ClientError::Server(error)),
         // Refused before proposing (apply lags commit): safe to retry, reads and writes.
         Error::TooManyRequests { .. } => Decision::TryNext { reason },
         // The same, from a server whose status text `from_status` does not map.

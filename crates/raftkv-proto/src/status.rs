@@ -162,6 +162,9 @@ pub fn from_status(status: &Status) -> Error {
         text::STOPPED => return Error::Shutdown(msg.to_string()),
         _ => {}
     }
+    if let Some(url) = msg.strip_prefix("raftkv: invalid peer URL ") {
+        return request(RequestError::InvalidPeerUrl(url.trim_matches('"').to_string()));
+    }
     match status.code() {
         Code::Unimplemented => Error::Request(RequestError::Unsupported(msg.to_string())),
         Code::Internal => Error::Internal(msg.to_string()),
@@ -179,6 +182,10 @@ mod tests {
             Error::Request(RequestError::EmptyKey),
             Error::Request(RequestError::DuplicateKey),
             Error::Request(RequestError::InvalidRangeEnd),
+            Error::Request(RequestError::InvalidPeerUrl("htp:/x".into())),
+            Error::Request(RequestError::MemberNotFound(0)),
+            Error::TooManyRequests { lag: 0 },
+            Error::NoSpace,
             Error::NotLeader {
                 leader_id: Some(3),
                 leader_client_urls: vec!["http://127.0.0.1:2379".into()],

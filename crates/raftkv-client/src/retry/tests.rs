@@ -185,3 +185,29 @@ fn waits_never_pass_the_deadline() {
         }
     }
 }
+
+#[test]
+fn admin_refusals_are_final_for_reads_and_writes() {
+    let refusals = [
+        Error::NoSpace,
+        Error::Request(RequestError::MemberNotFound(0)),
+        Error::Request(RequestError::MemberNotLearner),
+        Error::Request(RequestError::LearnerNotReady),
+        Error::Request(RequestError::PeerUrlExists),
+    ];
+    for e in refusals {
+        for m in [Mutability::Read, Mutability::Write] {
+            assert_eq!(
+                decide(m, answered(&e)),
+                Decision::Fail(ClientError::Server(e.clone())),
+                "{m:?}"
+            );
+        }
+    }
+    // MoveLeader on raftkv: Unimplemented, read back as "not supported".
+    let unimplemented = classify_status(&Status::unimplemented("raftkv: no leadership transfer"));
+    assert!(matches!(
+        decide(Mutability::Write, unimplemented),
+        Decision::Fail(ClientError::Server(Error::Request(RequestError::Unsupported(_))))
+    ));
+}
