@@ -352,3 +352,25 @@ async fn an_exhausted_quota_raises_nospace_and_refuses_writes_until_disarmed() {
     assert!(!node.nospace_alarm());
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_get_too_many_requests_when_apply_lags_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path()).await;
+    node.put("before", "ok").await.unwrap();
+    // Stand in for an apply that fell 5,001 entries behind: the commit watermark is
+    // ahead of the applied one (watermarks only move forward, so this is the test's end).
+    let applied = node.applied().get();
+    node.committed().advance(applied + raftkv::MAX_APPLY_LAG + 1);
+    let before = node.metrics().revision;
+    let err = node.put("after", "refused").await.unwrap_err();
+    assert!(
+        matches!(err, Error::TooManyRequests { lag } if lag > raftkv::MAX_APPLY_LAG),
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
+    assert_eq!(node.metrics().revision, before, "nothing was proposed");
+    // Reads are still served.
+    assert_eq!(node.get("before").await.unwrap().unwrap().value, b"ok");
+    node.shutdown().await;
+}
