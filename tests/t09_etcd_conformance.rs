@@ -187,7 +187,8 @@ fn normalize(text: &str, snapshot: &str) -> String {
                 && bare.chars().any(|c| c.is_ascii_digit());
             masked.push(if is_id { word.replace(bare, "<id>") } else { word });
         }
-        let line = masked.join(" ");
+        // etcdctl pads ids to 16 columns (`%16x`): collapse runs of spaces.
+        let line = masked.join(" ").split_whitespace().collect::<Vec<_>>().join(" ");
         let line = match line.find("took = ") {
             Some(i) => format!("{}took = <t>", &line[..i]),
             None => line,
