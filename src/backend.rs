@@ -17,8 +17,21 @@ use crate::node::Node;
 /// etcd's NOSPACE alarm type.
 const ALARM_NOSPACE: i32 = 1;
 
+/// A range whose end sorts at or before its key (and is not etcd's "to the end" form).
+/// The embedded API refuses it with a typed error; on the wire etcd answers it as an
+/// empty range, and so do we, since etcd clients cannot tell the two apart otherwise.
+fn empty_interval(key: &[u8], range_end: &[u8]) -> bool {
+    !key.is_empty() && !range_end.is_empty() && range_end != [0] && range_end <= key
+}
+
 impl KvBackend for Node {
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
+        if empty_interval(&req.key, &req.range_end) {
+            return Ok(RangeResponse {
+                header: self.response_header(),
+                ..RangeResponse::default()
+            });
+        }
         Node::range(self, req).await
     }
 
@@ -27,6 +40,12 @@ impl KvBackend for Node {
     }
 
     async fn delete_range(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        if empty_interval(&req.key, &req.range_end) {
+            return Ok(DeleteRangeResponse {
+                header: self.response_header(),
+                ..DeleteRangeResponse::default()
+            });
+        }
         Node::delete_range(self, req).await
     }
 

@@ -90,6 +90,9 @@ const SCRIPT: &[Step] = &[
     step(&["get", "", "--prefix", "--limit=1", "-w", "json"]),
     step(&["put", "counter", "1", "-w", "json"]),
     step(&["get", "nothing-here"]),
+    // A range that ends before it starts is empty (and deletes nothing) on the wire.
+    step(&["get", "zoo", "foo"]),
+    step(&["del", "zoo", "foo"]),
     txn("value(\"foo\") = \"bar-again\"\n\nput txn-ok yes\nget foo\n\nput txn-failed yes\n\n"),
     txn("mod(\"foo\") > \"1000\"\n\nput txn-ok2 yes\n\nput txn-else yes\ndel zoo\n\n"),
     txn("version(\"foo\") = \"2\"\ncreate(\"foo2\") = \"3\"\n\nget foo2\n\n\n"),
