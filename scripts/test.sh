@@ -20,3 +20,5 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 cargo test --workspace --locked
+# The benchmarks, once each in test mode: they keep compiling and working.
+cargo test --benches --locked

@@ -41,4 +41,4 @@ pub use membership::Member;
 pub use node::{Bootstrap, DEFAULT_QUOTA_BYTES, MAX_APPLY_LAG, Node, NodeBuilder, NodeMetrics, StorageStats};
 pub use raftkv_core::kv::*;
 pub use raftkv_core::validate::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS, Limits};
-pub use raftkv_core::{Error, ProposerConfig, RequestError, Result, Watermark};
+pub use raftkv_core::{Error, IndexCell, ProposerConfig, RequestError, Result, Watermark};

@@ -43,4 +43,4 @@ pub use kv::*;
 pub use membership::MembershipChange;
 pub use proposer::{Proposer, ProposerConfig, ProposerStats};
 pub use types::{MemberNode, NodeId, TypeConfig};
-pub use watermark::Watermark;
+pub use watermark::{IndexCell, Watermark};

@@ -12,8 +12,14 @@
 //! sees the new value or the advance sees the registered waiter. `waiters` lets an
 //! advance with nobody waiting skip the notifier entirely (it is the common case on the
 //! write path); both sides use `SeqCst` so that check is race-free too.
+//!
+//! **Ablation variants.** For the benchmark that compares the lock-free index with locked
+//! ones inside the real node, the cargo features `watermark-std-mutex` and
+//! `watermark-parking-lot` swap the `AtomicU64` for a `std::sync::Mutex<u64>` or a
+//! `parking_lot::Mutex<u64>` ([`IndexCell`]); everything else stays the same. They exist
+//! only for that comparison: the default, and every shipped build, is lock-free.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -21,7 +27,7 @@ use tokio::sync::Notify;
 /// A monotonically advancing `u64` with lock-free reads and async waits.
 #[derive(Debug, Default)]
 pub struct Watermark {
-    value: AtomicU64,
+    value: IndexCell,
     /// Number of tasks inside `wait_for` (registered or about to register).
     waiters: AtomicUsize,
     notify: Notify,
@@ -41,7 +47,7 @@ impl Watermark {
     /// A watermark starting at `initial`.
     pub fn new(initial: u64) -> Self {
         Self {
-            value: AtomicU64::new(initial),
+            value: IndexCell::new(initial),
             waiters: AtomicUsize::new(0),
             notify: Notify::new(),
         }
@@ -50,24 +56,14 @@ impl Watermark {
     /// The current value.
     #[inline]
     pub fn get(&self) -> u64 {
-        self.value.load(Ordering::Acquire)
+        self.value.load()
     }
 
     /// Move the value forward to `to`. Returns `true` if this call moved it, `false` if it
     /// already was at `to` or beyond (the value never moves backward).
     pub fn advance(&self, to: u64) -> bool {
-        let mut current = self.value.load(Ordering::Acquire);
-        loop {
-            if to <= current {
-                return false;
-            }
-            match self
-                .value
-                .compare_exchange_weak(current, to, Ordering::SeqCst, Ordering::Acquire)
-            {
-                Ok(_) => break,
-                Err(observed) => current = observed,
-            }
+        if !self.value.advance(to) {
+            return false;
         }
         if self.waiters.load(Ordering::SeqCst) > 0 {
             self.notify.notify_waiters();
@@ -86,7 +82,7 @@ impl Watermark {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.value.load(Ordering::SeqCst) >= target {
+            if self.value.load() >= target {
                 return;
             }
             notified.await;
@@ -102,6 +98,113 @@ impl Watermark {
                 reached: self.get(),
             }),
         }
+    }
+}
+
+/// The index itself. Lock-free by default; see the module doc for the ablation variants.
+#[cfg(not(any(feature = "watermark-std-mutex", feature = "watermark-parking-lot")))]
+#[derive(Debug, Default)]
+pub struct IndexCell(std::sync::atomic::AtomicU64);
+
+#[cfg(not(any(feature = "watermark-std-mutex", feature = "watermark-parking-lot")))]
+impl IndexCell {
+    /// The name of this variant, for benchmark reports.
+    pub const VARIANT: &'static str = "atomic-cas";
+
+    fn new(initial: u64) -> Self {
+        Self(std::sync::atomic::AtomicU64::new(initial))
+    }
+
+    #[inline]
+    fn load(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Compare-and-swap loop: move to `to` only if it is ahead.
+    #[inline]
+    fn advance(&self, to: u64) -> bool {
+        let mut current = self.0.load(Ordering::Acquire);
+        loop {
+            if to <= current {
+                return false;
+            }
+            match self
+                .0
+                .compare_exchange_weak(current, to, Ordering::SeqCst, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(observed) => current = observed,
+            }
+        }
+    }
+}
+
+/// The index behind a `std::sync::Mutex` (benchmark ablation only).
+#[cfg(all(feature = "watermark-std-mutex", not(feature = "watermark-parking-lot")))]
+#[derive(Debug, Default)]
+pub struct IndexCell(std::sync::Mutex<u64>);
+
+#[cfg(all(feature = "watermark-std-mutex", not(feature = "watermark-parking-lot")))]
+impl IndexCell {
+    /// The name of this variant, for benchmark reports.
+    pub const VARIANT: &'static str = "std-mutex";
+
+    fn new(initial: u64) -> Self {
+        Self(std::sync::Mutex::new(initial))
+    }
+
+    fn load(&self) -> u64 {
+        // A poisoned lock still holds a valid u64 (nothing can panic while holding it).
+        let v = *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        v
+    }
+
+    fn advance(&self, to: u64) -> bool {
+        let moved = {
+            let mut v = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let moved = to > *v;
+            if moved {
+                *v = to;
+            }
+            moved
+        };
+        std::sync::atomic::fence(Ordering::SeqCst);
+        moved
+    }
+}
+
+/// The index behind a `parking_lot::Mutex` (benchmark ablation only).
+#[cfg(feature = "watermark-parking-lot")]
+#[derive(Debug, Default)]
+pub struct IndexCell(parking_lot::Mutex<u64>);
+
+#[cfg(feature = "watermark-parking-lot")]
+impl IndexCell {
+    /// The name of this variant, for benchmark reports.
+    pub const VARIANT: &'static str = "parking-lot-mutex";
+
+    fn new(initial: u64) -> Self {
+        Self(parking_lot::Mutex::new(initial))
+    }
+
+    fn load(&self) -> u64 {
+        let v = *self.0.lock();
+        std::sync::atomic::fence(Ordering::SeqCst);
+        v
+    }
+
+    fn advance(&self, to: u64) -> bool {
+        let moved = {
+            let mut v = self.0.lock();
+            let moved = to > *v;
+            if moved {
+                *v = to;
+            }
+            moved
+        };
+        std::sync::atomic::fence(Ordering::SeqCst);
+        moved
     }
 }
 
