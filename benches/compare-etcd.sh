@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Side by side: a three-node raftkv cluster and a three-member etcd 3.4 cluster on
+# 127.0.0.1, data on the same filesystem, production durability for both (raftkv syncs
+# its log before acknowledging; etcd fsyncs its WAL, the default). The same raftkv-bench
+# workloads run against each, alternating, and one table is printed, with the physical
+# floor (fdatasync of 4 KiB on the data filesystem, loopback round trip).
+#
+# Usage: benches/compare-etcd.sh [DURATION]   (default 20s per workload and system)
+# Needs: etcd (Debian etcd-server; installed if missing and run as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${1:-20s}"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/raftkv-compare.XXXXXX")"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+if ! command -v etcd >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server
+  else
+    echo "etcd is missing: apt-get install etcd-server" >&2; exit 1
+  fi
+fi
+
+cargo build --release --locked --bin raftkv-server -p raftkv -q
+cargo build --release --locked -p raftkv-bench -q
+SERVER=target/release/raftkv-server
+BENCH=target/release/raftkv-bench
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+
+# raftkv
+RK_CLUSTER=""; RK_EP=""; declare -a RK_ARGS
+for i in 1 2 3; do
+  c=$(free_port); p=$(free_port)
+  RK_CLUSTER+="${RK_CLUSTER:+,}$i=http://127.0.0.1:$p"
+  RK_EP+="${RK_EP:+,}http://127.0.0.1:$c"
+  RK_ARGS[$i]="--id $i --data-dir $WORK/raftkv-$i --listen-client 127.0.0.1:$c --listen-peer 127.0.0.1:$p"
+done
+for i in 1 2 3; do
+  # shellcheck disable=SC2086
+  $SERVER ${RK_ARGS[$i]} --initial-cluster "$RK_CLUSTER" --log warn >"$WORK/raftkv-$i.out" 2>"$WORK/raftkv-$i.log" &
+  PIDS+=($!); disown
+done
+
+# etcd
+ET_CLUSTER=""; ET_EP=""; declare -a ET_C ET_P
+for i in 1 2 3; do
+  ET_C[$i]=$(free_port); ET_P[$i]=$(free_port)
+  ET_CLUSTER+="${ET_CLUSTER:+,}e$i=http://127.0.0.1:${ET_P[$i]}"
+  ET_EP+="${ET_EP:+,}http://127.0.0.1:${ET_C[$i]}"
+done
+for i in 1 2 3; do
+  etcd --name "e$i" --data-dir "$WORK/etcd-$i" \
+    --listen-client-urls "http://127.0.0.1:${ET_C[$i]}" --advertise-client-urls "http://127.0.0.1:${ET_C[$i]}" \
+    --listen-peer-urls "http://127.0.0.1:${ET_P[$i]}" --initial-advertise-peer-urls "http://127.0.0.1:${ET_P[$i]}" \
+    --initial-cluster "$ET_CLUSTER" --initial-cluster-state new --log-level error >"$WORK/etcd-$i.log" 2>&1 &
+  PIDS+=($!); disown
+done
+
+# Wait (bounded) until both answer a write.
+for ep in "$RK_EP" "$ET_EP"; do
+  ok=""
+  for _ in $(seq 1 60); do
+    if $BENCH put --endpoints "$ep" --clients 1 --conns 1 --total 5 --duration 2s >/dev/null 2>&1; then ok=1; break; fi
+    sleep 0.5
+  done
+  [ -n "$ok" ] || { echo "cluster at $ep did not come up" >&2; exit 1; }
+done
+
+run() { # system endpoints label args...
+  local system=$1 ep=$2 label=$3; shift 3
+  $BENCH "$@" --endpoints "$ep" --duration "$DURATION" --json "$WORK/$label-$system.json" >/dev/null 2>"$WORK/$label-$system.err"
+}
+field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
+
+WORKLOADS=(
+  "put-c1|put --clients 1 --conns 1 --value-size 256 --key-space 100000"
+  "put-c16|put --clients 16 --conns 8 --value-size 256 --key-space 100000"
+  "put-c64|put --clients 64 --conns 8 --value-size 256 --key-space 100000"
+  "get-lin-c64|get --clients 64 --conns 8 --consistency l --key-space 10000 --prefill"
+  "get-ser-c64|get --clients 64 --conns 8 --consistency s --key-space 10000"
+)
+n=0
+for w in "${WORKLOADS[@]}"; do
+  label=${w%%|*}; args=${w#*|}
+  # Alternate which system goes first, so neither always runs on a warmer machine.
+  if [ $((n % 2)) = 0 ]; then order="raftkv etcd"; else order="etcd raftkv"; fi
+  for system in $order; do
+    if [ "$system" = raftkv ]; then ep=$RK_EP; else ep=$ET_EP; fi
+    # shellcheck disable=SC2086
+    run "$system" "$ep" "$label" $args
+  done
+  n=$((n + 1))
+done
+
+$BENCH floor --dir "$WORK" --count 2000 --json "$WORK/floor.json" >/dev/null
+
+echo "raftkv vs etcd 3.4 ($(etcd --version | head -1 | awk '{print $3}')), 3 members each on 127.0.0.1, ${DURATION} per run"
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), fs $(df -T "$WORK" | awk 'NR==2 {print $2}')"
+printf '%-12s | %12s %9s %9s | %12s %9s %9s | %8s %8s\n' workload "raftkv op/s" "p50 ms" "p99 ms" "etcd op/s" "p50 ms" "p99 ms" "thr x" "p99 x"
+for w in "${WORKLOADS[@]}"; do
+  label=${w%%|*}
+  r=$WORK/$label-raftkv.json; e=$WORK/$label-etcd.json
+  rt=$(field "$r" throughput); rp50=$(field "$r" p50_ms); rp99=$(field "$r" p99_ms)
+  et=$(field "$e" throughput); ep50=$(field "$e" p50_ms); ep99=$(field "$e" p99_ms)
+  ratio=$(python3 -c "print(f'{$rt/$et:.2f}' if $et > 0 else 'n/a')")
+  pratio=$(python3 -c "print(f'{$rp99/$ep99:.2f}' if $ep99 > 0 else 'n/a')")
+  printf '%-12s | %12.0f %9.3f %9.3f | %12.0f %9.3f %9.3f | %8s %8s\n' "$label" "$rt" "$rp50" "$rp99" "$et" "$ep50" "$ep99" "$ratio" "$pratio"
+done
+echo "floor: fdatasync 4KiB p50 $(field "$WORK/floor.json" fdatasync_4k_p50_ms) ms p99 $(field "$WORK/floor.json" fdatasync_4k_p99_ms) ms; loopback rtt p50 $(field "$WORK/floor.json" loopback_rtt_p50_ms) ms p99 $(field "$WORK/floor.json" loopback_rtt_p99_ms) ms"
+echo "floor of one put at c=1 on three nodes (openraft 0.9: the leader syncs its own append before it replicates): 2 fsyncs + 2 round trips + apply"
