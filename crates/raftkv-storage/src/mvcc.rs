@@ -121,8 +121,9 @@ fn emit(out: &mut Vec<KeyValue>, candidate: Option<(sled::IVec, Revision, sled::
     Ok(())
 }
 
-/// Shape a range answer from every matching key (in key order): filters, count, sort,
-/// limit, keys_only / count_only. Returns (kvs, more, count).
+/// Shape a range answer from every key in the range (in key order): count (of all of
+/// them, as etcd does), revision filters, sort, limit, keys_only / count_only. Returns
+/// (kvs, more, count).
 pub fn shape_range(mut kvs: Vec<KeyValue>, req: &RangeRequest) -> (Vec<KeyValue>, bool, i64) {
     let keep = |kv: &KeyValue| {
         (req.min_mod_revision <= 0 || kv.mod_revision >= req.min_mod_revision)
@@ -130,8 +131,10 @@ pub fn shape_range(mut kvs: Vec<KeyValue>, req: &RangeRequest) -> (Vec<KeyValue>
             && (req.min_create_revision <= 0 || kv.create_revision >= req.min_create_revision)
             && (req.max_create_revision <= 0 || kv.create_revision <= req.max_create_revision)
     };
-    kvs.retain(keep);
+    // etcd counts every key in the range, before the revision filters (which only
+    // narrow what is returned) and before the limit.
     let count = kvs.len() as i64;
+    kvs.retain(keep);
     if req.count_only {
         return (Vec::new(), false, count);
     }
