@@ -60,12 +60,20 @@ impl KvBackend for Node {
 
 impl ForwardTarget for Node {
     async fn propose_forwarded(&self, command: Command) -> Result<(Response, u64)> {
-        // A leader does not trust a follower's checks; internal commands are allowed.
-        if matches!(
-            command,
-            Command::Put(_) | Command::DeleteRange(_) | Command::Txn(_)
-        ) {
-            validate::check_command(&command, &self.inner.limits)?;
+        // A leader does not trust a follower's checks. Followers forward client requests,
+        // compactions and their own published client URLs; batches are made only by the
+        // leader's proposer, and lease commands are not requests a follower forwards.
+        match &command {
+            Command::Put(_) | Command::DeleteRange(_) | Command::Txn(_) => {
+                validate::check_command(&command, &self.inner.limits)?;
+            }
+            Command::Compact(_) | Command::PublishMember { .. } => {}
+            Command::Batch(_) => {
+                return Err(RequestError::Unsupported("a batch cannot be forwarded".into()).into());
+            }
+            _ => {
+                return Err(RequestError::Unsupported("this command cannot be forwarded".into()).into());
+            }
         }
         // Only propose here: a forwarded request is never forwarded again (no loops).
         let leader = self.inner.raft.metrics().borrow().current_leader;
