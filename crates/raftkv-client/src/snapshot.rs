@@ -13,9 +13,9 @@
 //! ## What is checked
 //! The stream must end cleanly (the server closes it with status OK), its last message
 //! must be exactly 32 bytes, and the chunk before it must announce no bytes still to
-//! come. The client does **not** compute the SHA-256 itself (that would need a hashing
-//! dependency this crate does not take): it returns the digest in [`Snapshot::sha256`],
-//! and a caller that wants end-to-end integrity hashes what it wrote and compares.
+//! come. The client computes the SHA-256 of the data it passes to the writer and refuses
+//! a stream whose checksum does not match ([`ClientError::InvalidResponse`]); the digest
+//! is returned in [`Snapshot::sha256`].
 //!
 //! ## Retries and time
 //! Snapshot is a read. It is retried like one until its first message arrives (building
@@ -42,14 +42,15 @@ pub struct Snapshot {
     pub header: ResponseHeader,
     /// Bytes written to the writer (the checksum not included).
     pub size: u64,
-    /// The SHA-256 of those bytes, as the server computed it. **Not verified by the
-    /// client**: hash what was written and compare for end-to-end integrity.
+    /// The SHA-256 of those bytes, sent by the server and verified by the client.
     pub sha256: [u8; SHA256_LEN],
 }
 
 /// The framing of a snapshot stream, checked as it arrives (see the module docs).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Framing {
+    /// SHA-256 of the bytes released as data.
+    hasher: sha2::Sha256,
     /// From the first message that carries one.
     header: Option<ResponseHeader>,
     /// The newest message: data if another follows, else the checksum.
@@ -72,6 +73,7 @@ impl Framing {
         let data = self.held.replace(message)?;
         self.last_data_remaining = Some(data.remaining_bytes);
         self.size = self.size.saturating_add(data.blob.len() as u64);
+        sha2::Digest::update(&mut self.hasher, &data.blob);
         Some(data.blob)
     }
 
@@ -99,6 +101,12 @@ impl Framing {
                 "ended with {remaining} bytes of data announced but not sent"
             )));
         }
+        let computed: [u8; SHA256_LEN] = sha2::Digest::finalize(self.hasher).into();
+        if computed != sha256 {
+            return Err(invalid(
+                "SHA-256 mismatch: the data is not what the server hashed".into(),
+            ));
+        }
         Ok(Snapshot {
             header: self.header.unwrap_or_default(),
             size: self.size,
@@ -110,8 +118,8 @@ impl Framing {
 impl Client {
     /// Stream a snapshot of the answering member's state into `writer` (a file, a
     /// `Vec<u8>`, ...), flush it, and return its size and the SHA-256 the server sent
-    /// for it. The client checks that the stream is complete and ends with a 32-byte
-    /// checksum, but does not verify the checksum: see [`Snapshot::sha256`].
+    /// for it. The client checks that the stream is complete, ends with a 32-byte
+    /// checksum, and that the checksum matches the data.
     ///
     /// Retried only until the first message arrives; a failure after that ends with
     /// [`ClientError::StreamInterrupted`] and leaves a partial snapshot in `writer`.
@@ -196,7 +204,11 @@ mod tests {
             member_id: 2,
             ..Default::default()
         });
-        let digest = [7u8; 32];
+        let mut data = vec![1u8; 600];
+        data.extend([2u8; 32]);
+        data.extend([0u8; 392]);
+        let digest: [u8; 32] =
+            sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&data)).into();
         // The checksum is a message of its own even when a data chunk is also 32 bytes.
         let (written, snapshot) = run(vec![
             first,
@@ -214,9 +226,13 @@ mod tests {
 
     #[test]
     fn an_empty_snapshot_is_only_a_checksum() {
-        let (written, snapshot) = run(vec![message(&[9; 32], 0)]);
+        let empty: [u8; 32] = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new()).into();
+        let (written, snapshot) = run(vec![message(&empty, 0)]);
         assert!(written.is_empty());
         assert_eq!(snapshot.unwrap().size, 0);
+        // A checksum that does not match the data is refused.
+        let (_, wrong) = run(vec![message(&[1; 512], 0), message(&[9; 32], 0)]);
+        assert!(matches!(wrong, Err(ClientError::InvalidResponse(t)) if t.contains("mismatch")));
     }
 
     #[test]
