@@ -67,7 +67,8 @@ impl ForwardTarget for Node {
             Command::Put(_) | Command::DeleteRange(_) | Command::Txn(_) => {
                 validate::check_command(&command, &self.inner.limits)?;
             }
-            Command::Compact(_) | Command::PublishMember { .. } => {}
+            Command::Compact(_) => {}
+            Command::PublishMember { .. } => {}
             Command::Batch(_) => {
                 return Err(RequestError::Unsupported("a batch cannot be forwarded".into()).into());
             }
@@ -82,6 +83,13 @@ impl ForwardTarget for Node {
                 leader_id: leader,
                 leader_client_urls: Vec::new(),
             });
+        }
+        // Only a member publishes, and only its own URLs (peers are trusted, but a stray
+        // id must not land in the member table clients follow hints from).
+        if let Command::PublishMember { id, .. } = &command
+            && !self.members()?.iter().any(|m| m.id == *id)
+        {
+            return Err(RequestError::MemberNotFound(*id).into());
         }
         self.admit_write(&command)?;
         let size = raftkv_core::codec::encoded_len(&command).map_err(|e| Error::Internal(e.to_string()))?;

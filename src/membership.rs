@@ -45,7 +45,13 @@ pub(crate) fn peer_url_of(raft: &Raft, id: NodeId) -> Result<String> {
 }
 
 fn check_peer_url(url: &str) -> Result<()> {
-    let valid = (url.starts_with("http://") || url.starts_with("https://")) && url.len() > "https://".len();
+    // scheme://host:port, as etcd requires of member URLs.
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    let valid = rest
+        .and_then(|r| r.trim_end_matches('/').rsplit_once(':'))
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0));
     if valid {
         Ok(())
     } else {

@@ -317,7 +317,49 @@ pub enum RequestOp {
     /// A delete.
     DeleteRange(DeleteRangeRequest),
     /// A nested transaction.
-    Txn(TxnRequest),
+    Txn(#[serde(deserialize_with = "nesting::deserialize_nested_txn")] TxnRequest),
+}
+
+/// How deep transactions may nest. The etcd wire protocol cannot carry more (protobuf
+/// decoders stop at 100 nested messages, about 50 transaction levels); this bound keeps a
+/// hostile peer's bincode message from exhausting the stack while it is decoded.
+pub const MAX_TXN_NESTING: usize = 64;
+
+mod nesting {
+    use std::cell::Cell;
+
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    use super::{MAX_TXN_NESTING, TxnRequest};
+
+    thread_local! {
+        /// Transactions being decoded on this thread, outermost first.
+        static DEPTH: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// Restores the depth however decoding of one level ends.
+    struct Level;
+
+    impl Drop for Level {
+        fn drop(&mut self) {
+            DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+        }
+    }
+
+    pub(super) fn deserialize_nested_txn<'de, D: Deserializer<'de>>(d: D) -> Result<TxnRequest, D::Error> {
+        let depth = DEPTH.with(|c| {
+            let depth = c.get() + 1;
+            c.set(depth);
+            depth
+        });
+        let _level = Level;
+        if depth > MAX_TXN_NESTING {
+            return Err(D::Error::custom(format!(
+                "transactions nested deeper than {MAX_TXN_NESTING} levels"
+            )));
+        }
+        TxnRequest::deserialize(d)
+    }
 }
 
 /// The answer to one [`RequestOp`].
@@ -385,4 +427,40 @@ pub struct CompactionRequest {
 pub struct CompactionResponse {
     /// Header.
     pub header: ResponseHeader,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn nested(depth: usize) -> TxnRequest {
+        let mut txn = TxnRequest::default();
+        for _ in 0..depth {
+            txn = TxnRequest {
+                success: vec![RequestOp::Txn(txn)],
+                ..TxnRequest::default()
+            };
+        }
+        txn
+    }
+
+    #[test]
+    fn decoding_refuses_transactions_nested_too_deep() {
+        let ok = crate::codec::encode(&nested(MAX_TXN_NESTING)).unwrap();
+        assert!(crate::codec::decode::<TxnRequest>(&ok).is_ok());
+        let deep = crate::codec::encode(&nested(MAX_TXN_NESTING + 1)).unwrap();
+        let err = crate::codec::decode::<TxnRequest>(&deep).unwrap_err();
+        assert!(err.to_string().contains("nested deeper"), "{err}");
+        // Hostile bytes far deeper than any encoder would make: refused, not a stack
+        // overflow (each level is the variant tag of `Txn` (3), then empty compare and
+        // success lists would follow; the decoder stops at the limit first).
+        let mut hostile = Vec::new();
+        for _ in 0..100_000 {
+            hostile.extend([0u8, 1, 3]);
+        }
+        assert!(crate::codec::decode::<TxnRequest>(&hostile).is_err());
+        // The depth counter is restored after an error: a normal decode still works.
+        assert!(crate::codec::decode::<TxnRequest>(&ok).is_ok());
+    }
 }

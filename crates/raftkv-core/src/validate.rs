@@ -37,7 +37,7 @@ pub fn check_command(command: &Command, limits: &Limits) -> Result<usize, Reques
     match command {
         Command::Put(put) => check_put(put)?,
         Command::DeleteRange(del) => check_delete(del)?,
-        Command::Txn(txn) => check_txn(txn, limits)?,
+        Command::Txn(txn) => check_txn(txn, limits, 1)?,
         other => {
             return Err(RequestError::Unsupported(format!(
                 "{} is not a client request",
@@ -92,7 +92,20 @@ fn check_key_and_end(key: &[u8], range_end: &[u8]) -> Result<(), RequestError> {
     Ok(())
 }
 
-fn check_txn(txn: &TxnRequest, limits: &Limits) -> Result<(), RequestError> {
+fn check_txn(txn: &TxnRequest, limits: &Limits, depth: usize) -> Result<(), RequestError> {
+    if depth > crate::kv::MAX_TXN_NESTING {
+        return Err(RequestError::TooManyTxnOps {
+            ops: depth,
+            limit: crate::kv::MAX_TXN_NESTING,
+        });
+    }
+    // etcd counts compares against the same limit as each branch.
+    if txn.compare.len() > limits.max_txn_ops {
+        return Err(RequestError::TooManyTxnOps {
+            ops: txn.compare.len(),
+            limit: limits.max_txn_ops,
+        });
+    }
     for cmp in &txn.compare {
         check_compare(cmp)?;
     }
@@ -108,7 +121,7 @@ fn check_txn(txn: &TxnRequest, limits: &Limits) -> Result<(), RequestError> {
                 RequestOp::Range(r) => check_range(r)?,
                 RequestOp::Put(p) => check_put(p)?,
                 RequestOp::DeleteRange(d) => check_delete(d)?,
-                RequestOp::Txn(t) => check_txn(t, limits)?,
+                RequestOp::Txn(t) => check_txn(t, limits, depth + 1)?,
             }
         }
     }
@@ -247,6 +260,27 @@ mod tests {
         assert!(matches!(
             check(Command::LeaseRevoke { id: 1 }),
             Err(RequestError::Unsupported(_))
+        ));
+        let many_compares = TxnRequest {
+            compare: (0..129)
+                .map(|i| Compare::key(format!("k{i}"), CompareResult::Equal, CompareTarget::Version(1)))
+                .collect(),
+            ..TxnRequest::default()
+        };
+        assert!(matches!(
+            check(Command::Txn(many_compares)),
+            Err(RequestError::TooManyTxnOps { .. })
+        ));
+        let mut deep = TxnRequest::default();
+        for _ in 0..crate::kv::MAX_TXN_NESTING {
+            deep = TxnRequest {
+                success: vec![RequestOp::Txn(deep)],
+                ..TxnRequest::default()
+            };
+        }
+        assert!(matches!(
+            check(Command::Txn(deep)),
+            Err(RequestError::TooManyTxnOps { .. })
         ));
     }
 

@@ -91,6 +91,14 @@ impl<F: ForwardTarget> RaftPeer for PeerService<F> {
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
         let (vote, meta): (openraft::Vote<NodeId>, openraft::SnapshotMeta<NodeId, MemberNode>) =
             decode(&first.header)?;
+        // Refuse a sender whose vote is below ours before writing anything to disk (openraft
+        // would refuse it after the whole stream, which lets anyone fill the disk).
+        let ours = self.raft.metrics().borrow().vote;
+        if vote < ours {
+            let refused: Result<openraft::raft::SnapshotResponse<NodeId>, openraft::error::Fatal<NodeId>> =
+                Ok(openraft::raft::SnapshotResponse { vote: ours });
+            return Ok(GrpcResponse::new(encode(&refused)?));
+        }
         let mut file = self
             .raft
             .begin_receiving_snapshot()

@@ -37,6 +37,7 @@ pub mod text {
         "etcdserver: can only promote a learner member which is in sync with leader";
     pub const PEER_URL_EXISTS: &str = "etcdserver: Peer URLs already exists";
     pub const NO_SPACE: &str = "etcdserver: mvcc: database space exceeded";
+    pub const BAD_MEMBER_URLS: &str = "etcdserver: given member URLs are invalid";
     /// raftkv's own (etcd serves such a range as empty instead).
     pub const INVALID_RANGE_END: &str = "raftkv: range end must be greater than the key";
 }
@@ -94,9 +95,7 @@ fn request_status(e: &RequestError) -> Status {
         RequestError::MemberNotLearner => (Code::FailedPrecondition, text::MEMBER_NOT_LEARNER),
         RequestError::LearnerNotReady => (Code::FailedPrecondition, text::LEARNER_NOT_READY),
         RequestError::PeerUrlExists => (Code::FailedPrecondition, text::PEER_URL_EXISTS),
-        RequestError::InvalidPeerUrl(url) => {
-            return Status::new(Code::InvalidArgument, format!("raftkv: invalid peer URL {url:?}"));
-        }
+        RequestError::InvalidPeerUrl(_) => (Code::InvalidArgument, text::BAD_MEMBER_URLS),
         RequestError::Unsupported(what) => {
             return Status::new(Code::Unimplemented, format!("raftkv: not supported: {what}"));
         }
@@ -159,11 +158,9 @@ pub fn from_status(status: &Status) -> Error {
         text::MEMBER_NOT_LEARNER => return request(RequestError::MemberNotLearner),
         text::LEARNER_NOT_READY => return request(RequestError::LearnerNotReady),
         text::PEER_URL_EXISTS => return request(RequestError::PeerUrlExists),
+        text::BAD_MEMBER_URLS => return request(RequestError::InvalidPeerUrl(String::new())),
         text::STOPPED => return Error::Shutdown(msg.to_string()),
         _ => {}
-    }
-    if let Some(url) = msg.strip_prefix("raftkv: invalid peer URL ") {
-        return request(RequestError::InvalidPeerUrl(url.trim_matches('"').to_string()));
     }
     match status.code() {
         Code::Unimplemented => Error::Request(RequestError::Unsupported(msg.to_string())),
@@ -182,7 +179,7 @@ mod tests {
             Error::Request(RequestError::EmptyKey),
             Error::Request(RequestError::DuplicateKey),
             Error::Request(RequestError::InvalidRangeEnd),
-            Error::Request(RequestError::InvalidPeerUrl("htp:/x".into())),
+            Error::Request(RequestError::InvalidPeerUrl(String::new())),
             Error::Request(RequestError::MemberNotFound(0)),
             Error::TooManyRequests { lag: 0 },
             Error::NoSpace,

@@ -204,6 +204,14 @@ fn final_name_stem(last_applied: &Option<LogId>) -> String {
 
 /// A fresh file for openraft to write a received snapshot into.
 pub(crate) fn receiving_file(dir: &Path) -> std::io::Result<File> {
+    // One transfer at a time: files of earlier transfers that were refused or cut short
+    // are garbage now.
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with("recv-") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
     OpenOptions::new()
         .read(true)
         .write(true)
