@@ -158,7 +158,20 @@ fn a_data_directory_of_another_schema_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     drop(open(dir.path()));
     {
-        let db = sled::open(dir.path().join("state")).unwrap();
+        // The store's background threads release sled's file lock shortly after the drop.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let db = loop {
+            match sled::open(dir.path().join("state")) {
+                Ok(db) => break db,
+                Err(e)
+                    if std::time::Instant::now() < deadline
+                        && e.to_string().contains("could not acquire lock") =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
         db.insert(b"schema", &7u32.to_be_bytes()).unwrap();
         db.flush().unwrap();
     }
