@@ -2,8 +2,9 @@
 //! sequential histories, overlapping writes read in either order and unknown writes that
 //! did or did not take effect; it rejects stale reads, reads of values never written,
 //! reads going back in time and lost acknowledged writes, naming the key; it gives up
-//! with a clear error instead of hanging; and a randomized register run by real threads
-//! through the Recorder passes, then fails once one read is corrupted.
+//! with a clear error instead of hanging; it agrees with an exhaustive search on small
+//! random histories; and a randomized register run by real threads through the Recorder
+//! passes, then fails once one read is corrupted. `HISTORY_SEED` replays a printed seed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -297,6 +298,16 @@ fn gives_up_with_a_clear_error_instead_of_hanging() {
     assert_eq!(violation.key(), b"wide");
 }
 
+/// `HISTORY_SEED` if set, else the clock; printed so a failure can be replayed.
+fn seed() -> u64 {
+    let seed = std::env::var("HISTORY_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64);
+    println!("seed {seed} (rerun with HISTORY_SEED={seed})");
+    seed
+}
+
 /// Marsaglia's xorshift64: deterministic, good enough to pick operations.
 struct XorShift(u64);
 
@@ -318,11 +329,11 @@ impl XorShift {
 }
 
 const KEYS: [&str; 3] = ["a", "b", "c"];
+const CLIENTS: u64 = 4;
+const OPS_PER_CLIENT: u64 = 250;
 
 /// The value each key holds at the end (None: absent).
 type FinalReads = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
-const CLIENTS: u64 = 4;
-const OPS_PER_CLIENT: u64 = 250;
 
 /// Real threads against a mutex-guarded map (linearizable: each operation takes effect
 /// inside the lock, between its invoke and its complete), with failed, timed-out and
@@ -420,11 +431,7 @@ fn stale_candidate(history: &[Op], rng: &mut XorShift) -> Option<(usize, Vec<u8>
 
 #[test]
 fn random_linearizable_register_passes_and_a_corrupted_read_fails() {
-    let seed = std::env::var("HISTORY_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64);
-    println!("history self-test seed {seed} (rerun with HISTORY_SEED={seed})");
+    let seed = seed();
     let (history, finals) = run_register(seed);
     assert_eq!(history.len() as u64, CLIENTS * OPS_PER_CLIENT);
     assert!(history.windows(2).all(|w| w[0].invoke <= w[1].invoke));
@@ -487,4 +494,111 @@ fn recorder_marks_abandoned_operations_unknown() {
     // The abandoned write may have landed: the read of its value is explained.
     let stats = check(&history).unwrap();
     assert_eq!(stats.unknown_writes_kept, 1);
+}
+
+/// Linearizable by the definition, with none of the checker's shortcuts: some order of the
+/// completed operations and some of the unknown writes (failed operations and unknown
+/// gets left out) in which no operation precedes one that completed before it was
+/// invoked, and every get returns the value of the last write before it.
+fn exhaustive(history: &[Op]) -> bool {
+    fn extend(ops: &[&Op], order: &mut Vec<usize>) -> bool {
+        let done = |op: &Op| {
+            if op.outcome == Outcome::Unknown {
+                u64::MAX
+            } else {
+                op.complete.unwrap_or(u64::MAX)
+            }
+        };
+        let complete = ops
+            .iter()
+            .enumerate()
+            .all(|(i, op)| op.outcome == Outcome::Unknown || order.contains(&i));
+        let real_time = order
+            .iter()
+            .enumerate()
+            .all(|(at, &a)| order[at..].iter().all(|&b| done(ops[b]) >= ops[a].invoke));
+        if !real_time {
+            return false;
+        }
+        let mut register: Option<&[u8]> = None;
+        let reads_fit = order.iter().all(|&i| match (&ops[i].kind, &ops[i].outcome) {
+            (OpKind::Put { value, .. }, _) => {
+                register = Some(value);
+                true
+            }
+            (OpKind::Delete { .. }, _) => {
+                register = None;
+                true
+            }
+            (OpKind::Get { .. }, outcome) => *outcome == Outcome::Ok(register.map(<[u8]>::to_vec)),
+        });
+        if complete && reads_fit {
+            return true;
+        }
+        (0..ops.len()).any(|i| {
+            if order.contains(&i) {
+                return false;
+            }
+            order.push(i);
+            let found = extend(ops, order);
+            order.pop();
+            found
+        })
+    }
+    let ops: Vec<&Op> = history
+        .iter()
+        .filter(|op| op.outcome != Outcome::Failed)
+        .filter(|op| !(matches!(op.kind, OpKind::Get { .. }) && op.outcome == Outcome::Unknown))
+        .collect();
+    extend(&ops, &mut Vec::new())
+}
+
+#[test]
+fn agrees_with_an_exhaustive_search_on_small_random_histories() {
+    let mut rng = XorShift::new(seed());
+    let values = ["v1", "v2", "v3"];
+    let (mut accepted, mut rejected) = (0, 0);
+    for _ in 0..4_000 {
+        // Up to seven overlapping operations on one key, values reused, every outcome.
+        let history: Vec<Op> = (0..1 + rng.below(7))
+            .map(|client| {
+                let value = values[rng.below(3) as usize];
+                let (kind, is_get) = match rng.below(3) {
+                    0 => (OpKind::put("k", value), false),
+                    1 => (OpKind::delete("k"), false),
+                    _ => (OpKind::get("k"), true),
+                };
+                let outcome = match rng.below(6) {
+                    0 => Outcome::Failed,
+                    1 => Outcome::Unknown,
+                    2 if is_get => Outcome::Ok(None),
+                    _ if is_get => Outcome::found(value),
+                    _ => Outcome::Ok(None),
+                };
+                let invoke = rng.below(20);
+                let complete =
+                    (outcome != Outcome::Unknown || rng.below(2) == 0).then(|| invoke + 1 + rng.below(8));
+                Op {
+                    client,
+                    invoke,
+                    complete,
+                    kind,
+                    outcome,
+                }
+            })
+            .collect();
+        let verdict = check(&history);
+        assert_eq!(
+            verdict.is_ok(),
+            exhaustive(&history),
+            "{verdict:?} for {history:#?}"
+        );
+        if verdict.is_ok() {
+            accepted += 1
+        } else {
+            rejected += 1
+        }
+    }
+    println!("{accepted} accepted, {rejected} rejected, all as the exhaustive search says");
+    assert!(accepted > 300 && rejected > 300);
 }
