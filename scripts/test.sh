@@ -19,6 +19,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
 fi
 
-cargo test --workspace --locked
+# `failpoints`: the servers the tests start serve the test-only fault-injection service
+# (network faults, storage failpoints) the reliability scenarios switch at run time.
+cargo test --workspace --locked --features failpoints
 # The benchmarks, once each in test mode: they keep compiling and working.
-cargo test --benches --locked
+cargo test --benches --locked --features failpoints

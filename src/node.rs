@@ -318,6 +318,15 @@ impl NodeBuilder {
             let router = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .add_service(service);
+            // Test-only: switch network faults and storage failpoints at run time.
+            #[cfg(feature = "failpoints")]
+            let router = router.add_service(raftkv_proto::raftkvfaults::faults_server::FaultsServer::new(
+                raftkv_net::FaultService::new(
+                    node.inner.connections.faults().clone(),
+                    raftkv_storage::failpoints::FAILPOINTS,
+                    raftkv_storage::failpoints::fired,
+                ),
+            ));
             spawn_server(&node, "peer", router, listener, shutdown_rx.clone());
         }
         if let Some(listener) = client_listener {
@@ -689,6 +698,21 @@ impl Node {
         tokio::time::timeout(timeout, wait)
             .await
             .map_err(|_| Error::Timeout(format!("no leader after {timeout:?}")))?
+    }
+
+    /// Resolves when Raft stopped on a fatal error (a storage failure, typically): from
+    /// then on the node acknowledges nothing, and only a restart (which recovers from
+    /// what is durable) brings it back. Also resolves if Raft was shut down.
+    pub async fn fatal_error(&self) -> String {
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow().running_state {
+                return fatal.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "raft stopped".into();
+            }
+        }
     }
 
     /// Stop the servers and Raft and release the data directory (once every clone is

@@ -20,6 +20,14 @@ async fn main() -> ExitCode {
         }
     };
     logging::init(config.log.as_deref());
+    // A panic is a bug: stop the whole process (a restart recovers from what is durable)
+    // rather than keep serving with one task or thread missing.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        tracing::error!(%info, "panic: aborting");
+        std::process::abort();
+    }));
     match serve(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -61,7 +69,16 @@ async fn serve(config: Config) -> raftkv::Result<()> {
         node.client_urls().join(",")
     );
     tracing::info!(id = config.id, data_dir = %config.data_dir.display(), "serving");
-    signals::terminate().await;
+    tokio::select! {
+        () = signals::terminate() => {}
+        fatal = node.fatal_error() => {
+            // Storage failed under Raft: nothing more can be acknowledged. Exit so a
+            // supervisor restarts us; recovery starts from what is durable.
+            tracing::error!(error = %fatal, "raft stopped on a fatal error; exiting");
+            node.shutdown().await;
+            return Err(raftkv::Error::Storage(format!("raft stopped: {fatal}")));
+        }
+    }
     // Stop accepting, let in-flight requests finish (bounded), then stop Raft. Every
     // acknowledged write is already durable (the log syncs before acknowledging).
     node.shutdown().await;

@@ -118,7 +118,7 @@ impl OpKind {
     }
 
     /// For a write, the register value it leaves (`Some(None)` for a delete).
-    fn written(&self) -> Option<Option<&[u8]>> {
+    pub fn written(&self) -> Option<Option<&[u8]>> {
         match self {
             OpKind::Put { value, .. } => Some(Some(value)),
             OpKind::Delete { .. } => Some(None),

@@ -3,7 +3,11 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod etcd;
+pub mod faults;
+pub mod history;
 pub mod process;
+pub mod scenario;
+pub mod workload;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

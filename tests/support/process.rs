@@ -236,9 +236,15 @@ impl ProcessCluster {
 
     /// Wait until every running member names the same leader, and that leader is running.
     pub async fn agreed_leader(&self, timeout: Duration) -> u64 {
+        self.agreed_leader_among(&self.running(), timeout).await
+    }
+
+    /// Wait until the members `ids` (all running, none paused) name the same leader, one
+    /// of them.
+    pub async fn agreed_leader_among(&self, ids: &[u64], timeout: Duration) -> u64 {
         let deadline = Instant::now() + timeout;
         loop {
-            let running = self.running();
+            let running = ids.to_vec();
             let mut leaders = Vec::new();
             for id in &running {
                 leaders.push(self.status(*id).await.map(|s| s.leader).unwrap_or(0));

@@ -15,6 +15,7 @@ use raftkv_proto::raftkvpeer::{RaftBytes, ReadIndexRequest};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::MAX_PEER_MESSAGE_BYTES;
+use crate::faults::{Lost, NetFaults};
 
 /// Talking to a peer failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -41,6 +42,15 @@ pub enum PeerError {
 }
 
 impl PeerError {
+    /// A message the test-only fault plan lost: looks like a timeout, so nobody assumes it
+    /// was not delivered.
+    fn lost(lost: Lost) -> Self {
+        PeerError::Rpc {
+            code: tonic::Code::DeadlineExceeded,
+            message: lost.to_string(),
+        }
+    }
+
     fn rpc(status: tonic::Status) -> Self {
         let source = std::error::Error::source(&status)
             .map(|s| format!(": {s:?}"))
@@ -73,6 +83,7 @@ pub struct PeerConnections {
     /// Held only to look up or insert a channel, never across an `.await`.
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     connect_timeout: Duration,
+    faults: NetFaults,
 }
 
 impl PeerConnections {
@@ -81,7 +92,31 @@ impl PeerConnections {
         Self {
             channels: Arc::default(),
             connect_timeout,
+            faults: NetFaults::default(),
         }
+    }
+
+    /// The test-only network faults every peer call goes through (a no-op without the
+    /// `failpoints` feature).
+    pub fn faults(&self) -> &NetFaults {
+        &self.faults
+    }
+
+    /// Run one peer call through the fault plan: it may be delayed, lost before it
+    /// leaves, or its answer lost after the peer acted.
+    async fn call<T>(
+        &self,
+        url: &str,
+        timeout: Duration,
+        call: impl Future<Output = Result<T, PeerError>>,
+    ) -> Result<T, PeerError> {
+        self.faults
+            .before_request(url, timeout, false)
+            .await
+            .map_err(PeerError::lost)?;
+        let answer = call.await?;
+        self.faults.after_response(url).map_err(PeerError::lost)?;
+        Ok(answer)
     }
 
     /// The channel to `url`, created on first use.
@@ -122,11 +157,12 @@ impl PeerConnections {
     ) -> Result<Result<Option<LogId>, Error>, PeerError> {
         let mut request = tonic::Request::new(ReadIndexRequest {});
         request.set_timeout(timeout);
+        let mut client = self.client(url)?;
         let answer = self
-            .client(url)?
-            .read_index(request)
-            .await
-            .map_err(PeerError::rpc)?;
+            .call(url, timeout, async {
+                client.read_index(request).await.map_err(PeerError::rpc)
+            })
+            .await?;
         codec::decode(&answer.into_inner().data).map_err(|e| PeerError::Codec(e.to_string()))
     }
 
@@ -141,7 +177,12 @@ impl PeerConnections {
         let data = codec::encode(command).map_err(|e| PeerError::Codec(e.to_string()))?;
         let mut request = tonic::Request::new(RaftBytes { data });
         request.set_timeout(timeout);
-        let answer = self.client(url)?.forward(request).await.map_err(PeerError::rpc)?;
+        let mut client = self.client(url)?;
+        let answer = self
+            .call(url, timeout, async {
+                client.forward(request).await.map_err(PeerError::rpc)
+            })
+            .await?;
         codec::decode(&answer.into_inner().data).map_err(|e| PeerError::Codec(e.to_string()))
     }
 }
@@ -157,11 +198,12 @@ impl PeerConnections {
         let data = codec::encode(change).map_err(|e| PeerError::Codec(e.to_string()))?;
         let mut request = tonic::Request::new(RaftBytes { data });
         request.set_timeout(timeout);
+        let mut client = self.client(url)?;
         let answer = self
-            .client(url)?
-            .change_membership(request)
-            .await
-            .map_err(PeerError::rpc)?;
+            .call(url, timeout, async {
+                client.change_membership(request).await.map_err(PeerError::rpc)
+            })
+            .await?;
         codec::decode(&answer.into_inner().data).map_err(|e| PeerError::Codec(e.to_string()))
     }
 }

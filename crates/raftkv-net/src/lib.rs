@@ -14,6 +14,10 @@
 //! - [`KvService`]: etcd's `KV` gRPC service over any [`KvBackend`] (the node implements
 //!   it), with etcd's status codes and texts (`raftkv_proto::status`).
 //!
+//! - [`NetFaults`]: test-only network faults (loss, delay, duplication, partitions) that
+//!   every outgoing peer call goes through; a zero-sized no-op unless the `failpoints`
+//!   feature is on, which also serves `FaultService` on the peer port to switch them.
+//!
 //! openraft's messages travel as bincode bytes inside protobuf (see `proto/peer.proto`).
 //!
 //! ## Caveats
@@ -23,6 +27,9 @@
 
 mod cluster_service;
 mod connections;
+#[cfg(feature = "failpoints")]
+mod fault_service;
+mod faults;
 mod kv_service;
 mod network;
 mod peer_service;
@@ -31,6 +38,9 @@ pub use cluster_service::{
     API_VERSION, AlarmInfo, ClusterBackend, ClusterService, MemberInfo, SnapshotStream, StatusInfo,
 };
 pub use connections::{PeerConnections, PeerError};
+#[cfg(feature = "failpoints")]
+pub use fault_service::FaultService;
+pub use faults::{FaultCounts, Lost, NetFaultPlan, NetFaults};
 pub use kv_service::{KvBackend, KvService};
 pub use network::{PeerClient, PeerNetwork};
 pub use peer_service::{ForwardTarget, PeerService, read_index_error};

@@ -22,6 +22,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 use crate::connections::{PeerConnections, PeerError};
+use crate::faults::NetFaults;
 
 /// Snapshot chunk size: big enough to stream fast, small enough to bound memory.
 const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
@@ -44,6 +45,7 @@ pub struct PeerClient {
     target: NodeId,
     peer_url: String,
     client: Result<RaftPeerClient<Channel>, PeerError>,
+    faults: NetFaults,
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
@@ -54,6 +56,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             target,
             peer_url: node.peer_url.clone(),
             client: self.connections.client(&node.peer_url),
+            faults: self.connections.faults().clone(),
         }
     }
 }
@@ -78,6 +81,26 @@ fn from_status<E: std::error::Error>(status: tonic::Status, entries: u64) -> Rpc
     }
 }
 
+/// The unary Raft RPCs (snapshots stream through `full_snapshot`).
+#[derive(Clone, Copy)]
+enum RaftRpc {
+    AppendEntries,
+    Vote,
+}
+
+impl RaftRpc {
+    async fn send(
+        self,
+        mut client: RaftPeerClient<Channel>,
+        request: tonic::Request<RaftBytes>,
+    ) -> Result<tonic::Response<RaftBytes>, tonic::Status> {
+        match self {
+            RaftRpc::AppendEntries => client.append_entries(request).await,
+            RaftRpc::Vote => client.vote(request).await,
+        }
+    }
+}
+
 impl PeerClient {
     fn client(&self) -> Result<RaftPeerClient<Channel>, Unreachable> {
         self.client.clone().map_err(|e| Unreachable::new(&e))
@@ -85,13 +108,10 @@ impl PeerClient {
 
     async fn unary<Req, Resp, E>(
         &mut self,
+        rpc: RaftRpc,
         request: &Req,
         timeout: Duration,
         entries: u64,
-        call: impl AsyncFnOnce(
-            RaftPeerClient<Channel>,
-            tonic::Request<RaftBytes>,
-        ) -> Result<tonic::Response<RaftBytes>, tonic::Status>,
     ) -> Result<Resp, RpcError<RaftError<NodeId, E>>>
     where
         Req: serde::Serialize,
@@ -100,9 +120,28 @@ impl PeerClient {
     {
         let client = self.client().map_err(RPCError::Unreachable)?;
         let data = codec::encode(request).map_err(|e| network(&e))?;
+        let duplicate = self
+            .faults
+            .before_request(&self.peer_url, timeout, true)
+            .await
+            .map_err(|lost| network(&lost))?;
+        if let Some(after) = duplicate {
+            // Test-only: the same message again, later and out of order; its answer is
+            // ignored, as a duplicated packet's would be.
+            let (client, data) = (client.clone(), data.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                let mut req = tonic::Request::new(RaftBytes { data });
+                req.set_timeout(timeout);
+                let _ = rpc.send(client, req).await;
+            });
+        }
         let mut req = tonic::Request::new(RaftBytes { data });
         req.set_timeout(timeout);
-        let answer = call(client, req).await.map_err(|s| from_status(s, entries))?;
+        let answer = rpc.send(client, req).await.map_err(|s| from_status(s, entries))?;
+        self.faults
+            .after_response(&self.peer_url)
+            .map_err(|lost| network(&lost))?;
         let result: Result<Resp, RaftError<NodeId, E>> =
             codec::decode(&answer.into_inner().data).map_err(|e| network(&e))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
@@ -117,10 +156,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError<RaftError<NodeId>>> {
         let entries = rpc.entries.len() as u64;
-        self.unary(&rpc, option.hard_ttl(), entries, async |mut c, r| {
-            c.append_entries(r).await
-        })
-        .await
+        self.unary(RaftRpc::AppendEntries, &rpc, option.hard_ttl(), entries)
+            .await
     }
 
     async fn install_snapshot(
@@ -142,8 +179,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcError<RaftError<NodeId>>> {
-        self.unary(&rpc, option.hard_ttl(), 0, async |mut c, r| c.vote(r).await)
-            .await
+        self.unary(RaftRpc::Vote, &rpc, option.hard_ttl(), 0).await
     }
 
     #[tracing::instrument(level = "info", skip_all, fields(target = self.target, snapshot = %snapshot.meta.snapshot_id))]
@@ -155,6 +191,10 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
         let mut client = self.client().map_err(StreamingError::Unreachable)?;
+        self.faults
+            .before_request(&self.peer_url, option.hard_ttl(), false)
+            .await
+            .map_err(|lost| NetworkError::new(&lost))?;
         let header = codec::encode(&(vote, snapshot.meta.clone())).map_err(|e| NetworkError::new(&e))?;
         let mut file = snapshot.snapshot;
         file.rewind().await.map_err(|e| NetworkError::new(&e))?;
@@ -211,6 +251,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             RPCError::Network(n) => StreamingError::Network(n),
             other => StreamingError::Network(NetworkError::new(&other)),
         })?;
+        self.faults
+            .after_response(&self.peer_url)
+            .map_err(|lost| NetworkError::new(&lost))?;
         let result: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> =
             codec::decode(&answer.into_inner().data).map_err(|e| NetworkError::new(&e))?;
         result.map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))

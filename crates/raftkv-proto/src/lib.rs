@@ -3,14 +3,16 @@
 //! - [`etcdserverpb`] / [`mvccpb`]: etcd v3's client API (same packages, names and field
 //!   numbers as etcd), so `etcdctl` and etcd clients talk to raftkv unchanged.
 //! - [`raftkvpeer`]: the Raft peer protocol between raftkv nodes.
+//! - [`raftkvfaults`]: the test-only fault-injection service (served only by builds
+//!   with the `failpoints` feature).
 //! - [`convert`]: the mapping between the etcd messages and raftkv-core's types, shared by
 //!   the server side (`raftkv-net`) and the client crate, so both map alike.
 //!
 //! Code generation runs in `build.rs` with protox (pure Rust): no system `protoc`.
 //!
 //! ## Caveats
-//! - Only the services raftkv implements are declared; etcd's Watch, Lease, Cluster,
-//!   Maintenance and Auth arrive with the issues that implement them.
+//! - Only the services raftkv implements are declared; etcd's Watch, Lease, Auth, Lock
+//!   and Election arrive with the issues that implement them.
 
 #![allow(missing_docs, clippy::all)]
 
@@ -27,6 +29,11 @@ pub mod etcdserverpb {
 /// raftkv's peer protocol.
 pub mod raftkvpeer {
     tonic::include_proto!("raftkvpeer");
+}
+
+/// Test-only fault injection (served only by `failpoints` builds).
+pub mod raftkvfaults {
+    tonic::include_proto!("raftkvfaults");
 }
 
 pub mod convert;

@@ -40,6 +40,7 @@ mod compaction_pins;
 pub mod compactor;
 pub mod durable;
 pub mod error;
+pub mod failpoints;
 pub mod keys;
 pub mod log_store;
 pub mod mvcc;

@@ -56,7 +56,8 @@ impl Syncer {
                 while let Ok(first) = rx.recv() {
                     let mut waiting = vec![first];
                     waiting.extend(rx.try_iter());
-                    let outcome = db.sync().map_err(|e| std::io::Error::other(e.to_string()));
+                    let outcome = crate::failpoints::check("log-flush")
+                        .and_then(|()| db.sync().map_err(|e| std::io::Error::other(e.to_string())));
                     for done in waiting {
                         done(match &outcome {
                             Ok(()) => Ok(()),
@@ -218,6 +219,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         let bytes = codec::encode(vote).map_err(vote_write)?;
         self.meta.insert(VOTE, bytes).map_err(vote_write)?;
+        crate::failpoints::check("vote-save").map_err(vote_write)?;
         self.sync_now().await.map_err(vote_write)
     }
 

@@ -51,6 +51,7 @@ impl StateMachine {
     }
 
     fn apply_entries(&mut self, entries: impl IntoIterator<Item = Entry>) -> Result<Vec<Response>> {
+        crate::failpoints::check("sm-apply")?;
         let tree = self.shared.tree();
         let compacted_before = self.shared.compact_revision();
         let mut applier = Applier::new(&tree, self.shared.revision(), compacted_before);

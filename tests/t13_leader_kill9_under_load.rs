@@ -1,0 +1,78 @@
+//! The leader process is SIGKILLed under load, again and again, and restarted each time:
+//! the history stays linearizable, no acknowledged write is lost, a new leader is agreed
+//! within the README's failover bound every time, and clients get answers (errors while
+//! there is no leader), not hangs.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::faults::Faults;
+use support::process::ProcessCluster;
+use support::scenario::{CLIENT_DEADLINE, FAILOVER_BOUND, SERVER_FLAGS, Scenario, Verdict, read_back};
+use support::workload::{Workload, WorkloadOptions};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_repeatedly_under_load_stays_linearizable() {
+    let mut scenario = Scenario::begin("leader_kill9", Duration::from_secs(60));
+    let mut cluster = ProcessCluster::start(3, SERVER_FLAGS);
+    let faults = Faults::new(&cluster, scenario.seed);
+    cluster.agreed_leader(Duration::from_secs(30)).await;
+    let options = WorkloadOptions {
+        client_deadline: CLIENT_DEADLINE,
+        seed: scenario.seed,
+        ..WorkloadOptions::default()
+    };
+    let keys = options.keys;
+    let workload = Workload::start(cluster.client_urls(), options);
+    workload
+        .wait_for_writes(50, Duration::from_secs(20))
+        .await
+        .unwrap();
+
+    let mut rounds = 0;
+    while rounds < 2 || scenario.time_left() {
+        let leader = cluster.agreed_leader(FAILOVER_BOUND).await;
+        tokio::time::sleep(
+            scenario
+                .rng
+                .between(Duration::from_millis(300), Duration::from_secs(3)),
+        )
+        .await;
+        faults.harvest(leader).await;
+        let killed_at = Instant::now();
+        cluster.kill(leader);
+        faults.count_event();
+        let new_leader = cluster.agreed_leader(FAILOVER_BOUND * 2).await;
+        scenario.failover(killed_at.elapsed());
+        assert_ne!(new_leader, leader);
+        workload
+            .wait_for_writes(20, Duration::from_secs(15))
+            .await
+            .unwrap_or_else(|e| panic!("no progress under the new leader {new_leader}: {e}"));
+        // Back after a while: it rejoins as a follower and catches up.
+        tokio::time::sleep(scenario.rng.between(Duration::ZERO, Duration::from_secs(2))).await;
+        cluster.restart(leader);
+        rounds += 1;
+    }
+    cluster.agreed_leader(FAILOVER_BOUND).await;
+    workload
+        .wait_for_writes(20, Duration::from_secs(15))
+        .await
+        .unwrap();
+    let (recorder, tallies) = workload.stop().await;
+    let final_reads = read_back(&recorder, &cluster.client_urls(), keys).await;
+    for id in cluster.running() {
+        faults.harvest(id).await;
+    }
+    println!("leader_kill9: {rounds} leaders killed");
+    scenario.verify(Verdict {
+        recorder: &recorder,
+        tallies: &tallies,
+        final_reads: &final_reads,
+        injected: faults.injected(),
+        may_hang: &[],
+    });
+}
