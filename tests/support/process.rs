@@ -186,6 +186,29 @@ impl ProcessCluster {
         );
     }
 
+    /// Wait for node `id` to exit by itself (a fatal storage error, an abort); its exit
+    /// status, or `None` if it is still running at the deadline.
+    pub async fn wait_for_exit(&mut self, id: u64, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let node = self.nodes.get_mut(&id).unwrap();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = node.child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                node.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Position of node `id` in [`Self::client_urls`].
+    pub fn endpoint(&self, id: u64) -> usize {
+        self.nodes.keys().position(|k| *k == id).unwrap()
+    }
+
     pub fn pause(&mut self, id: u64) {
         self.nodes.get_mut(&id).unwrap().signal(libc::SIGSTOP);
     }
