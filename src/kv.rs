@@ -114,7 +114,7 @@ impl Node {
     #[tracing::instrument(level = "debug", skip_all, fields(serializable = req.serializable))]
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
         validate::check_range(&req)?;
-        if !req.serializable {
+        if !req.serializable && !crate::failpoints::skip_read_index() {
             let index = self.inner.read_index.read_index().await?;
             self.applied()
                 .wait_for_timeout(index, self.inner.request_timeout)

@@ -31,6 +31,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod failpoints;
 mod kv;
 mod membership;
 mod node;

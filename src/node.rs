@@ -323,7 +323,11 @@ impl NodeBuilder {
             let router = router.add_service(raftkv_proto::raftkvfaults::faults_server::FaultsServer::new(
                 raftkv_net::FaultService::new(
                     node.inner.connections.faults().clone(),
-                    raftkv_storage::failpoints::FAILPOINTS,
+                    [
+                        raftkv_storage::failpoints::FAILPOINTS,
+                        crate::failpoints::FAILPOINTS,
+                    ]
+                    .concat(),
                     raftkv_storage::failpoints::fired,
                 ),
             ));

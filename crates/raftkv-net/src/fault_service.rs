@@ -16,14 +16,14 @@ use crate::faults::{NetFaultPlan, NetFaults};
 /// The fault-injection service of one node.
 pub struct FaultService {
     network: NetFaults,
-    failpoints: &'static [&'static str],
+    failpoints: Vec<&'static str>,
     storage_faults: fn() -> u64,
 }
 
 impl FaultService {
-    /// A service over `network` and the storage failpoints named in `failpoints`, whose
+    /// A service over `network` and the failpoints named in `failpoints`, whose storage
     /// firings `storage_faults` counts.
-    pub fn new(network: NetFaults, failpoints: &'static [&'static str], storage_faults: fn() -> u64) -> Self {
+    pub fn new(network: NetFaults, failpoints: Vec<&'static str>, storage_faults: fn() -> u64) -> Self {
         Self {
             network,
             failpoints,
