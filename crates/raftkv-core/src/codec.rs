@@ -15,9 +15,31 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
 }
 
 /// Decode a `T` that fills `bytes` exactly.
+///
+/// bincode allocates a string's claimed length before reading it, so a few hostile bytes
+/// claiming 2^60 would abort the process. A byte limit makes it refuse such a claim
+/// first. Valid data never claims more than its own size (only strings and byte buffers
+/// are claimed, each byte of which is in the input), so the limit is the input's size
+/// rounded up to a size class (bincode's limit is a compile-time constant).
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let (value, read) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-        .map_err(|e| CodecError(e.to_string()))?;
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * KIB;
+    match bytes.len() {
+        n if n <= 64 * KIB => decode_limited::<T, { 64 * KIB }>(bytes),
+        n if n <= MIB => decode_limited::<T, MIB>(bytes),
+        n if n <= 16 * MIB => decode_limited::<T, { 16 * MIB }>(bytes),
+        n if n <= 128 * MIB => decode_limited::<T, { 128 * MIB }>(bytes),
+        n if n <= 1024 * MIB => decode_limited::<T, { 1024 * MIB }>(bytes),
+        n => Err(CodecError(format!(
+            "{n} bytes is more than any encoded value may be"
+        ))),
+    }
+}
+
+fn decode_limited<T: DeserializeOwned, const LIMIT: usize>(bytes: &[u8]) -> Result<T, CodecError> {
+    let config = bincode::config::standard().with_limit::<LIMIT>();
+    let (value, read) =
+        bincode::serde::decode_from_slice(bytes, config).map_err(|e| CodecError(e.to_string()))?;
     if read != bytes.len() {
         return Err(CodecError(format!("{} trailing bytes", bytes.len() - read)));
     }
@@ -30,4 +52,174 @@ pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecError
     bincode::serde::encode_into_writer(value, &mut size, bincode::config::standard())
         .map_err(|e| CodecError(e.to_string()))?;
     Ok(size.bytes_written)
+}
+
+/// Bounds on how deep the recursive values nest while they are decoded: transactions in
+/// transactions (requests and answers) and batches of commands or answers. Without them a
+/// few kilobytes of hostile bytes (a peer message, a corrupt log entry) nest deep enough
+/// to overflow the decoding thread's stack, which aborts the process.
+pub(crate) mod nesting {
+    use std::cell::Cell;
+
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer};
+
+    use crate::command::{Command, Response};
+    use crate::kv::{MAX_TXN_NESTING, TxnRequest, TxnResponse};
+
+    /// How deep batches may nest. The proposer never nests them (a forwarded batch is
+    /// refused); one level of slack.
+    const MAX_BATCH_NESTING: usize = 2;
+
+    #[derive(Clone, Copy)]
+    enum Shape {
+        TxnRequest,
+        TxnResponse,
+        Batch,
+    }
+
+    impl Shape {
+        fn limit(self) -> usize {
+            match self {
+                Shape::TxnRequest | Shape::TxnResponse => MAX_TXN_NESTING,
+                Shape::Batch => MAX_BATCH_NESTING,
+            }
+        }
+
+        fn what(self) -> &'static str {
+            match self {
+                Shape::TxnRequest => "transactions",
+                Shape::TxnResponse => "transaction answers",
+                Shape::Batch => "batches",
+            }
+        }
+    }
+
+    thread_local! {
+        /// Levels of each shape being decoded on this thread.
+        static DEPTH: [Cell<usize>; 3] = const { [Cell::new(0), Cell::new(0), Cell::new(0)] };
+    }
+
+    /// One level entered; leaving it (however decoding ends) restores the depth.
+    struct Level(Shape);
+
+    impl Level {
+        fn enter(shape: Shape) -> (Self, usize) {
+            let depth = DEPTH.with(|d| {
+                let cell = &d[shape as usize];
+                cell.set(cell.get() + 1);
+                cell.get()
+            });
+            (Level(shape), depth)
+        }
+    }
+
+    impl Drop for Level {
+        fn drop(&mut self) {
+            DEPTH.with(|d| {
+                let cell = &d[self.0 as usize];
+                cell.set(cell.get().saturating_sub(1));
+            });
+        }
+    }
+
+    fn guarded<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D, shape: Shape) -> Result<T, D::Error> {
+        let (_level, depth) = Level::enter(shape);
+        if depth > shape.limit() {
+            return Err(D::Error::custom(format!(
+                "{} nested deeper than {} levels",
+                shape.what(),
+                shape.limit()
+            )));
+        }
+        T::deserialize(d)
+    }
+
+    pub(crate) fn txn_request<'de, D: Deserializer<'de>>(d: D) -> Result<TxnRequest, D::Error> {
+        guarded(d, Shape::TxnRequest)
+    }
+
+    pub(crate) fn txn_response<'de, D: Deserializer<'de>>(d: D) -> Result<TxnResponse, D::Error> {
+        guarded(d, Shape::TxnResponse)
+    }
+
+    pub(crate) fn commands<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Command>, D::Error> {
+        guarded(d, Shape::Batch)
+    }
+
+    pub(crate) fn responses<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Response>, D::Error> {
+        guarded(d, Shape::Batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claimed_length_beyond_the_input_is_refused_before_allocating() {
+        // A string claiming 2^60 bytes: varint tag 0xFD + u64 little endian.
+        let mut bomb = vec![0xFD];
+        bomb.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        assert!(decode::<String>(&bomb).is_err());
+        let mut bytes_bomb = vec![0xFD];
+        bytes_bomb.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        assert!(decode::<serde_bytes_like::Buf>(&bytes_bomb).is_err());
+    }
+
+    #[test]
+    fn batches_nested_too_deep_are_refused_without_overflowing_the_stack() {
+        use crate::command::{Command, Response};
+        // Each level: variant tag 3 (Batch), then a one-element list.
+        let mut hostile = Vec::new();
+        for _ in 0..100_000 {
+            hostile.extend([3u8, 1]);
+        }
+        hostile.extend([3u8, 0]);
+        let err = decode::<Command>(&hostile).unwrap_err();
+        assert!(err.to_string().contains("nested deeper"), "{err}");
+        assert!(decode::<Response>(&hostile).is_err());
+        // What the proposer makes decodes, and the depth was restored after the refusal.
+        let batch = Command::Batch(vec![Command::Batch(vec![]), Command::Batch(vec![])]);
+        assert_eq!(decode::<Command>(&encode(&batch).unwrap()).unwrap(), batch);
+    }
+
+    #[test]
+    fn values_of_every_size_class_round_trip() {
+        for len in [
+            0,
+            10,
+            64 * 1024 - 16,
+            64 * 1024,
+            2 * 1024 * 1024,
+            20 * 1024 * 1024,
+        ] {
+            let value = "x".repeat(len);
+            let bytes = encode(&value).unwrap();
+            assert_eq!(decode::<String>(&bytes).unwrap(), value, "len {len}");
+        }
+    }
+
+    mod serde_bytes_like {
+        /// A byte buffer decoded through `deserialize_byte_buf`, as `Vec<u8>` fields are
+        /// when they use serde's byte-buffer path.
+        #[derive(Debug)]
+        pub struct Buf;
+
+        impl<'de> serde::Deserialize<'de> for Buf {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl serde::de::Visitor<'_> for V {
+                    type Value = Buf;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("bytes")
+                    }
+                    fn visit_byte_buf<E>(self, _v: Vec<u8>) -> Result<Buf, E> {
+                        Ok(Buf)
+                    }
+                }
+                d.deserialize_byte_buf(V)
+            }
+        }
+    }
 }

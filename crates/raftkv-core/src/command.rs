@@ -23,7 +23,7 @@ pub enum Command {
     Txn(TxnRequest),
     /// Group commit: many client requests in one entry. Each is applied in order and gets
     /// its own revision (if it writes) and its own entry in [`Response::Batch`].
-    Batch(Vec<Command>),
+    Batch(#[serde(deserialize_with = "crate::codec::nesting::commands")] Vec<Command>),
     /// etcd Compact.
     Compact(CompactionRequest),
     /// Grant a lease. The id is chosen before proposing, so every replica agrees.
@@ -68,7 +68,7 @@ pub enum Response {
     /// Answer to [`Command::Txn`].
     Txn(TxnResponse),
     /// Answer to [`Command::Batch`], one per request, in order.
-    Batch(Vec<Response>),
+    Batch(#[serde(deserialize_with = "crate::codec::nesting::responses")] Vec<Response>),
     /// Answer to [`Command::Compact`].
     Compact(CompactionResponse),
     /// Answer to the lease and membership-attribute commands: the revision after apply.

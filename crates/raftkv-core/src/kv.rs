@@ -317,50 +317,13 @@ pub enum RequestOp {
     /// A delete.
     DeleteRange(DeleteRangeRequest),
     /// A nested transaction.
-    Txn(#[serde(deserialize_with = "nesting::deserialize_nested_txn")] TxnRequest),
+    Txn(#[serde(deserialize_with = "crate::codec::nesting::txn_request")] TxnRequest),
 }
 
 /// How deep transactions may nest. The etcd wire protocol cannot carry more (protobuf
 /// decoders stop at 100 nested messages, about 50 transaction levels); this bound keeps a
 /// hostile peer's bincode message from exhausting the stack while it is decoded.
 pub const MAX_TXN_NESTING: usize = 64;
-
-mod nesting {
-    use std::cell::Cell;
-
-    use serde::{Deserialize, Deserializer, de::Error};
-
-    use super::{MAX_TXN_NESTING, TxnRequest};
-
-    thread_local! {
-        /// Transactions being decoded on this thread, outermost first.
-        static DEPTH: Cell<usize> = const { Cell::new(0) };
-    }
-
-    /// Restores the depth however decoding of one level ends.
-    struct Level;
-
-    impl Drop for Level {
-        fn drop(&mut self) {
-            DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
-        }
-    }
-
-    pub(super) fn deserialize_nested_txn<'de, D: Deserializer<'de>>(d: D) -> Result<TxnRequest, D::Error> {
-        let depth = DEPTH.with(|c| {
-            let depth = c.get() + 1;
-            c.set(depth);
-            depth
-        });
-        let _level = Level;
-        if depth > MAX_TXN_NESTING {
-            return Err(D::Error::custom(format!(
-                "transactions nested deeper than {MAX_TXN_NESTING} levels"
-            )));
-        }
-        TxnRequest::deserialize(d)
-    }
-}
 
 /// The answer to one [`RequestOp`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -372,7 +335,7 @@ pub enum ResponseOp {
     /// Answer to a delete.
     DeleteRange(DeleteRangeResponse),
     /// Answer to a nested transaction.
-    Txn(TxnResponse),
+    Txn(#[serde(deserialize_with = "crate::codec::nesting::txn_response")] TxnResponse),
 }
 
 /// etcd's `TxnRequest`: if every compare holds, run `success`, else `failure`.
