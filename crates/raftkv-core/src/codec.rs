@@ -18,18 +18,20 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
 ///
 /// bincode allocates a string's claimed length before reading it, so a few hostile bytes
 /// claiming 2^60 would abort the process. A byte limit makes it refuse such a claim
-/// first. Valid data never claims more than its own size (only strings and byte buffers
-/// are claimed, each byte of which is in the input), so the limit is the input's size
-/// rounded up to a size class (bincode's limit is a compile-time constant).
+/// first. The limit counts values at their size in memory (every integer or length 8
+/// bytes, every enum tag 4, however few bytes encode them), so valid data may count up
+/// to 8 times its encoded size: the limit is 16 times the input's size class (bincode's
+/// limit is a compile-time constant). Nothing raftkv encodes is larger than a peer
+/// message or a snapshot frame (64 MiB); bigger input is refused outright.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     const KIB: usize = 1024;
     const MIB: usize = 1024 * KIB;
+    const AMPLIFICATION: usize = 16;
     match bytes.len() {
-        n if n <= 64 * KIB => decode_limited::<T, { 64 * KIB }>(bytes),
-        n if n <= MIB => decode_limited::<T, MIB>(bytes),
-        n if n <= 16 * MIB => decode_limited::<T, { 16 * MIB }>(bytes),
-        n if n <= 128 * MIB => decode_limited::<T, { 128 * MIB }>(bytes),
-        n if n <= 1024 * MIB => decode_limited::<T, { 1024 * MIB }>(bytes),
+        n if n <= 64 * KIB => decode_limited::<T, { AMPLIFICATION * 64 * KIB }>(bytes),
+        n if n <= MIB => decode_limited::<T, { AMPLIFICATION * MIB }>(bytes),
+        n if n <= 16 * MIB => decode_limited::<T, { AMPLIFICATION * 16 * MIB }>(bytes),
+        n if n <= 128 * MIB => decode_limited::<T, { AMPLIFICATION * 128 * MIB }>(bytes),
         n => Err(CodecError(format!(
             "{n} bytes is more than any encoded value may be"
         ))),
@@ -182,6 +184,17 @@ mod tests {
         // What the proposer makes decodes, and the depth was restored after the refusal.
         let batch = Command::Batch(vec![Command::Batch(vec![]), Command::Batch(vec![])]);
         assert_eq!(decode::<Command>(&encode(&batch).unwrap()).unwrap(), batch);
+    }
+
+    #[test]
+    fn values_made_of_small_numbers_decode_at_the_top_of_each_class() {
+        // One byte on the wire, 8 counted by the limit: the worst case for valid data.
+        for len in [64 * 1024 / 2, 1024 * 1024 / 2, 16 * 1024 * 1024 / 2] {
+            let value: Vec<u64> = vec![1; len];
+            let bytes = encode(&value).unwrap();
+            assert!(bytes.len() <= 2 * len);
+            assert_eq!(decode::<Vec<u64>>(&bytes).unwrap().len(), len);
+        }
     }
 
     #[test]
