@@ -21,6 +21,12 @@ fi
 
 # `failpoints`: the servers the tests start serve the test-only fault-injection service
 # (network faults, storage failpoints) the reliability scenarios switch at run time.
+# The fault scenarios append their summary lines here; printed at the end.
+reliability_log="${CARGO_TARGET_DIR:-target}/tmp/reliability.log"
+rm -f "$reliability_log"
 cargo test --workspace --locked --features failpoints
 # The benchmarks, once each in test mode: they keep compiling and working.
 cargo test --benches --locked --features failpoints
+
+echo "== reliability: faults injected and operations checked in this run (RELIABILITY.md)"
+cat "$reliability_log"

@@ -59,11 +59,11 @@ async fn checker_rejects_the_history_of_a_leader_serving_stale_reads() {
              for seconds: {stats:?}",
             history.len()
         ),
-        Err(violation) => println!(
+        Err(violation) => support::scenario::summary(&format!(
             "RELIABILITY checker_canary seed={} ops={} violation_found=yes ({})",
             scenario.seed,
             history.len(),
             violation.to_string().lines().next().unwrap_or_default()
-        ),
+        )),
     }
 }

@@ -191,7 +191,7 @@ impl Scenario {
             self.name
         );
         let max_failover = self.failovers.iter().max().copied().unwrap_or_default();
-        println!(
+        summary(&format!(
             "RELIABILITY {} seed={} secs={} ops={} acked_writes={} unknown={} checked={} keys={} {} \
              failovers={} max_failover_ms={} hangs=0 violations=0",
             self.name,
@@ -205,6 +205,17 @@ impl Scenario {
             verdict.injected,
             self.failovers.len(),
             max_failover.as_millis(),
-        );
+        ));
+    }
+}
+
+/// Print a scenario's summary line and append it to `<target>/tmp/reliability.log`, which
+/// `scripts/test.sh` prints at the end of a run (the counts RELIABILITY.md quotes).
+pub fn summary(line: &str) {
+    use std::io::Write;
+    println!("{line}");
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("reliability.log");
+    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = writeln!(file, "{line}");
     }
 }

@@ -580,8 +580,15 @@ async fn sigkill_crash_loop_loses_no_acknowledged_append() {
         total_acks > 0,
         "seed={seed}: the child made no progress in {rounds} rounds (no ack at all)"
     );
-    println!(
+    let line = format!(
         "RELIABILITY crash_loop seed={seed} rounds={rounds} kills={kills} acked={total_acks} violations=0 secs={:.1}",
         started.elapsed().as_secs_f64()
     );
+    println!("{line}");
+    // scripts/test.sh prints this file at the end of a run (RELIABILITY.md's counts).
+    let log = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("reliability.log");
+    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+        use std::io::Write;
+        let _ = writeln!(file, "{line}");
+    }
 }
