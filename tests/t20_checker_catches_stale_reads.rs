@@ -47,6 +47,10 @@ async fn checker_rejects_the_history_of_a_leader_serving_stale_reads() {
         .wait_for_writes(100, Duration::from_secs(30))
         .await
         .unwrap();
+    // The old leader's own clients spend most of the partition waiting on writes that
+    // cannot commit; read every key from it directly too, after those acknowledged writes.
+    let answered = stale_reads_from(&cluster.url(leader), keys, workload.recorder()).await;
+    assert!(answered > 0, "the isolated leader answered no read");
     faults.heal(&all).await;
     cluster.agreed_leader(FAILOVER_BOUND * 2).await;
     let (recorder, _tallies) = workload.stop().await;
@@ -66,4 +70,31 @@ async fn checker_rejects_the_history_of_a_leader_serving_stale_reads() {
             violation.to_string().lines().next().unwrap_or_default()
         )),
     }
+}
+
+/// Read every key from `url` (recorded as gets of client 1,000), a few times over; how
+/// many reads it answered.
+async fn stale_reads_from(url: &str, keys: usize, recorder: &history::Recorder) -> usize {
+    use raftkv_proto::etcdserverpb::RangeRequest;
+    use raftkv_proto::etcdserverpb::kv_client::KvClient;
+    let mut answered = 0;
+    let Ok(mut kv) = KvClient::connect(url.to_string()).await else {
+        return 0;
+    };
+    for _ in 0..3 {
+        for i in 0..keys {
+            let key = support::workload::key(i);
+            let pending = recorder.invoke(1_000, history::OpKind::get(key.clone()));
+            let request = RangeRequest {
+                key,
+                ..RangeRequest::default()
+            };
+            if let Ok(Ok(answer)) = tokio::time::timeout(CLIENT_DEADLINE, kv.range(request)).await {
+                let value = answer.into_inner().kvs.into_iter().next().map(|kv| kv.value);
+                recorder.complete(pending, history::Outcome::Ok(value));
+                answered += 1;
+            }
+        }
+    }
+    answered
 }

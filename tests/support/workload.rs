@@ -145,6 +145,11 @@ impl Workload {
         }
     }
 
+    /// The recorder the clients write to (a test may record its own operations too).
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
+    }
+
     pub fn acked_writes(&self) -> u64 {
         self.acked_writes.load(Ordering::Relaxed)
     }
