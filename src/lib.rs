@@ -22,11 +22,21 @@
 //! A cluster: give each node a peer address and the same initial member list
 //! (`NodeBuilder::initial_cluster`); writes on any node are forwarded to the leader,
 //! linearizable reads on any node use the read-index protocol. With a client address the
-//! node also serves etcd's KV gRPC API (`etcdctl` works against it).
+//! node also serves etcd's KV and Watch gRPC APIs (`etcdctl` works against it).
+//!
+//! Watches (`Node::watch`, and etcd's Watch over gRPC) are served by every node from its
+//! own applied history: events in revision order, no gaps, history replayed for a start
+//! revision in the past, slow watchers replayed from the history instead of slowing
+//! writes (see `watch.rs`).
 //!
 //! ## Caveats
 //! - openraft 0.9 has no leadership transfer: stopping the leader costs one election
 //!   timeout of unavailability for writes.
+//! - A watch is served from the node it was made on, without a Raft round: on a lagging
+//!   follower it lags too (its responses say how far it is). A [`WatchStream`] holds the
+//!   node (and its store) until dropped, even after `shutdown` ended it.
+//! - Physical compaction at `C` removes revision `C`'s history, so watches start at
+//!   `C + 1` at the oldest (etcd also serves `C`); `compact_revision` says `C + 1`.
 
 #![warn(missing_docs)]
 
@@ -37,9 +47,13 @@ mod membership;
 mod node;
 mod publish;
 mod read_index;
+mod watch;
 
 pub use membership::Member;
 pub use node::{Bootstrap, DEFAULT_QUOTA_BYTES, MAX_APPLY_LAG, Node, NodeBuilder, NodeMetrics, StorageStats};
 pub use raftkv_core::kv::*;
 pub use raftkv_core::validate::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS, Limits};
+pub use raftkv_core::watch::{Event, EventType, INVALID_WATCH_ID, WatchId, WatchRequest, WatchResponse};
 pub use raftkv_core::{Error, IndexCell, ProposerConfig, RequestError, Result, Watermark};
+pub use raftkv_storage::WatchConfig;
+pub use watch::{WatchCounts, WatchStream};

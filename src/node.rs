@@ -1,5 +1,6 @@
 //! [`Node`] and [`NodeBuilder`]: opening the store, starting openraft and the gRPC
-//! servers (peer protocol, and etcd's KV service when a client address is given),
+//! servers (peer protocol, and etcd's KV, Watch, Cluster and Maintenance services when a
+//! client address is given),
 //! bootstrapping or joining a cluster, publishing this member's client URLs, shutdown.
 
 use std::collections::BTreeMap;
@@ -11,12 +12,13 @@ use std::time::Duration;
 use raftkv_core::types::{MemberNode, NodeId, Raft};
 use raftkv_core::validate::Limits;
 use raftkv_core::{Error, Proposer, ProposerConfig, Result, Watermark};
-use raftkv_net::{ClusterService, KvService, PeerConnections, PeerNetwork, PeerService};
+use raftkv_net::{ClusterService, KvService, PeerConnections, PeerNetwork, PeerService, WatchService};
 use raftkv_proto::etcdserverpb::cluster_server::ClusterServer;
 use raftkv_proto::etcdserverpb::kv_server::KvServer;
 use raftkv_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use raftkv_proto::etcdserverpb::watch_server::WatchServer;
 use raftkv_proto::raftkvpeer::raft_peer_server::RaftPeerServer;
-use raftkv_storage::{KvReader, LogStore, StateShared, Store, StoreOptions};
+use raftkv_storage::{KvReader, LogStore, StateShared, Store, StoreOptions, WatchConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -72,6 +74,7 @@ pub struct NodeBuilder {
     bootstrap: Bootstrap,
     name: String,
     quota_bytes: u64,
+    watch: WatchConfig,
 }
 
 impl Default for NodeBuilder {
@@ -94,6 +97,7 @@ impl Default for NodeBuilder {
             bootstrap: Bootstrap::SingleNode,
             name: String::new(),
             quota_bytes: DEFAULT_QUOTA_BYTES,
+            watch: WatchConfig::default(),
         }
     }
 }
@@ -216,6 +220,14 @@ impl NodeBuilder {
         self
     }
 
+    /// Watch limits: events and bytes one watcher may have queued before it is moved to
+    /// history replay, and the progress-notification interval (defaults: 1024 events,
+    /// 4 MiB, 10 minutes as etcd).
+    pub fn watch_config(mut self, config: WatchConfig) -> Self {
+        self.watch = config;
+        self
+    }
+
     /// Build a snapshot (and purge the log behind it) every this many entries.
     pub fn snapshot_every_entries(mut self, entries: u64) -> Self {
         self.snapshot_every_entries = entries;
@@ -262,6 +274,7 @@ impl NodeBuilder {
             .map_err(|e| Error::Internal(e.to_string()))?
             .map_err(|e| Error::Storage(e.to_string()))?;
         let log = store.log.clone();
+        store.shared.watch_hub().configure(self.watch);
         let config = openraft::Config {
             cluster_name: "raftkv".into(),
             heartbeat_interval: self.heartbeat_interval.as_millis() as u64,
@@ -338,7 +351,8 @@ impl NodeBuilder {
             let cluster = ClusterService::new(backend.clone());
             let router = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
-                .add_service(KvServer::new(KvService::new(backend)))
+                .add_service(KvServer::new(KvService::new(backend.clone())))
+                .add_service(WatchServer::new(WatchService::new(backend.clone())))
                 .add_service(ClusterServer::new(cluster.clone()))
                 .add_service(MaintenanceServer::new(cluster));
             spawn_server(&node, "client", router, listener, shutdown_rx.clone());
@@ -723,6 +737,8 @@ impl Node {
     /// dropped). In-flight requests fail; acknowledged writes are already durable.
     pub async fn shutdown(&self) {
         let _ = self.inner.shutdown.send(true);
+        // Watch streams never finish on their own: end them, so the servers can drain.
+        self.inner.shared.watch_hub().close();
         // The servers stop accepting and finish the requests in flight (bounded).
         let servers: Vec<_> = self.inner.servers.lock().drain(..).collect();
         for server in servers {

@@ -1,6 +1,6 @@
 //! # raftkv-client: a client for raftkv, and for any etcd v3 server
 //!
-//! The client speaks etcd v3's gRPC KV API (Range, Put, DeleteRange, Txn, Compact) and
+//! The client speaks etcd v3's gRPC KV API (Range, Put, DeleteRange, Txn, Compact), Watch and
 //! its Cluster and Maintenance APIs (members, status, alarms, hashes, snapshots), so the
 //! same code talks to a raftkv cluster and to a real etcd. It gives the same KV API as an
 //! embedded raftkv node and answers with raftkv-core's types; the administrative calls
@@ -26,6 +26,8 @@
 //!   [`Client::status_of`]), alarms, defragment, [`HashKv`], `move_leader`.
 //! - [`snapshot`]: [`Client::snapshot`] streams a member's state into a writer and checks
 //!   the stream's framing (data, then a 32-byte SHA-256).
+//! - [`watch`]: [`Client::watch`] gives a [`Watcher`] that resumes by itself after a broken
+//!   connection, on another endpoint, from the next revision it has not delivered.
 //! - `endpoints`: the endpoint set, one long-lived lazy gRPC channel
 //!   per server, and which server the client prefers (an atomic index).
 //! - `retry`: the decisions of the retry loop as pure functions: what a
@@ -57,8 +59,11 @@
 //! retries there, follows no hint, and leaves the client's preferred endpoint alone.
 //!
 //! ## Caveats
-//! - KV, Cluster and Maintenance only: no Watch, Lease or Auth yet, and no
+//! - KV, Watch, Cluster and Maintenance only: no Lease or Auth yet, and no
 //!   authentication.
+//! - A [`Watcher`] retries a broken stream forever (with backoff, endpoint after
+//!   endpoint), as etcd's client does; it ends only on a verdict (canceled, compacted, a
+//!   request error) or when dropped.
 //! - A snapshot's SHA-256 is checked for presence and length, not recomputed (the crate
 //!   takes no hashing dependency); [`Snapshot::sha256`] lets the caller verify it.
 //! - Status, alarms, Defragment and HashKV are about the member that answers; except for
@@ -85,6 +90,7 @@ pub mod error;
 pub mod maintenance;
 mod retry;
 pub mod snapshot;
+pub mod watch;
 
 pub use client::{Client, ClientOptions};
 pub use cluster::{Member, MemberListResponse};
@@ -95,6 +101,8 @@ pub use raftkv_core::kv::{
     KeyValue, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp,
     Revision, SortOrder, SortTarget, TxnRequest, TxnResponse,
 };
+pub use raftkv_core::watch::{Event, EventType, WatchRequest, WatchResponse};
 /// The errors a server answers with (carried by [`ClientError::Server`]).
 pub use raftkv_core::{Error as ServerError, RequestError};
 pub use snapshot::Snapshot;
+pub use watch::Watcher;

@@ -19,6 +19,9 @@
 //!   proposals are in flight into one entry, bounded in count and bytes.
 //! - [`validate`]: checks a request before it is proposed, so a bad request is refused
 //!   with a typed error and never reaches the log.
+//! - [`watch`]: etcd's Watch vocabulary (requests, events, responses) and
+//!   [`WatchSession`], the interface between the servers of watch streams and the storage
+//!   that feeds them.
 //!
 //! ## Caveats
 //! - Lease and compaction commands are defined here so the log format does not change
@@ -35,6 +38,7 @@ pub mod membership;
 pub mod proposer;
 pub mod types;
 pub mod validate;
+pub mod watch;
 pub mod watermark;
 
 pub use command::{Command, Response};
@@ -43,4 +47,5 @@ pub use kv::*;
 pub use membership::MembershipChange;
 pub use proposer::{Proposer, ProposerConfig, ProposerStats};
 pub use types::{MemberNode, NodeId, TypeConfig};
+pub use watch::{Event, EventType, INVALID_WATCH_ID, WatchId, WatchRequest, WatchResponse, WatchSession};
 pub use watermark::{IndexCell, Watermark};

@@ -13,6 +13,9 @@
 //!   read-index requests and proposing writes forwarded by followers.
 //! - [`KvService`]: etcd's `KV` gRPC service over any [`KvBackend`] (the node implements
 //!   it), with etcd's status codes and texts (`raftkv_proto::status`).
+//! - [`WatchService`]: etcd's `Watch` bidirectional stream over any [`WatchBackend`]: one
+//!   task per stream drives the backend's watch session and writes the responses, in
+//!   etcd's order, splitting them for watchers that asked for fragments.
 //!
 //! - [`NetFaults`]: test-only network faults (loss, delay, duplication, partitions) that
 //!   every outgoing peer call goes through; a zero-sized no-op unless the `failpoints`
@@ -33,6 +36,7 @@ mod faults;
 mod kv_service;
 mod network;
 mod peer_service;
+mod watch_service;
 
 pub use cluster_service::{
     API_VERSION, AlarmInfo, ClusterBackend, ClusterService, MemberInfo, SnapshotStream, StatusInfo,
@@ -44,6 +48,7 @@ pub use faults::{FaultCounts, Lost, NetFaultPlan, NetFaults};
 pub use kv_service::{KvBackend, KvService};
 pub use network::{PeerClient, PeerNetwork};
 pub use peer_service::{ForwardTarget, PeerService, read_index_error};
+pub use watch_service::{WatchBackend, WatchService};
 
 /// Largest gRPC message a peer sends or accepts (entries are bounded by openraft's
 /// `max_payload_entries`; a single request is at most `max_request_bytes`).

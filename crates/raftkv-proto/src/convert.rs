@@ -3,6 +3,7 @@
 //! sender's mistake); everything else is a plain `From`.
 
 use raftkv_core::kv as core;
+use raftkv_core::watch;
 
 use crate::etcdserverpb as pb;
 use crate::mvccpb;
@@ -447,6 +448,162 @@ impl From<core::CompactionResponse> for pb::CompactionResponse {
     }
 }
 
+impl From<watch::Event> for mvccpb::Event {
+    fn from(e: watch::Event) -> Self {
+        let kind = match e.kind {
+            watch::EventType::Put => mvccpb::event::EventType::Put,
+            watch::EventType::Delete => mvccpb::event::EventType::Delete,
+        };
+        Self {
+            r#type: kind as i32,
+            kv: Some(e.kv.into()),
+            prev_kv: e.prev_kv.map(Into::into),
+        }
+    }
+}
+
+impl TryFrom<mvccpb::Event> for watch::Event {
+    type Error = InvalidMessage;
+    fn try_from(e: mvccpb::Event) -> Result<Self, InvalidMessage> {
+        let kind = match mvccpb::event::EventType::try_from(e.r#type) {
+            Ok(mvccpb::event::EventType::Put) => watch::EventType::Put,
+            Ok(mvccpb::event::EventType::Delete) => watch::EventType::Delete,
+            Err(_) => return Err(InvalidMessage(format!("unknown event type {}", e.r#type))),
+        };
+        Ok(Self {
+            kind,
+            kv: e.kv.map(Into::into).unwrap_or_default(),
+            prev_kv: e.prev_kv.map(Into::into),
+        })
+    }
+}
+
+/// etcd ignores filter values it does not know; so do we.
+impl From<pb::WatchCreateRequest> for watch::WatchRequest {
+    fn from(r: pb::WatchCreateRequest) -> Self {
+        use pb::watch_create_request::FilterType;
+        let has = |f: FilterType| r.filters.contains(&(f as i32));
+        Self {
+            no_put: has(FilterType::Noput),
+            no_delete: has(FilterType::Nodelete),
+            key: r.key,
+            range_end: r.range_end,
+            start_revision: r.start_revision,
+            progress_notify: r.progress_notify,
+            prev_kv: r.prev_kv,
+            watch_id: r.watch_id,
+            fragment: r.fragment,
+        }
+    }
+}
+
+impl From<watch::WatchRequest> for pb::WatchCreateRequest {
+    fn from(r: watch::WatchRequest) -> Self {
+        use pb::watch_create_request::FilterType;
+        let mut filters = Vec::new();
+        if r.no_put {
+            filters.push(FilterType::Noput as i32);
+        }
+        if r.no_delete {
+            filters.push(FilterType::Nodelete as i32);
+        }
+        Self {
+            key: r.key,
+            range_end: r.range_end,
+            start_revision: r.start_revision,
+            progress_notify: r.progress_notify,
+            filters,
+            prev_kv: r.prev_kv,
+            watch_id: r.watch_id,
+            fragment: r.fragment,
+        }
+    }
+}
+
+impl From<watch::WatchResponse> for pb::WatchResponse {
+    fn from(r: watch::WatchResponse) -> Self {
+        Self {
+            header: Some(r.header.into()),
+            watch_id: r.watch_id,
+            created: r.created,
+            canceled: r.canceled,
+            compact_revision: r.compact_revision,
+            cancel_reason: r.cancel_reason,
+            fragment: r.fragment,
+            events: r.events.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl TryFrom<pb::WatchResponse> for watch::WatchResponse {
+    type Error = InvalidMessage;
+    fn try_from(r: pb::WatchResponse) -> Result<Self, InvalidMessage> {
+        Ok(Self {
+            header: header_from(r.header),
+            watch_id: r.watch_id,
+            created: r.created,
+            canceled: r.canceled,
+            compact_revision: r.compact_revision,
+            cancel_reason: r.cancel_reason,
+            fragment: r.fragment,
+            events: r
+                .events
+                .into_iter()
+                .map(watch::Event::try_from)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+/// etcd's `sendFragments`: a response of at least `max_bytes` (encoded) with two or more
+/// events is split into several, each under `max_bytes` where a single event allows, all
+/// but the last marked `fragment`; the client joins them back into one. Anything else is
+/// returned whole.
+pub fn fragment_watch_response(response: pb::WatchResponse, max_bytes: usize) -> Vec<pb::WatchResponse> {
+    use prost::Message;
+    if response.encoded_len() < max_bytes || response.events.len() < 2 {
+        return vec![response];
+    }
+    let pb::WatchResponse {
+        header,
+        watch_id,
+        created,
+        canceled,
+        compact_revision,
+        cancel_reason,
+        events,
+        ..
+    } = response;
+    let empty = pb::WatchResponse {
+        header,
+        watch_id,
+        created,
+        canceled,
+        compact_revision,
+        cancel_reason,
+        fragment: true,
+        events: Vec::new(),
+    };
+    let base = empty.encoded_len();
+    let mut out = Vec::new();
+    let mut current = empty.clone();
+    let mut size = base;
+    for event in events {
+        // Field 11, length-delimited: a one-byte tag, the length, the event.
+        let len = event.encoded_len();
+        let event_size = 1 + prost::encoding::encoded_len_varint(len as u64) + len;
+        if !current.events.is_empty() && size + event_size >= max_bytes {
+            out.push(std::mem::replace(&mut current, empty.clone()));
+            size = base;
+        }
+        size += event_size;
+        current.events.push(event);
+    }
+    current.fragment = false;
+    out.push(current);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -474,6 +631,74 @@ mod tests {
         };
         let wire: pb::TxnRequest = txn.clone().into();
         assert_eq!(core::TxnRequest::try_from(wire), Ok(txn));
+    }
+
+    #[test]
+    fn watch_messages_round_trip() {
+        let req = watch::WatchRequest::prefix("p")
+            .with_start_revision(7)
+            .with_no_delete(true)
+            .with_prev_kv(true)
+            .with_watch_id(3);
+        let wire = pb::WatchCreateRequest::from(req.clone());
+        assert_eq!(wire.filters, vec![1]);
+        assert_eq!(watch::WatchRequest::from(wire), req);
+        let resp = watch::WatchResponse {
+            watch_id: 3,
+            events: vec![watch::Event {
+                kind: watch::EventType::Delete,
+                kv: core::KeyValue {
+                    key: b"p1".to_vec(),
+                    mod_revision: 9,
+                    ..core::KeyValue::default()
+                },
+                prev_kv: Some(core::KeyValue {
+                    key: b"p1".to_vec(),
+                    value: b"v".to_vec(),
+                    ..core::KeyValue::default()
+                }),
+            }],
+            ..watch::WatchResponse::default()
+        };
+        let wire = pb::WatchResponse::from(resp.clone());
+        assert_eq!(watch::WatchResponse::try_from(wire), Ok(resp));
+        let bad = mvccpb::Event {
+            r#type: 7,
+            ..mvccpb::Event::default()
+        };
+        assert!(watch::Event::try_from(bad).is_err());
+    }
+
+    #[test]
+    fn large_watch_responses_are_fragmented_and_small_ones_are_not() {
+        use prost::Message;
+        let event = |i: u8| mvccpb::Event {
+            kv: Some(mvccpb::KeyValue {
+                key: vec![i],
+                value: vec![i; 100],
+                mod_revision: 5,
+                ..mvccpb::KeyValue::default()
+            }),
+            ..mvccpb::Event::default()
+        };
+        let response = pb::WatchResponse {
+            watch_id: 2,
+            events: (0..10).map(event).collect(),
+            ..pb::WatchResponse::default()
+        };
+        assert_eq!(fragment_watch_response(response.clone(), 1 << 20).len(), 1);
+        let parts = fragment_watch_response(response.clone(), 350);
+        assert!(parts.len() >= 3, "{}", parts.len());
+        for (i, part) in parts.iter().enumerate() {
+            assert_eq!(part.fragment, i + 1 < parts.len());
+            assert_eq!(part.watch_id, 2);
+            assert!(part.encoded_len() < 350, "{}", part.encoded_len());
+        }
+        let joined: Vec<_> = parts.into_iter().flat_map(|p| p.events).collect();
+        assert_eq!(joined, response.events);
+        // A single event larger than the limit still goes, alone.
+        let parts = fragment_watch_response(response.clone(), 10);
+        assert_eq!(parts.len(), 10);
     }
 
     #[test]

@@ -11,16 +11,22 @@
 //! missing key for `ignore_value`, say) changes nothing. A request that writes takes the
 //! next revision; all its writes share it, told apart by a sub-revision. A request that
 //! changes nothing (a delete that matched no key, a read-only txn) leaves the revision.
+//!
+//! Writes of keys a watcher covers also become watch events ([`EventCollector`]), staged
+//! with the request's writes and kept only if it succeeds; the state machine publishes
+//! them once the batch is applied.
 
 use std::collections::BTreeMap;
 
 use raftkv_core::RequestError;
 use raftkv_core::codec;
 use raftkv_core::kv::*;
+use raftkv_core::watch::Event;
 
 use crate::error::Error;
 use crate::keys;
 use crate::mvcc::{self, VersionRecord};
+use crate::watch_events::EventCollector;
 
 /// Why applying one request stopped: its own fault (answered to the client, nothing
 /// written) or the storage's (fatal for the node).
@@ -59,6 +65,8 @@ pub(crate) struct Applier<'a> {
     /// Revision after the requests applied so far.
     pub(crate) revision: Revision,
     compact_revision: Revision,
+    /// Watch events of the requests applied so far.
+    pub(crate) watch: EventCollector,
 }
 
 /// The staged writes of one client request.
@@ -67,6 +75,7 @@ struct RequestScope {
     next_sub: u32,
     writes: Vec<(Vec<u8>, Vec<u8>)>,
     overlay: KeyState,
+    events: Vec<Event>,
 }
 
 impl<'a> Applier<'a> {
@@ -77,6 +86,7 @@ impl<'a> Applier<'a> {
             overlay: KeyState::new(),
             revision,
             compact_revision,
+            watch: EventCollector::default(),
         }
     }
 
@@ -90,6 +100,7 @@ impl<'a> Applier<'a> {
             next_sub: 0,
             writes: Vec::new(),
             overlay: KeyState::new(),
+            events: Vec::new(),
         });
         match exec(self, &mut scope) {
             Ok(value) => {
@@ -100,6 +111,7 @@ impl<'a> Applier<'a> {
                         self.batch.insert(k, v);
                     }
                     self.overlay.extend(scope.overlay);
+                    self.watch.events.extend(scope.events);
                 }
                 Ok(Ok((value, self.revision)))
             }
@@ -192,7 +204,7 @@ impl<'a> Applier<'a> {
             value,
             lease,
         };
-        scope.write(&kv.key, Some(kv.clone()))?;
+        scope.write(&self.watch, &kv.key, Some(kv.clone()), prev.as_ref())?;
         Ok(PutResponse {
             header: ResponseHeader::default(),
             prev_kv: if req.prev_kv { prev } else { None },
@@ -206,7 +218,7 @@ impl<'a> Applier<'a> {
     ) -> Result<DeleteRangeResponse, ApplyError> {
         let doomed = self.latest_range(scope, &req.key, &req.range_end)?;
         for kv in &doomed {
-            scope.write(&kv.key, None)?;
+            scope.write(&self.watch, &kv.key, None, Some(kv))?;
         }
         Ok(DeleteRangeResponse {
             header: ResponseHeader::default(),
@@ -288,9 +300,19 @@ impl<'a> Applier<'a> {
 pub(crate) struct RequestScopeHandle(RequestScope);
 
 impl RequestScopeHandle {
-    /// Stage a put (`Some`) or a delete (`None`) of `key` at the request's revision.
-    fn write(&mut self, key: &[u8], state: Option<KeyValue>) -> Result<(), Error> {
+    /// Stage a put (`Some`) or a delete (`None`) of `key` at the request's revision
+    /// (`prev`: the key before it), with its watch event if a watcher covers `key`.
+    fn write(
+        &mut self,
+        watch: &EventCollector,
+        key: &[u8],
+        state: Option<KeyValue>,
+        prev: Option<&KeyValue>,
+    ) -> Result<(), Error> {
         let scope = &mut self.0;
+        if let Some(event) = watch.event(key, scope.revision, state.as_ref(), prev) {
+            scope.events.push(event);
+        }
         let sub = scope.next_sub;
         scope.next_sub += 1;
         let record = match &state {

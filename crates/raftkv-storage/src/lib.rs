@@ -17,6 +17,14 @@
 //!   back while a snapshot build streams the tree (`compaction_pins.rs`).
 //! - `snapshots/` holds the current snapshot file ([`snapshot`]).
 //!
+//! **Watches** are served by every replica from its own applied stream: after each applied
+//! batch the state machine publishes the batch's events to the [`WatchHub`]
+//! (`watch_hub.rs`, etcd's synced watchers), which queues them for the watchers whose key
+//! or range they touch, within a bounded buffer per watcher. A [`LocalWatchSession`]
+//! (`watch_session.rs`, one per watch stream) hands them out, and replays the history
+//! (`watch_history.rs`, the `h` family) for watchers that start in the past or fell
+//! behind, at its consumer's pace; apply never waits for a watcher.
+//!
 //! Both databases and the snapshot format carry [`SCHEMA_VERSION`]; a data directory or
 //! snapshot of another version is refused with [`Error::Schema`] instead of misread.
 //!
@@ -31,6 +39,9 @@
 //!   and lease commands answer "not supported".
 //! - The state machine is synced only before a log purge and around snapshots; after a
 //!   crash openraft replays the log from the last durable applied id.
+//! - Physical compaction at `C` removes the history of revision `C` itself, so a watch
+//!   can start at `C + 1` at the oldest (etcd serves `C` too); a compacted watcher is told
+//!   `C + 1` as its `compact_revision`, the revision to start again from.
 
 #![warn(missing_docs)]
 
@@ -49,6 +60,11 @@ pub mod snapshot;
 mod snapshot_file;
 pub mod state;
 pub mod state_machine;
+mod watch_events;
+mod watch_history;
+pub mod watch_hub;
+mod watch_queue;
+pub mod watch_session;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -67,6 +83,8 @@ pub use log_store::{LogReader, LogStore};
 pub use reader::KvReader;
 pub use state::StateShared;
 pub use state_machine::StateMachine;
+pub use watch_hub::{WatchConfig, WatchHub};
+pub use watch_session::LocalWatchSession;
 
 /// Version of the on-disk layout and the snapshot format.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -191,6 +209,7 @@ impl Store {
             compactor: compactor_wake,
             compaction_stats: Default::default(),
             compaction_budget: AtomicU64::new(u64::MAX),
+            watch_hub: WatchHub::new(revision),
         });
         compactor::spawn(&shared, compactor_woken)?;
         let state_machine = StateMachine::load(shared.clone())?;

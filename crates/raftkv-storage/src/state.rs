@@ -20,6 +20,7 @@ use crate::compactor::{CompactionStats, CompactorWake};
 use crate::durable::DurableDb;
 use crate::error::Result;
 use crate::keys;
+use crate::watch_hub::WatchHub;
 
 /// Key (in sled's default tree) naming the active state-machine generation.
 pub(crate) const ACTIVE_GENERATION: &[u8] = b"active_generation";
@@ -54,6 +55,8 @@ pub struct StateShared {
     pub(crate) compaction_stats: CompactionStats,
     /// Test hook: chunks the compactor may still commit (`u64::MAX`: no limit).
     pub(crate) compaction_budget: AtomicU64,
+    /// This replica's watchers and the events apply publishes to them.
+    pub(crate) watch_hub: WatchHub,
 }
 
 impl StateShared {
@@ -75,6 +78,12 @@ impl StateShared {
     /// The applied-index watermark.
     pub fn applied(&self) -> &Arc<Watermark> {
         &self.applied
+    }
+
+    /// The watch hub: configure it, count watchers, close it on shutdown. Watch streams
+    /// are opened with [`crate::LocalWatchSession::open`].
+    pub fn watch_hub(&self) -> &WatchHub {
+        &self.watch_hub
     }
 
     /// The live keyspace tree.

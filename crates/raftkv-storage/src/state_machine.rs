@@ -8,6 +8,8 @@
 //! except before the log is purged (see `LogStore::purge`) and around snapshots.
 //! Publishing a new compact revision wakes the compactor ([`crate::compactor`]), which
 //! deletes the old versions in the background; apply itself only records the revision.
+//! Once a batch is in the tree and its revision stored, its watch events go to the watch
+//! hub ([`crate::watch_hub`]) in revision order, before the applied watermark advances.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -24,6 +26,7 @@ use crate::error::{Result, sm_write, snapshot_read, snapshot_write};
 use crate::keys::{self, meta};
 use crate::snapshot;
 use crate::state::StateShared;
+use crate::watch_events::EventCollector;
 
 /// The state machine. openraft owns it; readers go through [`crate::KvReader`].
 pub struct StateMachine {
@@ -54,7 +57,9 @@ impl StateMachine {
         crate::failpoints::check("sm-apply")?;
         let tree = self.shared.tree();
         let compacted_before = self.shared.compact_revision();
-        let mut applier = Applier::new(&tree, self.shared.revision(), compacted_before);
+        let revision_before = self.shared.revision();
+        let mut applier = Applier::new(&tree, revision_before, compacted_before);
+        applier.watch = EventCollector::new(self.shared.watch_hub.interest());
         let mut responses = Vec::new();
         let mut membership_changed = false;
         let mut new_cluster_id = None;
@@ -102,6 +107,12 @@ impl StateMachine {
         if compact_revision != compacted_before {
             // Published above: only now may physical deletion up to it begin.
             self.shared.compactor.wake();
+        }
+        if revision != revision_before {
+            let events = std::mem::take(&mut applier.watch.events);
+            self.shared
+                .watch_hub
+                .publish(revision_before + 1, revision, events, applier.watch.generation);
         }
         self.shared.applied.advance(last_applied.index);
         Ok(responses)
@@ -227,10 +238,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let file = snapshot.into_std().await;
         let shared = self.shared.clone();
         let installed_meta = meta.clone();
-        tokio::task::spawn_blocking(move || snapshot::install(&shared, &installed_meta, file))
-            .await
-            .map_err(|e| snapshot_write(std::io::Error::other(e.to_string())))?
-            .map_err(snapshot_write)?;
+        // Watch readers throw away what they read while the tree switches; watchers then
+        // replay the gap from the new tree's history (see `watch_hub.rs`).
+        self.shared.watch_hub.begin_install();
+        let installed =
+            tokio::task::spawn_blocking(move || snapshot::install(&shared, &installed_meta, file))
+                .await
+                .map_err(|e| snapshot_write(std::io::Error::other(e.to_string())));
+        self.shared.watch_hub.end_install(self.shared.revision());
+        installed?.map_err(snapshot_write)?;
         self.last_applied = meta.last_log_id;
         self.last_membership = meta.last_membership.clone();
         Ok(())

@@ -1,0 +1,188 @@
+//! [`WatchService`]: etcd's `Watch` gRPC service (a bidirectional stream) over a
+//! [`WatchBackend`], which hands out one [`WatchSession`] per stream.
+//!
+//! Each `Watch` call gets a task that owns the session and is the only writer of the
+//! response stream: it reads requests (create, cancel, progress) and forwards what the
+//! session yields, one response at a time into a small bounded channel. A client that
+//! stops reading fills that channel; the task then waits, the session stops being polled,
+//! and the node's hub moves the stream's watchers to history replay instead of buffering
+//! (see `raftkv-storage`'s `watch_hub.rs`), so a slow client never slows writes.
+//!
+//! What etcd's server does, this does: the "created" response is sent before anything
+//! else of that watcher; cancel answers "canceled"; an unknown cancel id is ignored; a
+//! client that half-closes its side keeps receiving (the stream ends when the client goes
+//! away); responses of watchers that asked for fragments are split when larger than the
+//! request limit plus gRPC overhead. When the node stops serving watches the stream ends
+//! with etcd's "server stopped".
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use raftkv_core::kv::ResponseHeader;
+use raftkv_core::watch::{WatchId, WatchRequest, WatchResponse, WatchSession};
+use raftkv_proto::convert::fragment_watch_response;
+use raftkv_proto::etcdserverpb as pb;
+use raftkv_proto::etcdserverpb::watch_request::RequestUnion;
+use raftkv_proto::status::text;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+/// Responses of one stream waiting for the client to read them.
+const OUTBOUND_BUFFER: usize = 16;
+
+/// What serves watches (the node).
+pub trait WatchBackend: Send + Sync + 'static {
+    /// One stream's watchers.
+    type Session: WatchSession + 'static;
+    /// A new, empty session.
+    fn watch_session(&self) -> Self::Session;
+    /// The header fields of this member (cluster id, member id, raft term); the revision
+    /// comes from each response.
+    fn watch_header(&self) -> ResponseHeader;
+    /// Responses at least this large (encoded) are split for watchers that asked for
+    /// fragments.
+    fn max_watch_response_bytes(&self) -> usize;
+}
+
+/// The etcd Watch gRPC service.
+pub struct WatchService<B> {
+    backend: Arc<B>,
+}
+
+impl<B: WatchBackend> WatchService<B> {
+    /// Serve `backend`.
+    pub fn new(backend: Arc<B>) -> Self {
+        Self { backend }
+    }
+}
+
+type Outbound = mpsc::Sender<Result<pb::WatchResponse, Status>>;
+
+#[tonic::async_trait]
+impl<B: WatchBackend> pb::watch_server::Watch for WatchService<B> {
+    type WatchStream = ReceiverStream<Result<pb::WatchResponse, Status>>;
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn watch(
+        &self,
+        request: Request<Streaming<pb::WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
+        let stream = WatchStreamTask {
+            session: self.backend.watch_session(),
+            backend: self.backend.clone(),
+            fragmented: HashSet::new(),
+            tx,
+        };
+        tokio::spawn(
+            stream
+                .run(inbound)
+                .instrument(tracing::debug_span!("watch_stream")),
+        );
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// One `Watch` call.
+struct WatchStreamTask<B: WatchBackend> {
+    session: B::Session,
+    backend: Arc<B>,
+    /// Watchers that asked for fragments.
+    fragmented: HashSet<WatchId>,
+    tx: Outbound,
+}
+
+impl<B: WatchBackend> WatchStreamTask<B> {
+    async fn run(mut self, mut inbound: Streaming<pb::WatchRequest>) {
+        let mut inbound_open = true;
+        loop {
+            tokio::select! {
+                biased;
+                () = self.tx.closed() => return,
+                message = inbound.message(), if inbound_open => match message {
+                    Ok(Some(request)) => {
+                        if !self.handle(request).await {
+                            return;
+                        }
+                    }
+                    // etcd keeps serving a stream whose client closed its sending side.
+                    Ok(None) => inbound_open = false,
+                    Err(status) => {
+                        tracing::debug!(%status, "watch stream broke");
+                        return;
+                    }
+                },
+                next = std::future::poll_fn(|cx| self.session.poll_next(cx)) => match next {
+                    Some(response) => {
+                        if !self.send(response).await {
+                            return;
+                        }
+                    }
+                    None => {
+                        let _ = self.tx.send(Err(Status::unavailable(text::STOPPED))).await;
+                        return;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Handle one request; returns false once the client is gone.
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn handle(&mut self, request: pb::WatchRequest) -> bool {
+        match request.request_union {
+            Some(RequestUnion::CreateRequest(create)) => {
+                let request = WatchRequest::from(create);
+                tracing::debug!(
+                    key_len = request.key.len(),
+                    start_revision = request.start_revision,
+                    "watch create"
+                );
+                let fragment = request.fragment;
+                let created = self.session.create(request);
+                if fragment && !created.canceled {
+                    self.fragmented.insert(created.watch_id);
+                }
+                self.send(created).await
+            }
+            Some(RequestUnion::CancelRequest(cancel)) => match self.session.cancel(cancel.watch_id) {
+                Some(canceled) => self.send(canceled).await,
+                None => true,
+            },
+            Some(RequestUnion::ProgressRequest(_)) => {
+                self.session.request_progress();
+                true
+            }
+            // etcd ignores a request it does not understand rather than ending the stream.
+            None => true,
+        }
+    }
+
+    /// Send one response (in fragments if its watcher asked); returns false once the
+    /// client is gone.
+    async fn send(&mut self, response: WatchResponse) -> bool {
+        let (watch_id, canceled) = (response.watch_id, response.canceled);
+        let revision = response.header.revision;
+        let mut wire = pb::WatchResponse::from(response);
+        let mut header = pb::ResponseHeader::from(self.backend.watch_header());
+        header.revision = revision;
+        wire.header = Some(header);
+        let parts = if self.fragmented.contains(&watch_id) {
+            fragment_watch_response(wire, self.backend.max_watch_response_bytes())
+        } else {
+            vec![wire]
+        };
+        if canceled {
+            self.fragmented.remove(&watch_id);
+        }
+        for part in parts {
+            if self.tx.send(Ok(part)).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
