@@ -7,9 +7,12 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use raftkv_core::kv::*;
-use raftkv_core::{Command, Error, MembershipChange, RequestError, Response, Result, validate};
+use raftkv_core::lease::LeaseInfo;
+use raftkv_core::{
+    Command, Error, LeaseAnswer, LeaseCall, MembershipChange, RequestError, Response, Result, validate,
+};
 use raftkv_net::{
-    AlarmInfo, ClusterBackend, ForwardTarget, KvBackend, MemberInfo, SnapshotStream, StatusInfo,
+    AlarmInfo, ClusterBackend, ForwardTarget, KvBackend, LeaseBackend, MemberInfo, SnapshotStream, StatusInfo,
 };
 
 use crate::node::Node;
@@ -62,7 +65,7 @@ impl ForwardTarget for Node {
     async fn propose_forwarded(&self, command: Command) -> Result<(Response, u64)> {
         // A leader does not trust a follower's checks. Followers forward client requests,
         // compactions and their own published client URLs; batches are made only by the
-        // leader's proposer, and lease commands are not requests a follower forwards.
+        // leader's proposer, and lease commands travel through the `Lease` call.
         match &command {
             Command::Put(_) | Command::DeleteRange(_) | Command::Txn(_) => {
                 validate::check_command(&command, &self.inner.limits)?;
@@ -104,6 +107,67 @@ impl ForwardTarget for Node {
 
     async fn change_membership_forwarded(&self, change: MembershipChange) -> Result<()> {
         self.change_members_here(change).await
+    }
+
+    async fn lease_forwarded(&self, call: LeaseCall) -> Result<LeaseAnswer> {
+        // Answered here or not at all: a forwarded call is never forwarded again.
+        let leader = self.inner.raft.metrics().borrow().current_leader;
+        if leader != Some(self.id()) {
+            return Err(Error::NotLeader {
+                leader_id: leader,
+                leader_client_urls: Vec::new(),
+            });
+        }
+        match call {
+            LeaseCall::Grant { id, ttl } => {
+                if id == 0 {
+                    return Err(
+                        RequestError::Unsupported("a forwarded grant must name its lease id".into()).into(),
+                    );
+                }
+                if self.lease_ttl(ttl)? != ttl {
+                    return Err(RequestError::Unsupported(format!(
+                        "a forwarded grant's TTL of {ttl} s is out of range"
+                    ))
+                    .into());
+                }
+                let command = Command::LeaseGrant { id, ttl };
+                self.admit_write(&command)?;
+                let (response, term) = self.propose_here(command).await?;
+                Ok(LeaseAnswer::Written { response, term })
+            }
+            LeaseCall::Revoke { id } => {
+                let command = Command::LeaseRevoke { id };
+                self.admit_write(&command)?;
+                let (response, term) = self.propose_here(command).await?;
+                Ok(LeaseAnswer::Written { response, term })
+            }
+            call => self.lease_call_here(call).await,
+        }
+    }
+}
+
+impl LeaseBackend for Node {
+    async fn lease_grant(&self, id: i64, ttl: i64) -> Result<(ResponseHeader, i64, i64)> {
+        let granted = Node::lease_grant(self, id, ttl).await?;
+        Ok((granted.header, granted.id, granted.ttl))
+    }
+
+    async fn lease_revoke(&self, id: i64) -> Result<ResponseHeader> {
+        Node::lease_revoke(self, id).await
+    }
+
+    async fn lease_keep_alive(&self, id: i64) -> Result<(ResponseHeader, i64)> {
+        let renewed = Node::lease_keep_alive(self, id).await?;
+        Ok((renewed.header, renewed.ttl))
+    }
+
+    async fn lease_time_to_live(&self, id: i64, keys: bool) -> Result<(ResponseHeader, LeaseInfo)> {
+        Node::lease_time_to_live(self, id, keys).await
+    }
+
+    async fn lease_list(&self) -> Result<(ResponseHeader, Vec<i64>)> {
+        Node::leases(self).await
     }
 }
 

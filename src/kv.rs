@@ -167,10 +167,18 @@ impl Node {
                 Some(leader) => {
                     let url = crate::membership::peer_url_of(&self.inner.raft, leader)?;
                     let remaining = deadline.saturating_duration_since(Instant::now());
-                    let forwarded = tokio::time::timeout_at(
-                        deadline,
-                        self.inner.connections.forward(&url, &command, remaining),
-                    )
+                    let forwarded = tokio::time::timeout_at(deadline, async {
+                        match crate::lease::forwarded_as_lease_call(&command) {
+                            // Lease commands go through the peer protocol's `Lease` call.
+                            Some(call) => self
+                                .inner
+                                .connections
+                                .lease(&url, &call, remaining)
+                                .await
+                                .map(|answer| answer.and_then(crate::lease::written)),
+                            None => self.inner.connections.forward(&url, &command, remaining).await,
+                        }
+                    })
                     .await
                     .map_err(|_| unknown())?;
                     match forwarded {

@@ -43,15 +43,21 @@
 mod backend;
 mod failpoints;
 mod kv;
+mod lease;
 mod membership;
 mod node;
 mod publish;
 mod read_index;
 mod watch;
 
+pub use lease::LeaseGrant;
 pub use membership::Member;
-pub use node::{Bootstrap, DEFAULT_QUOTA_BYTES, MAX_APPLY_LAG, Node, NodeBuilder, NodeMetrics, StorageStats};
+pub use node::{
+    Bootstrap, DEFAULT_LEASE_CHECKPOINT_INTERVAL, DEFAULT_QUOTA_BYTES, MAX_APPLY_LAG, Node, NodeBuilder,
+    NodeMetrics, StorageStats,
+};
 pub use raftkv_core::kv::*;
+pub use raftkv_core::lease::LeaseInfo;
 pub use raftkv_core::validate::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS, Limits};
 pub use raftkv_core::watch::{Event, EventType, INVALID_WATCH_ID, WatchId, WatchRequest, WatchResponse};
 pub use raftkv_core::{Error, IndexCell, ProposerConfig, RequestError, Result, Watermark};

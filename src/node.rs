@@ -12,9 +12,12 @@ use std::time::Duration;
 use raftkv_core::types::{MemberNode, NodeId, Raft};
 use raftkv_core::validate::Limits;
 use raftkv_core::{Error, Proposer, ProposerConfig, Result, Watermark};
-use raftkv_net::{ClusterService, KvService, PeerConnections, PeerNetwork, PeerService, WatchService};
+use raftkv_net::{
+    ClusterService, KvService, LeaseService, PeerConnections, PeerNetwork, PeerService, WatchService,
+};
 use raftkv_proto::etcdserverpb::cluster_server::ClusterServer;
 use raftkv_proto::etcdserverpb::kv_server::KvServer;
+use raftkv_proto::etcdserverpb::lease_server::LeaseServer;
 use raftkv_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use raftkv_proto::etcdserverpb::watch_server::WatchServer;
 use raftkv_proto::raftkvpeer::raft_peer_server::RaftPeerServer;
@@ -22,6 +25,7 @@ use raftkv_storage::{KvReader, LogStore, StateShared, Store, StoreOptions, Watch
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::lease::LeaseManager;
 use crate::read_index::ReadIndexBatcher;
 
 /// How a node becomes part of a cluster on its very first start.
@@ -75,6 +79,7 @@ pub struct NodeBuilder {
     name: String,
     quota_bytes: u64,
     watch: WatchConfig,
+    lease_checkpoint_interval: Duration,
 }
 
 impl Default for NodeBuilder {
@@ -98,6 +103,7 @@ impl Default for NodeBuilder {
             name: String::new(),
             quota_bytes: DEFAULT_QUOTA_BYTES,
             watch: WatchConfig::default(),
+            lease_checkpoint_interval: DEFAULT_LEASE_CHECKPOINT_INTERVAL,
         }
     }
 }
@@ -228,6 +234,15 @@ impl NodeBuilder {
         self
     }
 
+    /// How often the leader records every lease's remaining TTL in the log (default 5 s),
+    /// so a new leader resumes leases from there instead of their full TTL. A lease not
+    /// kept alive expires at most this much plus the failover time late after a leader
+    /// change.
+    pub fn lease_checkpoint_interval(mut self, interval: Duration) -> Self {
+        self.lease_checkpoint_interval = interval.max(Duration::from_millis(100));
+        self
+    }
+
     /// Build a snapshot (and purge the log behind it) every this many entries.
     pub fn snapshot_every_entries(mut self, entries: u64) -> Self {
         self.snapshot_every_entries = entries;
@@ -321,6 +336,7 @@ impl NodeBuilder {
                 alarm: AtomicBool::new(false),
                 checked_at_ms: AtomicU64::new(0),
             },
+            leases: LeaseManager::new(self.lease_checkpoint_interval, self.election_timeout.0),
         });
         let node = Node { inner };
 
@@ -353,6 +369,7 @@ impl NodeBuilder {
                 .tcp_nodelay(true)
                 .add_service(KvServer::new(KvService::new(backend.clone())))
                 .add_service(WatchServer::new(WatchService::new(backend.clone())))
+                .add_service(LeaseServer::new(LeaseService::new(backend.clone())))
                 .add_service(ClusterServer::new(cluster.clone()))
                 .add_service(MaintenanceServer::new(cluster));
             spawn_server(&node, "client", router, listener, shutdown_rx.clone());
@@ -397,6 +414,10 @@ impl NodeBuilder {
                 }
             }
         }
+        tokio::spawn(crate::lease::run(
+            Arc::downgrade(&node.inner),
+            shutdown_rx.clone(),
+        ));
         if !client_urls.is_empty() {
             tokio::spawn(crate::publish::publish_client_urls(
                 node.clone(),
@@ -468,7 +489,12 @@ pub(crate) struct NodeInner {
     pub(crate) servers: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub(crate) data_dir: PathBuf,
     pub(crate) quota: Quota,
+    /// The leader's lease deadlines (`lease.rs`).
+    pub(crate) leases: LeaseManager,
 }
+
+/// Default interval of lease checkpoints.
+pub const DEFAULT_LEASE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// etcd's default backend quota.
 pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;

@@ -26,6 +26,8 @@
 //!   [`Client::status_of`]), alarms, defragment, [`HashKv`], `move_leader`.
 //! - [`snapshot`]: [`Client::snapshot`] streams a member's state into a writer and checks
 //!   the stream's framing (data, then a 32-byte SHA-256).
+//! - [`lease`]: grant, revoke, time-to-live, list, and [`Client::keep_alive`], a
+//!   [`LeaseKeeper`] renewing a lease every third of its TTL until dropped.
 //! - [`watch`]: [`Client::watch`] gives a [`Watcher`] that resumes by itself after a broken
 //!   connection, on another endpoint, from the next revision it has not delivered.
 //! - `endpoints`: the endpoint set, one long-lived lazy gRPC channel
@@ -59,8 +61,8 @@
 //! retries there, follows no hint, and leaves the client's preferred endpoint alone.
 //!
 //! ## Caveats
-//! - KV, Watch, Cluster and Maintenance only: no Lease or Auth yet, and no
-//!   authentication.
+//! - KV, Watch, Lease, Cluster and Maintenance only: no Auth, Lock or Election yet, and
+//!   no authentication.
 //! - A [`Watcher`] retries a broken stream forever (with backoff, endpoint after
 //!   endpoint), as etcd's client does; it ends only on a verdict (canceled, compacted, a
 //!   request error) or when dropped.
@@ -87,6 +89,7 @@ pub mod client;
 pub mod cluster;
 mod endpoints;
 pub mod error;
+pub mod lease;
 pub mod maintenance;
 mod retry;
 pub mod snapshot;
@@ -95,6 +98,7 @@ pub mod watch;
 pub use client::{Client, ClientOptions};
 pub use cluster::{Member, MemberListResponse};
 pub use error::{ClientError, Result};
+pub use lease::{KeepAliveState, LeaseGrant, LeaseKeeper, LeaseTimeToLive};
 pub use maintenance::{Alarm, AlarmAction, AlarmResponse, AlarmType, HashKv, Status};
 pub use raftkv_core::kv::{
     CompactionResponse, Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse,

@@ -17,6 +17,8 @@
 //! - [`Proposer`]: group commit above openraft. openraft 0.9 appends (and syncs) one
 //!   entry per `client_write`; the proposer packs the requests that arrive while earlier
 //!   proposals are in flight into one entry, bounded in count and bytes.
+//! - [`lease`]: etcd's lease vocabulary ([`LeaseInfo`]) and the lease calls a follower
+//!   forwards to the leader ([`LeaseCall`]), which alone holds lease deadlines.
 //! - [`validate`]: checks a request before it is proposed, so a bad request is refused
 //!   with a typed error and never reaches the log.
 //! - [`watch`]: etcd's Watch vocabulary (requests, events, responses) and
@@ -24,9 +26,8 @@
 //!   that feeds them.
 //!
 //! ## Caveats
-//! - Lease and compaction commands are defined here so the log format does not change
-//!   when they are implemented; which of them the state machine applies today is said in
-//!   `raftkv-storage`.
+//! - The lease commands carry granted and remaining TTLs, never deadlines: time is the
+//!   leader's business (see the root crate's `lease.rs`).
 
 #![warn(missing_docs)]
 
@@ -34,6 +35,7 @@ pub mod codec;
 pub mod command;
 pub mod error;
 pub mod kv;
+pub mod lease;
 pub mod membership;
 pub mod proposer;
 pub mod types;
@@ -44,6 +46,7 @@ pub mod watermark;
 pub use command::{Command, Response};
 pub use error::{Error, RequestError, Result};
 pub use kv::*;
+pub use lease::{LeaseAnswer, LeaseCall, LeaseInfo};
 pub use membership::MembershipChange;
 pub use proposer::{Proposer, ProposerConfig, ProposerStats};
 pub use types::{MemberNode, NodeId, TypeConfig};

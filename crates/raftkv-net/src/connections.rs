@@ -9,7 +9,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use raftkv_core::codec;
 use raftkv_core::types::LogId;
-use raftkv_core::{Command, Error, MembershipChange, Response};
+use raftkv_core::{Command, Error, LeaseAnswer, LeaseCall, MembershipChange, Response};
 use raftkv_proto::raftkvpeer::raft_peer_client::RaftPeerClient;
 use raftkv_proto::raftkvpeer::{RaftBytes, ReadIndexRequest};
 use tonic::transport::{Channel, Endpoint};
@@ -202,6 +202,25 @@ impl PeerConnections {
         let answer = self
             .call(url, timeout, async {
                 client.change_membership(request).await.map_err(PeerError::rpc)
+            })
+            .await?;
+        codec::decode(&answer.into_inner().data).map_err(|e| PeerError::Codec(e.to_string()))
+    }
+
+    /// Ask the leader at `url` to answer a lease call (keep-alive, time-to-live).
+    pub async fn lease(
+        &self,
+        url: &str,
+        call: &LeaseCall,
+        timeout: Duration,
+    ) -> Result<Result<LeaseAnswer, Error>, PeerError> {
+        let data = codec::encode(call).map_err(|e| PeerError::Codec(e.to_string()))?;
+        let mut request = tonic::Request::new(RaftBytes { data });
+        request.set_timeout(timeout);
+        let mut client = self.client(url)?;
+        let answer = self
+            .call(url, timeout, async {
+                client.lease(request).await.map_err(PeerError::rpc)
             })
             .await?;
         codec::decode(&answer.into_inner().data).map_err(|e| PeerError::Codec(e.to_string()))

@@ -10,9 +10,12 @@
 //!   backs off), oversized messages to `PayloadTooLarge` (openraft sends fewer entries),
 //!   the rest to `NetworkError`. Snapshots move as a client stream of bounded chunks.
 //! - [`PeerService`]: the server side of the peer protocol, feeding openraft, answering
-//!   read-index requests and proposing writes forwarded by followers.
+//!   read-index requests, proposing writes forwarded by followers and answering the lease
+//!   calls (keep-alive, time-to-live) they forward.
 //! - [`KvService`]: etcd's `KV` gRPC service over any [`KvBackend`] (the node implements
 //!   it), with etcd's status codes and texts (`raftkv_proto::status`).
+//! - [`LeaseService`]: etcd's `Lease` service over any [`LeaseBackend`]; keep-alives are a
+//!   bidirectional stream answered in order, one task per stream, bounded.
 //! - [`WatchService`]: etcd's `Watch` bidirectional stream over any [`WatchBackend`]: one
 //!   task per stream drives the backend's watch session and writes the responses, in
 //!   etcd's order, splitting them for watchers that asked for fragments.
@@ -34,6 +37,7 @@ mod connections;
 mod fault_service;
 mod faults;
 mod kv_service;
+mod lease_service;
 mod network;
 mod peer_service;
 mod watch_service;
@@ -46,6 +50,7 @@ pub use connections::{PeerConnections, PeerError};
 pub use fault_service::FaultService;
 pub use faults::{FaultCounts, Lost, NetFaultPlan, NetFaults};
 pub use kv_service::{KvBackend, KvService};
+pub use lease_service::{LeaseBackend, LeaseService};
 pub use network::{PeerClient, PeerNetwork};
 pub use peer_service::{ForwardTarget, PeerService, read_index_error};
 pub use watch_service::{WatchBackend, WatchService};

@@ -1,6 +1,6 @@
 //! [`PeerService`]: the server side of the peer protocol. It decodes openraft's messages
 //! and feeds them to the local Raft, answers read-index requests when this node leads,
-//! and proposes writes that followers forward.
+//! proposes writes that followers forward and answers the lease calls they forward.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use openraft::Snapshot;
 use openraft::error::{CheckIsLeaderError, RaftError};
 use raftkv_core::codec;
 use raftkv_core::types::{LogId, MemberNode, NodeId, Raft, TypeConfig};
-use raftkv_core::{Command, Error, MembershipChange, Response};
+use raftkv_core::{Command, Error, LeaseAnswer, LeaseCall, MembershipChange, Response};
 use raftkv_proto::raftkvpeer::raft_peer_server::RaftPeer;
 use raftkv_proto::raftkvpeer::{RaftBytes, ReadIndexRequest, ReadIndexResponse, SnapshotChunk};
 use tokio::io::AsyncWriteExt;
@@ -28,6 +28,9 @@ pub trait ForwardTarget: Send + Sync + 'static {
         &self,
         change: MembershipChange,
     ) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Answer a lease call a follower forwarded (only if this node leads; never forwarded
+    /// again).
+    fn lease_forwarded(&self, call: LeaseCall) -> impl Future<Output = Result<LeaseAnswer, Error>> + Send;
 }
 
 /// The peer gRPC service.
@@ -149,6 +152,13 @@ impl<F: ForwardTarget> RaftPeer for PeerService<F> {
     ) -> Result<GrpcResponse<RaftBytes>, Status> {
         let change: MembershipChange = decode(&request.into_inner().data)?;
         let result = self.forward.change_membership_forwarded(change).await;
+        Ok(GrpcResponse::new(encode(&result)?))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn lease(&self, request: Request<RaftBytes>) -> Result<GrpcResponse<RaftBytes>, Status> {
+        let call: LeaseCall = decode(&request.into_inner().data)?;
+        let result = self.forward.lease_forwarded(call).await;
         Ok(GrpcResponse::new(encode(&result)?))
     }
 }

@@ -11,8 +11,8 @@
 //! Code generation runs in `build.rs` with protox (pure Rust): no system `protoc`.
 //!
 //! ## Caveats
-//! - Only the services raftkv implements are declared; etcd's Lease, Auth, Lock and
-//!   Election arrive with the issues that implement them.
+//! - Only the services raftkv implements are declared; etcd's Auth, Lock and Election
+//!   arrive with the issues that implement them.
 
 #![allow(missing_docs, clippy::all)]
 

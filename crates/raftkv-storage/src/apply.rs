@@ -15,6 +15,10 @@
 //! Writes of keys a watcher covers also become watch events ([`EventCollector`]), staged
 //! with the request's writes and kept only if it succeeds; the state machine publishes
 //! them once the batch is applied.
+//!
+//! Leases: a put names an existing lease or is refused with "lease not found"; every
+//! write of a key moves its attachment (the `a` family) with it, staged like the write
+//! itself. Grants, revokes and checkpoints are applied in `lease_apply.rs`.
 
 use std::collections::BTreeMap;
 
@@ -25,6 +29,7 @@ use raftkv_core::watch::Event;
 
 use crate::error::Error;
 use crate::keys;
+use crate::lease_table::LeaseRecord;
 use crate::mvcc::{self, VersionRecord};
 use crate::watch_events::EventCollector;
 
@@ -58,7 +63,7 @@ type KeyState = BTreeMap<Vec<u8>, Option<KeyValue>>;
 
 /// Writes of one `apply()` call.
 pub(crate) struct Applier<'a> {
-    tree: &'a sled::Tree,
+    pub(crate) tree: &'a sled::Tree,
     pub(crate) batch: sled::Batch,
     /// Latest state of every key written by this call so far (`None`: deleted).
     overlay: KeyState,
@@ -67,15 +72,21 @@ pub(crate) struct Applier<'a> {
     compact_revision: Revision,
     /// Watch events of the requests applied so far.
     pub(crate) watch: EventCollector,
+    /// Leases granted, changed (`Some`) or revoked (`None`) by this call so far.
+    pub(crate) leases: BTreeMap<i64, Option<LeaseRecord>>,
+    /// Attachments made (`true`) or removed (`false`) by this call so far.
+    pub(crate) attachments: BTreeMap<(i64, Vec<u8>), bool>,
 }
 
 /// The staged writes of one client request.
 struct RequestScope {
     revision: Revision,
     next_sub: u32,
-    writes: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Tree writes in order (`None`: remove the tree key).
+    writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     overlay: KeyState,
     events: Vec<Event>,
+    attachments: BTreeMap<(i64, Vec<u8>), bool>,
 }
 
 impl<'a> Applier<'a> {
@@ -87,7 +98,14 @@ impl<'a> Applier<'a> {
             revision,
             compact_revision,
             watch: EventCollector::default(),
+            leases: BTreeMap::new(),
+            attachments: BTreeMap::new(),
         }
+    }
+
+    /// Whether this call changed the lease table.
+    pub(crate) fn leases_changed(&self) -> bool {
+        !self.leases.is_empty()
     }
 
     /// Apply one client request (put, delete-range or txn) atomically.
@@ -101,6 +119,7 @@ impl<'a> Applier<'a> {
             writes: Vec::new(),
             overlay: KeyState::new(),
             events: Vec::new(),
+            attachments: BTreeMap::new(),
         });
         match exec(self, &mut scope) {
             Ok(value) => {
@@ -108,10 +127,14 @@ impl<'a> Applier<'a> {
                 if scope.next_sub > 0 {
                     self.revision = scope.revision;
                     for (k, v) in scope.writes {
-                        self.batch.insert(k, v);
+                        match v {
+                            Some(v) => self.batch.insert(k, v),
+                            None => self.batch.remove(k),
+                        }
                     }
                     self.overlay.extend(scope.overlay);
                     self.watch.events.extend(scope.events);
+                    self.attachments.extend(scope.attachments);
                 }
                 Ok(Ok((value, self.revision)))
             }
@@ -142,7 +165,11 @@ impl<'a> Applier<'a> {
         self.compact_revision
     }
 
-    fn latest(&self, scope: &RequestScopeHandle, key: &[u8]) -> Result<Option<KeyValue>, ApplyError> {
+    pub(crate) fn latest(
+        &self,
+        scope: &RequestScopeHandle,
+        key: &[u8],
+    ) -> Result<Option<KeyValue>, ApplyError> {
         if let Some(state) = scope.0.overlay.get(key).or_else(|| self.overlay.get(key)) {
             return Ok(state.clone());
         }
@@ -183,8 +210,7 @@ impl<'a> Applier<'a> {
         if (req.ignore_value || req.ignore_lease) && prev.is_none() {
             return Err(RequestError::KeyNotFound.into());
         }
-        if req.lease != 0 {
-            // Leases arrive with the lease issue; until then no lease exists.
+        if req.lease != 0 && !req.ignore_lease && self.lease(req.lease)?.is_none() {
             return Err(RequestError::LeaseNotFound(req.lease).into());
         }
         let value = match (&prev, req.ignore_value) {
@@ -302,7 +328,7 @@ pub(crate) struct RequestScopeHandle(RequestScope);
 impl RequestScopeHandle {
     /// Stage a put (`Some`) or a delete (`None`) of `key` at the request's revision
     /// (`prev`: the key before it), with its watch event if a watcher covers `key`.
-    fn write(
+    pub(crate) fn write(
         &mut self,
         watch: &EventCollector,
         key: &[u8],
@@ -315,6 +341,20 @@ impl RequestScopeHandle {
         }
         let sub = scope.next_sub;
         scope.next_sub += 1;
+        let old_lease = prev.map_or(0, |p| p.lease);
+        let new_lease = state.as_ref().map_or(0, |s| s.lease);
+        if old_lease != new_lease {
+            if old_lease != 0 {
+                scope.writes.push((keys::attachment_key(old_lease, key), None));
+                scope.attachments.insert((old_lease, key.to_vec()), false);
+            }
+            if new_lease != 0 {
+                scope
+                    .writes
+                    .push((keys::attachment_key(new_lease, key), Some(Vec::new())));
+                scope.attachments.insert((new_lease, key.to_vec()), true);
+            }
+        }
         let record = match &state {
             Some(kv) => VersionRecord::Put {
                 create_revision: kv.create_revision,
@@ -325,12 +365,14 @@ impl RequestScopeHandle {
             },
             None => VersionRecord::Delete { sub },
         };
-        scope
-            .writes
-            .push((keys::version_key(key, scope.revision), codec::encode(&record)?));
-        scope
-            .writes
-            .push((keys::history_key(scope.revision, sub).to_vec(), key.to_vec()));
+        scope.writes.push((
+            keys::version_key(key, scope.revision),
+            Some(codec::encode(&record)?),
+        ));
+        scope.writes.push((
+            keys::history_key(scope.revision, sub).to_vec(),
+            Some(key.to_vec()),
+        ));
         scope.overlay.insert(key.to_vec(), state);
         Ok(())
     }

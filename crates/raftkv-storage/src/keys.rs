@@ -8,6 +8,11 @@
 //! | `v` escaped(key) 00 00 rev(8, BE)     | [`crate::mvcc::VersionRecord`]: a put or a tombstone of `key` at `rev` |
 //! | `h` rev(8, BE) sub(4, BE)             | the user key changed at (rev, sub): the event history by revision |
 //! | `p` member id(8, BE)                  | a member's published client URLs |
+//! | `l` lease id(8, sign-flipped BE)      | [`crate::lease_table::LeaseRecord`]: granted TTL, last checkpointed remaining TTL |
+//! | `a` lease id(8, sign-flipped BE) key  | empty: `key` (raw user key) is attached to the lease |
+//!
+//! The `a` family is an index: the newest version of `key` names the lease too. It is not
+//! copied into snapshots; an install rebuilds it from the versions it received.
 //!
 //! `escaped(key)` writes each 0x00 byte as 0x00 0xFF and ends with 0x00 0x00. It keeps the
 //! order of user keys (a key sorts before every longer key it prefixes, since the
@@ -29,6 +34,10 @@ pub const VERSION: u8 = b'v';
 pub const HISTORY: u8 = b'h';
 /// Published members family.
 pub const MEMBER: u8 = b'p';
+/// Leases family.
+pub const LEASE: u8 = b'l';
+/// Lease attachments family (lease id, key).
+pub const ATTACHMENT: u8 = b'a';
 
 /// Metadata key names.
 pub mod meta {
@@ -145,6 +154,57 @@ pub fn member_key(id: u64) -> [u8; 9] {
     out
 }
 
+/// Lease ids are i64: flip the sign bit so the big-endian bytes sort like the number.
+fn lease_id_bytes(id: i64) -> [u8; 8] {
+    ((id as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// The lease id encoded by [`lease_id_bytes`] at `bytes[0..8]`.
+fn lease_id_from(bytes: &[u8]) -> Option<i64> {
+    let raw: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+    Some((u64::from_be_bytes(raw) ^ (1 << 63)) as i64)
+}
+
+/// The lease record key of `id`.
+pub fn lease_key(id: i64) -> [u8; 9] {
+    let mut out = [0u8; 9];
+    out[0] = LEASE;
+    out[1..].copy_from_slice(&lease_id_bytes(id));
+    out
+}
+
+/// The lease id of a lease record key.
+pub fn lease_id_of(tree_key: &[u8]) -> Option<i64> {
+    if tree_key.len() != 9 || tree_key[0] != LEASE {
+        return None;
+    }
+    lease_id_from(&tree_key[1..])
+}
+
+/// The prefix of every attachment of lease `id`.
+pub fn attachment_prefix(id: i64) -> [u8; 9] {
+    let mut out = [0u8; 9];
+    out[0] = ATTACHMENT;
+    out[1..].copy_from_slice(&lease_id_bytes(id));
+    out
+}
+
+/// The attachment key of `key` to lease `id`.
+pub fn attachment_key(id: i64, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + key.len());
+    out.extend_from_slice(&attachment_prefix(id));
+    out.extend_from_slice(key);
+    out
+}
+
+/// The user key of an attachment key.
+pub fn attached_user_key(tree_key: &[u8]) -> Option<&[u8]> {
+    if tree_key.first() != Some(&ATTACHMENT) {
+        return None;
+    }
+    tree_key.get(9..)
+}
+
 fn rev_bytes(rev: Revision) -> [u8; 8] {
     // Revisions are >= 1, so the unsigned big-endian form sorts like the number.
     (rev.max(0) as u64).to_be_bytes()
@@ -183,6 +243,21 @@ mod tests {
             let (prefix, rev) = split_version_key(&tree_key).unwrap();
             assert_eq!(rev, 42);
             assert_eq!(decode_user_key(prefix).unwrap(), k.to_vec());
+        }
+    }
+
+    #[test]
+    fn lease_keys_sort_like_ids_and_round_trip() {
+        let ids = [i64::MIN, -5, -1, 1, 7, i64::MAX];
+        let encoded: Vec<_> = ids.iter().map(|id| lease_key(*id)).collect();
+        let mut sorted = encoded.clone();
+        sorted.sort();
+        assert_eq!(encoded, sorted);
+        for id in ids {
+            assert_eq!(lease_id_of(&lease_key(id)), Some(id));
+            let a = attachment_key(id, b"k\x00");
+            assert!(a.starts_with(&attachment_prefix(id)));
+            assert_eq!(attached_user_key(&a), Some(&b"k\x00"[..]));
         }
     }
 

@@ -25,6 +25,11 @@
 //! (`watch_history.rs`, the `h` family) for watchers that start in the past or fell
 //! behind, at its consumer's pace; apply never waits for a watcher.
 //!
+//! **Leases** live in the same tree (`l` records, `a` attachments, see [`keys`]): a grant,
+//! a revoke with the deletes of its keys (one revision) and a checkpoint are applied like
+//! any write; [`KvReader`] answers lease lookups and [`LeaseChanges`] tells the leader's
+//! lease manager when the table changed.
+//!
 //! Both databases and the snapshot format carry [`SCHEMA_VERSION`]; a data directory or
 //! snapshot of another version is refused with [`Error::Schema`] instead of misread.
 //!
@@ -35,8 +40,8 @@
 //!   [`StateShared::physically_compacted`] says how far it got. Deleted records free
 //!   space inside sled's files; when the files themselves shrink is up to sled (no
 //!   defragmentation step of our own).
-//! - Leases are not applied yet: a put with a lease is refused with "lease not found",
-//!   and lease commands answer "not supported".
+//! - Leases (`lease_table.rs`) hold granted and checkpointed remaining TTLs, never
+//!   deadlines: expiry is the leader's decision and arrives as a `LeaseRevoke` entry.
 //! - The state machine is synced only before a log purge and around snapshots; after a
 //!   crash openraft replays the log from the last durable applied id.
 //! - Physical compaction at `C` removes the history of revision `C` itself, so a watch
@@ -53,6 +58,11 @@ pub mod durable;
 pub mod error;
 pub mod failpoints;
 pub mod keys;
+mod lease_apply;
+pub mod lease_table;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod lease_tests;
 pub mod log_store;
 pub mod mvcc;
 pub mod reader;
@@ -79,6 +89,7 @@ use raftkv_core::types::LogId;
 pub use compactor::CompactionStats;
 pub use durable::{DurableDb, SyncStats};
 pub use error::{Error, Result};
+pub use lease_table::{LeaseChanges, LeaseRecord};
 pub use log_store::{LogReader, LogStore};
 pub use reader::KvReader;
 pub use state::StateShared;
@@ -212,12 +223,13 @@ impl Store {
             watch_hub: WatchHub::new(revision),
         });
         compactor::spawn(&shared, compactor_woken)?;
-        let state_machine = StateMachine::load(shared.clone())?;
+        let lease_changes = Arc::new(LeaseChanges::default());
+        let state_machine = StateMachine::load(shared.clone(), lease_changes.clone())?;
         let log = LogStore::open(log_db, shared.clone())?;
         Ok(Self {
             log,
             state_machine,
-            reader: KvReader::new(shared.clone()),
+            reader: KvReader::new(shared.clone(), lease_changes),
             shared,
         })
     }

@@ -14,6 +14,7 @@ use raftkv_core::kv::{KeyValue, RangeRequest, RangeResponse, ResponseHeader, Rev
 use raftkv_core::{Error, RequestError, Watermark, codec};
 
 use crate::keys;
+use crate::lease_table::{self, LeaseChanges, LeaseRecord};
 use crate::mvcc;
 use crate::state::StateShared;
 
@@ -21,6 +22,7 @@ use crate::state::StateShared;
 #[derive(Clone)]
 pub struct KvReader {
     shared: Arc<StateShared>,
+    lease_changes: Arc<LeaseChanges>,
 }
 
 /// Attempts of a read of the current revision that keeps being compacted mid-scan.
@@ -31,8 +33,32 @@ fn storage(e: impl std::fmt::Display) -> Error {
 }
 
 impl KvReader {
-    pub(crate) fn new(shared: Arc<StateShared>) -> Self {
-        Self { shared }
+    pub(crate) fn new(shared: Arc<StateShared>, lease_changes: Arc<LeaseChanges>) -> Self {
+        Self {
+            shared,
+            lease_changes,
+        }
+    }
+
+    /// Lease `id` as applied here (`None`: no such lease).
+    pub fn lease(&self, id: i64) -> Result<Option<LeaseRecord>, Error> {
+        lease_table::get(&self.shared.tree(), id).map_err(storage)
+    }
+
+    /// Every lease applied here, by id.
+    pub fn leases(&self) -> Result<Vec<(i64, LeaseRecord)>, Error> {
+        lease_table::list(&self.shared.tree()).map_err(storage)
+    }
+
+    /// The keys attached to lease `id`, in key order.
+    pub fn lease_keys(&self, id: i64) -> Result<Vec<Vec<u8>>, Error> {
+        lease_table::attached(&self.shared.tree(), id).map_err(storage)
+    }
+
+    /// How many times the lease table has changed here (grows on every grant, revoke,
+    /// checkpoint and snapshot install).
+    pub fn lease_changes(&self) -> u64 {
+        self.lease_changes.get()
     }
 
     /// The newest applied revision.

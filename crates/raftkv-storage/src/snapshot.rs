@@ -17,6 +17,13 @@
 //! why the receiver's compactor still finds the rest). The physical progress itself is
 //! not copied: it belongs to a tree, and the receiver starts from 0.
 //!
+//! **Leases.** The lease records (`l`) are small, unversioned state like the published
+//! members: they are captured with them, between applies. The attachment index (`a`) is
+//! not sent: the install rebuilds it from the versions it receives (the newest version of
+//! each key names its lease). A version-1 snapshot written before leases existed simply
+//! holds no lease records, which is exactly the state it was taken in, so the file format
+//! and [`crate::SCHEMA_VERSION`] stay as they were.
+//!
 //! **File format** (schema version [`crate::SCHEMA_VERSION`]):
 //! `"RAFTKVSN"` (8 bytes), schema version (u32 BE), then frames, each a u32 BE length and
 //! a bincode `Frame`: one `Header`, any number of `Pairs` (raw tree key/value pairs,
@@ -43,6 +50,7 @@ use crate::compaction_pins::CompactionPin;
 use crate::durable::sync_dir;
 use crate::error::{Error, Result};
 use crate::keys::{self, meta};
+use crate::lease_table::AttachmentRebuild;
 use crate::snapshot_file::{
     Frame, FrameReader, FrameWriter, MAGIC, MAX_FRAME_PAIR_BYTES, Pairs, SnapshotHeader, SnapshotMetaOf,
 };
@@ -57,7 +65,8 @@ pub struct SnapshotBuilder {
     membership: StoredMembership,
     revision: Revision,
     compact_revision: Revision,
-    /// Published members and the cluster id, captured with the rest (not versioned).
+    /// Published members, leases and the cluster id, captured with the rest (not
+    /// versioned).
     members: std::result::Result<Pairs, String>,
     /// Holds physical compaction at `compact_revision` until the build ends; shared by the
     /// clones (openraft builds on a clone). The mutex is only taken to move the pin out
@@ -96,6 +105,7 @@ impl SnapshotBuilder {
         let (pin, compact_revision) = CompactionPin::compact_revision(&shared);
         let members = tree
             .scan_prefix([keys::MEMBER])
+            .chain(tree.scan_prefix([keys::LEASE]))
             .chain(
                 tree.get(meta::CLUSTER_ID)
                     .transpose()
@@ -313,6 +323,7 @@ pub(crate) fn install(shared: &StateShared, meta: &SnapshotMetaOf, mut file: Fil
             ),
         });
     }
+    let mut attachments = AttachmentRebuild::default();
     loop {
         let (frame, raw) = reader.next()?;
         tee.write_all(&raw)?;
@@ -320,11 +331,21 @@ pub(crate) fn install(shared: &StateShared, meta: &SnapshotMetaOf, mut file: Fil
             Frame::Pairs(pairs) => {
                 let mut batch = sled::Batch::default();
                 for (k, v) in pairs {
+                    if k.first() == Some(&keys::ATTACHMENT) {
+                        // Rebuilt from the versions below, never taken from the file.
+                        continue;
+                    }
+                    attachments.pair(&k, &v, &mut batch)?;
                     batch.insert(k, v);
                 }
                 tree.apply_batch(batch)?;
             }
-            Frame::End { .. } => break,
+            Frame::End { .. } => {
+                let mut batch = sled::Batch::default();
+                attachments.flush(&mut batch);
+                tree.apply_batch(batch)?;
+                break;
+            }
             Frame::Header(_) => {
                 return Err(Error::Corrupt {
                     what: "snapshot",

@@ -10,6 +10,8 @@
 //! deletes the old versions in the background; apply itself only records the revision.
 //! Once a batch is in the tree and its revision stored, its watch events go to the watch
 //! hub ([`crate::watch_hub`]) in revision order, before the applied watermark advances.
+//! Lease commands are applied like any other (`lease_table.rs`); a batch that changed the
+//! lease table bumps [`LeaseChanges`] once it is visible, and so does a snapshot install.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -19,11 +21,12 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, Snapsh
 use raftkv_core::codec;
 use raftkv_core::kv::{CompactionResponse, ResponseHeader};
 use raftkv_core::types::{Entry, LogId, MemberNode, NodeId, StorageError, StoredMembership, TypeConfig};
-use raftkv_core::{Command, RequestError, Response};
+use raftkv_core::{Command, Response};
 
 use crate::apply::Applier;
 use crate::error::{Result, sm_write, snapshot_read, snapshot_write};
 use crate::keys::{self, meta};
+use crate::lease_table::LeaseChanges;
 use crate::snapshot;
 use crate::state::StateShared;
 use crate::watch_events::EventCollector;
@@ -33,10 +36,11 @@ pub struct StateMachine {
     shared: Arc<StateShared>,
     last_applied: Option<LogId>,
     last_membership: StoredMembership,
+    lease_changes: Arc<LeaseChanges>,
 }
 
 impl StateMachine {
-    pub(crate) fn load(shared: Arc<StateShared>) -> Result<Self> {
+    pub(crate) fn load(shared: Arc<StateShared>, lease_changes: Arc<LeaseChanges>) -> Result<Self> {
         let tree = shared.tree();
         let last_applied = match tree.get(meta::APPLIED)? {
             Some(bytes) => codec::decode(&bytes)?,
@@ -50,6 +54,7 @@ impl StateMachine {
             shared,
             last_applied,
             last_membership,
+            lease_changes,
         })
     }
 
@@ -113,6 +118,9 @@ impl StateMachine {
             self.shared
                 .watch_hub
                 .publish(revision_before + 1, revision, events, applier.watch.generation);
+        }
+        if applier.leases_changed() {
+            self.lease_changes.bump();
         }
         self.shared.applied.advance(last_applied.index);
         Ok(responses)
@@ -192,8 +200,17 @@ fn apply_command(applier: &mut Applier<'_>, command: Command, term: u64) -> Resu
                 revision: applier.revision,
             })
         }
-        Command::LeaseGrant { .. } | Command::LeaseRevoke { .. } | Command::LeaseCheckpoint { .. } => {
-            Err(RequestError::Unsupported("leases are not implemented yet".into()))
+        Command::LeaseGrant { id, ttl } => applier.lease_grant(id, ttl)?.map(|()| Response::Done {
+            revision: applier.revision,
+        }),
+        Command::LeaseRevoke { id } => applier
+            .lease_revoke(id)?
+            .map(|revision| Response::Done { revision }),
+        Command::LeaseCheckpoint { remaining } => {
+            applier.lease_checkpoint(&remaining)?;
+            Ok(Response::Done {
+                revision: applier.revision,
+            })
         }
     };
     Ok(outcome.unwrap_or_else(Response::Rejected))
@@ -246,6 +263,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .await
                 .map_err(|e| snapshot_write(std::io::Error::other(e.to_string())));
         self.shared.watch_hub.end_install(self.shared.revision());
+        self.lease_changes.bump();
         installed?.map_err(snapshot_write)?;
         self.last_applied = meta.last_log_id;
         self.last_membership = meta.last_membership.clone();
