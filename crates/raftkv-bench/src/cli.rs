@@ -64,6 +64,28 @@ pub enum Consistency {
     Serializable,
 }
 
+/// What the `--watchers` watch while the load runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WatchMode {
+    /// Watcher `i` watches the single key `<key-prefix>idle/<i>`, which the load never
+    /// writes: the cost of watchers that receive nothing.
+    #[default]
+    Idle,
+    /// Every watcher watches the whole `<key-prefix>` range, so each receives every
+    /// event the load causes.
+    Written,
+}
+
+impl WatchMode {
+    /// The name used on the command line and in reports: `idle`, `written`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            WatchMode::Idle => "idle",
+            WatchMode::Written => "written",
+        }
+    }
+}
+
 /// The settings of a load run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadConfig {
@@ -87,6 +109,12 @@ pub struct LoadConfig {
     pub key_prefix: String,
     /// Where to write the JSON report, if anywhere.
     pub json: Option<PathBuf>,
+    /// Watchers opened before the measured phase and drained during it (0: none).
+    pub watchers: usize,
+    /// What the watchers watch.
+    pub watch_mode: WatchMode,
+    /// The one server the watchers are opened on; the first of `endpoints` if unset.
+    pub watch_endpoint: Option<String>,
 }
 
 impl LoadConfig {
@@ -103,7 +131,17 @@ impl LoadConfig {
             key_space: 100_000,
             key_prefix: "bench/".to_string(),
             json: None,
+            watchers: 0,
+            watch_mode: WatchMode::Idle,
+            watch_endpoint: None,
         }
+    }
+
+    /// The server the watchers are opened on: `watch_endpoint`, else the first endpoint.
+    pub fn watch_endpoint(&self) -> Option<&str> {
+        self.watch_endpoint
+            .as_deref()
+            .or_else(|| self.endpoints.first().map(String::as_str))
     }
 }
 
@@ -158,6 +196,23 @@ pub enum CliError {
     /// A positional argument where only flags are expected.
     #[error("unexpected argument {0:?}")]
     UnexpectedArgument(String),
+    /// A flag given where it means nothing: a watch flag without watchers, or for
+    /// `floor`.
+    #[error("flag {flag} {reason}")]
+    Misplaced {
+        /// The flag as given.
+        flag: String,
+        /// Why it does not apply, e.g. `needs --watchers N with N > 0`.
+        reason: &'static str,
+    },
+}
+
+/// The most `--watchers` one run opens.
+pub const MAX_WATCHERS: usize = 1_000_000;
+
+/// Whether `flag` is one of the watch flags of the load workloads.
+fn is_watch_flag(flag: &str) -> bool {
+    matches!(flag, "--watchers" | "--watch-mode" | "--watch-endpoint")
 }
 
 /// Parses the arguments after the program name.
@@ -293,6 +348,8 @@ fn parse_endpoints(flag: &str, value: &str) -> Result<Vec<String>, CliError> {
 
 fn parse_load(mut workload: Workload, command: &str, args: Vec<String>) -> Result<Command, CliError> {
     let mut config = LoadConfig::new(workload, Vec::new());
+    // --watch-mode and --watch-endpoint as given: they need watchers.
+    let mut watch_flags = Vec::new();
     let mut flags = Flags {
         command: command.to_string(),
         args: args.into_iter(),
@@ -318,6 +375,9 @@ fn parse_load(mut workload: Workload, command: &str, args: Vec<String>) -> Resul
                 | "--key-prefix"
                 | "--json"
                 | "--consistency"
+                | "--watchers"
+                | "--watch-mode"
+                | "--watch-endpoint"
         );
         if !known || (flag == "--consistency" && !matches!(workload, Workload::Get { .. })) {
             return Err(flags.unknown(flag));
@@ -335,6 +395,28 @@ fn parse_load(mut workload: Workload, command: &str, args: Vec<String>) -> Resul
             "--key-space" => config.key_space = number(&flag, &value, 1)?,
             "--key-prefix" => config.key_prefix = value,
             "--json" => config.json = Some(PathBuf::from(value)),
+            "--watchers" => {
+                config.watchers = number(&flag, &value, 0)?;
+                if config.watchers > MAX_WATCHERS {
+                    return Err(invalid(&flag, &value, format!("must be at most {MAX_WATCHERS}")));
+                }
+            }
+            "--watch-mode" => {
+                config.watch_mode = match value.as_str() {
+                    "idle" => WatchMode::Idle,
+                    "written" => WatchMode::Written,
+                    _ => return Err(invalid(&flag, &value, "expected idle or written")),
+                };
+                watch_flags.push(flag);
+            }
+            "--watch-endpoint" => {
+                let mut endpoints = parse_endpoints(&flag, &value)?;
+                if endpoints.len() != 1 {
+                    return Err(invalid(&flag, &value, "expected one endpoint, not a list"));
+                }
+                config.watch_endpoint = endpoints.pop();
+                watch_flags.push(flag);
+            }
             "--consistency" => {
                 let chosen = match value.as_str() {
                     "l" | "linearizable" => Consistency::Linearizable,
@@ -351,6 +433,14 @@ fn parse_load(mut workload: Workload, command: &str, args: Vec<String>) -> Resul
     if config.endpoints.is_empty() {
         return Err(CliError::MissingFlag("--endpoints"));
     }
+    if config.watchers == 0
+        && let Some(flag) = watch_flags.into_iter().next()
+    {
+        return Err(CliError::Misplaced {
+            flag,
+            reason: "needs --watchers N with N > 0",
+        });
+    }
     config.workload = workload;
     // More connections than clients would leave some idle: cap them.
     config.conns = config.conns.min(config.clients);
@@ -366,6 +456,12 @@ fn parse_floor(command: &str, args: Vec<String>) -> Result<Command, CliError> {
         args: args.into_iter(),
     };
     while let Some((flag, inline)) = flags.next_flag()? {
+        if is_watch_flag(&flag) {
+            return Err(CliError::Misplaced {
+                flag,
+                reason: "is for the load workloads (put, get, txn), not floor",
+            });
+        }
         if !matches!(flag.as_str(), "--dir" | "--count" | "--json") {
             return Err(flags.unknown(flag));
         }

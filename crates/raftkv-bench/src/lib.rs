@@ -27,6 +27,8 @@
 //!   [`workload::run`], all three without a progress line.
 //! - [`keys`]: the per-client xorshift RNG and the key names.
 //! - [`report`]: histogram merge and percentiles, [`Report`] as text and as JSON.
+//! - [`watchers`]: `--watchers`, etcd Watch streams held open (and drained) during
+//!   the measured phase, to measure what watchers cost the server.
 //! - [`progress`]: the live progress line on stderr.
 //! - [`floor`]: fdatasync and loopback round-trip latency, the floor any replicated
 //!   write stands on.
@@ -45,6 +47,13 @@
 //! at the deadline are dropped and not counted. Throughput is successful operations
 //! divided by the length of the measured phase; the `get --prefill` phase and the
 //! connection setup are outside it.
+//!
+//! With `--watchers N`, N watchers are opened on one server (`--watch-endpoint`, else
+//! the first endpoint) after the prefill and before the measured phase, over Watch
+//! streams of their own connections; the events they receive during the measured phase
+//! and the watchers that failed are reported. They watch keys the load never writes
+//! (`--watch-mode idle`) or the whole key prefix (`written`: every watcher gets every
+//! event). Decoding those events costs this process CPU too.
 //!
 //! Every request has a 10 s timeout. A failed or timed-out request counts as an error,
 //! its latency is not recorded, its client pauses 10 ms (so an unreachable server does
@@ -72,10 +81,12 @@ pub mod floor;
 pub mod keys;
 pub mod progress;
 pub mod report;
+pub mod watchers;
 pub mod workload;
 
-pub use cli::{Command, Consistency, FloorConfig, LoadConfig, Workload};
+pub use cli::{Command, Consistency, FloorConfig, LoadConfig, WatchMode, Workload};
 pub use error::{Error, Result};
 pub use floor::FloorResult;
 pub use report::Report;
+pub use watchers::{WatchResult, WatchSet};
 pub use workload::{LiveCounters, LoadResult};

@@ -1,10 +1,11 @@
-//! `raftkv-bench`: parses the command line, runs the chosen workload or the floor, and
-//! prints the report. All the work is in the library; see its crate docs.
+//! `raftkv-bench`: parses the command line, runs the chosen workload (with its watchers,
+//! if any) or the floor, and prints the report. All the work is in the library; see its crate docs.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use raftkv_bench::progress::Progress;
+use raftkv_bench::watchers::WatchSet;
 use raftkv_bench::{Command, FloorConfig, LiveCounters, LoadConfig, Report, Workload};
 use raftkv_bench::{cli, floor, report, workload};
 
@@ -55,11 +56,31 @@ async fn load(config: LoadConfig) -> raftkv_bench::Result<()> {
             eprintln!("  {sample}");
         }
     }
+    let mut watchers = WatchSet::open(&config).await?;
+    if let Some(watchers) = &mut watchers {
+        let opened = watchers.result();
+        eprintln!(
+            "watch: {} of {} {} watchers created on {} in {:.1} s, {} errors",
+            opened.created,
+            opened.watchers,
+            opened.mode.name(),
+            opened.endpoint,
+            watchers.setup_time().as_secs_f64(),
+            opened.errors
+        );
+        watchers.start_measuring();
+    }
     let live = Arc::new(LiveCounters::default());
     let progress = Progress::start(live.clone(), config.duration, config.total);
-    let result = workload::measure(&config, &conns, &live).await;
+    let measured = workload::measure(&config, &conns, &live).await;
     progress.finish().await;
-    let report = Report::new(&result?);
+    let watch = match watchers {
+        Some(watchers) => Some(watchers.close().await),
+        None => None,
+    };
+    let mut result = measured?;
+    result.watch = watch;
+    let report = Report::new(&result);
     print!("{}", report.to_text());
     if let Some(path) = &config.json {
         report::write_file(path, &report.to_json())?;

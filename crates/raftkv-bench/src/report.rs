@@ -4,7 +4,9 @@
 //! path); [`merge`] adds them up once the run is over. [`Report`] turns a
 //! [`LoadResult`] into the numbers people quote (throughput, p50 ... max in
 //! milliseconds) and renders them; the JSON is written by hand with [`JsonObject`],
-//! flat, one line.
+//! flat, one line. The watch fields (`watchers`, `watch_mode`, `watch_created`,
+//! `watch_events`, `watch_errors`) are always in the JSON (0 and `"none"` without
+//! `--watchers`); the text shows them only for a run with watchers.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -12,6 +14,7 @@ use std::path::Path;
 use hdrhistogram::Histogram;
 
 use crate::error::{Error, Result};
+use crate::watchers::WatchResult;
 use crate::workload::LoadResult;
 
 /// The largest latency a histogram holds, in its unit: larger samples are clamped to
@@ -68,6 +71,8 @@ pub struct Report {
     pub max_ms: f64,
     /// The first distinct error messages.
     pub error_samples: Vec<String>,
+    /// What the `--watchers` saw, if the run had any.
+    pub watch: Option<WatchResult>,
 }
 
 impl Report {
@@ -93,6 +98,7 @@ impl Report {
             p999_ms: quantile_ms(latency, 0.999),
             max_ms: latency.max() as f64 / 1000.0,
             error_samples: result.error_samples.clone(),
+            watch: result.watch.clone(),
         }
     }
 
@@ -118,6 +124,30 @@ impl Report {
                 let _ = writeln!(out, "  {sample}");
             }
         }
+        if let Some(watch) = &self.watch {
+            let _ = writeln!(
+                out,
+                "watchers:    {} {}, {} created, {} stream{} on {}",
+                thousands(watch.watchers as u64),
+                watch.mode.name(),
+                thousands(watch.created),
+                thousands(watch.streams as u64),
+                if watch.streams == 1 { "" } else { "s" },
+                watch.endpoint
+            );
+            let _ = writeln!(
+                out,
+                "watch:       {} events received, {} errors",
+                thousands(watch.events),
+                thousands(watch.errors)
+            );
+            if !watch.error_samples.is_empty() {
+                let _ = writeln!(out, "first watch errors:");
+                for sample in &watch.error_samples {
+                    let _ = writeln!(out, "  {sample}");
+                }
+            }
+        }
         out
     }
 
@@ -136,6 +166,13 @@ impl Report {
         json.float("p99_ms", self.p99_ms, 3);
         json.float("p999_ms", self.p999_ms, 3);
         json.float("max_ms", self.max_ms, 3);
+        // The watch fields are always there, zero and "none" without watchers.
+        let watch = self.watch.as_ref();
+        json.uint("watchers", watch.map_or(0, |w| w.watchers as u64));
+        json.string("watch_mode", watch.map_or("none", |w| w.mode.name()));
+        json.uint("watch_created", watch.map_or(0, |w| w.created));
+        json.uint("watch_events", watch.map_or(0, |w| w.events));
+        json.uint("watch_errors", watch.map_or(0, |w| w.errors));
         json.finish()
     }
 }

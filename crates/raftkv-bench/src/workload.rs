@@ -10,6 +10,9 @@
 //!
 //! [`LiveCounters`] are the only shared state on the hot path: two relaxed atomics the
 //! progress line reads.
+//!
+//! With `--watchers`, [`run`] opens them ([`crate::watchers`]) after the prefill and
+//! before the measured phase, and closes them after it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +31,7 @@ use crate::cli::{Consistency, LoadConfig, Workload};
 use crate::error::{Error, Result};
 use crate::keys::{KeyNamer, XorShift};
 use crate::report;
+use crate::watchers::{WatchResult, WatchSet};
 
 /// The deadline of every request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -79,6 +83,8 @@ pub struct LoadResult {
     pub error_samples: Vec<String>,
     /// The prefill phase, if the run had one.
     pub prefill: Option<PrefillResult>,
+    /// What the `--watchers` saw, if the run had any.
+    pub watch: Option<WatchResult>,
 }
 
 /// What writing every key once took.
@@ -94,15 +100,26 @@ pub struct PrefillResult {
     pub error_samples: Vec<String>,
 }
 
-/// Connects, prefills if asked, and measures, without a progress line.
+/// Connects, prefills if asked, opens the watchers if asked, and measures, without a
+/// progress line.
 pub async fn run(config: &LoadConfig) -> Result<LoadResult> {
     let conns = connect(config).await?;
     let prefill = match config.workload {
         Workload::Get { prefill: true, .. } => Some(prefill(config, &conns).await?),
         _ => None,
     };
-    let mut result = measure(config, &conns, &Arc::new(LiveCounters::default())).await?;
+    let mut watchers = WatchSet::open(config).await?;
+    if let Some(watchers) = &mut watchers {
+        watchers.start_measuring();
+    }
+    let measured = measure(config, &conns, &Arc::new(LiveCounters::default())).await;
+    let watch = match watchers {
+        Some(watchers) => Some(watchers.close().await),
+        None => None,
+    };
+    let mut result = measured?;
     result.prefill = prefill;
+    result.watch = watch;
     Ok(result)
 }
 
@@ -116,21 +133,26 @@ pub async fn connect(config: &LoadConfig) -> Result<Vec<KvClient<Channel>>> {
     let mut conns = Vec::with_capacity(count);
     for i in 0..count {
         let url = &config.endpoints[i % config.endpoints.len()];
-        let endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|source| Error::InvalidEndpoint {
-                endpoint: url.clone(),
-                source,
-            })?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true);
-        let channel = endpoint.connect().await.map_err(|source| Error::Connect {
-            endpoint: url.clone(),
-            source,
-        })?;
+        let channel = open_channel(url).await?;
         tracing::debug!(conn = i, endpoint = %url, "connected");
         conns.push(KvClient::new(channel));
     }
     Ok(conns)
+}
+
+/// Opens one gRPC channel to `url` (under [`CONNECT_TIMEOUT`], Nagle off).
+pub async fn open_channel(url: &str) -> Result<Channel> {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|source| Error::InvalidEndpoint {
+            endpoint: url.to_string(),
+            source,
+        })?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true);
+    endpoint.connect().await.map_err(|source| Error::Connect {
+        endpoint: url.to_string(),
+        source,
+    })
 }
 
 /// Writes every key of the key space once, the keys dealt out over the clients.
@@ -214,6 +236,7 @@ pub async fn measure(
         latency_us: report::merge(&histograms)?,
         error_samples: total.samples,
         prefill: None,
+        watch: None,
     })
 }
 

@@ -181,3 +181,118 @@ fn bad_values_name_the_flag() {
         "{message}"
     );
 }
+
+#[test]
+fn watch_flags_default_to_none() {
+    let config = load("put --endpoints a:1,b:2");
+    assert_eq!(config.watchers, 0);
+    assert_eq!(config.watch_mode, WatchMode::Idle);
+    assert_eq!(config.watch_endpoint, None);
+    assert_eq!(config.watch_endpoint(), Some("http://a:1"));
+}
+
+#[test]
+fn watch_flags() {
+    let config = load("put --endpoints a:1,b:2 --watchers 1000");
+    assert_eq!((config.watchers, config.watch_mode), (1000, WatchMode::Idle));
+    assert_eq!(config.watch_endpoint(), Some("http://a:1"));
+    let config = load("txn --endpoints a:1,b:2 --watchers=100 --watch-mode written --watch-endpoint b:2");
+    assert_eq!((config.watchers, config.watch_mode), (100, WatchMode::Written));
+    assert_eq!(config.watch_endpoint.as_deref(), Some("http://b:2"));
+    assert_eq!(config.watch_endpoint(), Some("http://b:2"));
+    let config = load("get --endpoints a:1 --watch-mode=idle --watchers 1 --prefill");
+    assert_eq!((config.watchers, config.watch_mode), (1, WatchMode::Idle));
+    // The watch endpoint need not be one of the load's.
+    let config = load("put --endpoints a:1 --watchers 5 --watch-endpoint https://c:3");
+    assert_eq!(config.watch_endpoint(), Some("https://c:3"));
+    // An explicit zero is no watchers.
+    assert_eq!(load("put --endpoints a:1 --watchers 0").watchers, 0);
+    assert_eq!(WatchMode::Written.name(), "written");
+    assert!(USAGE.contains("--watch-mode") && USAGE.contains("--watch-endpoint"));
+}
+
+#[test]
+fn bad_watch_flags() {
+    for (line, flag) in [
+        (
+            "put --endpoints x:1 --watchers 10 --watch-mode busy",
+            "--watch-mode",
+        ),
+        (
+            "put --endpoints x:1 --watchers 10 --watch-mode Idle",
+            "--watch-mode",
+        ),
+        ("put --endpoints x:1 --watchers -1", "--watchers"),
+        ("put --endpoints x:1 --watchers lots", "--watchers"),
+        ("put --endpoints x:1 --watchers 1000001", "--watchers"),
+        (
+            "put --endpoints x:1 --watchers 1 --watch-endpoint a:1,b:2",
+            "--watch-endpoint",
+        ),
+        (
+            "put --endpoints x:1 --watchers 1 --watch-endpoint=",
+            "--watch-endpoint",
+        ),
+    ] {
+        match parse(line) {
+            Err(CliError::InvalidValue { flag: named, .. }) => assert_eq!(named, flag, "{line:?}"),
+            other => panic!("{line:?} parsed to {other:?}"),
+        }
+    }
+    let message = parse("put --endpoints x:1 --watchers 5 --watch-mode busy")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("busy") && message.contains("idle or written"),
+        "{message}"
+    );
+    assert_eq!(
+        parse("put --endpoints x:1 --watchers"),
+        Err(CliError::MissingValue("--watchers".into()))
+    );
+}
+
+#[test]
+fn watch_flags_need_watchers_and_a_load_workload() {
+    let needs_watchers = |flag: &str| CliError::Misplaced {
+        flag: flag.into(),
+        reason: "needs --watchers N with N > 0",
+    };
+    let cases: &[(&str, CliError)] = &[
+        (
+            "put --endpoints x:1 --watch-mode written",
+            needs_watchers("--watch-mode"),
+        ),
+        (
+            "get --endpoints x:1 --watch-endpoint y:2",
+            needs_watchers("--watch-endpoint"),
+        ),
+        (
+            "txn --endpoints x:1 --watchers 0 --watch-mode idle",
+            needs_watchers("--watch-mode"),
+        ),
+    ];
+    for (line, expected) in cases {
+        assert_eq!(parse(line).as_ref(), Err(expected), "{line:?}");
+    }
+    for line in [
+        "floor --dir d --watchers 10",
+        "floor --dir d --watch-mode idle",
+        "floor --watch-endpoint x:1 --dir d",
+    ] {
+        match parse(line) {
+            Err(error @ CliError::Misplaced { .. }) => {
+                let message = error.to_string();
+                assert!(
+                    message.contains("--watch") && message.contains("not floor"),
+                    "{message}"
+                );
+            }
+            other => panic!("{line:?} parsed to {other:?}"),
+        }
+    }
+    let message = parse("put --endpoints x:1 --watch-mode written")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(message, "flag --watch-mode needs --watchers N with N > 0");
+}

@@ -24,6 +24,7 @@ fn result(latency_us: Histogram<u64>) -> LoadResult {
         latency_us,
         error_samples: vec!["Unavailable: no leader".to_string()],
         prefill: None,
+        watch: None,
     }
 }
 
@@ -92,7 +93,52 @@ fn json_report_is_flat_with_the_documented_keys() {
         json,
         "{\"workload\":\"put\",\"clients\":64,\"conns\":8,\"duration_s\":10.000,\"ops\":1000,\
          \"errors\":2,\"throughput\":100.0,\"p50_ms\":0.500,\"p90_ms\":0.900,\"p99_ms\":0.990,\
-         \"p999_ms\":0.999,\"max_ms\":1.000}\n"
+         \"p999_ms\":0.999,\"max_ms\":1.000,\"watchers\":0,\"watch_mode\":\"none\",\
+         \"watch_created\":0,\"watch_events\":0,\"watch_errors\":0}\n"
+    );
+}
+
+fn watch_result() -> WatchResult {
+    WatchResult {
+        watchers: 1000,
+        mode: crate::cli::WatchMode::Idle,
+        endpoint: "http://127.0.0.1:2379".to_string(),
+        streams: 10,
+        created: 999,
+        events: 12_345,
+        errors: 1,
+        error_samples: vec!["watch create refused: mvcc: watcher range is empty".to_string()],
+    }
+}
+
+#[test]
+fn watch_lines_in_text_only_with_watchers() {
+    let mut report = Report::new(&result(one_to_a_thousand()));
+    assert!(!report.to_text().contains("watch"));
+    report.watch = Some(watch_result());
+    let text = report.to_text();
+    assert!(
+        text.ends_with(
+            "watchers:    1,000 idle, 999 created, 10 streams on http://127.0.0.1:2379\n\
+             watch:       12,345 events received, 1 errors\n\
+             first watch errors:\n  \
+             watch create refused: mvcc: watcher range is empty\n"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn watch_fields_in_json() {
+    let mut report = Report::new(&result(one_to_a_thousand()));
+    report.watch = Some(watch_result());
+    assert!(
+        report.to_json().ends_with(
+            ",\"watchers\":1000,\"watch_mode\":\"idle\",\"watch_created\":999,\
+             \"watch_events\":12345,\"watch_errors\":1}\n"
+        ),
+        "{}",
+        report.to_json()
     );
 }
 

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# What watchers cost: a three-node raftkv cluster on 127.0.0.1 (as compare-etcd.sh starts
+# it: free ports, a temp dir, production durability) runs `put` at full speed against all
+# three endpoints in three variants, in this order, twice (the variants alternate, so
+# drift and noise affect all of them alike):
+#   none         no watchers
+#   idle-1000    1,000 watchers on node 1, each on a key the load never writes
+#   written-100  100 watchers on node 1, each on the whole key prefix (every watcher
+#                receives every event of the load)
+# and one table is printed: throughput, p50, p99, events received and watch errors of
+# each run, then each variant's mean throughput as a ratio of the no-watcher mean.
+# raftkv-bench decodes the watchers' events on the same machine as the servers, so the
+# written variant also takes client CPU from the cluster.
+#
+# Usage: benches/watch-overhead.sh [DURATION]   (default 20s per run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${1:-20s}"
+ROUNDS=2
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/raftkv-watch-overhead.XXXXXX")"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cargo build --release --locked --bin raftkv-server -p raftkv -q
+cargo build --release --locked -p raftkv-bench -q
+SERVER=target/release/raftkv-server
+BENCH=target/release/raftkv-bench
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+
+CLUSTER=""; ENDPOINTS=""; EP1=""; declare -a ARGS
+for i in 1 2 3; do
+  c=$(free_port); p=$(free_port)
+  CLUSTER+="${CLUSTER:+,}$i=http://127.0.0.1:$p"
+  ENDPOINTS+="${ENDPOINTS:+,}http://127.0.0.1:$c"
+  if [ "$i" = 1 ]; then EP1="http://127.0.0.1:$c"; fi
+  ARGS[$i]="--id $i --data-dir $WORK/raftkv-$i --listen-client 127.0.0.1:$c --listen-peer 127.0.0.1:$p"
+done
+for i in 1 2 3; do
+  # shellcheck disable=SC2086
+  $SERVER ${ARGS[$i]} --initial-cluster "$CLUSTER" --log warn >"$WORK/raftkv-$i.out" 2>"$WORK/raftkv-$i.log" &
+  PIDS+=($!); disown
+done
+
+# Wait (bounded) until the cluster answers a write.
+ok=""
+for _ in $(seq 1 60); do
+  if $BENCH put --endpoints "$ENDPOINTS" --clients 1 --conns 1 --total 5 --duration 2s >/dev/null 2>&1; then ok=1; break; fi
+  sleep 0.5
+done
+[ -n "$ok" ] || { echo "cluster at $ENDPOINTS did not come up; logs:" >&2; tail -n 20 "$WORK"/raftkv-*.log >&2; exit 1; }
+
+VARIANTS=(
+  "none|"
+  "idle-1000|--watchers 1000 --watch-mode idle --watch-endpoint $EP1"
+  "written-100|--watchers 100 --watch-mode written --watch-endpoint $EP1"
+)
+LOAD="put --clients 64 --conns 8 --value-size 256 --key-space 100000"
+for round in $(seq 1 "$ROUNDS"); do
+  for v in "${VARIANTS[@]}"; do
+    label=${v%%|*}; args=${v#*|}
+    echo "round $round: $label" >&2
+    # shellcheck disable=SC2086
+    if ! $BENCH $LOAD $args --endpoints "$ENDPOINTS" --duration "$DURATION" \
+        --json "$WORK/$label-$round.json" >"$WORK/$label-$round.out" 2>"$WORK/$label-$round.err"; then
+      echo "raftkv-bench failed for $label, round $round:" >&2; cat "$WORK/$label-$round.err" >&2; exit 1
+    fi
+  done
+done
+
+echo "watch overhead: raftkv, 3 nodes on 127.0.0.1, put at 64 clients over all endpoints, ${DURATION} per run, watchers on node 1"
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), fs $(df -T "$WORK" | awk 'NR==2 {print $2}')"
+python3 - "$WORK" "$ROUNDS" "${VARIANTS[@]}" <<'EOF'
+import json, sys
+work, rounds, variants = sys.argv[1], int(sys.argv[2]), [v.split("|", 1)[0] for v in sys.argv[3:]]
+runs = {(v, r): json.load(open(f"{work}/{v}-{r}.json")) for v in variants for r in range(1, rounds + 1)}
+print(f"{'variant':<12} {'round':>5} | {'ops/s':>10} {'p50 ms':>8} {'p99 ms':>8} | {'events':>12} {'watch err':>9} {'put err':>7}")
+for r in range(1, rounds + 1):
+    for v in variants:
+        j = runs[(v, r)]
+        print(f"{v:<12} {r:>5} | {j['throughput']:>10.0f} {j['p50_ms']:>8.3f} {j['p99_ms']:>8.3f} | "
+              f"{j['watch_events']:>12,} {j['watch_errors']:>9} {j['errors']:>7}")
+mean = {v: sum(runs[(v, r)]["throughput"] for r in range(1, rounds + 1)) / rounds for v in variants}
+base = mean[variants[0]]
+print()
+print(f"{'variant':<12} | {'mean ops/s':>10} | {'vs ' + variants[0]:>8}")
+for v in variants:
+    ratio = f"{mean[v] / base:.3f}" if base > 0 else "n/a"
+    print(f"{v:<12} | {mean[v]:>10.0f} | {ratio:>8}")
+bad = [f"{v} round {r}: {runs[(v, r)]['watch_errors']} watch errors"
+       for (v, r) in runs if runs[(v, r)]["watch_errors"] > 0]
+created_short = [f"{v} round {r}: {runs[(v, r)]['watch_created']} of {runs[(v, r)]['watchers']} watchers created"
+                 for (v, r) in runs if runs[(v, r)]["watch_created"] < runs[(v, r)]["watchers"]]
+for line in bad + created_short:
+    print("warning:", line)
+EOF
