@@ -1,7 +1,10 @@
 //! etcd v3 conformance, driven by Debian's `etcdctl` 3.4 against a three-node raftkv
 //! cluster, and the same script against a real three-member etcd 3.4 in the same run (a
 //! differential test): outputs must match, modulo member/cluster ids, timings and paths,
-//! wherever the behaviour is specified. Also `etcdctl check perf --load=s` against raftkv,
+//! wherever the behaviour is specified: KV, txn, compaction, members, snapshot, watch
+//! (replay from a revision with prev-kv, a compacted start) and leases (grant, put with a
+//! lease, timetolive --keys, list, keep-alive, revoke, unknown lease). Also
+//! `etcdctl check perf --load=s` against raftkv,
 //! and count_only (which etcdctl 3.4 cannot ask for) through the client crate on both.
 //!
 //! Needs `etcdctl` and `etcd` (packages etcd-client, etcd-server; the CI script installs
@@ -25,6 +28,9 @@ struct Step {
     compare: bool,
     /// Talk to the first endpoint only (etcdctl requires it for some commands).
     single: bool,
+    /// A command that does not end by itself (watch): stop it after this long and
+    /// compare what it printed.
+    stop_after: Option<Duration>,
 }
 
 const fn step(args: &'static [&'static str]) -> Step {
@@ -33,6 +39,7 @@ const fn step(args: &'static [&'static str]) -> Step {
         stdin: None,
         compare: true,
         single: false,
+        stop_after: None,
     }
 }
 
@@ -42,6 +49,7 @@ const fn single(args: &'static [&'static str]) -> Step {
         stdin: None,
         compare: true,
         single: true,
+        stop_after: None,
     }
 }
 
@@ -51,6 +59,18 @@ const fn unchecked(args: &'static [&'static str]) -> Step {
         stdin: None,
         compare: false,
         single: false,
+        stop_after: None,
+    }
+}
+
+/// A watch: its output until it is stopped after 1.5 s.
+const fn watch(args: &'static [&'static str]) -> Step {
+    Step {
+        args,
+        stdin: None,
+        compare: true,
+        single: false,
+        stop_after: Some(Duration::from_millis(1500)),
     }
 }
 
@@ -60,6 +80,7 @@ const fn txn(stdin: &'static str) -> Step {
         stdin: Some(stdin),
         compare: true,
         single: false,
+        stop_after: None,
     }
 }
 
@@ -122,6 +143,20 @@ const SCRIPT: &[Step] = &[
     step(&["member", "remove", "ADDED_ID"]),
     step(&["member", "remove", "ADDED_ID"]),
     single(&["snapshot", "save", "SNAPSHOT_PATH"]),
+    // Watch: replay from a revision after the compaction, then live (nothing more comes);
+    // a compacted start revision is refused.
+    watch(&["watch", "--rev=6", "--prefix", "--prev-kv", "txn"]),
+    watch(&["watch", "--rev=2", "foo"]),
+    // Leases. LEASE_ID: the id `lease grant` printed (each server picks its own).
+    step(&["lease", "grant", "100"]),
+    step(&["put", "leased", "v", "--lease=LEASE_ID"]),
+    step(&["lease", "timetolive", "LEASE_ID", "--keys"]),
+    step(&["lease", "list"]),
+    step(&["lease", "keep-alive", "--once", "LEASE_ID"]),
+    step(&["lease", "revoke", "LEASE_ID"]),
+    step(&["get", "leased"]),
+    step(&["lease", "timetolive", "LEASE_ID"]),
+    step(&["put", "leased", "v", "--lease=1234"]),
 ];
 
 fn tool_available(tool: &str, arg: &str) -> bool {
@@ -133,7 +168,7 @@ fn tool_available(tool: &str, arg: &str) -> bool {
 }
 
 /// Run one step; returns (exit ok, stdout, the "Error:" lines of stderr).
-fn run(endpoints: &[String], step: &Step, snapshot: &str, added_id: &str) -> (bool, String, String) {
+fn run(endpoints: &[String], step: &Step, snapshot: &str, ids: &Ids) -> (bool, String, String) {
     let endpoints: Vec<&str> = endpoints
         .iter()
         .map(|u| u.trim_start_matches("http://"))
@@ -146,7 +181,11 @@ fn run(endpoints: &[String], step: &Step, snapshot: &str, added_id: &str) -> (bo
     let args: Vec<String> = step
         .args
         .iter()
-        .map(|a| a.replace("SNAPSHOT_PATH", snapshot).replace("ADDED_ID", added_id))
+        .map(|a| {
+            a.replace("SNAPSHOT_PATH", snapshot)
+                .replace("ADDED_ID", &ids.added_member)
+                .replace("LEASE_ID", &ids.lease)
+        })
         .collect();
     let mut child = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
@@ -163,6 +202,10 @@ fn run(endpoints: &[String], step: &Step, snapshot: &str, added_id: &str) -> (bo
         child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     }
     drop(child.stdin.take());
+    if let Some(after) = step.stop_after {
+        std::thread::sleep(after);
+        let _ = child.kill();
+    }
     let out = child.wait_with_output().unwrap();
     let errors: Vec<String> = String::from_utf8_lossy(&out.stderr)
         .lines()
@@ -196,6 +239,11 @@ fn normalize(text: &str, snapshot: &str) -> String {
             Some(i) => format!("{}took = <t>", &line[..i]),
             None => line,
         };
+        // A lease's remaining TTL depends on when it is asked.
+        let line = match (line.find("remaining("), line.find("s), attached")) {
+            (Some(i), Some(j)) if i < j => format!("{}remaining(<t>{}", &line[..i], &line[j..]),
+            _ => line,
+        };
         out.push_str(&line);
         out.push('\n');
     }
@@ -217,19 +265,36 @@ fn mask_json_fields(word: &str) -> String {
     word
 }
 
+/// Ids a server picked that later steps name (ADDED_ID, LEASE_ID).
+struct Ids {
+    added_member: String,
+    lease: String,
+}
+
 fn run_script(endpoints: &[String], snapshot_dir: &std::path::Path) -> Vec<(bool, String, String)> {
     let snapshot = snapshot_dir.join("snap.db").display().to_string();
-    let mut added_id = String::from("0");
+    let mut ids = Ids {
+        added_member: String::from("0"),
+        lease: String::from("0"),
+    };
     let mut results = Vec::new();
     for s in SCRIPT {
-        let (ok, out, err) = run(endpoints, s, &snapshot, &added_id);
+        let (ok, out, err) = run(endpoints, s, &snapshot, &ids);
         // "Member 3f3f88dbff23d0ce added to cluster ..."
         if let Some(rest) = out
             .strip_prefix("Member ")
             .filter(|r| r.contains(" added to cluster "))
             && let Some((id, _)) = rest.trim_start().split_once(' ')
         {
-            added_id = id.to_string();
+            ids.added_member = id.to_string();
+        }
+        // "lease 694d7a6b2b1c2f05 granted with TTL(100s)"
+        if let Some(rest) = out
+            .strip_prefix("lease ")
+            .filter(|r| r.contains(" granted with TTL("))
+            && let Some((id, _)) = rest.split_once(' ')
+        {
+            ids.lease = id.to_string();
         }
         results.push((ok, normalize(&out, &snapshot), normalize(&err, &snapshot)));
     }
