@@ -54,7 +54,8 @@ async fn serve(config: Config) -> raftkv::Result<()> {
             config.election_timeout * 2,
         )
         .snapshot_every_entries(config.snapshot_every)
-        .quota_backend_bytes(config.quota_backend_bytes);
+        .quota_backend_bytes(config.quota_backend_bytes)
+        .lease_checkpoint_interval(config.lease_checkpoint);
     if config.join {
         builder = builder.join();
     } else if !config.initial_cluster.is_empty() {

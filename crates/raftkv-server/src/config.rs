@@ -55,6 +55,9 @@ raftkv-server: a raftkv node speaking etcd's v3 gRPC API
   --request-timeout-ms N        deadline of one request (default 5000)
   --snapshot-every N            snapshot every N log entries (default 10000)
   --quota-backend-bytes N       disk quota; past it NOSPACE is raised (default 2 GiB)
+  --lease-checkpoint-ms N       how often the leader records every lease's remaining TTL
+                                (default 5000); a leader change costs an idle lease at
+                                most this much extra life
   --log FILTER                  tracing filter (default: RUST_LOG, else info)
 ";
 
@@ -89,6 +92,8 @@ pub struct Config {
     pub snapshot_every: u64,
     /// Disk quota in bytes.
     pub quota_backend_bytes: u64,
+    /// How often the leader checkpoints the remaining TTL of every lease.
+    pub lease_checkpoint: Duration,
     /// Log filter.
     pub log: Option<String>,
 }
@@ -185,6 +190,7 @@ impl Config {
         let mut request_timeout = Duration::from_millis(5000);
         let mut snapshot_every = 10_000;
         let mut quota_backend_bytes: u64 = 2 << 30;
+        let mut lease_checkpoint = Duration::from_millis(5000);
         let mut log = None;
         while let Some(flag) = args.next() {
             if flag == "--help" || flag == "-h" {
@@ -219,6 +225,16 @@ impl Config {
                 "--request-timeout-ms" => request_timeout = Duration::from_millis(parse_num(&flag, &value)?),
                 "--snapshot-every" => snapshot_every = parse_num(&flag, &value)?,
                 "--quota-backend-bytes" => quota_backend_bytes = parse_num(&flag, &value)?,
+                "--lease-checkpoint-ms" => {
+                    lease_checkpoint = Duration::from_millis(parse_num(&flag, &value)?);
+                    if lease_checkpoint.is_zero() {
+                        return Err(ConfigError::InvalidValue {
+                            flag,
+                            value,
+                            reason: "must be positive".into(),
+                        });
+                    }
+                }
                 "--log" => log = Some(value),
                 _ => return Err(ConfigError::UnknownFlag(flag)),
             }
@@ -273,6 +289,7 @@ impl Config {
             request_timeout,
             snapshot_every,
             quota_backend_bytes,
+            lease_checkpoint,
             log,
         })
     }
@@ -321,6 +338,8 @@ mod tests {
                 "invalid value for --listen-peer",
             ),
             (format!("--id 1 {base} --heartbeat-ms 500"), "three heartbeats"),
+            (format!("--id 1 {base} --lease-checkpoint-ms 0"), "must be positive"),
+            (format!("--id 1 {base} --lease-checkpoint-ms soon"), "invalid value"),
         ];
         for (line, expected) in cases {
             let err = Config::from_args(args(&line)).unwrap_err().to_string();
