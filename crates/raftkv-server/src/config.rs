@@ -338,8 +338,14 @@ mod tests {
                 "invalid value for --listen-peer",
             ),
             (format!("--id 1 {base} --heartbeat-ms 500"), "three heartbeats"),
-            (format!("--id 1 {base} --lease-checkpoint-ms 0"), "must be positive"),
-            (format!("--id 1 {base} --lease-checkpoint-ms soon"), "invalid value"),
+            (
+                format!("--id 1 {base} --lease-checkpoint-ms 0"),
+                "must be positive",
+            ),
+            (
+                format!("--id 1 {base} --lease-checkpoint-ms soon"),
+                "invalid value",
+            ),
         ];
         for (line, expected) in cases {
             let err = Config::from_args(args(&line)).unwrap_err().to_string();
