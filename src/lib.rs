@@ -29,6 +29,12 @@
 //! revision in the past, slow watchers replayed from the history instead of slowing
 //! writes (see `watch.rs`).
 //!
+//! Locks and elections (`Node::lock`, `Node::campaign` and the rest; etcd's Lock and
+//! Election gRPC services) are etcd's concurrency recipes on leases, a txn and a watch,
+//! re-checking the lease after waiting (see `lock.rs`, `election.rs`). A lease lock is not
+//! exclusive while its holder is paused past the lease's TTL: fence the protected writes
+//! with a txn comparing the lock key's create revision ([`LockKey::fence`]).
+//!
 //! ## Caveats
 //! - openraft 0.9 has no leadership transfer: stopping the leader costs one election
 //!   timeout of unavailability for writes.
@@ -41,16 +47,20 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod election;
 mod failpoints;
 mod kv;
 mod lease;
+mod lock;
 mod membership;
 mod node;
 mod publish;
 mod read_index;
 mod watch;
 
+pub use election::LeaderKey;
 pub use lease::LeaseGrant;
+pub use lock::{LockKey, lock_key};
 pub use membership::Member;
 pub use node::{
     Bootstrap, DEFAULT_LEASE_CHECKPOINT_INTERVAL, DEFAULT_QUOTA_BYTES, MAX_APPLY_LAG, Node, NodeBuilder,

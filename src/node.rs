@@ -13,7 +13,8 @@ use raftkv_core::types::{MemberNode, NodeId, Raft};
 use raftkv_core::validate::Limits;
 use raftkv_core::{Error, Proposer, ProposerConfig, Result, Watermark};
 use raftkv_net::{
-    ClusterService, KvService, LeaseService, PeerConnections, PeerNetwork, PeerService, WatchService,
+    ClusterService, ElectionService, KvService, LeaseService, LockService, PeerConnections, PeerNetwork,
+    PeerService, WatchService,
 };
 use raftkv_proto::etcdserverpb::cluster_server::ClusterServer;
 use raftkv_proto::etcdserverpb::kv_server::KvServer;
@@ -21,6 +22,8 @@ use raftkv_proto::etcdserverpb::lease_server::LeaseServer;
 use raftkv_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use raftkv_proto::etcdserverpb::watch_server::WatchServer;
 use raftkv_proto::raftkvpeer::raft_peer_server::RaftPeerServer;
+use raftkv_proto::v3electionpb::election_server::ElectionServer;
+use raftkv_proto::v3lockpb::lock_server::LockServer;
 use raftkv_storage::{KvReader, LogStore, StateShared, Store, StoreOptions, WatchConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -370,6 +373,8 @@ impl NodeBuilder {
                 .add_service(KvServer::new(KvService::new(backend.clone())))
                 .add_service(WatchServer::new(WatchService::new(backend.clone())))
                 .add_service(LeaseServer::new(LeaseService::new(backend.clone())))
+                .add_service(LockServer::new(LockService::new(backend.clone())))
+                .add_service(ElectionServer::new(ElectionService::new(backend.clone())))
                 .add_service(ClusterServer::new(cluster.clone()))
                 .add_service(MaintenanceServer::new(cluster));
             spawn_server(&node, "client", router, listener, shutdown_rx.clone());

@@ -3,7 +3,14 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["etcd/kv.proto", "etcd/rpc.proto", "peer.proto", "faults.proto"];
+    let files = [
+        "etcd/kv.proto",
+        "etcd/rpc.proto",
+        "etcd/v3lock.proto",
+        "etcd/v3election.proto",
+        "peer.proto",
+        "faults.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={}", proto_dir.join(file).display());
     }

@@ -28,6 +28,10 @@
 //!   the stream's framing (data, then a 32-byte SHA-256).
 //! - [`lease`]: grant, revoke, time-to-live, list, and [`Client::keep_alive`], a
 //!   [`LeaseKeeper`] renewing a lease every third of its TTL until dropped.
+//! - [`lock`]: [`Client::lock`] / [`Client::unlock`] over etcd's Lock service; the
+//!   answer's [`LockKey::fence`] is the compare that fences writes with the lock.
+//! - [`election`]: campaign, proclaim, leader, observe and resign over etcd's Election
+//!   service; [`LeaderKey::fence`] fences the leader's writes.
 //! - [`watch`]: [`Client::watch`] gives a [`Watcher`] that resumes by itself after a broken
 //!   connection, on another endpoint, from the next revision it has not delivered.
 //! - `endpoints`: the endpoint set, one long-lived lazy gRPC channel
@@ -61,7 +65,7 @@
 //! retries there, follows no hint, and leaves the client's preferred endpoint alone.
 //!
 //! ## Caveats
-//! - KV, Watch, Lease, Cluster and Maintenance only: no Auth, Lock or Election yet, and
+//! - KV, Watch, Lease, Lock, Election, Cluster and Maintenance only: no Auth yet, and
 //!   no authentication.
 //! - A [`Watcher`] retries a broken stream forever (with backoff, endpoint after
 //!   endpoint), as etcd's client does; it ends only on a verdict (canceled, compacted, a
@@ -87,9 +91,11 @@
 
 pub mod client;
 pub mod cluster;
+pub mod election;
 mod endpoints;
 pub mod error;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 mod retry;
 pub mod snapshot;
@@ -97,8 +103,10 @@ pub mod watch;
 
 pub use client::{Client, ClientOptions};
 pub use cluster::{Member, MemberListResponse};
+pub use election::{LeaderKey, Observer};
 pub use error::{ClientError, Result};
 pub use lease::{KeepAliveState, LeaseGrant, LeaseKeeper, LeaseTimeToLive};
+pub use lock::LockKey;
 pub use maintenance::{Alarm, AlarmAction, AlarmResponse, AlarmType, HashKv, Status};
 pub use raftkv_core::kv::{
     CompactionResponse, Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse,

@@ -16,6 +16,10 @@
 //!   it), with etcd's status codes and texts (`raftkv_proto::status`).
 //! - [`LeaseService`]: etcd's `Lease` service over any [`LeaseBackend`]; keep-alives are a
 //!   bidirectional stream answered in order, one task per stream, bounded.
+//! - [`LockService`]: etcd's `v3lockpb.Lock` service over any [`LockBackend`]; a wait
+//!   ends with the call's deadline or the client, and removes the waiter's key.
+//! - [`ElectionService`]: etcd's `v3electionpb.Election` service over any
+//!   [`ElectionBackend`], with etcd's "not leader" / "no leader" statuses.
 //! - [`WatchService`]: etcd's `Watch` bidirectional stream over any [`WatchBackend`]: one
 //!   task per stream drives the backend's watch session and writes the responses, in
 //!   etcd's order, splitting them for watchers that asked for fragments.
@@ -33,11 +37,13 @@
 
 mod cluster_service;
 mod connections;
+mod election_service;
 #[cfg(feature = "failpoints")]
 mod fault_service;
 mod faults;
 mod kv_service;
 mod lease_service;
+mod lock_service;
 mod network;
 mod peer_service;
 mod watch_service;
@@ -46,11 +52,15 @@ pub use cluster_service::{
     API_VERSION, AlarmInfo, ClusterBackend, ClusterService, MemberInfo, SnapshotStream, StatusInfo,
 };
 pub use connections::{PeerConnections, PeerError};
+pub use election_service::{
+    ELECTION_NO_LEADER, ELECTION_NOT_LEADER, ElectionBackend, ElectionService, LeaderKeyParts, ObserveStream,
+};
 #[cfg(feature = "failpoints")]
 pub use fault_service::FaultService;
 pub use faults::{FaultCounts, Lost, NetFaultPlan, NetFaults};
 pub use kv_service::{KvBackend, KvService};
 pub use lease_service::{LeaseBackend, LeaseService};
+pub use lock_service::{LockBackend, LockService};
 pub use network::{PeerClient, PeerNetwork};
 pub use peer_service::{ForwardTarget, PeerService, read_index_error};
 pub use watch_service::{WatchBackend, WatchService};

@@ -2,6 +2,8 @@
 //!
 //! - [`etcdserverpb`] / [`mvccpb`]: etcd v3's client API (same packages, names and field
 //!   numbers as etcd), so `etcdctl` and etcd clients talk to raftkv unchanged.
+//! - [`v3lockpb`]: etcd's Lock service (same package, names and field numbers as etcd's
+//!   `v3lock.proto`) and [`v3electionpb`]: its Election service (`v3election.proto`).
 //! - [`raftkvpeer`]: the Raft peer protocol between raftkv nodes.
 //! - [`raftkvfaults`]: the test-only fault-injection service (served only by builds
 //!   with the `failpoints` feature).
@@ -11,8 +13,8 @@
 //! Code generation runs in `build.rs` with protox (pure Rust): no system `protoc`.
 //!
 //! ## Caveats
-//! - Only the services raftkv implements are declared; etcd's Auth, Lock and Election
-//!   arrive with the issues that implement them.
+//! - Only the services raftkv implements are declared; etcd's Auth arrives with the
+//!   issue that implements it.
 
 #![allow(missing_docs, clippy::all)]
 
@@ -24,6 +26,16 @@ pub mod mvccpb {
 /// etcd's client API (`etcdserverpb`).
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
+}
+
+/// etcd's Lock service (`v3lockpb`).
+pub mod v3lockpb {
+    tonic::include_proto!("v3lockpb");
+}
+
+/// etcd's Election service (`v3electionpb`).
+pub mod v3electionpb {
+    tonic::include_proto!("v3electionpb");
 }
 
 /// raftkv's peer protocol.
