@@ -3,9 +3,10 @@
 //! differential test): outputs must match, modulo member/cluster ids, timings and paths,
 //! wherever the behaviour is specified: KV, txn, compaction, members, snapshot, watch
 //! (replay from a revision with prev-kv, a compacted start) and leases (grant, put with a
-//! lease, timetolive --keys, list, keep-alive, revoke, unknown lease). Also
-//! `etcdctl check perf --load=s` against raftkv,
-//! and count_only (which etcdctl 3.4 cannot ask for) through the client crate on both.
+//! lease, timetolive --keys, list, keep-alive, revoke, unknown lease), and etcdctl's
+//! client-side lock and elect recipes. Also `etcdctl check perf --load=s` against
+//! raftkv, and count_only (which etcdctl 3.4 cannot ask for) through the client crate on
+//! both.
 //!
 //! Needs `etcdctl` and `etcd` (packages etcd-client, etcd-server; the CI script installs
 //! them). Outside CI a missing tool skips with a message; under `CI=true` it fails.
@@ -157,6 +158,9 @@ const SCRIPT: &[Step] = &[
     step(&["get", "leased"]),
     step(&["lease", "timetolive", "LEASE_ID"]),
     step(&["put", "leased", "v", "--lease=1234"]),
+    // etcdctl's client-side lock and election recipes (leases, txns and watches).
+    step(&["lock", "dlock", "echo", "held"]),
+    watch(&["elect", "delect", "proposal"]),
 ];
 
 fn tool_available(tool: &str, arg: &str) -> bool {
@@ -227,6 +231,13 @@ fn normalize(text: &str, snapshot: &str) -> String {
         let mut masked = Vec::new();
         for word in line.split(' ') {
             let word = mask_json_fields(word);
+            // A lock or election key ends in its lease id: `name/694d7a6b2b1c2f05`.
+            let word = match word.rsplit_once('/') {
+                Some((name, tail)) if tail.len() >= 8 && tail.chars().all(|c| c.is_ascii_hexdigit()) => {
+                    format!("{name}/<id>")
+                }
+                _ => word,
+            };
             let bare = word.trim_matches(|c: char| !c.is_ascii_alphanumeric());
             let is_id = bare.len() >= 8
                 && bare.chars().all(|c| c.is_ascii_hexdigit())
@@ -387,7 +398,15 @@ async fn etcdctl_script_gives_the_same_answers_on_raftkv_and_etcd() {
             req.min_create_revision = min_create;
             req.limit = limit;
             let r = client.range(req).await.unwrap();
-            let keys: Vec<Vec<u8>> = r.kvs.into_iter().map(|kv| kv.key).collect();
+            // The election key ends in a lease id each server picked.
+            let keys: Vec<Vec<u8>> = r
+                .kvs
+                .into_iter()
+                .map(|kv| match kv.key.strip_prefix(b"delect/") {
+                    Some(_) => b"delect/<id>".to_vec(),
+                    None => kv.key,
+                })
+                .collect();
             seen.push((keys, r.count, r.more));
         }
         answers.push(seen);
