@@ -321,7 +321,7 @@ impl ClusterBackend for Node {
     }
 
     async fn defragment(&self) -> Result<ResponseHeader> {
-        // sled reclaims space by itself (segment GC); there is nothing to do on demand.
+        Node::defragment(self).await?;
         Ok(self.response_header())
     }
 

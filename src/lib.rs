@@ -71,5 +71,5 @@ pub use raftkv_core::lease::LeaseInfo;
 pub use raftkv_core::validate::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS, Limits};
 pub use raftkv_core::watch::{Event, EventType, INVALID_WATCH_ID, WatchId, WatchRequest, WatchResponse};
 pub use raftkv_core::{Error, IndexCell, ProposerConfig, RequestError, Result, Watermark};
-pub use raftkv_storage::WatchConfig;
+pub use raftkv_storage::{AutoDefrag, DefragReport, StoreOptions, WatchConfig};
 pub use watch::{WatchCounts, WatchStream};

@@ -24,7 +24,9 @@ use raftkv_proto::etcdserverpb::watch_server::WatchServer;
 use raftkv_proto::raftkvpeer::raft_peer_server::RaftPeerServer;
 use raftkv_proto::v3electionpb::election_server::ElectionServer;
 use raftkv_proto::v3lockpb::lock_server::LockServer;
-use raftkv_storage::{KvReader, LogStore, StateShared, Store, StoreOptions, WatchConfig};
+use raftkv_storage::{
+    AutoDefrag, DefragReport, KvReader, LogStore, StateShared, Store, StoreOptions, WatchConfig,
+};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -198,9 +200,17 @@ impl NodeBuilder {
         self
     }
 
-    /// sled cache sizes.
+    /// sled cache sizes and automatic defragmentation.
     pub fn store_options(mut self, options: StoreOptions) -> Self {
         self.store = options;
+        self
+    }
+
+    /// When the state database is rewritten to give disk space back (default: once its
+    /// file is 4x its size at the last rewrite and over 64 MiB; [`AutoDefrag::OFF`]:
+    /// only on `Defragment`). Writes wait while it copies the live data.
+    pub fn auto_defrag(mut self, auto: AutoDefrag) -> Self {
+        self.store.auto_defrag = auto;
         self
     }
 
@@ -714,6 +724,18 @@ impl Node {
                 .sum()
         }
         walk(&self.inner.data_dir)
+    }
+
+    /// Rewrite this member's state database into a fresh one, giving back the disk space
+    /// sled keeps after churn (etcd's `Defragment`; see `raftkv-storage`'s `defrag.rs`).
+    /// Writes on this member wait while the live data is copied; reads go on.
+    #[tracing::instrument(level = "info", skip_all)]
+    pub async fn defragment(&self) -> Result<DefragReport> {
+        let shared = self.inner.shared.clone();
+        tokio::task::spawn_blocking(move || shared.defragment())
+            .await
+            .map_err(|e| Error::Internal(format!("defragmentation task: {e}")))?
+            .map_err(|e| Error::Storage(e.to_string()))
     }
 
     /// Durability and group-commit counters.

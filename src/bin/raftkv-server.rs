@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use raftkv::Node;
+use raftkv::{AutoDefrag, Node};
 use raftkv_server::{Config, ConfigError, logging, signals};
 
 #[tokio::main]
@@ -55,7 +55,11 @@ async fn serve(config: Config) -> raftkv::Result<()> {
         )
         .snapshot_every_entries(config.snapshot_every)
         .quota_backend_bytes(config.quota_backend_bytes)
-        .lease_checkpoint_interval(config.lease_checkpoint);
+        .lease_checkpoint_interval(config.lease_checkpoint)
+        .auto_defrag(AutoDefrag {
+            ratio: config.auto_defrag_ratio,
+            ..AutoDefrag::default()
+        });
     if config.join {
         builder = builder.join();
     } else if !config.initial_cluster.is_empty() {

@@ -58,6 +58,10 @@ raftkv-server: a raftkv node speaking etcd's v3 gRPC API
   --lease-checkpoint-ms N       how often the leader records every lease's remaining TTL
                                 (default 5000); a leader change costs an idle lease at
                                 most this much extra life
+  --auto-defrag-ratio N         rewrite the state database once its file is N times its
+                                size at the last rewrite (and over 64 MiB), giving
+                                back the space sled keeps; 0: only on Defragment
+                                (default 4)
   --log FILTER                  tracing filter (default: RUST_LOG, else info)
 ";
 
@@ -94,6 +98,8 @@ pub struct Config {
     pub quota_backend_bytes: u64,
     /// How often the leader checkpoints the remaining TTL of every lease.
     pub lease_checkpoint: Duration,
+    /// Automatic defragmentation's growth ratio (0: off).
+    pub auto_defrag_ratio: u64,
     /// Log filter.
     pub log: Option<String>,
 }
@@ -191,6 +197,7 @@ impl Config {
         let mut snapshot_every = 10_000;
         let mut quota_backend_bytes: u64 = 2 << 30;
         let mut lease_checkpoint = Duration::from_millis(5000);
+        let mut auto_defrag_ratio = 4;
         let mut log = None;
         while let Some(flag) = args.next() {
             if flag == "--help" || flag == "-h" {
@@ -232,6 +239,16 @@ impl Config {
                             flag,
                             value,
                             reason: "must be positive".into(),
+                        });
+                    }
+                }
+                "--auto-defrag-ratio" => {
+                    auto_defrag_ratio = parse_num(&flag, &value)?;
+                    if auto_defrag_ratio == 1 {
+                        return Err(ConfigError::InvalidValue {
+                            flag,
+                            value,
+                            reason: "must be 0 (off) or at least 2".into(),
                         });
                     }
                 }
@@ -290,6 +307,7 @@ impl Config {
             snapshot_every,
             quota_backend_bytes,
             lease_checkpoint,
+            auto_defrag_ratio,
             log,
         })
     }
@@ -315,6 +333,13 @@ mod tests {
         assert_eq!(c.initial_cluster.len(), 3);
         assert_eq!(c.advertise_peer_url, "http://127.0.0.1:2380");
         assert_eq!(c.advertise_client_urls, vec!["http://127.0.0.1:2379".to_string()]);
+        assert_eq!(c.auto_defrag_ratio, 4);
+        let off = Config::from_args(args(
+            "--id 1 --data-dir /tmp/d --listen-client 127.0.0.1:1 --listen-peer 127.0.0.1:2 \
+             --auto-defrag-ratio 0",
+        ))
+        .unwrap();
+        assert_eq!(off.auto_defrag_ratio, 0);
     }
 
     #[test]
@@ -346,6 +371,11 @@ mod tests {
                 format!("--id 1 {base} --lease-checkpoint-ms soon"),
                 "invalid value",
             ),
+            (
+                format!("--id 1 {base} --auto-defrag-ratio 1"),
+                "0 (off) or at least 2",
+            ),
+            (format!("--id 1 {base} --auto-defrag-ratio -2"), "invalid value"),
         ];
         for (line, expected) in cases {
             let err = Config::from_args(args(&line)).unwrap_err().to_string();

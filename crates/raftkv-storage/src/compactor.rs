@@ -58,6 +58,9 @@
 //!
 //! **Progress** is published in [`StateShared::physically_compacted`] as chunks commit.
 //!
+//! **Defragmentation.** Once idle after a round, the thread checks whether the state
+//! database outgrew what it holds and, if so, rewrites it (`defrag.rs`).
+//!
 //! **Left out.** No rate limit beyond the chunk size and a yield; a storage error is
 //! logged and retried a second later. After a snapshot install the watermark (which never
 //! moves back) keeps the value reached on the replaced tree until the new tree catches up.
@@ -72,6 +75,7 @@ use raftkv_core::kv::Revision;
 pub(crate) use crate::compaction_chunk::compacted_to;
 use crate::compaction_chunk::plan_chunk;
 use crate::error::Result;
+use crate::generation::Generation;
 use crate::state::StateShared;
 
 /// At most this many records (versions and history) are deleted per chunk.
@@ -143,7 +147,14 @@ fn run(shared: Weak<StateShared>, wake: Receiver<()>) {
             };
             match step(&strong) {
                 Ok(true) => {}
-                Ok(false) => break,
+                Ok(false) => {
+                    // Idle: a compaction round is done, the moment to see whether the
+                    // file outgrew what it holds (`defrag.rs`).
+                    if let Err(e) = strong.defragment_if_due() {
+                        tracing::warn!(error = %e, "automatic defragmentation failed");
+                    }
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "physical compaction failed; retrying");
                     failed = true;
@@ -181,7 +192,16 @@ pub(crate) fn step(shared: &StateShared) -> Result<bool> {
     }
     let chunk = plan_chunk(&tree, done, target, MAX_DELETIONS_PER_BATCH)?;
     let (versions, history, progress) = (chunk.versions_deleted, chunk.history_deleted, chunk.progress);
-    chunk.commit_versions(&tree)?.commit_history(&tree)?;
+    {
+        // Planned without the gate (apply goes on meanwhile: it never deletes what a
+        // chunk plans to), committed under it, and only into the generation still active:
+        // a chunk planned on a replaced one is planned again on the new one.
+        let _gate = shared.writers.blocking_lock();
+        if !Arc::ptr_eq(&tree, &shared.tree()) {
+            return Ok(true);
+        }
+        chunk.commit_versions(&tree)?.commit_history(&tree)?;
+    }
     let stats = &shared.compaction_stats;
     stats.batches.fetch_add(1, Ordering::Relaxed);
     stats
@@ -199,7 +219,7 @@ pub(crate) fn step(shared: &StateShared) -> Result<bool> {
 }
 
 /// Advance the watermark, unless an install switched trees under this chunk.
-fn publish(shared: &StateShared, tree: &Arc<sled::Tree>, progress: Revision) {
+fn publish(shared: &StateShared, tree: &Arc<Generation>, progress: Revision) {
     if Arc::ptr_eq(tree, &shared.tree()) {
         shared.physically_compacted.advance(progress.max(0) as u64);
     }

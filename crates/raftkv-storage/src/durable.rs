@@ -17,6 +17,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
@@ -41,12 +42,18 @@ pub struct DurableDb {
     /// `.await`; sled deletes blobs it no longer needs, so the set is pruned to what the
     /// directory still holds.
     synced_blobs: Mutex<HashSet<OsString>>,
-    stats: SyncStats,
+    stats: Arc<SyncStats>,
 }
 
 impl DurableDb {
     /// Open (or create) the database in `dir` with at most `cache_bytes` of page cache.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self> {
+        Self::open_with_stats(dir, cache_bytes, Arc::default())
+    }
+
+    /// [`DurableDb::open`], counting its syncs in `stats` (shared by the successive
+    /// databases of the state machine, see `generation.rs`).
+    pub fn open_with_stats(dir: &Path, cache_bytes: u64, stats: Arc<SyncStats>) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let db = open_waiting_for_lock(dir, cache_bytes)?;
         let data_file = File::open(dir.join("db"))?;
@@ -55,7 +62,7 @@ impl DurableDb {
             dir: dir.to_path_buf(),
             data_file,
             synced_blobs: Mutex::new(HashSet::new()),
-            stats: SyncStats::default(),
+            stats,
         };
         // Make the directory entries sled just created durable as well.
         sync_dir(dir)?;

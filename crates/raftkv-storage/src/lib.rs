@@ -1,15 +1,17 @@
 //! # raftkv-storage: the Raft log and the MVCC state machine, on sled
 //!
-//! Two sled databases under the node's data directory:
+//! Sled databases under the node's data directory:
 //!
 //! - `log/` holds the Raft log ([`LogStore`], openraft's `RaftLogStorage`): entries by
 //!   big-endian index, the vote, the committed and last purged log ids. An append is
 //!   acknowledged only after a real sync (sled's `flush()` plus `fdatasync` of its data
 //!   file and any blob files, see [`durable`]), done by one thread that covers every
 //!   append queued meanwhile with one sync (group fsync).
-//! - `state/` holds the state machine ([`StateMachine`], openraft's `RaftStateMachine`):
-//!   etcd's MVCC keyspace in ONE tree with key prefixes ([`keys`]), so each `apply` is one
-//!   atomic sled batch together with the last-applied log id. Reads go through
+//! - `state/` (or `state.<n>`, see [`generation`]) holds the state machine
+//!   ([`StateMachine`], openraft's `RaftStateMachine`): etcd's MVCC keyspace in ONE tree
+//!   with key prefixes ([`keys`]), so each `apply` is one atomic sled batch together with
+//!   the last-applied log id. A snapshot install and a defragmentation ([`defrag`]) build
+//!   a new database and switch to it: the only way sled gives disk space back. Reads go through
 //!   [`KvReader`] at a pinned revision ([`mvcc`]) and never block apply.
 //!   After a compaction is applied, a background thread per replica ([`compactor`])
 //!   deletes what no read at or above the compact revision can see, in chunks of at most
@@ -38,8 +40,8 @@
 //!   compactor reaching it (or while a snapshot build pins an older revision), reads
 //!   below the compact revision are refused but the old versions are still on disk.
 //!   [`StateShared::physically_compacted`] says how far it got. Deleted records free
-//!   space inside sled's files; when the files themselves shrink is up to sled (no
-//!   defragmentation step of our own).
+//!   space inside sled's files, which sled reuses only in part and never returns; the
+//!   file shrinks when [`defrag`] rewrites it (on demand, or past [`AutoDefrag`]'s ratio).
 //! - Leases (`lease_table.rs`) hold granted and checkpointed remaining TTLs, never
 //!   deadlines: expiry is the leader's decision and arrives as a `LeaseRevoke` entry.
 //! - The state machine is synced only before a log purge and around snapshots; after a
@@ -54,9 +56,11 @@ mod apply;
 mod compaction_chunk;
 mod compaction_pins;
 pub mod compactor;
+pub mod defrag;
 pub mod durable;
 pub mod error;
 pub mod failpoints;
+pub mod generation;
 pub mod keys;
 mod lease_apply;
 pub mod lease_table;
@@ -87,8 +91,10 @@ use raftkv_core::kv::Revision;
 use raftkv_core::types::LogId;
 
 pub use compactor::CompactionStats;
+pub use defrag::{AutoDefrag, DefragReport, DefragStats};
 pub use durable::{DurableDb, SyncStats};
 pub use error::{Error, Result};
+use generation::Generation;
 pub use lease_table::{LeaseChanges, LeaseRecord};
 pub use log_store::{LogReader, LogStore};
 pub use reader::KvReader;
@@ -102,13 +108,15 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 const SCHEMA_KEY: &[u8] = b"schema";
 
-/// Sizes of sled's page caches.
+/// Sizes of sled's page caches, and when to defragment.
 #[derive(Debug, Clone, Copy)]
 pub struct StoreOptions {
     /// Page cache of the log database.
     pub log_cache_bytes: u64,
     /// Page cache of the state-machine database.
     pub state_cache_bytes: u64,
+    /// When the state database is defragmented without being asked ([`defrag`]).
+    pub auto_defrag: AutoDefrag,
 }
 
 impl Default for StoreOptions {
@@ -116,6 +124,7 @@ impl Default for StoreOptions {
         Self {
             log_cache_bytes: 64 << 20,
             state_cache_bytes: 256 << 20,
+            auto_defrag: AutoDefrag::default(),
         }
     }
 }
@@ -132,7 +141,7 @@ pub struct Store {
     pub shared: Arc<StateShared>,
 }
 
-fn check_schema(db: &sled::Tree, what: &'static str) -> Result<()> {
+pub(crate) fn check_schema(db: &sled::Tree, what: &'static str) -> Result<()> {
     match db.get(SCHEMA_KEY)? {
         Some(bytes) => {
             let found = <[u8; 4]>::try_from(bytes.as_ref())
@@ -161,28 +170,13 @@ impl Store {
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Self> {
         let log_db = Arc::new(DurableDb::open(&dir.join("log"), options.log_cache_bytes)?);
         check_schema(&log_db.db().open_tree(log_store::SCHEMA)?, "log database")?;
-        let state_db = DurableDb::open(&dir.join("state"), options.state_cache_bytes)?;
-        check_schema(state_db.db(), "state database")?;
         let snapshot_dir = dir.join("snapshots");
         std::fs::create_dir_all(&snapshot_dir)?;
         snapshot::remove_temporary_files(&snapshot_dir)?;
-
-        let generation = match state_db.db().get(state::ACTIVE_GENERATION)? {
-            Some(bytes) => {
-                u64::from_be_bytes(<[u8; 8]>::try_from(bytes.as_ref()).map_err(|_| Error::Corrupt {
-                    what: "state database",
-                    detail: "active generation is not 8 bytes".into(),
-                })?)
-            }
-            None => 0,
-        };
-        let active_name = state::generation_tree_name(generation);
-        for name in state_db.db().tree_names() {
-            if name.starts_with(b"sm.") && name.as_ref() != active_name.as_bytes() {
-                state_db.db().drop_tree(name)?;
-            }
-        }
-        let tree = state_db.db().open_tree(active_name.as_bytes())?;
+        let number = generation::current(dir)?;
+        generation::remove_others(dir, number)?;
+        let sync_stats = Arc::new(SyncStats::default());
+        let tree = Generation::open(dir, number, options.state_cache_bytes, sync_stats.clone())?;
         let read = |key: &[u8]| -> Result<Option<sled::IVec>> { Ok(tree.get(key)?) };
         // The empty store is at revision 1, as in etcd.
         let revision: Revision = match read(keys::meta::REVISION)? {
@@ -205,15 +199,20 @@ impl Store {
         let physically_compacted = compactor::compacted_to(&tree)?;
         let (compactor_wake, compactor_woken) = compactor::wake_channel();
         let shared = Arc::new(StateShared {
-            db: state_db,
+            data_dir: dir.to_path_buf(),
             active: ArcSwap::from_pointee(tree),
-            generation: AtomicU64::new(generation),
+            cache_bytes: options.state_cache_bytes,
+            sync_stats,
+            writers: Default::default(),
+            auto_defrag: options.auto_defrag,
+            defrag_stats: Default::default(),
             revision: AtomicI64::new(revision),
             compact_revision: AtomicI64::new(compact_revision),
             applied: Arc::new(Watermark::new(applied_index)),
             synced_applied: AtomicU64::new(applied_index),
             snapshot_dir,
             fail_syncs: AtomicBool::new(false),
+            switch_failed: AtomicBool::new(false),
             cluster_id: AtomicU64::new(cluster_id),
             physically_compacted: Arc::new(Watermark::new(physically_compacted.max(0) as u64)),
             pins: Default::default(),

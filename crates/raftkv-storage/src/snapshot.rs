@@ -31,10 +31,11 @@
 //! frames before it. A file with another magic or schema version is refused clearly.
 //! The framing and checksum live in `snapshot_file.rs`.
 //!
-//! **Install.** The received file is read frame by frame (bounded memory) into a new tree
-//! `sm.<generation+1>`, synced, and then the `active_generation` pointer is switched and
-//! synced: a crash before the switch leaves the old state, after it the new one. The
-//! previous generation is dropped one install later, so readers holding it finish.
+//! **Install.** The received file is read frame by frame (bounded memory) into a new
+//! generation (a fresh database, `generation.rs`), synced, and then `state.current` is
+//! switched durably: a crash before the switch leaves the old state, after it the new one.
+//! The install holds the tree-writers gate, like a defragmentation; the replaced
+//! generation is deleted once the last reader holding it lets go.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
@@ -49,18 +50,19 @@ use raftkv_core::types::{LogId, StoredMembership};
 use crate::compaction_pins::CompactionPin;
 use crate::durable::sync_dir;
 use crate::error::{Error, Result};
+use crate::generation::Generation;
 use crate::keys::{self, meta};
 use crate::lease_table::AttachmentRebuild;
 use crate::snapshot_file::{
     Frame, FrameReader, FrameWriter, MAGIC, MAX_FRAME_PAIR_BYTES, Pairs, SnapshotHeader, SnapshotMetaOf,
 };
-use crate::state::{ACTIVE_GENERATION, StateShared, generation_tree_name};
+use crate::state::StateShared;
 
 /// What `get_snapshot_builder` captured; `build` writes it out.
 #[derive(Clone)]
 pub struct SnapshotBuilder {
     shared: Arc<StateShared>,
-    tree: Arc<sled::Tree>,
+    tree: Arc<Generation>,
     last_applied: Option<LogId>,
     membership: StoredMembership,
     revision: Revision,
@@ -289,8 +291,8 @@ pub(crate) fn remove_temporary_files(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Load a received snapshot into a fresh tree and switch to it (see the module doc).
-/// Blocking.
+/// Load a received snapshot into a fresh generation and switch to it (see the module
+/// doc). Blocking; the caller holds the tree-writers gate.
 pub(crate) fn install(shared: &StateShared, meta: &SnapshotMetaOf, mut file: File) -> Result<()> {
     file.seek(SeekFrom::Start(0))?;
     let mut reader = FrameReader::open(BufReader::new(file))?;
@@ -300,11 +302,13 @@ pub(crate) fn install(shared: &StateShared, meta: &SnapshotMetaOf, mut file: Fil
     tee.write_all(MAGIC)?;
     tee.write_all(&crate::SCHEMA_VERSION.to_be_bytes())?;
 
-    let db = shared.db.db();
-    let generation = shared.generation.load(Ordering::Acquire) + 1;
-    let name = generation_tree_name(generation);
-    db.drop_tree(name.as_bytes())?;
-    let tree = db.open_tree(name.as_bytes())?;
+    let old = shared.tree();
+    let tree = Generation::create(
+        &shared.data_dir,
+        old.number() + 1,
+        shared.cache_bytes,
+        shared.sync_stats.clone(),
+    )?;
 
     let (header, raw) = reader.next()?;
     tee.write_all(&raw)?;
@@ -361,13 +365,13 @@ pub(crate) fn install(shared: &StateShared, meta: &SnapshotMetaOf, mut file: Fil
     batch.insert(meta::COMPACT, codec::encode(&header.compact_revision)?);
     batch.insert(meta::SCHEMA, &crate::SCHEMA_VERSION.to_be_bytes());
     tree.apply_batch(batch)?;
-    shared.db.sync()?;
-    // The switch: one key, made durable.
-    db.insert(ACTIVE_GENERATION, &generation.to_be_bytes())?;
-    shared.db.sync()?;
+    tree.sync()?;
+    tree.mark_baseline();
+    // The switch: `state.current`, made durable.
+    shared.commit_switch(&tree)?;
     // Readers pin the revision before they load the tree, so store the tree first.
     shared.active.store(Arc::new(tree));
-    shared.generation.store(generation, Ordering::Release);
+    old.retire();
     shared
         .compact_revision
         .store(header.compact_revision, Ordering::Release);
@@ -380,9 +384,6 @@ pub(crate) fn install(shared: &StateShared, meta: &SnapshotMetaOf, mut file: Fil
     }
     // The new tree starts with no physical progress: let the compactor look at it.
     shared.compactor.wake();
-    if generation >= 2 {
-        db.drop_tree(generation_tree_name(generation - 2).as_bytes())?;
-    }
     // Keep the installed snapshot as the current one (openraft serves it to others).
     let tee = tee.into_inner().map_err(|e| e.into_error())?;
     tee.sync_all()?;

@@ -1,11 +1,14 @@
 //! [`StateShared`]: what the state machine shares with readers and with the log store.
 //!
-//! The live keyspace is a sled tree reached through an `ArcSwap`, so a snapshot install can
-//! switch to a freshly loaded tree atomically while readers keep whichever tree they
-//! already hold. The current revision and compact revision are atomics, published after
+//! The live keyspace is the tree of the active [`Generation`] (a sled database of its
+//! own), reached through an `ArcSwap`, so a snapshot install or a defragmentation can
+//! switch to a fresh database atomically while readers keep whichever one they already
+//! hold. The current revision and compact revision are atomics, published after
 //! each applied batch is visible; the applied log index and the physically compacted
-//! revision are [`Watermark`]s. No lock guards any of them; the one lock here is the
-//! compaction-pin registry's (see `compaction_pins.rs`).
+//! revision are [`Watermark`]s. No lock guards any of them. Two locks exist: the
+//! compaction-pin registry's (see `compaction_pins.rs`) and the tree-writers gate, which
+//! every write to the live tree holds (an applied batch, a compaction chunk's commit) so
+//! that a switch of generations (`defrag.rs`, a snapshot install) never misses a write.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,24 +20,29 @@ use raftkv_core::kv::Revision;
 
 use crate::compaction_pins::CompactionPins;
 use crate::compactor::{CompactionStats, CompactorWake};
-use crate::durable::DurableDb;
+use crate::defrag::{AutoDefrag, DefragStats};
+use crate::durable::SyncStats;
 use crate::error::Result;
+use crate::generation::{self, Generation};
 use crate::keys;
 use crate::watch_hub::WatchHub;
 
-/// Key (in sled's default tree) naming the active state-machine generation.
-pub(crate) const ACTIVE_GENERATION: &[u8] = b"active_generation";
-
-/// The name of the state-machine tree of `generation`.
-pub(crate) fn generation_tree_name(generation: u64) -> String {
-    format!("sm.{generation}")
-}
-
 /// State shared by the state machine, its readers and the log store.
 pub struct StateShared {
-    pub(crate) db: DurableDb,
-    pub(crate) active: ArcSwap<sled::Tree>,
-    pub(crate) generation: AtomicU64,
+    /// The node's data directory (generations live under it, see `generation.rs`).
+    pub(crate) data_dir: PathBuf,
+    pub(crate) active: ArcSwap<Generation>,
+    /// Page cache of each generation's database.
+    pub(crate) cache_bytes: u64,
+    /// Sync counters, shared by every generation.
+    pub(crate) sync_stats: Arc<SyncStats>,
+    /// Held by every write to the live tree and by a generation switch (module doc).
+    /// An async mutex: apply waits for it without blocking a runtime thread.
+    pub(crate) writers: Arc<tokio::sync::Mutex<()>>,
+    /// When the compactor defragments by itself.
+    pub(crate) auto_defrag: AutoDefrag,
+    /// Counters of defragmentation.
+    pub(crate) defrag_stats: DefragStats,
     pub(crate) revision: AtomicI64,
     pub(crate) compact_revision: AtomicI64,
     pub(crate) applied: Arc<Watermark>,
@@ -43,6 +51,8 @@ pub struct StateShared {
     pub(crate) snapshot_dir: PathBuf,
     /// Test hook: make the next state-machine syncs fail (see `inject_sync_failure`).
     pub(crate) fail_syncs: AtomicBool,
+    /// A generation switch failed midway (see `commit_switch`): syncs fail from then on.
+    pub(crate) switch_failed: AtomicBool,
     /// 0 until the first membership is applied.
     pub(crate) cluster_id: AtomicU64,
     /// The revision the live tree is physically compacted up to (see [`crate::compactor`]).
@@ -86,8 +96,8 @@ impl StateShared {
         &self.watch_hub
     }
 
-    /// The live keyspace tree.
-    pub(crate) fn tree(&self) -> Arc<sled::Tree> {
+    /// The active generation; derefs to the live keyspace tree.
+    pub(crate) fn tree(&self) -> Arc<Generation> {
         self.active.load_full()
     }
 
@@ -97,10 +107,30 @@ impl StateShared {
         if self.fail_syncs.load(Ordering::Acquire) {
             return Err(std::io::Error::other("injected state-machine sync failure").into());
         }
+        if self.switch_failed.load(Ordering::Acquire) {
+            return Err(std::io::Error::other(
+                "a state generation switch failed; restart the node to recover",
+            )
+            .into());
+        }
         let applied = self.applied.get();
-        self.db.sync()?;
+        // Loaded after `applied`: a batch counted there went to this generation or an
+        // older one that a switch synced before retiring it.
+        self.tree().sync()?;
         self.synced_applied.fetch_max(applied, Ordering::AcqRel);
         Ok(applied)
+    }
+
+    /// Durably name `next` (filled and synced) as the active generation; the caller then
+    /// publishes it. If that fails, `state.current` may name either generation after a
+    /// restart, and the old one may miss what is applied from now on: so every later
+    /// state-machine sync fails, which keeps the log from being purged past what either
+    /// generation holds (openraft replays it at the restart this asks for).
+    pub(crate) fn commit_switch(&self, next: &Generation) -> Result<()> {
+        generation::commit(&self.data_dir, next.number()).inspect_err(|e| {
+            self.switch_failed.store(true, Ordering::Release);
+            tracing::error!(error = %e, "could not switch state generations; restart the node");
+        })
     }
 
     /// The applied index covered by the last state-machine sync.
@@ -115,8 +145,19 @@ impl StateShared {
     }
 
     /// Sync counters of the state-machine database.
-    pub fn sync_stats(&self) -> &crate::durable::SyncStats {
-        self.db.stats()
+    pub fn sync_stats(&self) -> &SyncStats {
+        &self.sync_stats
+    }
+
+    /// Counters of defragmentation (manual and automatic).
+    pub fn defrag_stats(&self) -> &DefragStats {
+        &self.defrag_stats
+    }
+
+    /// The active generation's number and the size of its database file now.
+    pub fn state_file(&self) -> (u64, u64) {
+        let generation = self.tree();
+        (generation.number(), generation.file_bytes())
     }
 
     /// The revision the live tree is physically compacted up to: every version no read at

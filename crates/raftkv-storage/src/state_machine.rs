@@ -229,6 +229,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        // Uncontended but for a compaction chunk's commit or a generation switch.
+        let writers = self.shared.writers.clone();
+        let _gate = writers.lock().await;
         self.apply_entries(entries).map_err(sm_write)
     }
 
@@ -258,10 +261,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Watch readers throw away what they read while the tree switches; watchers then
         // replay the gap from the new tree's history (see `watch_hub.rs`).
         self.shared.watch_hub.begin_install();
-        let installed =
-            tokio::task::spawn_blocking(move || snapshot::install(&shared, &installed_meta, file))
-                .await
-                .map_err(|e| snapshot_write(std::io::Error::other(e.to_string())));
+        let gate = self.shared.writers.clone().lock_owned().await;
+        let installed = tokio::task::spawn_blocking(move || {
+            let _gate = gate;
+            snapshot::install(&shared, &installed_meta, file)
+        })
+        .await
+        .map_err(|e| snapshot_write(std::io::Error::other(e.to_string())));
         self.shared.watch_hub.end_install(self.shared.revision());
         self.lease_changes.bump();
         installed?.map_err(snapshot_write)?;

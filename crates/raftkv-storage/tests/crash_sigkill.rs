@@ -5,6 +5,9 @@
 //! `LogStore::append` (waiting for openraft's flush callback), prints `ACK <i>` after each
 //! callback fired, applies to the state machine in batches of 7 and purges the log behind
 //! it at every multiple of 301. Every 97th value is 200 KiB, so sled writes blob files.
+//! At every multiple of 89 it starts a defragmentation in the background (a copy of the
+//! state machine into a new sled database and a switch to it, `defrag.rs`), concurrent
+//! with the appends and applies, so kills land mid-copy and mid-switch too.
 //!
 //! The parent runs `RAFTKV_CRASH_ROUNDS` rounds (24 by default; any larger number works)
 //! in ONE directory, so each round recovers from what the previous round's crash and the
@@ -24,6 +27,7 @@
 //!   the log's last index, and the log holds at most one unacknowledged entry beyond;
 //! - the log is a clean, contiguous prefix of decodable entries from the first kept one
 //!   to the last;
+//! - one state-machine generation directory is left after the reopen;
 //! - the state machine matches exactly the entries up to its last-applied id (one
 //!   revision per put, the last put visible with its value, nothing past it, the key
 //!   count), was never ahead of an acknowledgement, and is never behind the purged log;
@@ -75,6 +79,7 @@ fn options() -> StoreOptions {
     StoreOptions {
         log_cache_bytes: 8 << 20,
         state_cache_bytes: 8 << 20,
+        ..StoreOptions::default()
     }
 }
 
@@ -115,6 +120,7 @@ fn crash_child_writer() {
         // The test harness may have printed "test crash_child_writer ... " without a newline.
         println!("\nOPENED last={last} applied={applied}");
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut defrag: Option<tokio::task::JoinHandle<()>> = None;
         for _ in 0..20_000 {
             if Instant::now() > deadline {
                 break;
@@ -129,6 +135,15 @@ fn crash_child_writer() {
             if next.is_multiple_of(301) && applied > 50 {
                 let upto = store.log.get_log_id(applied - 50).await.unwrap();
                 store.log.purge(upto).await.unwrap();
+            }
+            if next.is_multiple_of(89) {
+                if let Some(previous) = defrag.take() {
+                    previous.await.unwrap();
+                }
+                let shared = store.shared.clone();
+                defrag = Some(tokio::task::spawn_blocking(move || {
+                    shared.defragment().unwrap();
+                }));
             }
             next += 1;
         }
@@ -504,6 +519,16 @@ async fn sigkill_crash_loop_loses_no_acknowledged_append() {
         max_acked_ever = max_acked_ever.max(round_max.unwrap_or(0));
 
         let mut store = Store::open(dir.path(), options()).unwrap();
+        let generations: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n == "state" || n.starts_with("state.") && n != "state.current")
+            .collect();
+        assert_eq!(
+            generations.len(),
+            1,
+            "{ctx}: state generations left: {generations:?}{stderr}"
+        );
         let state = store.log.get_log_state().await.unwrap();
         let last = state.last_log_id.map_or(0, |id| id.index);
         // Nothing acknowledged in this or any earlier round is lost.
@@ -580,8 +605,18 @@ async fn sigkill_crash_loop_loses_no_acknowledged_append() {
         total_acks > 0,
         "seed={seed}: the child made no progress in {rounds} rounds (no ack at all)"
     );
+    // The defragmentations ran: the state machine moved to later generations.
+    let generation: u64 =
+        std::fs::read_to_string(dir.path().join("state.current")).map_or(0, |t| t.trim().parse().unwrap());
+    if total_acks >= 10 * 89 {
+        assert!(
+            generation > 0,
+            "seed={seed}: no defragmentation completed in {total_acks} acks"
+        );
+    }
     let line = format!(
-        "RELIABILITY crash_loop seed={seed} rounds={rounds} kills={kills} acked={total_acks} violations=0 secs={:.1}",
+        "RELIABILITY crash_loop seed={seed} rounds={rounds} kills={kills} acked={total_acks} \
+         state_generation={generation} violations=0 secs={:.1}",
         started.elapsed().as_secs_f64()
     );
     println!("{line}");

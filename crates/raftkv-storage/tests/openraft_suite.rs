@@ -14,6 +14,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Sle
         let options = StoreOptions {
             log_cache_bytes: 4 << 20,
             state_cache_bytes: 4 << 20,
+            ..StoreOptions::default()
         };
         let store = Store::open(dir.path(), options).map_err(|e| {
             StorageError::from_io_error(
