@@ -41,8 +41,6 @@
 //! - A watch is served from the node it was made on, without a Raft round: on a lagging
 //!   follower it lags too (its responses say how far it is). A [`WatchStream`] holds the
 //!   node (and its store) until dropped, even after `shutdown` ended it.
-//! - Physical compaction at `C` removes revision `C`'s history, so watches start at
-//!   `C + 1` at the oldest (etcd also serves `C`); `compact_revision` says `C + 1`.
 
 #![warn(missing_docs)]
 

@@ -145,8 +145,10 @@ const SCRIPT: &[Step] = &[
     step(&["member", "remove", "ADDED_ID"]),
     single(&["snapshot", "save", "SNAPSHOT_PATH"]),
     // Watch: replay from a revision after the compaction, then live (nothing more comes);
-    // a compacted start revision is refused.
+    // from the compact revision itself (its event is still served); a compacted start
+    // revision is refused.
     watch(&["watch", "--rev=6", "--prefix", "--prev-kv", "txn"]),
+    watch(&["watch", "--rev=5", "zoo"]),
     watch(&["watch", "--rev=2", "foo"]),
     // Leases. LEASE_ID: the id `lease grant` printed (each server picks its own).
     step(&["lease", "grant", "100"]),

@@ -327,8 +327,8 @@ async fn a_compacted_start_revision_is_answered_with_compact_revision_and_cancel
         .unwrap();
     let canceled = next_response(&mut stream).await;
     assert!(canceled.canceled && canceled.events.is_empty(), "{canceled:?}");
-    // The history of the compact revision itself is gone: the next one is the oldest.
-    assert_eq!(canceled.compact_revision, compacted + 1);
+    // As on etcd: the compact revision is the oldest a watch can start at.
+    assert_eq!(canceled.compact_revision, compacted);
     assert!(stream.next().await.is_none(), "the stream ends after canceled");
 
     let client = raftkv_client::Client::connect(node.client_urls().to_vec())
@@ -344,14 +344,34 @@ async fn a_compacted_start_revision_is_answered_with_compact_revision_and_cancel
         .unwrap()
         .unwrap();
     assert!(canceled.canceled);
-    assert_eq!(canceled.compact_revision, compacted + 1);
+    assert_eq!(canceled.compact_revision, compacted);
     assert!(tokio::time::timeout(WAIT, remote.next()).await.unwrap().is_none());
 
     let mut from_oldest = node
-        .watch(WatchRequest::key("k").with_start_revision(compacted + 1))
+        .watch(WatchRequest::key("k").with_start_revision(compacted))
         .unwrap();
-    let replayed = take_events(&mut from_oldest, 5).await;
-    assert_eq!(replayed[0].kv.mod_revision, compacted + 1);
+    let replayed = take_events(&mut from_oldest, 6).await;
+    let seen: Vec<i64> = replayed.iter().map(|e| e.kv.mod_revision).collect();
+    assert_eq!(seen, revs[4..]);
+
+    // The compact revision's own event stays replayable once compaction has physically
+    // run, a delete too (its tombstone is kept until the next compaction).
+    let deleted = node.delete("k").await.unwrap().header.revision;
+    node.put("k", "again").await.unwrap();
+    node.compact_with(CompactionRequest {
+        revision: deleted,
+        physical: true,
+    })
+    .await
+    .unwrap();
+    let mut from_delete = node
+        .watch(WatchRequest::key("k").with_start_revision(deleted))
+        .unwrap();
+    let replayed = take_events(&mut from_delete, 2).await;
+    assert_eq!(
+        (replayed[0].kind, replayed[0].kv.mod_revision, replayed[1].kind),
+        (EventType::Delete, deleted, EventType::Put)
+    );
     node.shutdown().await;
 }
 
@@ -465,7 +485,7 @@ async fn a_slow_watcher_does_not_slow_writes_and_is_caught_up_from_history_or_ca
             last = e.kv.mod_revision;
         }
     };
-    assert_eq!(canceled.compact_revision, live + 1);
+    assert_eq!(canceled.compact_revision, live);
     assert_eq!(
         canceled.cancel_reason,
         "mvcc: required revision has been compacted"

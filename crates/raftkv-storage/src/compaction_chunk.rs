@@ -24,7 +24,8 @@ pub(crate) fn compacted_to(tree: &sled::Tree) -> Result<Revision> {
 pub(crate) struct Chunk {
     versions: sled::Batch,
     history: sled::Batch,
-    /// Every history record at or below this revision is processed once committed.
+    /// Every history record at or below this revision is processed once committed (and
+    /// deleted if below the target).
     pub(crate) progress: Revision,
     pub(crate) versions_deleted: usize,
     pub(crate) history_deleted: usize,
@@ -72,7 +73,8 @@ pub(crate) fn plan_chunk(
     };
     let mut finished: HashSet<sled::IVec> = HashSet::new();
     let mut stopped_at = None;
-    let window = keys::history_key(done + 1, 0)..=keys::history_key(target, u32::MAX);
+    // From `done` itself: the records of a previous target were kept (see below).
+    let window = keys::history_key(done, 0)..=keys::history_key(target, u32::MAX);
     for item in tree.range(window) {
         let (history_key, user_key) = item?;
         let rev = keys::history_revision(&history_key).ok_or_else(|| Error::Corrupt {
@@ -87,8 +89,12 @@ pub(crate) fn plan_chunk(
             break;
         }
         finished.insert(user_key);
-        chunk.history.remove(history_key);
-        chunk.history_deleted += 1;
+        // The target's own records stay, so a watch can start at the compact revision
+        // (as on etcd); the next compaction deletes them.
+        if rev < target {
+            chunk.history.remove(history_key);
+            chunk.history_deleted += 1;
+        }
     }
     // Stopped inside revision `rev`: its remaining records are found again next time.
     chunk.progress = stopped_at.map_or(target, |rev| rev - 1);
@@ -122,7 +128,10 @@ fn delete_superseded(
         chunk.versions_deleted += 1;
     }
     let newest: VersionRecord = codec::decode(&newest_bytes)?;
-    if let VersionRecord::Delete { .. } = newest {
+    // A tombstone at the target itself stays with the target's history record: the delete
+    // is an event of the compact revision, which a watch may still replay.
+    let at_target = keys::split_version_key(&newest_key).is_some_and(|(_, rev)| rev == target);
+    if let (VersionRecord::Delete { .. }, false) = (newest, at_target) {
         if chunk.deletions() >= budget {
             return Ok(false);
         }
@@ -194,7 +203,7 @@ mod tests {
         let compact_at = current - 1; // "d" is deleted at C, re-created above it.
         let tree = store.shared.tree();
         let expected: Vec<_> = (compact_at..=current).map(|r| reads_at(&tree, r)).collect();
-        let history_above = (compact_at + 1..=current)
+        let history_kept = (compact_at..=current)
             .map(|r| tree.scan_prefix(&keys::history_key(r, 0)[..9]).count())
             .sum::<usize>();
         store
@@ -231,10 +240,11 @@ mod tests {
         }
         assert!(chunks > 10, "{chunks} chunks");
         assert_eq!(compacted_to(&tree).unwrap(), compact_at);
-        // Left: one version of a, b, c (their newest puts); d's re-creation above C;
-        // nothing of "gone" (deleted at or below C).
-        assert_eq!(store.shared.version_records(b"", &[0]).unwrap(), 4);
+        // Left: one version of a, b, c (their newest puts); d's tombstone at C (an event
+        // of C, which a watch may replay) and its re-creation above C; nothing of "gone"
+        // (deleted below C). The history of C and above stays.
+        assert_eq!(store.shared.version_records(b"", &[0]).unwrap(), 5);
         assert_eq!(store.shared.version_records(b"gone", b"").unwrap(), 0);
-        assert_eq!(store.shared.history_records().unwrap(), history_above);
+        assert_eq!(store.shared.history_records().unwrap(), history_kept);
     }
 }

@@ -6,13 +6,16 @@
 //! compacts the tree up to a *target* `T = min(C, oldest compaction pin)`:
 //!
 //! - for every key, every version older than its newest version at or below `T`, and
-//!   that newest version too if it is a tombstone (a read at `r >= T` picks the newest
-//!   version `<= r`, which is never one of these);
-//! - every history record (`h` family) at or below `T`. Readers use only the `v` family;
-//!   the history serves future watches, which start above the compact revision.
+//!   that newest version too if it is a tombstone below `T` (a read at `r >= T` picks
+//!   the newest version `<= r`, which is never one of these);
+//! - every history record (`h` family) below `T`. Readers use only the `v` family; the
+//!   history serves future watches, which start at the compact revision or above, so the
+//!   records of `T` itself (and a tombstone at `T`) stay until the next compaction, as
+//!   etcd lets a watch start at its compact revision.
 //!
 //! **Finding the work.** The compactor walks the `h` family from the last revision it
-//! finished (`m`+`compact_done`, [`crate::keys::meta::COMPACT_DONE`]) up to `T`; each
+//! finished (`m`+`compact_done`, [`crate::keys::meta::COMPACT_DONE`]; that revision's
+//! records are kept by the previous round, so the walk includes it) up to `T`; each
 //! record names a key written in that window, whose versions at or below `T` it then
 //! scans (`version_key(key, 0) ..= version_key(key, T)`). A version can only become
 //! deletable because a newer write of its key (with its own history record) landed at or

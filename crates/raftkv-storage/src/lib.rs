@@ -46,9 +46,10 @@
 //!   deadlines: expiry is the leader's decision and arrives as a `LeaseRevoke` entry.
 //! - The state machine is synced only before a log purge and around snapshots; after a
 //!   crash openraft replays the log from the last durable applied id.
-//! - Physical compaction at `C` removes the history of revision `C` itself, so a watch
-//!   can start at `C + 1` at the oldest (etcd serves `C` too); a compacted watcher is told
-//!   `C + 1` as its `compact_revision`, the revision to start again from.
+//! - Physical compaction at `C` keeps the history of revision `C` itself, so a watch can
+//!   start at `C` (as on etcd), which is what a compacted watcher is told; an event of `C`
+//!   carries its previous key-value only while compaction has not removed it yet (etcd's
+//!   watch omits it there too).
 
 #![warn(missing_docs)]
 

@@ -161,7 +161,7 @@ impl StateShared {
     }
 
     /// The revision the live tree is physically compacted up to: every version no read at
-    /// or above it can see, and every history record at or below it, is deleted. Advances
+    /// or above it can see, and every history record below it, is deleted. Advances
     /// as the compactor's chunks commit; wait on it for etcd's `physical: true`. It lags
     /// [`StateShared::compact_revision`] while a snapshot build holds compaction back.
     pub fn physically_compacted(&self) -> &Arc<Watermark> {

@@ -4,15 +4,16 @@
 //! the past, or fell behind because it did not keep up, reads its events from here in
 //! bounded chunks until it reaches the applied revision (`watch_session.rs` drives that).
 //!
-//! **What is safe to read.** Physical compaction deletes history records at or below its
-//! target, which never exceeds the (published) compact revision `C`; version records
-//! above `C`, and the newest version of a key at or below `C` unless it is a tombstone,
-//! stay. So the events of every revision `> C`, their key-values and their previous
-//! key-values (read at `rev - 1 >= C`) are all intact, and a chunk that starts above `C`
-//! is complete if `C` is still below its start after the scan (the same re-check as
-//! `reader.rs`). Revision `C` itself is not replayable (its history records go), so the
-//! oldest revision a watch can start at is `C + 1`, which is what a compacted watcher is
-//! told.
+//! **What is safe to read.** Physical compaction deletes history records below its target
+//! `T`, which never exceeds the (published) compact revision `C`; version records above
+//! `T`, the newest version of a key at or below `T` unless it is a tombstone below `T`,
+//! and the history records of `T` itself stay. So the events of every revision `>= C`
+//! and their key-values are intact, and so are their previous key-values (read at
+//! `rev - 1`) for revisions `> C`; an event of `C` itself has its previous key-value only
+//! if compaction has not yet removed it (etcd's watch omits it there too). A chunk that
+//! starts at or above `C` is complete if `C` is still at or below its start after the scan
+//! (the same re-check as `reader.rs`). The oldest revision a watch can start at is `C`,
+//! which is what a compacted watcher is told, as on etcd.
 //!
 //! **Snapshot installs** switch the tree under a reader. The hub counts installs with a
 //! seqlock-style epoch (odd while one runs); a chunk read while the epoch was odd or
@@ -102,7 +103,7 @@ impl Default for ChunkLimits {
 pub(crate) enum ReadOutcome {
     /// The watcher's events of revisions `[from, next)`, in order, each revision whole.
     Chunk { events: Vec<Event>, next: Revision },
-    /// `from` is at or below this compact revision: the history it needs is gone.
+    /// `from` is below this compact revision: the history it needs is gone.
     Compacted(Revision),
     /// A snapshot install overlapped the read: read again later.
     Retry,
@@ -123,7 +124,7 @@ pub(crate) fn read_chunk(
         return Ok(ReadOutcome::Retry);
     }
     let compacted = shared.compact_revision();
-    if from <= compacted {
+    if from < compacted {
         return Ok(ReadOutcome::Compacted(compacted));
     }
     if from > to {
@@ -140,7 +141,7 @@ pub(crate) fn read_chunk(
     // See the module doc: the scan is complete only if nothing it needed was compacted
     // while it ran, and no install switched the tree.
     let compacted = shared.compact_revision();
-    if from <= compacted {
+    if from < compacted {
         return Ok(ReadOutcome::Compacted(compacted));
     }
     if hub.install_epoch() != epoch {

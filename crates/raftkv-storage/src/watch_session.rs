@@ -275,7 +275,7 @@ impl LocalWatchSession {
                 // The oldest revision a watch can start at now (see `watch_history.rs`).
                 let response = WatchResponse {
                     canceled: true,
-                    compact_revision: compacted + 1,
+                    compact_revision: compacted,
                     cancel_reason: cancel_reason::COMPACTED.to_string(),
                     ..self.response(id, self.published())
                 };

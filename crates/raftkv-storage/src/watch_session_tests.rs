@@ -210,15 +210,15 @@ async fn compacted_history_cancels_with_the_oldest_startable_revision() {
     })])
     .await;
     let mut session = f.session();
-    let created = session.create(WatchRequest::key("k").with_start_revision(6));
+    let created = session.create(WatchRequest::key("k").with_start_revision(5));
     assert!(created.created && !created.canceled, "created first, as etcd");
     let canceled = next(&mut session).await;
     assert!(canceled.canceled && canceled.events.is_empty());
-    assert_eq!(canceled.compact_revision, 7);
+    assert_eq!(canceled.compact_revision, 6);
     assert_eq!(canceled.watch_id, created.watch_id);
-    session.create(WatchRequest::key("k").with_start_revision(7));
-    let replayed = events(&mut session, 5).await;
-    assert_eq!(replayed.first().map(|e| e.0), Some(7));
+    session.create(WatchRequest::key("k").with_start_revision(6));
+    let replayed = events(&mut session, 6).await;
+    assert_eq!(replayed.first().map(|e| e.0), Some(6));
 
     // A watcher that fell behind and was overtaken by compaction is canceled too.
     f.store.shared.watch_hub().configure(WatchConfig {
@@ -239,7 +239,7 @@ async fn compacted_history_cancels_with_the_oldest_startable_revision() {
     assert_eq!(first.events.len(), 1, "the one batch that fitted: {first:?}");
     let canceled = next(&mut lagging).await;
     assert!(canceled.canceled);
-    assert_eq!(canceled.compact_revision, 15);
+    assert_eq!(canceled.compact_revision, 14);
     assert!(lagging.watch_ids().is_empty());
     assert!(idle(&mut lagging));
 }
@@ -365,5 +365,5 @@ async fn after_a_snapshot_install_watchers_replay_the_gap_or_are_canceled_past_c
     install_snapshot_of(&mut leader, &mut lagging).await;
     let canceled = next(&mut late).await;
     assert!(canceled.canceled, "{canceled:?}");
-    assert_eq!((canceled.watch_id, canceled.compact_revision), (w.watch_id, 9));
+    assert_eq!((canceled.watch_id, canceled.compact_revision), (w.watch_id, 8));
 }

@@ -54,15 +54,15 @@ async fn old_versions_are_deleted_and_reads_at_and_above_the_compact_revision_ar
     wait_physical(&store, compact_at).await;
 
     // a: its newest version at C and the one above; b: one; c: as a; x, y: nothing (deleted
-    // at or below C); z: its newest put at C and the tombstone above it.
+    // below C); z: its newest put at C and the tombstone above it.
     let shared = store.shared.clone();
     let versions = |key: &str| shared.version_records(key.as_bytes(), b"").unwrap();
     assert_eq!(["a", "b", "c", "x", "y", "z"].map(versions), [2, 1, 2, 0, 0, 2]);
     assert_eq!(store.shared.version_records(b"", &[0]).unwrap(), 7);
     assert_eq!(
         store.shared.history_records().unwrap(),
-        3,
-        "only the writes above C"
+        1 + 3,
+        "only the write at C (a watch may start there) and the writes above it"
     );
     for rev in compact_at..=current {
         assert_eq!(
@@ -90,14 +90,15 @@ async fn old_versions_are_deleted_and_reads_at_and_above_the_compact_revision_ar
     assert_eq!(stats.versions_deleted.load(Ordering::Relaxed), 57 + 8 + 1);
     assert_eq!(
         stats.history_deleted.load(Ordering::Relaxed),
-        (compact_at - 1) as u64
+        (compact_at - 2) as u64,
+        "revisions 2 ..= C - 1, one write each"
     );
 
     // A second compaction only walks its own window; z is gone from disk entirely now.
     log.compact(&mut store, current).await;
     wait_physical(&store, current).await;
     assert_eq!(["a", "b", "c", "x", "y", "z"].map(versions), [1, 1, 1, 0, 0, 0]);
-    assert_eq!(store.shared.history_records().unwrap(), 0);
+    assert_eq!(store.shared.history_records().unwrap(), 1, "c's put at the new C");
     assert_eq!(read_all(&store, current).unwrap(), before[current as usize - 1]);
     assert_eq!(store.shared.physically_compacted().get(), current as u64);
 }
@@ -118,6 +119,8 @@ async fn compaction_runs_in_chunks_of_at_most_a_thousand_deletions() {
         [Command::DeleteRange(DeleteRangeRequest::prefix("k"))],
     )
     .await;
+    // Compacted up to one more write, so the tombstones are below C (and go).
+    log.apply(&mut store, [put("last", "v")]).await;
     let current = store.shared.revision();
     let hot = read_key(&store, "hot", current);
     let batches_before = store.shared.compaction_stats().batches.load(Ordering::Relaxed);
@@ -137,11 +140,15 @@ async fn compaction_runs_in_chunks_of_at_most_a_thousand_deletions() {
         "{batches} chunks for {} deletions",
         versions + history
     );
-    assert_eq!(store.shared.version_records(b"", &[0]).unwrap(), 1);
-    assert_eq!(store.shared.history_records().unwrap(), 0);
+    assert_eq!(
+        store.shared.version_records(b"", &[0]).unwrap(),
+        2,
+        "hot and last"
+    );
+    assert_eq!(store.shared.history_records().unwrap(), 1, "last's, at C");
     assert_eq!(read_key(&store, "hot", current), hot);
     assert_eq!(hot[0].version, 5001);
-    assert_eq!(read_all(&store, current).unwrap().len(), 1);
+    assert_eq!(read_all(&store, current).unwrap().len(), 2);
 }
 
 async fn install(follower: &mut Store, snapshot: openraft::Snapshot<raftkv_core::types::TypeConfig>) {
@@ -250,7 +257,8 @@ async fn compaction_resumes_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = open(dir.path());
     let mut log = Log::new();
-    // 3,000 keys written twice: 3,000 superseded versions, 6,000 history records.
+    // 3,000 keys written twice: 3,000 superseded versions, 6,000 history records (the
+    // last one, at C, stays).
     for _ in 0..2 {
         log.apply(&mut store, (0..3000).map(|i| put(format!("k{i:04}"), "v")))
             .await;
@@ -291,10 +299,10 @@ async fn compaction_resumes_after_a_restart() {
     );
     assert_eq!(
         stats.history_deleted.load(Ordering::Relaxed) + deleted_before.1,
-        6000
+        5999
     );
     assert_eq!(store.shared.version_records(b"", &[0]).unwrap(), 3000);
-    assert_eq!(store.shared.history_records().unwrap(), 0);
+    assert_eq!(store.shared.history_records().unwrap(), 1);
     assert_eq!(read_all(&store, current).unwrap(), expected);
 }
 
