@@ -152,6 +152,7 @@ const SCRIPT: &[Step] = &[
     watch(&["watch", "--rev=2", "foo"]),
     // Leases. LEASE_ID: the id `lease grant` printed (each server picks its own).
     step(&["lease", "grant", "100"]),
+    step(&["lease", "grant", "9000000001"]),
     step(&["put", "leased", "v", "--lease=LEASE_ID"]),
     step(&["lease", "timetolive", "LEASE_ID", "--keys"]),
     step(&["lease", "list"]),

@@ -63,6 +63,13 @@ async fn grant_attach_time_to_live_keep_alive_and_revoke_in_one_revision() {
         leader.lease_grant(4242, 60).await,
         Err(Error::Request(RequestError::LeaseExists(4242)))
     ));
+    // A TTL above etcd's maximum is refused as etcd refuses it.
+    assert!(matches!(
+        follower
+            .lease_grant(0, raftkv_core::lease::MAX_LEASE_TTL + 1)
+            .await,
+        Err(Error::Request(RequestError::LeaseTtlTooLarge(_)))
+    ));
     // A put naming no existing lease is refused.
     assert!(matches!(
         leader.put_with(leased("nolease", 777)).await,

@@ -57,6 +57,9 @@ pub enum RequestError {
     /// etcd: "requested lease not found".
     #[error("requested lease not found: {0}")]
     LeaseNotFound(i64),
+    /// etcd: "too large lease TTL" (above [`crate::lease::MAX_LEASE_TTL`]).
+    #[error("too large lease TTL: {0} s")]
+    LeaseTtlTooLarge(i64),
     /// etcd: "lease already exists".
     #[error("lease already exists: {0}")]
     LeaseExists(i64),

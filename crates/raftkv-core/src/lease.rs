@@ -87,9 +87,7 @@ pub enum LeaseAnswer {
 /// [`MAX_LEASE_TTL`] (refused beyond it).
 pub fn granted_ttl(requested: i64, min_ttl: i64) -> Result<i64, RequestError> {
     if requested > MAX_LEASE_TTL {
-        return Err(RequestError::Unsupported(format!(
-            "lease TTL {requested} s is above the maximum of {MAX_LEASE_TTL} s"
-        )));
+        return Err(RequestError::LeaseTtlTooLarge(requested));
     }
     Ok(requested.max(min_ttl).max(1))
 }

@@ -25,6 +25,7 @@ pub mod text {
     pub const FUTURE_REV: &str = "etcdserver: mvcc: required revision is a future revision";
     pub const LEASE_NOT_FOUND: &str = "etcdserver: requested lease not found";
     pub const LEASE_EXISTS: &str = "etcdserver: lease already exists";
+    pub const LEASE_TTL_TOO_LARGE: &str = "etcdserver: too large lease TTL";
     pub const REQUEST_TOO_LARGE: &str = "etcdserver: request is too large";
     pub const NO_LEADER: &str = "etcdserver: no leader";
     pub const NOT_LEADER: &str = "etcdserver: not leader";
@@ -88,6 +89,7 @@ fn request_status(e: &RequestError) -> Status {
         RequestError::FutureRevision { .. } => (Code::OutOfRange, text::FUTURE_REV),
         RequestError::LeaseNotFound(_) => (Code::NotFound, text::LEASE_NOT_FOUND),
         RequestError::LeaseExists(_) => (Code::FailedPrecondition, text::LEASE_EXISTS),
+        RequestError::LeaseTtlTooLarge(_) => (Code::OutOfRange, text::LEASE_TTL_TOO_LARGE),
         RequestError::ValueProvided => (Code::InvalidArgument, text::VALUE_PROVIDED),
         RequestError::LeaseProvided => (Code::InvalidArgument, text::LEASE_PROVIDED),
         RequestError::KeyNotFound => (Code::InvalidArgument, text::KEY_NOT_FOUND),
@@ -132,6 +134,7 @@ pub fn from_status(status: &Status) -> Error {
         }
         text::LEASE_NOT_FOUND => return request(RequestError::LeaseNotFound(0)),
         text::LEASE_EXISTS => return request(RequestError::LeaseExists(0)),
+        text::LEASE_TTL_TOO_LARGE => return request(RequestError::LeaseTtlTooLarge(0)),
         text::REQUEST_TOO_LARGE => return request(RequestError::RequestTooLarge { size: 0, limit: 0 }),
         text::INVALID_RANGE_END => return request(RequestError::InvalidRangeEnd),
         text::NOT_LEADER | text::NO_LEADER => {
