@@ -207,8 +207,9 @@ impl NodeBuilder {
     }
 
     /// When the state database is rewritten to give disk space back (default: once its
-    /// file is 4x its size at the last rewrite and over 64 MiB; [`AutoDefrag::OFF`]:
-    /// only on `Defragment`). Writes wait while it copies the live data.
+    /// file is 4x its size at the last rewrite, taken as at least 64 MiB;
+    /// [`AutoDefrag::OFF`]: only on `Defragment`). Writes wait only for the final
+    /// catch-up of what they wrote during the copy.
     pub fn auto_defrag(mut self, auto: AutoDefrag) -> Self {
         self.store.auto_defrag = auto;
         self

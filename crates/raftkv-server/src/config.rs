@@ -59,9 +59,9 @@ raftkv-server: a raftkv node speaking etcd's v3 gRPC API
                                 (default 5000); a leader change costs an idle lease at
                                 most this much extra life
   --auto-defrag-ratio N         rewrite the state database once its file is N times its
-                                size at the last rewrite (and over 64 MiB), giving
-                                back the space sled keeps; 0: only on Defragment
-                                (default 4)
+                                size at the last rewrite (taken as at least 64 MiB),
+                                giving back the space sled keeps; 0: only on
+                                Defragment (default 4)
   --log FILTER                  tracing filter (default: RUST_LOG, else info)
 ";
 

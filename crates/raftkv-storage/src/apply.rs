@@ -31,6 +31,7 @@ use crate::error::Error;
 use crate::keys;
 use crate::lease_table::LeaseRecord;
 use crate::mvcc::{self, VersionRecord};
+use crate::tree_writes::TreeBatch;
 use crate::watch_events::EventCollector;
 
 /// Why applying one request stopped: its own fault (answered to the client, nothing
@@ -64,7 +65,7 @@ type KeyState = BTreeMap<Vec<u8>, Option<KeyValue>>;
 /// Writes of one `apply()` call.
 pub(crate) struct Applier<'a> {
     pub(crate) tree: &'a sled::Tree,
-    pub(crate) batch: sled::Batch,
+    pub(crate) batch: TreeBatch,
     /// Latest state of every key written by this call so far (`None`: deleted).
     overlay: KeyState,
     /// Revision after the requests applied so far.
@@ -93,7 +94,7 @@ impl<'a> Applier<'a> {
     pub(crate) fn new(tree: &'a sled::Tree, revision: Revision, compact_revision: Revision) -> Self {
         Self {
             tree,
-            batch: sled::Batch::default(),
+            batch: TreeBatch::default(),
             overlay: KeyState::new(),
             revision,
             compact_revision,

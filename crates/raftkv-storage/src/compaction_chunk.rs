@@ -11,6 +11,7 @@ use raftkv_core::kv::Revision;
 use crate::error::{Error, Result};
 use crate::keys::{self, meta};
 use crate::mvcc::VersionRecord;
+use crate::tree_writes::{TreeBatch, WriteGate};
 
 /// The revision `tree` is physically compacted up to (0 if never).
 pub(crate) fn compacted_to(tree: &sled::Tree) -> Result<Revision> {
@@ -22,8 +23,8 @@ pub(crate) fn compacted_to(tree: &sled::Tree) -> Result<Revision> {
 
 /// The deletions of one chunk, not yet committed.
 pub(crate) struct Chunk {
-    versions: sled::Batch,
-    history: sled::Batch,
+    versions: TreeBatch,
+    history: TreeBatch,
     /// Every history record at or below this revision is processed once committed (and
     /// deleted if below the target).
     pub(crate) progress: Revision,
@@ -37,21 +38,25 @@ impl Chunk {
     }
 
     /// First batch: the versions (see the invariant in the module doc).
-    pub(crate) fn commit_versions(self, tree: &sled::Tree) -> Result<CommittedVersions> {
-        if self.versions_deleted > 0 {
-            tree.apply_batch(self.versions)?;
+    pub(crate) fn commit_versions(
+        self,
+        tree: &sled::Tree,
+        gate: &mut WriteGate,
+    ) -> Result<CommittedVersions> {
+        if !self.versions.is_empty() {
+            self.versions.commit(tree, gate)?;
         }
         Ok(CommittedVersions(self.history))
     }
 }
 
 /// A chunk whose version deletions are committed; its history batch is next.
-pub(crate) struct CommittedVersions(sled::Batch);
+pub(crate) struct CommittedVersions(TreeBatch);
 
 impl CommittedVersions {
     /// Second batch: the history records and the progress.
-    pub(crate) fn commit_history(self, tree: &sled::Tree) -> Result<()> {
-        tree.apply_batch(self.0)?;
+    pub(crate) fn commit_history(self, tree: &sled::Tree, gate: &mut WriteGate) -> Result<()> {
+        self.0.commit(tree, gate)?;
         Ok(())
     }
 }
@@ -65,8 +70,8 @@ pub(crate) fn plan_chunk(
     budget: usize,
 ) -> Result<Chunk> {
     let mut chunk = Chunk {
-        versions: sled::Batch::default(),
-        history: sled::Batch::default(),
+        versions: TreeBatch::default(),
+        history: TreeBatch::default(),
         progress: done,
         versions_deleted: 0,
         history_deleted: 0,
@@ -231,9 +236,10 @@ mod tests {
             }
             let chunk = plan_chunk(&tree, done, compact_at, 3).unwrap();
             assert!(chunk.versions_deleted + chunk.history_deleted <= 3);
-            let committed = chunk.commit_versions(&tree).unwrap();
+            let gate = &mut WriteGate::default();
+            let committed = chunk.commit_versions(&tree, gate).unwrap();
             check("after a version batch");
-            committed.commit_history(&tree).unwrap();
+            committed.commit_history(&tree, gate).unwrap();
             check("after a history batch");
             chunks += 1;
             assert!(chunks < 1000, "no progress");

@@ -199,11 +199,13 @@ pub(crate) fn step(shared: &StateShared) -> Result<bool> {
         // Planned without the gate (apply goes on meanwhile: it never deletes what a
         // chunk plans to), committed under it, and only into the generation still active:
         // a chunk planned on a replaced one is planned again on the new one.
-        let _gate = shared.writers.blocking_lock();
+        let mut gate = shared.writers.blocking_lock();
         if !Arc::ptr_eq(&tree, &shared.tree()) {
             return Ok(true);
         }
-        chunk.commit_versions(&tree)?.commit_history(&tree)?;
+        chunk
+            .commit_versions(&tree, &mut gate)?
+            .commit_history(&tree, &mut gate)?;
     }
     let stats = &shared.compaction_stats;
     stats.batches.fetch_add(1, Ordering::Relaxed);

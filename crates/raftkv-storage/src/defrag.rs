@@ -2,24 +2,34 @@
 //! and switching to it, which is how a sled 0.34 database gives disk space back.
 //!
 //! etcd's `Defragment` does the same for bbolt: rewrite the live data into a new file.
-//! The copy happens under the tree-writers gate ([`StateShared`]'s `writers`), so no
-//! applied batch or compaction chunk lands in the old tree after the copy began; writes
-//! wait for the copy (reads do not: they keep using whichever generation they hold).
+//! Unlike etcd's, writes do not wait for the copy. It runs in two phases around the
+//! tree-writers gate (`tree_writes.rs`): first, under the gate, the gate starts recording
+//! the key of every write committed from then on; the whole live tree is then copied
+//! (and synced) while applies and compaction go on. Then, under the gate again, the
+//! recorded keys are copied once more as they are now (a key not written since the copy
+//! began was copied with its final value; one written since is re-copied, or deleted
+//! from the copy), the new database is synced, `state.current` switched and the new
+//! generation published. Writes wait only for that catch-up (reads never wait: they keep
+//! using whichever generation they hold). A snapshot install during the copy replaces
+//! the state database itself; the defragmentation then gives up (the install's database
+//! is fresh anyway).
 //! It runs on demand (`Maintenance.Defragment`, [`StateShared::defragment`]) and, when
 //! [`AutoDefrag`] allows, by itself: the compactor thread checks after each compaction
 //! round whether the database file has grown past `ratio` times its size at the last
-//! switch (and past `min_bytes`). Churn without compaction keeps live data, which a copy
+//! switch (taken as at least `floor_bytes`). Churn without compaction keeps live data, which a copy
 //! cannot shrink, so compaction is the natural moment to look.
 //!
-//! The copy is raw: every record of the tree, byte for byte, in batches; then the new
-//! database is synced, `state.current` switched, the new generation published, and the
-//! old one retired (its directory goes when its last reader does).
+//! The copy is raw: every record of the tree, byte for byte, in batches. The old
+//! generation is retired: its directory goes when its last reader does.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::error::Result;
+use sled::IVec;
+
+use crate::error::{Error, Result};
 use crate::generation::Generation;
 use crate::state::StateShared;
 
@@ -32,26 +42,28 @@ pub struct AutoDefrag {
     /// Defragment once the database file is more than this many times its size at the
     /// last switch (0: never by itself).
     pub ratio: u64,
-    /// ... and larger than this.
-    pub min_bytes: u64,
+    /// The size at the last switch counts as at least this: a young database is left
+    /// alone until it is `ratio` times this large.
+    pub floor_bytes: u64,
 }
 
 impl AutoDefrag {
     /// Never defragment by itself.
     pub const OFF: Self = Self {
         ratio: 0,
-        min_bytes: 0,
+        floor_bytes: 0,
     };
 }
 
 impl Default for AutoDefrag {
-    /// 4x and 64 MiB: the file is rewritten at most once per fourfold growth, so the copy
-    /// costs a constant share of what was written, and the disk holds at most about four
-    /// times the compacted size (sled under churn settles near ten).
+    /// 4x over at least 64 MiB: the file is rewritten at most once per fourfold growth,
+    /// so the copy costs a constant share of what was written, and the disk holds at most
+    /// about four times the compacted size, or 256 MiB (sled under churn settles near ten
+    /// times).
     fn default() -> Self {
         Self {
             ratio: 4,
-            min_bytes: 64 << 20,
+            floor_bytes: 64 << 20,
         }
     }
 }
@@ -78,11 +90,15 @@ pub struct DefragReport {
     pub generation: u64,
     /// Records copied.
     pub records: u64,
+    /// Keys written during the copy and copied again before the switch.
+    pub caught_up: u64,
     /// Database file size before.
     pub before_bytes: u64,
     /// Database file size after.
     pub after_bytes: u64,
-    /// How long writes waited (the copy, the syncs and the switch).
+    /// How long the whole defragmentation took.
+    pub duration: Duration,
+    /// How long writes waited: the catch-up, the sync and the switch.
     pub pause: Duration,
 }
 
@@ -92,7 +108,7 @@ impl StateShared {
     /// (`spawn_blocking`), never from an async task.
     #[tracing::instrument(level = "info", skip_all)]
     pub fn defragment(&self) -> Result<DefragReport> {
-        let report = self.defragment_gated(false)?;
+        let report = self.defragment_with(false, || {})?;
         tracing::info!(?report, "defragmented the state database");
         Ok(report)
     }
@@ -102,58 +118,84 @@ impl StateShared {
         if !self.defrag_due() {
             return Ok(None);
         }
-        let report = self.defragment_gated(true)?;
+        let report = self.defragment_with(true, || {})?;
         tracing::info!(?report, "defragmented the state database (automatic)");
         Ok(Some(report))
     }
 
     fn defrag_due(&self) -> bool {
-        let AutoDefrag { ratio, min_bytes } = self.auto_defrag;
+        let AutoDefrag { ratio, floor_bytes } = self.auto_defrag;
         if ratio == 0 {
             return false;
         }
         let active = self.tree();
-        let size = active.file_bytes();
-        size > min_bytes && size > active.baseline_bytes().saturating_mul(ratio)
+        active.file_bytes() > active.baseline_bytes().max(floor_bytes).saturating_mul(ratio)
     }
 
-    fn defragment_gated(&self, automatic: bool) -> Result<DefragReport> {
-        let _gate = self.writers.blocking_lock();
+    /// The defragmentation; `between_phases` runs after the copy, before the catch-up
+    /// (tests write there).
+    fn defragment_with(&self, automatic: bool, between_phases: impl FnOnce()) -> Result<DefragReport> {
+        // One at a time (the Maintenance call and the compactor's own).
+        let _one = self.defrag_running.lock();
         let started = Instant::now();
-        let old = self.tree();
+        // Phase 1: copy the live tree while writes go on, recording their keys.
+        let old = {
+            let mut gate = self.writers.blocking_lock();
+            gate.track();
+            self.tree()
+        };
         let fresh = Generation::create(
             &self.data_dir,
             old.number() + 1,
             self.cache_bytes,
             self.sync_stats.clone(),
-        )?;
-        let filled = copy(&old, &fresh).and_then(|records| {
-            fresh.sync()?;
-            Ok(records)
-        });
-        let records = match filled {
-            Ok(records) => records,
-            Err(e) => {
-                // Not switched to: remove what was copied (a full disk is a likely cause).
-                fresh.retire();
-                return Err(e);
+        );
+        let copied = fresh.and_then(|fresh| {
+            // Synced here, so the sync under the gate has only the catch-up to write.
+            let filled = copy_all(&old, &fresh).and_then(|records| {
+                fresh.sync()?;
+                Ok(records)
+            });
+            match filled {
+                Ok(records) => Ok((fresh, records)),
+                Err(e) => {
+                    fresh.retire();
+                    Err(e)
+                }
             }
-        };
+        });
+        between_phases();
+        // Phase 2, under the gate: re-copy what was written meanwhile, sync, switch.
+        let mut gate = self.writers.blocking_lock();
+        let written = gate.take_tracked();
+        let (fresh, records) = copied?;
+        let paused = Instant::now();
+        if !Arc::ptr_eq(&old, &self.tree()) {
+            fresh.retire();
+            return Err(Error::Interrupted(
+                "a snapshot install replaced the state database during the copy".into(),
+            ));
+        }
+        let caught_up = copy_keys(&old, &fresh, &written).and_then(|()| fresh.sync());
+        if let Err(e) = caught_up {
+            // Not switched to: remove what was copied (a full disk is a likely cause).
+            fresh.retire();
+            return Err(e);
+        }
         fresh.mark_baseline();
         self.commit_switch(&fresh)?;
         let report = DefragReport {
             generation: fresh.number(),
             records,
+            caught_up: written.len() as u64,
             before_bytes: old.file_bytes(),
             after_bytes: fresh.file_bytes(),
-            pause: Duration::ZERO,
+            duration: started.elapsed(),
+            pause: paused.elapsed(),
         };
         self.active.store(Arc::new(fresh));
+        drop(gate);
         old.retire();
-        let report = DefragReport {
-            pause: started.elapsed(),
-            ..report
-        };
         let stats = &self.defrag_stats;
         stats.runs.fetch_add(1, Ordering::Relaxed);
         if automatic {
@@ -172,8 +214,21 @@ impl StateShared {
     }
 }
 
+/// Copy `keys` from `from` into `to` as they are in `from` now (absent: deleted).
+fn copy_keys(from: &sled::Tree, to: &sled::Tree, keys: &HashSet<IVec>) -> Result<()> {
+    let mut batch = sled::Batch::default();
+    for key in keys {
+        match from.get(key)? {
+            Some(value) => batch.insert(key.clone(), value),
+            None => batch.remove(key.clone()),
+        }
+    }
+    to.apply_batch(batch)?;
+    Ok(())
+}
+
 /// Copy every record of `from` into `to`, in batches. Returns the records copied.
-fn copy(from: &sled::Tree, to: &sled::Tree) -> Result<u64> {
+fn copy_all(from: &sled::Tree, to: &sled::Tree) -> Result<u64> {
     let mut records = 0;
     let mut batch = sled::Batch::default();
     let mut batch_bytes = 0;
@@ -189,4 +244,56 @@ fn copy(from: &sled::Tree, to: &sled::Tree) -> Result<u64> {
     }
     to.apply_batch(batch)?;
     Ok(records)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::tree_writes::TreeBatch;
+    use crate::{Store, StoreOptions};
+
+    fn write(shared: &StateShared, stage: impl FnOnce(&mut TreeBatch)) {
+        let mut gate = shared.writers.blocking_lock();
+        let mut batch = TreeBatch::default();
+        stage(&mut batch);
+        batch.commit(&shared.tree(), &mut gate).unwrap();
+    }
+
+    fn contents(tree: &sled::Tree) -> Vec<(IVec, IVec)> {
+        tree.iter().map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn writes_made_during_the_copy_are_caught_up_before_the_switch() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            auto_defrag: AutoDefrag::OFF,
+            ..StoreOptions::default()
+        };
+        let store = Store::open(dir.path(), options).unwrap();
+        let shared = store.shared.clone();
+        write(&shared, |b| {
+            for i in 0..1000 {
+                b.insert(format!("k{i:04}").as_bytes(), &b"v0"[..]);
+            }
+        });
+        let mut expected = Vec::new();
+        let report = shared
+            .defragment_with(false, || {
+                // Overwrite, delete, create: the copy has the old state of all three.
+                write(&shared, |b| {
+                    b.insert(&b"k0001"[..], &b"v1"[..]);
+                    b.remove(&b"k0002"[..]);
+                    b.insert(&b"new"[..], &b"x"[..]);
+                });
+                expected = contents(&shared.tree());
+            })
+            .unwrap();
+        assert_eq!(report.caught_up, 3);
+        assert_eq!(shared.tree().number(), 1);
+        assert_eq!(contents(&shared.tree()), expected);
+        assert_eq!(shared.tree().get(b"k0001").unwrap().unwrap().as_ref(), b"v1");
+        assert!(shared.tree().get(b"k0002").unwrap().is_none());
+    }
 }

@@ -28,6 +28,9 @@ pub enum Error {
         /// The version this build reads.
         supported: u32,
     },
+    /// An operation gave up because something replaced what it worked on.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
     /// Stored data is inconsistent (a checksum or framing mismatch).
     #[error("corrupt {what}: {detail}")]
     Corrupt {

@@ -75,6 +75,7 @@ pub mod snapshot;
 mod snapshot_file;
 pub mod state;
 pub mod state_machine;
+mod tree_writes;
 mod watch_events;
 mod watch_history;
 pub mod watch_hub;
@@ -207,6 +208,7 @@ impl Store {
             writers: Default::default(),
             auto_defrag: options.auto_defrag,
             defrag_stats: Default::default(),
+            defrag_running: Default::default(),
             revision: AtomicI64::new(revision),
             compact_revision: AtomicI64::new(compact_revision),
             applied: Arc::new(Watermark::new(applied_index)),

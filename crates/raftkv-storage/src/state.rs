@@ -25,6 +25,7 @@ use crate::durable::SyncStats;
 use crate::error::Result;
 use crate::generation::{self, Generation};
 use crate::keys;
+use crate::tree_writes::WriteGate;
 use crate::watch_hub::WatchHub;
 
 /// State shared by the state machine, its readers and the log store.
@@ -36,13 +37,16 @@ pub struct StateShared {
     pub(crate) cache_bytes: u64,
     /// Sync counters, shared by every generation.
     pub(crate) sync_stats: Arc<SyncStats>,
-    /// Held by every write to the live tree and by a generation switch (module doc).
-    /// An async mutex: apply waits for it without blocking a runtime thread.
-    pub(crate) writers: Arc<tokio::sync::Mutex<()>>,
+    /// The tree-writers gate (`tree_writes.rs`): held by every write to the live tree and
+    /// by a generation switch. An async mutex: apply waits for it without blocking a
+    /// runtime thread.
+    pub(crate) writers: Arc<tokio::sync::Mutex<WriteGate>>,
     /// When the compactor defragments by itself.
     pub(crate) auto_defrag: AutoDefrag,
     /// Counters of defragmentation.
     pub(crate) defrag_stats: DefragStats,
+    /// Held by a running defragmentation, so two never overlap.
+    pub(crate) defrag_running: parking_lot::Mutex<()>,
     pub(crate) revision: AtomicI64,
     pub(crate) compact_revision: AtomicI64,
     pub(crate) applied: Arc<Watermark>,

@@ -29,6 +29,7 @@ use crate::keys::{self, meta};
 use crate::lease_table::LeaseChanges;
 use crate::snapshot;
 use crate::state::StateShared;
+use crate::tree_writes::WriteGate;
 use crate::watch_events::EventCollector;
 
 /// The state machine. openraft owns it; readers go through [`crate::KvReader`].
@@ -58,7 +59,11 @@ impl StateMachine {
         })
     }
 
-    fn apply_entries(&mut self, entries: impl IntoIterator<Item = Entry>) -> Result<Vec<Response>> {
+    fn apply_entries(
+        &mut self,
+        entries: impl IntoIterator<Item = Entry>,
+        gate: &mut WriteGate,
+    ) -> Result<Vec<Response>> {
         crate::failpoints::check("sm-apply")?;
         let tree = self.shared.tree();
         let compacted_before = self.shared.compact_revision();
@@ -100,7 +105,7 @@ impl StateMachine {
         if let Some(id) = new_cluster_id {
             batch.insert(meta::CLUSTER_ID, codec::encode(&id)?);
         }
-        tree.apply_batch(batch)?;
+        batch.commit(&tree, gate)?;
         if let Some(id) = new_cluster_id {
             self.shared.cluster_id.store(id, Ordering::Release);
         }
@@ -231,8 +236,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         // Uncontended but for a compaction chunk's commit or a generation switch.
         let writers = self.shared.writers.clone();
-        let _gate = writers.lock().await;
-        self.apply_entries(entries).map_err(sm_write)
+        let mut gate = writers.lock().await;
+        self.apply_entries(entries, &mut gate).map_err(sm_write)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

@@ -97,7 +97,8 @@ async fn defragment_shrinks_the_file_and_changes_nothing_a_reader_sees() {
     let (generation, bytes_before) = store.shared.state_file();
     assert_eq!(generation, 0);
 
-    // Writes applied while the copy runs wait for it and land in the new generation.
+    // Writes applied while the copy runs land in the new generation (copied, or caught
+    // up before the switch).
     let copying = {
         let shared = store.shared.clone();
         tokio::task::spawn_blocking(move || shared.defragment())
@@ -154,7 +155,7 @@ async fn the_compactor_defragments_by_itself_once_the_file_outgrows_its_ratio() 
     let dir = tempfile::tempdir().unwrap();
     let auto = AutoDefrag {
         ratio: 2,
-        min_bytes: 1 << 20,
+        floor_bytes: 1 << 20,
     };
     let mut store = open_with(dir.path(), auto);
     let mut log = Log::new();
