@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use raftkv_core::kv::{ResponseHeader, Revision};
 use raftkv_core::watch::{
-    Event, INVALID_WATCH_ID, WatchId, WatchRequest, WatchResponse, WatchSession, cancel_reason,
+    INVALID_WATCH_ID, SharedWatchResponse, WatchId, WatchRequest, WatchResponse, WatchSession, cancel_reason,
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{Interval, MissedTickBehavior, Sleep};
@@ -81,7 +81,7 @@ pub struct LocalWatchSession {
     by_hub_id: HashMap<u64, WatchId>,
     next_auto_id: WatchId,
     /// Responses made, not yet handed out.
-    ready: VecDeque<WatchResponse>,
+    ready: VecDeque<SharedWatchResponse>,
     /// Watchers that are behind, in replay order (round robin).
     replaying: VecDeque<WatchId>,
     /// A stream progress request waits until every watcher is complete up to this.
@@ -152,7 +152,7 @@ impl LocalWatchSession {
             self.by_hub_id.remove(&w.hub_id);
             self.shared.watch_hub.unregister(w.hub_id);
         }
-        self.ready.extend(last);
+        self.ready.extend(last.map(SharedWatchResponse::from));
         self.answer_stream_progress();
     }
 
@@ -167,8 +167,8 @@ impl LocalWatchSession {
             return;
         }
         self.progress_target = None;
-        self.ready
-            .push_back(self.response(INVALID_WATCH_ID, lowest.unwrap_or(target)));
+        let response = self.response(INVALID_WATCH_ID, lowest.unwrap_or(target));
+        self.ready.push_back(response.into());
     }
 
     fn handle(&mut self, item: SinkItem) {
@@ -187,19 +187,13 @@ impl LocalWatchSession {
                 };
                 w.buffered.release(events.len(), bytes);
                 let prev_kv = w.request.prev_kv;
-                let events = events
-                    .iter()
-                    .map(|e| Event {
-                        kind: e.kind,
-                        kv: e.kv.clone(),
-                        prev_kv: if prev_kv { e.prev_kv.clone() } else { None },
-                    })
-                    .collect();
                 w.sent_up_to = w.sent_up_to.max(revision);
                 w.sent_since_tick = true;
-                let mut response = self.response(id, revision);
-                response.events = events;
-                self.ready.push_back(response);
+                self.ready.push_back(SharedWatchResponse {
+                    response: self.response(id, revision),
+                    events,
+                    prev_kv,
+                });
                 self.answer_stream_progress();
             }
             SinkItem::CatchUp { watcher, from } => {
@@ -228,7 +222,7 @@ impl LocalWatchSession {
                     w.marker_pending = true;
                 }
                 if periodic {
-                    self.ready.push_back(self.response(id, revision));
+                    self.ready.push_back(self.response(id, revision).into());
                 }
                 self.answer_stream_progress();
             }
@@ -262,7 +256,7 @@ impl LocalWatchSession {
                 if !events.is_empty() {
                     w.sent_since_tick = true;
                     response.events = events;
-                    self.ready.push_back(response);
+                    self.ready.push_back(response.into());
                 }
                 if next > to && self.shared.watch_hub.promote(w.hub_id, next) {
                     w.replay_from = None;
@@ -436,7 +430,7 @@ impl WatchSession for LocalWatchSession {
         self.answer_stream_progress();
     }
 
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<WatchResponse>> {
+    fn poll_next_shared(&mut self, cx: &mut Context<'_>) -> Poll<Option<SharedWatchResponse>> {
         let mut replayed = 0;
         loop {
             if let Some(response) = self.ready.pop_front() {
