@@ -40,7 +40,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use raftkv_core::kv::Revision;
-use raftkv_core::watch::{Event, SharedEvent, WatchRequest};
+use raftkv_core::watch::{Event, WatchRequest};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::watch_events::Interest;
@@ -417,96 +417,10 @@ impl WatchHub {
     }
 }
 
-/// Hand each synced watcher its share of a batch's events (see the module doc). Each
-/// event is shared (one `Arc` for every watcher that gets it). Watchers of a single key
-/// are found per event through `by_key`; watchers of a range take their share of the
-/// whole batch at once, computed once for all watchers of the same range and filters
-/// (the common case of many watchers on one prefix costs a copy of a list of `Arc`s
-/// each).
-fn route(inner: &mut HubInner, events: Vec<Event>, first: Revision, last: Revision) {
-    let events: Vec<Arc<SharedEvent>> = events
-        .into_iter()
-        .map(|e| Arc::new(SharedEvent::new(e)))
-        .collect();
-    // Per watcher: (events, bytes).
-    let mut batches: Vec<(u64, Vec<Arc<SharedEvent>>, usize)> = Vec::new();
-    let wanted = |w: &HubWatcher, event: &SharedEvent| {
-        w.synced && event.revision() >= w.min_rev && w.request.admits(event.kind)
-    };
-    if !inner.by_key.is_empty() {
-        let mut singles: HashMap<u64, usize> = HashMap::new();
-        for event in &events {
-            let Some(ids) = inner.by_key.get(event.kv.key.as_slice()) else {
-                continue;
-            };
-            for id in ids {
-                let Some(w) = inner.watchers.get(id) else {
-                    continue;
-                };
-                if !wanted(w, event) {
-                    continue;
-                }
-                let slot = *singles.entry(*id).or_insert_with(|| {
-                    batches.push((*id, Vec::new(), 0));
-                    batches.len() - 1
-                });
-                let batch = &mut batches[slot];
-                batch.1.push(event.clone());
-                batch.2 += event.approximate_size();
-            }
-        }
-    }
-    // A range watcher's share depends only on its range and filters, unless it starts
-    // inside the batch.
-    let mut shares: HashMap<(&KeyRange, bool, bool), (Vec<Arc<SharedEvent>>, usize)> = HashMap::new();
-    for id in &inner.ranges {
-        let Some(w) = inner.watchers.get(id) else {
-            continue;
-        };
-        if !w.synced {
-            continue;
-        }
-        let share = |w: &HubWatcher| {
-            let mine: Vec<_> = events
-                .iter()
-                .filter(|e| w.range.contains(&e.kv.key) && wanted(w, e))
-                .cloned()
-                .collect();
-            let bytes = mine.iter().map(|e| e.approximate_size()).sum();
-            (mine, bytes)
-        };
-        let (mine, bytes) = if w.min_rev <= first {
-            let key = (&w.range, w.request.no_put, w.request.no_delete);
-            shares.entry(key).or_insert_with(|| share(w)).clone()
-        } else {
-            share(w)
-        };
-        if !mine.is_empty() {
-            batches.push((*id, mine, bytes));
-        }
-    }
-    let config = inner.config;
-    for (id, events, bytes) in batches {
-        let Some(w) = inner.watchers.get(&id) else {
-            continue;
-        };
-        if w.buffered.admit(events.len(), bytes, &config) {
-            let session = w.session;
-            inner.send(
-                session,
-                SinkItem::Events {
-                    watcher: id,
-                    events,
-                    bytes,
-                    revision: last,
-                },
-            );
-        } else {
-            tracing::debug!(watcher = id, "watcher fell behind; replaying it from the history");
-            inner.demote(id, first);
-        }
-    }
-}
+// A child of this module (not declared in lib.rs): routing a batch to the watchers.
+#[path = "watch_route.rs"]
+mod watch_route;
+use watch_route::route;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
