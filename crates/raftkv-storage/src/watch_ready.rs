@@ -81,6 +81,13 @@ impl ReadyQueue {
         self.items.push_back(response);
     }
 
+    /// Drop every response of watcher `id` not yet handed out (the client canceled it:
+    /// nothing of it may follow its "canceled"). Coalescing restarts for every watcher.
+    pub(crate) fn discard(&mut self, id: WatchId) {
+        self.items.retain(|r| r.response.watch_id != id);
+        self.open.clear();
+    }
+
     /// The next response to hand out.
     pub(crate) fn pop_front(&mut self) -> Option<SharedWatchResponse> {
         let response = self.items.pop_front()?;

@@ -424,6 +424,8 @@ impl WatchSession for LocalWatchSession {
         if !self.watchers.contains_key(&watch_id) {
             return None;
         }
+        // Its "canceled" goes out now: nothing of it made before may follow.
+        self.ready.discard(watch_id);
         self.end_watcher(watch_id, None);
         Some(WatchResponse {
             canceled: true,
