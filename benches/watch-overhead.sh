@@ -9,10 +9,13 @@
 #                receives every event of the load)
 # and one table is printed: throughput, p50, p99, events received and watch errors of
 # each run, then each variant's mean throughput as a ratio of the no-watcher mean.
-# raftkv-bench decodes the watchers' events on the same machine as the servers, so the
-# written variant also takes client CPU from the cluster.
+# raftkv-bench reads the watchers' responses on the same machine as the servers (count-only:
+# events are skipped and counted, not decoded), so the written variant also takes some
+# client CPU from the cluster.
 #
 # Usage: benches/watch-overhead.sh [DURATION]   (default 20s per run)
+# SERVER=... BENCH=... run given binaries instead of building them (to compare builds);
+# otherwise they are built in $CARGO_TARGET_DIR (default target/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-20s}"
@@ -25,10 +28,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release --locked --bin raftkv-server -p raftkv -q
-cargo build --release --locked -p raftkv-bench -q
-SERVER=target/release/raftkv-server
-BENCH=target/release/raftkv-bench
+if [ -z "${SERVER:-}" ] || [ -z "${BENCH:-}" ]; then
+  cargo build --release --locked --bin raftkv-server -p raftkv -q
+  cargo build --release --locked -p raftkv-bench -q
+  SERVER="${CARGO_TARGET_DIR:-target}/release/raftkv-server"
+  BENCH="${CARGO_TARGET_DIR:-target}/release/raftkv-bench"
+fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 use raftkv_core::types::{MemberNode, NodeId, Raft};
 use raftkv_core::validate::Limits;
 use raftkv_core::{Error, Proposer, ProposerConfig, Result, Watermark};
+use raftkv_net::WatchServer;
 use raftkv_net::{
     ClusterService, ElectionService, KvService, LeaseService, LockService, PeerConnections, PeerNetwork,
     PeerService, WatchService,
@@ -20,7 +21,6 @@ use raftkv_proto::etcdserverpb::cluster_server::ClusterServer;
 use raftkv_proto::etcdserverpb::kv_server::KvServer;
 use raftkv_proto::etcdserverpb::lease_server::LeaseServer;
 use raftkv_proto::etcdserverpb::maintenance_server::MaintenanceServer;
-use raftkv_proto::etcdserverpb::watch_server::WatchServer;
 use raftkv_proto::raftkvpeer::raft_peer_server::RaftPeerServer;
 use raftkv_proto::v3electionpb::election_server::ElectionServer;
 use raftkv_proto::v3lockpb::lock_server::LockServer;

@@ -28,7 +28,8 @@
 //! - [`keys`]: the per-client xorshift RNG and the key names.
 //! - [`report`]: histogram merge and percentiles, [`Report`] as text and as JSON.
 //! - [`watchers`]: `--watchers`, etcd Watch streams held open (and drained) during
-//!   the measured phase, to measure what watchers cost the server.
+//!   the measured phase, to measure what watchers cost the server;
+//!   [`watch_counting`]: their count-only decoding of the responses.
 //! - [`progress`]: the live progress line on stderr.
 //! - [`floor`]: fdatasync and loopback round-trip latency, the floor any replicated
 //!   write stands on.
@@ -53,7 +54,9 @@
 //! streams of their own connections; the events they receive during the measured phase
 //! and the watchers that failed are reported. They watch keys the load never writes
 //! (`--watch-mode idle`) or the whole key prefix (`written`: every watcher gets every
-//! event). Decoding those events costs this process CPU too.
+//! event). Their responses are decoded count-only (events are skipped and counted,
+//! not decoded), so that this process's own CPU, on the same machine as the servers,
+//! stays small next to what the watchers cost the server.
 //!
 //! Every request has a 10 s timeout. A failed or timed-out request counts as an error,
 //! its latency is not recorded, its client pauses 10 ms (so an unreachable server does
@@ -81,6 +84,7 @@ pub mod floor;
 pub mod keys;
 pub mod progress;
 pub mod report;
+pub mod watch_counting;
 pub mod watchers;
 pub mod workload;
 

@@ -15,7 +15,11 @@
 //! `open` returns once every watcher got its `created` reply, or at
 //! [`CREATE_DEADLINE`]. One task per stream reads it until [`WatchSet::close`],
 //! counting the events received in [`WatchCounters`] (one relaxed atomic add per
-//! response). A watcher the server refuses or cancels, one without a `created` reply by
+//! response). The responses are decoded count-only ([`crate::watch_counting`]): the
+//! events are counted while being skipped, never decoded into key-values, and only the
+//! fields the accounting needs (watch id, created, canceled, compact revision, cancel
+//! reason) are kept, so the load tool's CPU does not compete with the servers' for the
+//! same cores more than reading the bytes costs. A watcher the server refuses or cancels, one without a `created` reply by
 //! the deadline, and every watcher of a stream that fails or ends counts as one watch
 //! error, at most once, and the first distinct messages are kept; none of them stops
 //! the run. Only an unusable watch endpoint (a bad URL, a refused connection) does.
@@ -25,9 +29,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use raftkv_proto::etcdserverpb::watch_client::WatchClient;
 use raftkv_proto::etcdserverpb::watch_request::RequestUnion;
-use raftkv_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
+use raftkv_proto::etcdserverpb::{WatchCreateRequest, WatchRequest};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -37,6 +40,7 @@ use tonic::transport::Channel;
 
 use crate::cli::{LoadConfig, WatchMode};
 use crate::error::{Error, Result};
+use crate::watch_counting::{self, CountedWatchResponse};
 use crate::workload::{self, MAX_ERROR_SAMPLES};
 
 /// The most watchers one Watch stream carries.
@@ -127,9 +131,8 @@ impl WatchSet {
             let creates = (first..config.watchers.min(first + WATCHERS_PER_STREAM))
                 .map(|i| create_request(config, i))
                 .collect();
-            let client = WatchClient::new(channels[stream % channels.len()].clone())
-                .max_decoding_message_size(MAX_RESPONSE_BYTES);
-            tasks.spawn(drain_stream(client, creates, deadline, shared.clone()));
+            let channel = channels[stream % channels.len()].clone();
+            tasks.spawn(drain_stream(channel, creates, deadline, shared.clone()));
         }
         // Wait until every watcher is created or failed; each task gives up on its own
         // missing replies at the deadline, so this ends by then.
@@ -278,12 +281,7 @@ pub fn prefix_range(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
 }
 
 /// One Watch stream: sends its creates, then reads until aborted, keeping the counts.
-async fn drain_stream(
-    mut client: WatchClient<Channel>,
-    creates: Vec<WatchRequest>,
-    deadline: Instant,
-    shared: Shared,
-) {
+async fn drain_stream(channel: Channel, creates: Vec<WatchRequest>, deadline: Instant, shared: Shared) {
     let count = creates.len();
     // Room for every create, so they are all queued before the call; the sender stays
     // here so the request side stays open while the stream is read.
@@ -295,8 +293,9 @@ async fn drain_stream(
             return;
         }
     }
-    let mut inbound = match client.watch(ReceiverStream::new(outbound)).await {
-        Ok(response) => response.into_inner(),
+    let requests_stream = ReceiverStream::new(outbound);
+    let mut inbound = match watch_counting::watch(channel, requests_stream, MAX_RESPONSE_BYTES).await {
+        Ok(inbound) => inbound,
         Err(status) => {
             shared.failed(count, format!("watch stream refused: {}", status_text(&status)));
             shared.resolved(count);
@@ -342,12 +341,17 @@ async fn drain_stream(
 
 /// Accounts for one response of a stream with `pending` creates unanswered and the
 /// `live` watch ids.
-fn on_response(response: &WatchResponse, pending: &mut usize, live: &mut HashSet<i64>, shared: &Shared) {
-    if !response.events.is_empty() {
+fn on_response(
+    response: &CountedWatchResponse,
+    pending: &mut usize,
+    live: &mut HashSet<i64>,
+    shared: &Shared,
+) {
+    if response.events > 0 {
         shared
             .counters
             .events
-            .fetch_add(response.events.len() as u64, Ordering::Relaxed);
+            .fetch_add(response.events as u64, Ordering::Relaxed);
     }
     if response.created {
         // A reply after the deadline gave up on it (pending 0) is ignored.
@@ -376,7 +380,7 @@ fn on_response(response: &WatchResponse, pending: &mut usize, live: &mut HashSet
     }
 }
 
-fn reason(response: &WatchResponse) -> &str {
+fn reason(response: &CountedWatchResponse) -> &str {
     if response.cancel_reason.is_empty() {
         "no reason given"
     } else {

@@ -10,7 +10,16 @@
 //! the watcher asked for fragments); its first response is the "created" one; a start
 //! revision whose history is gone is answered with `compact_revision` and the watcher is
 //! canceled.
+//!
+//! Sessions hand their responses out as [`SharedWatchResponse`]s: each event is an
+//! `Arc<`[`SharedEvent`]`>` shared by every watcher that receives it, with a slot where a
+//! server keeps the event's wire encoding, so that fanning one event out to many
+//! watchers neither copies it nor encodes it once per watcher (the gRPC service fills
+//! the slot; this crate knows nothing of protobuf). [`WatchSession::poll_next`] gives
+//! the plain, owned [`WatchResponse`] for those who want it (the embedded API).
 
+use std::ops::Deref;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use serde::{Deserialize, Serialize};
@@ -209,6 +218,86 @@ impl WatchResponse {
     }
 }
 
+/// An [`Event`] shared by every watcher that receives it, with room for a server's wire
+/// encodings of it (see the module doc). Dereferences to the event.
+#[derive(Debug)]
+pub struct SharedEvent {
+    event: Event,
+    /// The encodings without and with `prev_kv`, made by the first watcher served that
+    /// wants each; whoever encodes must always encode the same way.
+    encoded: [OnceLock<Box<[u8]>>; 2],
+}
+
+impl SharedEvent {
+    /// Share `event`.
+    pub fn new(event: Event) -> Self {
+        Self {
+            event,
+            encoded: [OnceLock::new(), OnceLock::new()],
+        }
+    }
+
+    /// The event as a watcher that did (`prev_kv`) or did not ask for previous
+    /// key-values gets it.
+    pub fn to_event(&self, prev_kv: bool) -> Event {
+        Event {
+            kind: self.event.kind,
+            kv: self.event.kv.clone(),
+            prev_kv: if prev_kv { self.event.prev_kv.clone() } else { None },
+        }
+    }
+
+    /// The event's encoding for watchers that did (`prev_kv`) or did not ask for previous
+    /// key-values: made by `encode` the first time, then shared.
+    pub fn encoded(&self, prev_kv: bool, encode: impl FnOnce(&Event, bool) -> Vec<u8>) -> &[u8] {
+        self.encoded[usize::from(prev_kv)].get_or_init(|| encode(&self.event, prev_kv).into_boxed_slice())
+    }
+}
+
+impl Deref for SharedEvent {
+    type Target = Event;
+    fn deref(&self) -> &Event {
+        &self.event
+    }
+}
+
+/// A [`WatchResponse`] as a session yields it: the events shared, not owned (see the
+/// module doc).
+#[derive(Debug, Clone, Default)]
+pub struct SharedWatchResponse {
+    /// Everything but the events (its `events` is empty).
+    pub response: WatchResponse,
+    /// The events, in revision order, each revision whole.
+    pub events: Vec<Arc<SharedEvent>>,
+    /// The watcher asked for previous key-values: only then do its events carry them.
+    pub prev_kv: bool,
+}
+
+impl SharedWatchResponse {
+    /// The owned response (the events copied).
+    pub fn into_response(self) -> WatchResponse {
+        let mut response = self.response;
+        response
+            .events
+            .extend(self.events.iter().map(|e| e.to_event(self.prev_kv)));
+        response
+    }
+}
+
+impl From<WatchResponse> for SharedWatchResponse {
+    fn from(mut response: WatchResponse) -> Self {
+        let events = std::mem::take(&mut response.events);
+        Self {
+            response,
+            events: events
+                .into_iter()
+                .map(|e| Arc::new(SharedEvent::new(e)))
+                .collect(),
+            prev_kv: true,
+        }
+    }
+}
+
 /// A stream of watchers, served from one node's applied history: what etcd calls a watch
 /// stream. The gRPC service runs one per `Watch` call; the embedded API one per watcher.
 ///
@@ -226,8 +315,14 @@ pub trait WatchSession: Send {
     /// [`INVALID_WATCH_ID`] and a revision every watcher has sent everything up to, yielded
     /// once every watcher is caught up.
     fn request_progress(&mut self);
-    /// The next response; `Ready(None)` once the node stopped serving watches.
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<WatchResponse>>;
+    /// The next response, its events shared; `Ready(None)` once the node stopped serving
+    /// watches.
+    fn poll_next_shared(&mut self, cx: &mut Context<'_>) -> Poll<Option<SharedWatchResponse>>;
+    /// [`WatchSession::poll_next_shared`], the events copied out.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<WatchResponse>> {
+        self.poll_next_shared(cx)
+            .map(|next| next.map(SharedWatchResponse::into_response))
+    }
 }
 
 #[cfg(test)]
@@ -253,5 +348,64 @@ mod tests {
             ..progress.clone()
         };
         assert!(!created.is_progress_notify());
+    }
+
+    #[test]
+    fn shared_responses_give_each_watcher_its_events_and_encode_once() {
+        let event = Event {
+            kind: EventType::Put,
+            kv: KeyValue {
+                key: b"k".to_vec(),
+                mod_revision: 4,
+                ..KeyValue::default()
+            },
+            prev_kv: Some(KeyValue {
+                key: b"k".to_vec(),
+                ..KeyValue::default()
+            }),
+        };
+        let shared = Arc::new(SharedEvent::new(event.clone()));
+        let without = WatchResponse {
+            watch_id: 2,
+            events: vec![Event {
+                prev_kv: None,
+                ..event.clone()
+            }],
+            ..WatchResponse::default()
+        };
+        for (prev_kv, expected) in [
+            (false, without.clone()),
+            (
+                true,
+                WatchResponse {
+                    events: vec![event.clone()],
+                    ..without.clone()
+                },
+            ),
+        ] {
+            let response = SharedWatchResponse {
+                response: WatchResponse {
+                    watch_id: 2,
+                    ..WatchResponse::default()
+                },
+                events: vec![shared.clone()],
+                prev_kv,
+            };
+            assert_eq!(response.into_response(), expected);
+        }
+        let mut calls = 0;
+        for _ in 0..3 {
+            let bytes = shared.encoded(true, |e, prev_kv| {
+                calls += 1;
+                assert!(prev_kv && e.prev_kv.is_some());
+                vec![1, 2]
+            });
+            assert_eq!(bytes, [1, 2]);
+        }
+        assert_eq!(calls, 1);
+        assert_eq!(
+            SharedWatchResponse::from(without.clone()).into_response(),
+            without
+        );
     }
 }

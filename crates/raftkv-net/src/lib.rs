@@ -22,7 +22,9 @@
 //!   [`ElectionBackend`], with etcd's "not leader" / "no leader" statuses.
 //! - [`WatchService`]: etcd's `Watch` bidirectional stream over any [`WatchBackend`]: one
 //!   task per stream drives the backend's watch session and writes the responses, in
-//!   etcd's order, splitting them for watchers that asked for fragments.
+//!   etcd's order, splitting them for watchers that asked for fragments; each event is
+//!   encoded once for all the watchers that get it. [`WatchServer`] serves it (by hand,
+//!   in place of the generated server, to send those pre-encoded responses).
 //!
 //! - [`NetFaults`]: test-only network faults (loss, delay, duplication, partitions) that
 //!   every outgoing peer call goes through; a zero-sized no-op unless the `failpoints`
@@ -46,6 +48,7 @@ mod lease_service;
 mod lock_service;
 mod network;
 mod peer_service;
+mod watch_server;
 mod watch_service;
 
 pub use cluster_service::{
@@ -63,6 +66,7 @@ pub use lease_service::{LeaseBackend, LeaseService};
 pub use lock_service::{LockBackend, LockService};
 pub use network::{PeerClient, PeerNetwork};
 pub use peer_service::{ForwardTarget, PeerService, read_index_error};
+pub use watch_server::WatchServer;
 pub use watch_service::{WatchBackend, WatchService};
 
 /// Largest gRPC message a peer sends or accepts (entries are bounded by openraft's

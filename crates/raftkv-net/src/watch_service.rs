@@ -1,5 +1,6 @@
 //! [`WatchService`]: etcd's `Watch` gRPC service (a bidirectional stream) over a
-//! [`WatchBackend`], which hands out one [`WatchSession`] per stream.
+//! [`WatchBackend`], which hands out one [`WatchSession`] per stream. It is served by
+//! [`crate::WatchServer`] (`watch_server.rs`).
 //!
 //! Each `Watch` call gets a task that owns the session and is the only writer of the
 //! response stream: it reads requests (create, cancel, progress) and forwards what the
@@ -14,16 +15,23 @@
 //! away); responses of watchers that asked for fragments are split when larger than the
 //! request limit plus gRPC overhead. When the node stops serving watches the stream ends
 //! with etcd's "server stopped".
+//!
+//! **Fan-out.** The session hands its events out shared (`Arc<SharedEvent>`, one per
+//! event for every watcher of the node that gets it), and responses go out as
+//! `raftkv_proto::watch_wire::EncodedWatchResponse`s, which encode each event once (twice
+//! at most: with and without `prev_kv`) and copy those bytes into every response that
+//! carries it. So a hundred watchers of one prefix cost a hundred small headers and
+//! byte copies per event, not a hundred conversions and encodings.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use raftkv_core::kv::ResponseHeader;
-use raftkv_core::watch::{WatchId, WatchRequest, WatchResponse, WatchSession};
-use raftkv_proto::convert::fragment_watch_response;
+use raftkv_core::watch::{SharedWatchResponse, WatchId, WatchRequest, WatchSession};
 use raftkv_proto::etcdserverpb as pb;
 use raftkv_proto::etcdserverpb::watch_request::RequestUnion;
 use raftkv_proto::status::text;
+use raftkv_proto::watch_wire::EncodedWatchResponse;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -58,17 +66,15 @@ impl<B: WatchBackend> WatchService<B> {
     }
 }
 
-type Outbound = mpsc::Sender<Result<pb::WatchResponse, Status>>;
+type Outbound = mpsc::Sender<Result<EncodedWatchResponse, Status>>;
 
-#[tonic::async_trait]
-impl<B: WatchBackend> pb::watch_server::Watch for WatchService<B> {
-    type WatchStream = ReceiverStream<Result<pb::WatchResponse, Status>>;
+/// The responses of one `Watch` call.
+pub(crate) type WatchStream = ReceiverStream<Result<EncodedWatchResponse, Status>>;
 
+impl<B: WatchBackend> WatchService<B> {
+    /// Serve one `Watch` call: spawn its task and return its responses.
     #[tracing::instrument(level = "debug", skip_all)]
-    async fn watch(
-        &self,
-        request: Request<Streaming<pb::WatchRequest>>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
+    pub(crate) fn watch(&self, request: Request<Streaming<pb::WatchRequest>>) -> Response<WatchStream> {
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
         let stream = WatchStreamTask {
@@ -82,7 +88,7 @@ impl<B: WatchBackend> pb::watch_server::Watch for WatchService<B> {
                 .run(inbound)
                 .instrument(tracing::debug_span!("watch_stream")),
         );
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Response::new(ReceiverStream::new(rx))
     }
 }
 
@@ -115,7 +121,7 @@ impl<B: WatchBackend> WatchStreamTask<B> {
                         return;
                     }
                 },
-                next = std::future::poll_fn(|cx| self.session.poll_next(cx)) => match next {
+                next = std::future::poll_fn(|cx| self.session.poll_next_shared(cx)) => match next {
                     Some(response) => {
                         if !self.send(response).await {
                             return;
@@ -146,10 +152,10 @@ impl<B: WatchBackend> WatchStreamTask<B> {
                 if fragment && !created.canceled {
                     self.fragmented.insert(created.watch_id);
                 }
-                self.send(created).await
+                self.send(created.into()).await
             }
             Some(RequestUnion::CancelRequest(cancel)) => match self.session.cancel(cancel.watch_id) {
-                Some(canceled) => self.send(canceled).await,
+                Some(canceled) => self.send(canceled.into()).await,
                 None => true,
             },
             Some(RequestUnion::ProgressRequest(_)) => {
@@ -163,15 +169,13 @@ impl<B: WatchBackend> WatchStreamTask<B> {
 
     /// Send one response (in fragments if its watcher asked); returns false once the
     /// client is gone.
-    async fn send(&mut self, response: WatchResponse) -> bool {
-        let (watch_id, canceled) = (response.watch_id, response.canceled);
-        let revision = response.header.revision;
-        let mut wire = pb::WatchResponse::from(response);
+    async fn send(&mut self, response: SharedWatchResponse) -> bool {
+        let (watch_id, canceled) = (response.response.watch_id, response.response.canceled);
         let mut header = pb::ResponseHeader::from(self.backend.watch_header());
-        header.revision = revision;
-        wire.header = Some(header);
+        header.revision = response.response.header.revision;
+        let wire = EncodedWatchResponse::new(response, header);
         let parts = if self.fragmented.contains(&watch_id) {
-            fragment_watch_response(wire, self.backend.max_watch_response_bytes())
+            wire.fragment(self.backend.max_watch_response_bytes())
         } else {
             vec![wire]
         };

@@ -9,6 +9,8 @@
 //!   with the `failpoints` feature).
 //! - [`convert`]: the mapping between the etcd messages and raftkv-core's types, shared by
 //!   the server side (`raftkv-net`) and the client crate, so both map alike.
+//! - [`watch_wire`]: the server's `WatchResponse` with each event encoded once and
+//!   shared by all the watchers that get it (byte-identical on the wire).
 //!
 //! Code generation runs in `build.rs` with protox (pure Rust): no system `protoc`.
 //!
@@ -50,3 +52,4 @@ pub mod raftkvfaults {
 
 pub mod convert;
 pub mod status;
+pub mod watch_wire;

@@ -417,52 +417,10 @@ impl WatchHub {
     }
 }
 
-/// Hand each synced watcher its share of a batch's events (see the module doc).
-fn route(inner: &mut HubInner, events: Vec<Event>, first: Revision, last: Revision) {
-    // Per watcher, in the order first touched: (events, bytes).
-    let mut batches: HashMap<u64, (Vec<Arc<Event>>, usize)> = HashMap::new();
-    for event in events {
-        let event = Arc::new(event);
-        let key = event.kv.key.as_slice();
-        let singles = inner.by_key.get(key).map(Vec::as_slice).unwrap_or(&[]);
-        let ranged = inner
-            .ranges
-            .iter()
-            .filter(|id| inner.watchers.get(id).is_some_and(|w| w.range.contains(key)));
-        for id in singles.iter().chain(ranged) {
-            let Some(w) = inner.watchers.get(id) else {
-                continue;
-            };
-            if !w.synced || event.revision() < w.min_rev || !w.request.admits(event.kind) {
-                continue;
-            }
-            let batch = batches.entry(*id).or_default();
-            batch.1 += event.approximate_size();
-            batch.0.push(event.clone());
-        }
-    }
-    let config = inner.config;
-    for (id, (events, bytes)) in batches {
-        let Some(w) = inner.watchers.get(&id) else {
-            continue;
-        };
-        if w.buffered.admit(events.len(), bytes, &config) {
-            let session = w.session;
-            inner.send(
-                session,
-                SinkItem::Events {
-                    watcher: id,
-                    events,
-                    bytes,
-                    revision: last,
-                },
-            );
-        } else {
-            tracing::debug!(watcher = id, "watcher fell behind; replaying it from the history");
-            inner.demote(id, first);
-        }
-    }
-}
+// A child of this module (not declared in lib.rs): routing a batch to the watchers.
+#[path = "watch_route.rs"]
+mod watch_route;
+use watch_route::route;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -109,3 +109,52 @@ fn a_full_buffer_or_a_late_registration_makes_a_watcher_replay() {
     assert!(rx.try_recv().is_err());
     assert!(hub.open_session().is_none());
 }
+
+#[test]
+fn watchers_of_one_range_share_its_events_and_filters_and_starts_still_apply() {
+    let hub = WatchHub::new(1);
+    let (session, mut rx) = hub.open_session().unwrap();
+    let same: Vec<_> = (0..3)
+        .map(|_| register(&hub, session, WatchRequest::prefix("p")).id)
+        .collect();
+    let no_put = register(&hub, session, WatchRequest::prefix("p").with_no_put(true)).id;
+    let later = register(&hub, session, WatchRequest::prefix("p").with_start_revision(4)).id;
+    let single = register(&hub, session, WatchRequest::key("p2")).id;
+    let generation = hub.interest().generation;
+    let mut delete = put("p2", 4);
+    delete.kind = EventType::Delete;
+    hub.publish(
+        2,
+        4,
+        vec![put("p1", 2), put("q", 3), delete, put("p3", 4)],
+        generation,
+    );
+    let mut got: HashMap<u64, Vec<(Revision, Vec<u8>)>> = HashMap::new();
+    let mut shared = Vec::new();
+    for item in drain(&mut rx) {
+        let SinkItem::Events {
+            watcher,
+            events,
+            revision,
+            ..
+        } = item
+        else {
+            panic!("{item:?}")
+        };
+        assert_eq!(revision, 4);
+        if same.contains(&watcher) {
+            shared.push(Arc::as_ptr(&events[0]));
+        }
+        let list = events.iter().map(|e| (e.revision(), e.kv.key.clone())).collect();
+        assert!(got.insert(watcher, list).is_none(), "one item per watcher");
+    }
+    let all = vec![(2, b"p1".to_vec()), (4, b"p2".to_vec()), (4, b"p3".to_vec())];
+    for id in &same {
+        assert_eq!(got[id], all);
+    }
+    assert!(shared.windows(2).all(|w| w[0] == w[1]), "one Arc per event");
+    assert_eq!(got[&no_put], vec![(4, b"p2".to_vec())]);
+    assert_eq!(got[&later], vec![(4, b"p2".to_vec()), (4, b"p3".to_vec())]);
+    assert_eq!(got[&single], vec![(4, b"p2".to_vec())]);
+    assert_eq!(got.len(), 6);
+}

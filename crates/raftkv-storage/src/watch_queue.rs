@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use raftkv_core::kv::Revision;
-use raftkv_core::watch::Event;
+use raftkv_core::watch::SharedEvent;
 
 use crate::watch_hub::WatchConfig;
 
@@ -56,7 +56,7 @@ pub(crate) enum SinkItem {
     /// A synced watcher's events of one batch; it is complete up to `revision`.
     Events {
         watcher: u64,
-        events: Vec<Arc<Event>>,
+        events: Vec<Arc<SharedEvent>>,
         bytes: usize,
         revision: Revision,
     },

@@ -14,7 +14,9 @@
 //! **Ordering.** A watcher's items reach the queue in revision order; it gets none while
 //! it is behind, and its replayed events are handed out before the poll that could see
 //! anything pushed after its promotion. So every watcher sees its events in order, with
-//! no gap and no repeat, and each revision whole.
+//! no gap and no repeat, and each revision whole. A poll takes every item queued at the
+//! time (up to [`MAX_ITEMS_PER_POLL`]), so that the batches of a watcher that wait
+//! together go out as one response (`watch_ready.rs` says how order is kept).
 //!
 //! **Progress.** Every response carries the revision the watcher is complete up to. A
 //! progress request for the whole stream notes the published revision `T` and asks the
@@ -35,7 +37,7 @@ use std::time::Duration;
 
 use raftkv_core::kv::{ResponseHeader, Revision};
 use raftkv_core::watch::{
-    Event, INVALID_WATCH_ID, WatchId, WatchRequest, WatchResponse, WatchSession, cancel_reason,
+    INVALID_WATCH_ID, SharedWatchResponse, WatchId, WatchRequest, WatchResponse, WatchSession, cancel_reason,
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{Interval, MissedTickBehavior, Sleep};
@@ -44,9 +46,17 @@ use crate::state::StateShared;
 use crate::watch_history::{ChunkLimits, HistoryQuery, KeyRange, ReadOutcome, read_chunk};
 use crate::watch_queue::{Buffered, SinkItem};
 
+// A child of this module (not declared in lib.rs): the session's ready queue.
+#[path = "watch_ready.rs"]
+mod watch_ready;
+use watch_ready::ReadyQueue;
+
 /// Watchers one session (one gRPC stream) may have: a bound on what one client can make
 /// the node hold, far above what etcd clients multiplex on a stream.
 pub const MAX_WATCHERS_PER_SESSION: usize = 100_000;
+
+/// Queued items taken per poll (and coalesced, see the module doc).
+const MAX_ITEMS_PER_POLL: usize = 1024;
 
 /// History chunks replayed per poll before yielding to the executor.
 const MAX_REPLAY_STEPS_PER_POLL: usize = 8;
@@ -81,7 +91,7 @@ pub struct LocalWatchSession {
     by_hub_id: HashMap<u64, WatchId>,
     next_auto_id: WatchId,
     /// Responses made, not yet handed out.
-    ready: VecDeque<WatchResponse>,
+    ready: ReadyQueue,
     /// Watchers that are behind, in replay order (round robin).
     replaying: VecDeque<WatchId>,
     /// A stream progress request waits until every watcher is complete up to this.
@@ -105,7 +115,7 @@ impl LocalWatchSession {
             watchers: HashMap::new(),
             by_hub_id: HashMap::new(),
             next_auto_id: 0,
-            ready: VecDeque::new(),
+            ready: ReadyQueue::default(),
             replaying: VecDeque::new(),
             progress_target: None,
             progress_interval,
@@ -152,7 +162,9 @@ impl LocalWatchSession {
             self.by_hub_id.remove(&w.hub_id);
             self.shared.watch_hub.unregister(w.hub_id);
         }
-        self.ready.extend(last);
+        if let Some(last) = last {
+            self.ready.push(last.into());
+        }
         self.answer_stream_progress();
     }
 
@@ -167,8 +179,8 @@ impl LocalWatchSession {
             return;
         }
         self.progress_target = None;
-        self.ready
-            .push_back(self.response(INVALID_WATCH_ID, lowest.unwrap_or(target)));
+        let response = self.response(INVALID_WATCH_ID, lowest.unwrap_or(target));
+        self.ready.push(response.into());
     }
 
     fn handle(&mut self, item: SinkItem) {
@@ -187,19 +199,14 @@ impl LocalWatchSession {
                 };
                 w.buffered.release(events.len(), bytes);
                 let prev_kv = w.request.prev_kv;
-                let events = events
-                    .iter()
-                    .map(|e| Event {
-                        kind: e.kind,
-                        kv: e.kv.clone(),
-                        prev_kv: if prev_kv { e.prev_kv.clone() } else { None },
-                    })
-                    .collect();
                 w.sent_up_to = w.sent_up_to.max(revision);
                 w.sent_since_tick = true;
-                let mut response = self.response(id, revision);
-                response.events = events;
-                self.ready.push_back(response);
+                let response = SharedWatchResponse {
+                    response: self.response(id, revision),
+                    events,
+                    prev_kv,
+                };
+                self.ready.push_events(id, response, bytes);
                 self.answer_stream_progress();
             }
             SinkItem::CatchUp { watcher, from } => {
@@ -228,7 +235,7 @@ impl LocalWatchSession {
                     w.marker_pending = true;
                 }
                 if periodic {
-                    self.ready.push_back(self.response(id, revision));
+                    self.ready.push(self.response(id, revision).into());
                 }
                 self.answer_stream_progress();
             }
@@ -262,7 +269,7 @@ impl LocalWatchSession {
                 if !events.is_empty() {
                     w.sent_since_tick = true;
                     response.events = events;
-                    self.ready.push_back(response);
+                    self.ready.push(response.into());
                 }
                 if next > to && self.shared.watch_hub.promote(w.hub_id, next) {
                     w.replay_from = None;
@@ -417,6 +424,8 @@ impl WatchSession for LocalWatchSession {
         if !self.watchers.contains_key(&watch_id) {
             return None;
         }
+        // Its "canceled" goes out now: nothing of it made before may follow.
+        self.ready.discard(watch_id);
         self.end_watcher(watch_id, None);
         Some(WatchResponse {
             canceled: true,
@@ -436,7 +445,7 @@ impl WatchSession for LocalWatchSession {
         self.answer_stream_progress();
     }
 
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<WatchResponse>> {
+    fn poll_next_shared(&mut self, cx: &mut Context<'_>) -> Poll<Option<SharedWatchResponse>> {
         let mut replayed = 0;
         loop {
             if let Some(response) = self.ready.pop_front() {
@@ -451,7 +460,15 @@ impl WatchSession for LocalWatchSession {
             };
             match queue.poll_recv(cx) {
                 Poll::Ready(Some(item)) => {
-                    self.handle(item);
+                    let mut items = vec![item];
+                    while items.len() < MAX_ITEMS_PER_POLL
+                        && let Ok(item) = queue.try_recv()
+                    {
+                        items.push(item);
+                    }
+                    for item in items {
+                        self.handle(item);
+                    }
                     continue;
                 }
                 Poll::Ready(None) => {
