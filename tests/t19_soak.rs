@@ -42,6 +42,38 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Defragmentations a member's log reports, and the longest write pause among them
+/// (`pause: <Duration as Debug>` in each report line).
+fn defrag_summary(log: &str) -> (usize, Duration) {
+    let mut count = 0;
+    let mut longest = Duration::ZERO;
+    for line in log
+        .lines()
+        .filter(|l| l.contains("defragmented the state database"))
+    {
+        count += 1;
+        let Some(pause) = line.split("pause: ").nth(1).and_then(|p| p.split(' ').next()) else {
+            continue;
+        };
+        let split = pause
+            .find(|c: char| c.is_ascii_alphabetic() || c == 'µ')
+            .unwrap_or(pause.len());
+        let (number, unit) = pause.split_at(split);
+        let Ok(number) = number.parse::<f64>() else {
+            continue;
+        };
+        let secs = match unit {
+            "s" => number,
+            "ms" => number / 1e3,
+            "µs" => number / 1e6,
+            "ns" => number / 1e9,
+            _ => continue,
+        };
+        longest = longest.max(Duration::from_secs_f64(secs));
+    }
+    (count, longest)
+}
+
 fn disk_bytes(path: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(path) else {
         return 0;
@@ -218,9 +250,18 @@ async fn soak_put_delete_churn_levels_off() {
         growth.push((rss, disk));
     }
     let total_ops = ops.load(Ordering::Relaxed);
+    // The automatic defragmentations each member logged, and the longest write pause.
+    let defrags: Vec<(usize, Duration)> = cluster
+        .nodes
+        .keys()
+        .map(|id| {
+            let log = std::fs::read_to_string(cluster.dir.path().join(format!("node-{id}.log")));
+            defrag_summary(&log.unwrap_or_default())
+        })
+        .collect();
     println!(
         "RELIABILITY soak secs={} ops={total_ops} errors={} compactions={compactions} keys_checked={checked} \
-         growth_last_vs_middle_third(rss,disk)={growth:.2?} violations=0",
+         growth_last_vs_middle_third(rss,disk)={growth:.2?} defrags_and_longest_pause={defrags:?} violations=0",
         started.elapsed().as_secs(),
         errors.load(Ordering::Relaxed),
     );
