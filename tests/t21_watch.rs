@@ -168,13 +168,24 @@ struct RawStream {
 
 impl RawStream {
     async fn open(url: &str) -> Self {
+        Self::try_open(url, false).await.unwrap()
+    }
+
+    /// Open a stream, with etcd's require-leader metadata if `require_leader`.
+    async fn try_open(url: &str, require_leader: bool) -> Result<Self, tonic::Status> {
         let mut client = WatchClient::connect(url.to_string())
             .await
             .unwrap()
             .max_decoding_message_size(64 << 20);
         let (requests, rx) = mpsc::channel(16);
-        let responses = client.watch(ReceiverStream::new(rx)).await.unwrap().into_inner();
-        Self { requests, responses }
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        if require_leader {
+            request
+                .metadata_mut()
+                .insert(raftkv_net::REQUIRE_LEADER_KEY, "true".parse().unwrap());
+        }
+        let responses = client.watch(request).await?.into_inner();
+        Ok(Self { requests, responses })
     }
 
     async fn send(&self, request: RequestUnion) {
@@ -373,6 +384,48 @@ async fn a_compacted_start_revision_is_answered_with_compact_revision_and_cancel
         (EventType::Delete, deleted, EventType::Put)
     );
     node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_leader_streams_are_refused_and_ended_while_the_member_has_no_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = support::start_cluster(3, dir.path()).await;
+    let leader_id = support::wait_for_agreed_leader(&nodes, WAIT).await;
+    let survivor = nodes.iter().find(|n| n.id() != leader_id).unwrap();
+    let url = survivor.client_urls()[0].clone();
+    let mut required = RawStream::try_open(&url, true).await.unwrap();
+    required.create(WatchRequest::prefix("r/")).await;
+    assert!(required.recv().await.created);
+    let mut plain = RawStream::open(&url).await;
+    plain.create(WatchRequest::prefix("r/")).await;
+    assert!(plain.recv().await.created);
+
+    // The survivor alone: no quorum, so no leader once its election timer fires.
+    for node in nodes.iter().filter(|n| n.id() != survivor.id()) {
+        node.shutdown().await;
+    }
+    let started = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(60), required.responses.message())
+        .await
+        .expect("the require-leader stream ends in time");
+    let status = ended.expect_err("ended with a status");
+    assert_eq!(
+        (status.code(), status.message()),
+        (tonic::Code::Unavailable, "etcdserver: no leader")
+    );
+    assert!(survivor.metrics().leader.is_none());
+    println!(
+        "require-leader stream ended {:?} after the quorum went",
+        started.elapsed()
+    );
+    // A new one is refused at once; a stream without the option is still served.
+    let refused = RawStream::try_open(&url, true).await.err().expect("refused");
+    assert_eq!(refused.message(), "etcdserver: no leader");
+    plain
+        .send(RequestUnion::ProgressRequest(pb::WatchProgressRequest {}))
+        .await;
+    assert_eq!(plain.recv().await.watch_id, INVALID_WATCH_ID);
+    survivor.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

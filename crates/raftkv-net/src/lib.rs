@@ -48,6 +48,7 @@ mod lease_service;
 mod lock_service;
 mod network;
 mod peer_service;
+mod require_leader;
 mod watch_server;
 mod watch_service;
 
@@ -66,6 +67,7 @@ pub use lease_service::{LeaseBackend, LeaseService};
 pub use lock_service::{LockBackend, LockService};
 pub use network::{PeerClient, PeerNetwork};
 pub use peer_service::{ForwardTarget, PeerService, read_index_error};
+pub use require_leader::{MAX_NO_LEADER_TIMEOUTS, REQUIRE_LEADER_KEY, requires_leader};
 pub use watch_server::WatchServer;
 pub use watch_service::{WatchBackend, WatchService};
 

@@ -61,7 +61,7 @@ impl<B: WatchBackend> StreamingService<pb::WatchRequest> for WatchCall<B> {
 
     fn call(&mut self, request: Request<Streaming<pb::WatchRequest>>) -> Self::Future {
         let service = self.0.clone();
-        Box::pin(async move { Ok(service.watch(request)) })
+        Box::pin(async move { service.watch(request) })
     }
 }
 

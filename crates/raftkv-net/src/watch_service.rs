@@ -14,7 +14,8 @@
 //! client that half-closes its side keeps receiving (the stream ends when the client goes
 //! away); responses of watchers that asked for fragments are split when larger than the
 //! request limit plus gRPC overhead. When the node stops serving watches the stream ends
-//! with etcd's "server stopped".
+//! with etcd's "server stopped". A stream opened with etcd's require-leader metadata is
+//! refused, or ended, with "no leader" while its member has none (`require_leader.rs`).
 //!
 //! **Fan-out.** The session hands its events out shared (`Arc<SharedEvent>`, one per
 //! event for every watcher of the node that gets it), and responses go out as
@@ -25,6 +26,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use raftkv_core::kv::ResponseHeader;
 use raftkv_core::watch::{SharedWatchResponse, WatchId, WatchRequest, WatchSession};
@@ -36,6 +38,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
+
+use crate::require_leader::{LeaderMonitor, requires_leader};
 
 /// Responses of one stream waiting for the client to read them.
 const OUTBOUND_BUFFER: usize = 16;
@@ -52,6 +56,10 @@ pub trait WatchBackend: Send + Sync + 'static {
     /// Responses at least this large (encoded) are split for watchers that asked for
     /// fragments.
     fn max_watch_response_bytes(&self) -> usize;
+    /// Whether this member knows a leader now (for streams that require one).
+    fn has_leader(&self) -> bool;
+    /// The election timeout: how often a require-leader stream checks for a leader.
+    fn election_timeout(&self) -> Duration;
 }
 
 /// The etcd Watch gRPC service.
@@ -74,7 +82,18 @@ pub(crate) type WatchStream = ReceiverStream<Result<EncodedWatchResponse, Status
 impl<B: WatchBackend> WatchService<B> {
     /// Serve one `Watch` call: spawn its task and return its responses.
     #[tracing::instrument(level = "debug", skip_all)]
-    pub(crate) fn watch(&self, request: Request<Streaming<pb::WatchRequest>>) -> Response<WatchStream> {
+    pub(crate) fn watch(
+        &self,
+        request: Request<Streaming<pb::WatchRequest>>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let monitor = if requires_leader(request.metadata()) {
+            if !self.backend.has_leader() {
+                return Err(Status::unavailable(text::NO_LEADER));
+            }
+            Some(LeaderMonitor::new(self.backend.election_timeout()))
+        } else {
+            None
+        };
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
         let stream = WatchStreamTask {
@@ -85,10 +104,10 @@ impl<B: WatchBackend> WatchService<B> {
         };
         tokio::spawn(
             stream
-                .run(inbound)
+                .run(inbound, monitor)
                 .instrument(tracing::debug_span!("watch_stream")),
         );
-        Response::new(ReceiverStream::new(rx))
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 
@@ -102,12 +121,24 @@ struct WatchStreamTask<B: WatchBackend> {
 }
 
 impl<B: WatchBackend> WatchStreamTask<B> {
-    async fn run(mut self, mut inbound: Streaming<pb::WatchRequest>) {
+    async fn run(mut self, mut inbound: Streaming<pb::WatchRequest>, mut monitor: Option<LeaderMonitor>) {
         let mut inbound_open = true;
+        let backend = self.backend.clone();
         loop {
+            let leader_lost = async {
+                match &mut monitor {
+                    Some(monitor) => monitor.leader_lost(|| backend.has_leader()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 () = self.tx.closed() => return,
+                () = leader_lost => {
+                    tracing::debug!("no leader for the require-leader watch stream; ending it");
+                    let _ = self.tx.send(Err(Status::unavailable(text::NO_LEADER))).await;
+                    return;
+                }
                 message = inbound.message(), if inbound_open => match message {
                     Ok(Some(request)) => {
                         if !self.handle(request).await {
