@@ -9,7 +9,9 @@
 //! recorded keys are copied once more as they are now (a key not written since the copy
 //! began was copied with its final value; one written since is re-copied, or deleted
 //! from the copy), the new database is synced, `state.current` switched and the new
-//! generation published. Writes wait only for that catch-up (reads never wait: they keep
+//! generation published. Before that final round, rounds outside the gate copy what was
+//! recorded so far (the record restarting each time), until a round is small, so under
+//! a heavy write load the final round stays short too. Writes wait only for that catch-up (reads never wait: they keep
 //! using whichever generation they hold). A snapshot install during the copy replaces
 //! the state database itself; the defragmentation then gives up (the install's database
 //! is fresh anyway).
@@ -35,6 +37,11 @@ use crate::state::StateShared;
 
 /// Bytes of records per batch written into the new generation.
 const COPY_BATCH_BYTES: usize = 4 << 20;
+
+/// Catch-up rounds outside the gate at most, and the record size that ends them: the
+/// final round, under the gate, copies about this many keys (a few milliseconds).
+const MAX_CATCH_UP_ROUNDS: usize = 4;
+const SMALL_CATCH_UP_KEYS: usize = 2_000;
 
 /// When the compactor defragments by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +88,8 @@ pub struct DefragStats {
     pub last_after_bytes: AtomicU64,
     /// How long writes waited for the last one, in microseconds.
     pub last_pause_micros: AtomicU64,
+    /// Keys the running one re-copied outside the gate so far (reset when it reports).
+    caught_up_outside: AtomicU64,
 }
 
 /// What one defragmentation did.
@@ -151,8 +160,9 @@ impl StateShared {
             self.sync_stats.clone(),
         );
         let copied = fresh.and_then(|fresh| {
-            // Synced here, so the sync under the gate has only the catch-up to write.
             let filled = copy_all(&old, &fresh).and_then(|records| {
+                self.catch_up_outside_the_gate(&old, &fresh)?;
+                // Synced here, so the sync under the gate has only the last keys to write.
                 fresh.sync()?;
                 Ok(records)
             });
@@ -177,6 +187,7 @@ impl StateShared {
             ));
         }
         let caught_up = copy_keys(&old, &fresh, &written).and_then(|()| fresh.sync());
+        let written_under_gate = written.len() as u64;
         if let Err(e) = caught_up {
             // Not switched to: remove what was copied (a full disk is a likely cause).
             fresh.retire();
@@ -187,7 +198,7 @@ impl StateShared {
         let report = DefragReport {
             generation: fresh.number(),
             records,
-            caught_up: written.len() as u64,
+            caught_up: self.defrag_stats.caught_up_outside.swap(0, Ordering::Relaxed) + written_under_gate,
             before_bytes: old.file_bytes(),
             after_bytes: fresh.file_bytes(),
             duration: started.elapsed(),
@@ -211,6 +222,32 @@ impl StateShared {
             .last_pause_micros
             .store(report.pause.as_micros() as u64, Ordering::Relaxed);
         Ok(report)
+    }
+}
+
+impl StateShared {
+    /// Copy what was written during the copy, in rounds, without holding the gate: each
+    /// round takes the keys recorded so far (restarting the record under the gate, a
+    /// moment) and copies them as they are now; a key written again meanwhile is in the
+    /// next round's record. Stops once a round is small (or after a few), leaving the last
+    /// record for the final catch-up under the gate.
+    fn catch_up_outside_the_gate(&self, old: &sled::Tree, fresh: &sled::Tree) -> Result<()> {
+        for _ in 0..MAX_CATCH_UP_ROUNDS {
+            let written = {
+                let mut gate = self.writers.blocking_lock();
+                let written = gate.take_tracked();
+                gate.track();
+                written
+            };
+            copy_keys(old, fresh, &written)?;
+            self.defrag_stats
+                .caught_up_outside
+                .fetch_add(written.len() as u64, Ordering::Relaxed);
+            if written.len() <= SMALL_CATCH_UP_KEYS {
+                break;
+            }
+        }
+        Ok(())
     }
 }
 
