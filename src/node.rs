@@ -207,7 +207,7 @@ impl NodeBuilder {
     }
 
     /// When the state database is rewritten to give disk space back (default: once its
-    /// file is 4x its size at the last rewrite, taken as at least 64 MiB;
+    /// file is 2x its size at the last rewrite, taken as at least 64 MiB;
     /// [`AutoDefrag::OFF`]: only on `Defragment`). Writes wait only for the final
     /// catch-up of what they wrote during the copy.
     pub fn auto_defrag(mut self, auto: AutoDefrag) -> Self {

@@ -61,7 +61,7 @@ raftkv-server: a raftkv node speaking etcd's v3 gRPC API
   --auto-defrag-ratio N         rewrite the state database once its file is N times its
                                 size at the last rewrite (taken as at least 64 MiB),
                                 giving back the space sled keeps; 0: only on
-                                Defragment (default 4)
+                                Defragment (default 2)
   --log FILTER                  tracing filter (default: RUST_LOG, else info)
 ";
 
@@ -197,7 +197,7 @@ impl Config {
         let mut snapshot_every = 10_000;
         let mut quota_backend_bytes: u64 = 2 << 30;
         let mut lease_checkpoint = Duration::from_millis(5000);
-        let mut auto_defrag_ratio = 4;
+        let mut auto_defrag_ratio = 2;
         let mut log = None;
         while let Some(flag) = args.next() {
             if flag == "--help" || flag == "-h" {
@@ -333,7 +333,7 @@ mod tests {
         assert_eq!(c.initial_cluster.len(), 3);
         assert_eq!(c.advertise_peer_url, "http://127.0.0.1:2380");
         assert_eq!(c.advertise_client_urls, vec!["http://127.0.0.1:2379".to_string()]);
-        assert_eq!(c.auto_defrag_ratio, 4);
+        assert_eq!(c.auto_defrag_ratio, 2);
         let off = Config::from_args(args(
             "--id 1 --data-dir /tmp/d --listen-client 127.0.0.1:1 --listen-peer 127.0.0.1:2 \
              --auto-defrag-ratio 0",
