@@ -22,8 +22,8 @@ use super::workload::{ClientTally, Rng, key};
 
 /// README, "Failover": with the default timeouts (heartbeat 100 ms, election timeout
 /// 1-2 s) a new leader is elected within lease + timeout (2 x 2 s) + the shorter-log
-/// back-off (2 x 2 s) + a second round (2 s) + 2 s of slack.
-pub const FAILOVER_BOUND: Duration = Duration::from_secs(12);
+/// back-off (2 x 2 s) + a second and a third round (2 x 2 s) + 2 s of slack.
+pub const FAILOVER_BOUND: Duration = Duration::from_secs(14);
 
 /// The servers answer every request within this (with an error if need be)...
 pub const SERVER_REQUEST_TIMEOUT_MS: &str = "3000";
