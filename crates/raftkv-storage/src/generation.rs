@@ -132,11 +132,10 @@ impl Generation {
         self.baseline_bytes.load(Ordering::Relaxed)
     }
 
-    /// Record the file size now, or `at_least` if larger, as the baseline (a switch
-    /// calls it once the new generation is filled and synced).
-    pub(crate) fn mark_baseline(&self, at_least: u64) {
-        self.baseline_bytes
-            .store(self.file_bytes().max(at_least), Ordering::Relaxed);
+    /// Record the file size now as the baseline (a switch calls it once the new
+    /// generation is filled and synced).
+    pub(crate) fn mark_baseline(&self) {
+        self.baseline_bytes.store(self.file_bytes(), Ordering::Relaxed);
     }
 
     /// Mark the generation replaced: its directory is removed once the last handle to it

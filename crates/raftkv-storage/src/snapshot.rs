@@ -366,7 +366,7 @@ pub(crate) fn install(shared: &StateShared, meta: &SnapshotMetaOf, mut file: Fil
     batch.insert(meta::SCHEMA, &crate::SCHEMA_VERSION.to_be_bytes());
     tree.apply_batch(batch)?;
     tree.sync()?;
-    tree.mark_baseline(0);
+    tree.mark_baseline();
     // The switch: `state.current`, made durable.
     shared.commit_switch(&tree)?;
     // Readers pin the revision before they load the tree, so store the tree first.
