@@ -1,7 +1,8 @@
 //! The node as the gRPC services see it: etcd's KV service calls the node's KV API
 //! ([`KvBackend`]), the Cluster and Maintenance services its membership and maintenance
-//! ([`ClusterBackend`]), and the peer service proposes what followers forward
-//! ([`ForwardTarget`]).
+//! ([`ClusterBackend`]), the Lease service its leases ([`LeaseBackend`]), require-leader
+//! streams ask it for its leader ([`LeaderStatus`]), and the peer service proposes what
+//! followers forward ([`ForwardTarget`]).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -12,7 +13,8 @@ use raftkv_core::{
     Command, Error, LeaseAnswer, LeaseCall, MembershipChange, RequestError, Response, Result, validate,
 };
 use raftkv_net::{
-    AlarmInfo, ClusterBackend, ForwardTarget, KvBackend, LeaseBackend, MemberInfo, SnapshotStream, StatusInfo,
+    AlarmInfo, ClusterBackend, ForwardTarget, KvBackend, LeaderStatus, LeaseBackend, MemberInfo,
+    SnapshotStream, StatusInfo,
 };
 
 use crate::node::Node;
@@ -144,6 +146,16 @@ impl ForwardTarget for Node {
             }
             call => self.lease_call_here(call).await,
         }
+    }
+}
+
+impl LeaderStatus for Node {
+    fn has_leader(&self) -> bool {
+        self.inner.raft.metrics().borrow().current_leader.is_some()
+    }
+
+    fn election_timeout(&self) -> Duration {
+        Duration::from_millis(self.inner.raft.config().election_timeout_max)
     }
 }
 

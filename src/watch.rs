@@ -170,12 +170,4 @@ impl WatchBackend for Node {
     fn max_watch_response_bytes(&self) -> usize {
         self.inner.limits.max_request_bytes + GRPC_OVERHEAD_BYTES
     }
-
-    fn has_leader(&self) -> bool {
-        self.inner.raft.metrics().borrow().current_leader.is_some()
-    }
-
-    fn election_timeout(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(self.inner.raft.config().election_timeout_max)
-    }
 }

@@ -386,6 +386,32 @@ async fn a_compacted_start_revision_is_answered_with_compact_revision_and_cancel
     node.shutdown().await;
 }
 
+/// A LeaseKeepAlive stream to `url`, with etcd's require-leader metadata if
+/// `require_leader`: its request sender and its responses.
+async fn open_keep_alive_stream(
+    url: &str,
+    require_leader: bool,
+) -> Result<
+    (
+        mpsc::Sender<pb::LeaseKeepAliveRequest>,
+        tonic::Streaming<pb::LeaseKeepAliveResponse>,
+    ),
+    tonic::Status,
+> {
+    let mut client = pb::lease_client::LeaseClient::connect(url.to_string())
+        .await
+        .unwrap();
+    let (requests, rx) = mpsc::channel(16);
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    if require_leader {
+        request
+            .metadata_mut()
+            .insert(raftkv_net::REQUIRE_LEADER_KEY, "true".parse().unwrap());
+    }
+    let responses = client.lease_keep_alive(request).await?.into_inner();
+    Ok((requests, responses))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn require_leader_streams_are_refused_and_ended_while_the_member_has_no_leader() {
     let dir = tempfile::tempdir().unwrap();
@@ -399,6 +425,8 @@ async fn require_leader_streams_are_refused_and_ended_while_the_member_has_no_le
     let mut plain = RawStream::open(&url).await;
     plain.create(WatchRequest::prefix("r/")).await;
     assert!(plain.recv().await.created);
+    // A require-leader keep-alive stream, idle (no renewals to fail on).
+    let (_keep_alives, mut kept) = open_keep_alive_stream(&url, true).await.unwrap();
 
     // The survivor alone: no quorum, so no leader once its election timer fires.
     for node in nodes.iter().filter(|n| n.id() != survivor.id()) {
@@ -418,8 +446,18 @@ async fn require_leader_streams_are_refused_and_ended_while_the_member_has_no_le
         "require-leader stream ended {:?} after the quorum went",
         started.elapsed()
     );
-    // A new one is refused at once; a stream without the option is still served.
+    let ended = tokio::time::timeout(Duration::from_secs(60), kept.message())
+        .await
+        .expect("the require-leader keep-alive stream ends in time");
+    let status = ended.expect_err("ended with a status");
+    assert_eq!(
+        (status.code(), status.message()),
+        (tonic::Code::Unavailable, "etcdserver: no leader")
+    );
+    // New ones are refused at once; a stream without the option is still served.
     let refused = RawStream::try_open(&url, true).await.err().expect("refused");
+    assert_eq!(refused.message(), "etcdserver: no leader");
+    let refused = open_keep_alive_stream(&url, true).await.expect_err("refused");
     assert_eq!(refused.message(), "etcdserver: no leader");
     plain
         .send(RequestUnion::ProgressRequest(pb::WatchProgressRequest {}))

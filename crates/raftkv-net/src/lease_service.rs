@@ -6,7 +6,9 @@
 //! stops the task instead of growing a queue.
 //!
 //! As etcd: a keep-alive of a lease that does not exist is answered with TTL 0 (not an
-//! error), a time-to-live of one with TTL -1.
+//! error), a time-to-live of one with TTL -1; a keep-alive stream opened with etcd's
+//! require-leader metadata is refused, or ended, with "no leader" while its member has
+//! none (`require_leader.rs`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,11 +23,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
+use crate::require_leader::{LeaderMonitor, LeaderStatus};
+
 /// Keep-alive answers waiting for the client to read them.
 const OUTBOUND_BUFFER: usize = 16;
 
 /// What serves leases (the node).
-pub trait LeaseBackend: Send + Sync + 'static {
+pub trait LeaseBackend: LeaderStatus {
     /// Grant a lease of `ttl` seconds with `id` (0: the server picks one); the id and the
     /// TTL granted.
     fn lease_grant(
@@ -102,6 +106,7 @@ impl<B: LeaseBackend> pb::lease_server::Lease for LeaseService<B> {
         &self,
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let mut monitor = LeaderMonitor::for_call(request.metadata(), self.backend.as_ref())?;
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
         let backend = self.backend.clone();
@@ -111,6 +116,11 @@ impl<B: LeaseBackend> pb::lease_server::Lease for LeaseService<B> {
                     let next = tokio::select! {
                         next = inbound.message() => next,
                         () = tx.closed() => return,
+                        () = LeaderMonitor::lost(&mut monitor, backend.as_ref()) => {
+                            tracing::debug!("no leader for the require-leader keep-alive stream; ending it");
+                            let _ = tx.send(Err(LeaderMonitor::lost_status())).await;
+                            return;
+                        }
                     };
                     let req = match next {
                         Ok(Some(req)) => req,

@@ -6,10 +6,13 @@
 //! the member has no leader as it opens, and ended with the same status once the member
 //! has had no leader for [`MAX_NO_LEADER_TIMEOUTS`] election timeouts in a row (checked
 //! once per election timeout; a short blip costs no reconnect). Streams without the
-//! option are served regardless.
+//! option are served regardless. The Watch and LeaseKeepAlive streams honour it, through
+//! [`LeaderMonitor::for_call`] over their backend's [`LeaderStatus`].
 
 use std::time::Duration;
 
+use raftkv_proto::status::text;
+use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 /// The metadata key (and value `true`) of etcd's require-leader option.
@@ -27,6 +30,14 @@ pub fn requires_leader(metadata: &MetadataMap) -> bool {
         .is_some_and(|v| v == "true")
 }
 
+/// What a require-leader stream asks of its member.
+pub trait LeaderStatus: Send + Sync + 'static {
+    /// Whether this member knows a leader now.
+    fn has_leader(&self) -> bool;
+    /// The election timeout: how often a require-leader stream checks for a leader.
+    fn election_timeout(&self) -> Duration;
+}
+
 /// Watches a member's leader for one require-leader stream.
 pub(crate) struct LeaderMonitor {
     ticks: tokio::time::Interval,
@@ -34,6 +45,36 @@ pub(crate) struct LeaderMonitor {
 }
 
 impl LeaderMonitor {
+    /// For a call with `metadata` on `member`: `None` when the call did not ask for a
+    /// leader, a monitor when it did and the member has one, and etcd's "no leader"
+    /// status (to refuse the call) when it did and the member has none.
+    pub(crate) fn for_call(
+        metadata: &MetadataMap,
+        member: &impl LeaderStatus,
+    ) -> Result<Option<Self>, Status> {
+        if !requires_leader(metadata) {
+            return Ok(None);
+        }
+        if !member.has_leader() {
+            return Err(Status::unavailable(text::NO_LEADER));
+        }
+        Ok(Some(Self::new(member.election_timeout())))
+    }
+
+    /// Returns once `monitor`'s member has been without a leader for too long (see
+    /// [`LeaderMonitor::leader_lost`]); never when there is no monitor.
+    pub(crate) async fn lost(monitor: &mut Option<Self>, member: &impl LeaderStatus) {
+        match monitor {
+            Some(monitor) => monitor.leader_lost(|| member.has_leader()).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The status a stream ends with once [`LeaderMonitor::lost`] returned.
+    pub(crate) fn lost_status() -> Status {
+        Status::unavailable(text::NO_LEADER)
+    }
+
     /// Check once per `election_timeout`.
     pub(crate) fn new(election_timeout: Duration) -> Self {
         let period = election_timeout.max(Duration::from_millis(10));

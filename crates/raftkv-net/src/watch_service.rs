@@ -26,7 +26,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use raftkv_core::kv::ResponseHeader;
 use raftkv_core::watch::{SharedWatchResponse, WatchId, WatchRequest, WatchSession};
@@ -39,13 +38,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use crate::require_leader::{LeaderMonitor, requires_leader};
+use crate::require_leader::{LeaderMonitor, LeaderStatus};
 
 /// Responses of one stream waiting for the client to read them.
 const OUTBOUND_BUFFER: usize = 16;
 
 /// What serves watches (the node).
-pub trait WatchBackend: Send + Sync + 'static {
+pub trait WatchBackend: LeaderStatus {
     /// One stream's watchers.
     type Session: WatchSession + 'static;
     /// A new, empty session.
@@ -56,10 +55,6 @@ pub trait WatchBackend: Send + Sync + 'static {
     /// Responses at least this large (encoded) are split for watchers that asked for
     /// fragments.
     fn max_watch_response_bytes(&self) -> usize;
-    /// Whether this member knows a leader now (for streams that require one).
-    fn has_leader(&self) -> bool;
-    /// The election timeout: how often a require-leader stream checks for a leader.
-    fn election_timeout(&self) -> Duration;
 }
 
 /// The etcd Watch gRPC service.
@@ -86,14 +81,7 @@ impl<B: WatchBackend> WatchService<B> {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<WatchStream>, Status> {
-        let monitor = if requires_leader(request.metadata()) {
-            if !self.backend.has_leader() {
-                return Err(Status::unavailable(text::NO_LEADER));
-            }
-            Some(LeaderMonitor::new(self.backend.election_timeout()))
-        } else {
-            None
-        };
+        let monitor = LeaderMonitor::for_call(request.metadata(), self.backend.as_ref())?;
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
         let stream = WatchStreamTask {
@@ -125,18 +113,12 @@ impl<B: WatchBackend> WatchStreamTask<B> {
         let mut inbound_open = true;
         let backend = self.backend.clone();
         loop {
-            let leader_lost = async {
-                match &mut monitor {
-                    Some(monitor) => monitor.leader_lost(|| backend.has_leader()).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 biased;
                 () = self.tx.closed() => return,
-                () = leader_lost => {
+                () = LeaderMonitor::lost(&mut monitor, backend.as_ref()) => {
                     tracing::debug!("no leader for the require-leader watch stream; ending it");
-                    let _ = self.tx.send(Err(Status::unavailable(text::NO_LEADER))).await;
+                    let _ = self.tx.send(Err(LeaderMonitor::lost_status())).await;
                     return;
                 }
                 message = inbound.message(), if inbound_open => match message {
