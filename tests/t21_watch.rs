@@ -177,13 +177,7 @@ impl RawStream {
             .await
             .unwrap()
             .max_decoding_message_size(64 << 20);
-        let (requests, rx) = mpsc::channel(16);
-        let mut request = tonic::Request::new(ReceiverStream::new(rx));
-        if require_leader {
-            request
-                .metadata_mut()
-                .insert(raftkv_net::REQUIRE_LEADER_KEY, "true".parse().unwrap());
-        }
+        let (requests, request) = request_stream(require_leader);
         let responses = client.watch(request).await?.into_inner();
         Ok(Self { requests, responses })
     }
@@ -401,6 +395,14 @@ async fn open_keep_alive_stream(
     let mut client = pb::lease_client::LeaseClient::connect(url.to_string())
         .await
         .unwrap();
+    let (requests, request) = request_stream(require_leader);
+    let responses = client.lease_keep_alive(request).await?.into_inner();
+    Ok((requests, responses))
+}
+
+/// The request side of a client stream, with etcd's require-leader metadata if
+/// `require_leader`: its sender and the request to open the call with.
+fn request_stream<T>(require_leader: bool) -> (mpsc::Sender<T>, tonic::Request<ReceiverStream<T>>) {
     let (requests, rx) = mpsc::channel(16);
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
     if require_leader {
@@ -408,8 +410,7 @@ async fn open_keep_alive_stream(
             .metadata_mut()
             .insert(raftkv_net::REQUIRE_LEADER_KEY, "true".parse().unwrap());
     }
-    let responses = client.lease_keep_alive(request).await?.into_inner();
-    Ok((requests, responses))
+    (requests, request)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
