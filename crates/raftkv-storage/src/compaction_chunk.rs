@@ -9,6 +9,7 @@ use raftkv_core::codec;
 use raftkv_core::kv::Revision;
 
 use crate::error::{Error, Result};
+use crate::generation::Generation;
 use crate::keys::{self, meta};
 use crate::mvcc::VersionRecord;
 use crate::tree_writes::{TreeBatch, WriteGate};
@@ -40,7 +41,7 @@ impl Chunk {
     /// First batch: the versions (see the invariant in the module doc).
     pub(crate) fn commit_versions(
         self,
-        tree: &sled::Tree,
+        tree: &Generation,
         gate: &mut WriteGate,
     ) -> Result<CommittedVersions> {
         if !self.versions.is_empty() {
@@ -55,7 +56,7 @@ pub(crate) struct CommittedVersions(TreeBatch);
 
 impl CommittedVersions {
     /// Second batch: the history records and the progress.
-    pub(crate) fn commit_history(self, tree: &sled::Tree, gate: &mut WriteGate) -> Result<()> {
+    pub(crate) fn commit_history(self, tree: &Generation, gate: &mut WriteGate) -> Result<()> {
         self.0.commit(tree, gate)?;
         Ok(())
     }
@@ -105,7 +106,7 @@ pub(crate) fn plan_chunk(
     chunk.progress = stopped_at.map_or(target, |rev| rev - 1);
     chunk
         .history
-        .insert(meta::COMPACT_DONE, codec::encode(&chunk.progress)?);
+        .overwrite(meta::COMPACT_DONE, codec::encode(&chunk.progress)?);
     Ok(chunk)
 }
 

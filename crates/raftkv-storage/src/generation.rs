@@ -47,6 +47,10 @@ pub struct Generation {
     /// Size of the database file when the generation became active (opened, or filled
     /// and synced by a switch).
     baseline_bytes: AtomicU64,
+    /// Records added and deleted by tree batches since the generation became active
+    /// (`tree_writes.rs`); a defragmentation's or an install's own loading is not counted.
+    inserted: AtomicU64,
+    removed: AtomicU64,
     /// Declared last: runs after the tree and the database are closed.
     removal: RemoveOnDrop,
 }
@@ -93,6 +97,8 @@ impl Generation {
             tree,
             db,
             baseline_bytes,
+            inserted: AtomicU64::new(0),
+            removed: AtomicU64::new(0),
             removal: RemoveOnDrop {
                 dir,
                 armed: AtomicBool::new(false),
@@ -130,6 +136,20 @@ impl Generation {
     /// [`Generation::file_bytes`] when this generation became active.
     pub fn baseline_bytes(&self) -> u64 {
         self.baseline_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Count a committed batch's records added and deleted.
+    pub(crate) fn record_churn(&self, inserted: u64, removed: u64) {
+        self.inserted.fetch_add(inserted, Ordering::Relaxed);
+        self.removed.fetch_add(removed, Ordering::Relaxed);
+    }
+
+    /// Records added and deleted since this generation became active.
+    pub fn churn(&self) -> (u64, u64) {
+        (
+            self.inserted.load(Ordering::Relaxed),
+            self.removed.load(Ordering::Relaxed),
+        )
     }
 
     /// Record the file size now as the baseline (a switch calls it once the new

@@ -154,6 +154,7 @@ impl SnapshotBuilder {
     }
 
     fn write_file(&self) -> Result<(SnapshotMetaOf, File)> {
+        let started = std::time::Instant::now();
         let members = self.members.clone().map_err(|detail| Error::Corrupt {
             what: "published members",
             detail,
@@ -204,7 +205,14 @@ impl SnapshotBuilder {
         std::fs::rename(&tmp, &path)?;
         sync_dir(dir)?;
         prune_older(dir, &path)?;
-        Ok((meta, File::open(&path)?))
+        let file = File::open(&path)?;
+        tracing::info!(
+            revision = self.revision,
+            bytes = file.metadata().map(|m| m.len()).unwrap_or(0),
+            took_ms = started.elapsed().as_millis() as u64,
+            "snapshot built"
+        );
+        Ok((meta, file))
     }
 }
 

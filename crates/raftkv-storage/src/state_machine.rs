@@ -96,14 +96,14 @@ impl StateMachine {
         let revision = applier.revision;
         let compact_revision = applier.compact_revision();
         let mut batch = std::mem::take(&mut applier.batch);
-        batch.insert(meta::APPLIED, codec::encode(&self.last_applied)?);
+        batch.overwrite(meta::APPLIED, codec::encode(&self.last_applied)?);
         if membership_changed {
-            batch.insert(meta::MEMBERSHIP, codec::encode(&self.last_membership)?);
+            batch.overwrite(meta::MEMBERSHIP, codec::encode(&self.last_membership)?);
         }
-        batch.insert(meta::REVISION, codec::encode(&revision)?);
-        batch.insert(meta::COMPACT, codec::encode(&compact_revision)?);
+        batch.overwrite(meta::REVISION, codec::encode(&revision)?);
+        batch.overwrite(meta::COMPACT, codec::encode(&compact_revision)?);
         if let Some(id) = new_cluster_id {
-            batch.insert(meta::CLUSTER_ID, codec::encode(&id)?);
+            batch.overwrite(meta::CLUSTER_ID, codec::encode(&id)?);
         }
         batch.commit(&tree, gate)?;
         if let Some(id) = new_cluster_id {

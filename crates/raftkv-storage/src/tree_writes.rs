@@ -8,10 +8,17 @@
 //! from then on ([`WriteGate::track`]), and re-copies just those keys under the gate
 //! before it switches (`defrag.rs`). So writes wait only for that short catch-up, not for
 //! the whole copy.
+//!
+//! A batch also counts the records it adds and deletes into its generation's churn
+//! ([`Generation::record_churn`]): automatic defragmentation rewrites only a database
+//! from which enough has been deleted to be worth it. Overwrites of the few fixed
+//! metadata keys ([`TreeBatch::overwrite`]) count as neither.
 
 use std::collections::HashSet;
 
 use sled::IVec;
+
+use crate::generation::Generation;
 
 /// What the tree-writers gate guards: the keys written while a defragmentation copies.
 #[derive(Debug, Default)]
@@ -42,21 +49,36 @@ impl WriteGate {
 pub(crate) struct TreeBatch {
     batch: sled::Batch,
     keys: Vec<IVec>,
+    inserted: u64,
+    removed: u64,
 }
 
 impl TreeBatch {
-    /// Stage writing `value` at `key`.
+    /// Stage writing `value` at `key`, a record of the keyspace (a version, a history
+    /// record, a lease): it counts as added.
     pub(crate) fn insert(&mut self, key: impl Into<IVec>, value: impl Into<IVec>) {
-        let key = key.into();
-        self.keys.push(key.clone());
-        self.batch.insert(key, value);
+        self.inserted += 1;
+        self.stage(key.into(), Some(value.into()));
     }
 
-    /// Stage deleting `key`.
+    /// Stage replacing the value of a fixed metadata key (applied index, revision, ...),
+    /// which always exists: it counts as neither added nor deleted.
+    pub(crate) fn overwrite(&mut self, key: impl Into<IVec>, value: impl Into<IVec>) {
+        self.stage(key.into(), Some(value.into()));
+    }
+
+    /// Stage deleting `key`: it counts as deleted.
     pub(crate) fn remove(&mut self, key: impl Into<IVec>) {
-        let key = key.into();
+        self.removed += 1;
+        self.stage(key.into(), None);
+    }
+
+    fn stage(&mut self, key: IVec, value: Option<IVec>) {
         self.keys.push(key.clone());
-        self.batch.remove(key);
+        match value {
+            Some(value) => self.batch.insert(key, value),
+            None => self.batch.remove(key),
+        }
     }
 
     /// Whether nothing is staged.
@@ -64,10 +86,11 @@ impl TreeBatch {
         self.keys.is_empty()
     }
 
-    /// Apply the batch to `tree` atomically; `gate` (held by the caller) records its keys
-    /// if a defragmentation is copying.
-    pub(crate) fn commit(self, tree: &sled::Tree, gate: &mut WriteGate) -> sled::Result<()> {
+    /// Apply the batch to `tree` atomically and count its churn; `gate` (held by the
+    /// caller) records its keys if a defragmentation is copying.
+    pub(crate) fn commit(self, tree: &Generation, gate: &mut WriteGate) -> sled::Result<()> {
         tree.apply_batch(self.batch)?;
+        tree.record_churn(self.inserted, self.removed);
         gate.record(self.keys);
         Ok(())
     }
@@ -78,9 +101,14 @@ impl TreeBatch {
 mod tests {
     use super::*;
 
+    fn generation(dir: &tempfile::TempDir) -> Generation {
+        Generation::create(dir.path(), 0, 1 << 20, Default::default()).unwrap()
+    }
+
     #[test]
     fn only_writes_committed_while_tracking_are_recorded() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = generation(&dir);
         let mut gate = WriteGate::default();
         let mut before = TreeBatch::default();
         before.insert(b"a", b"1");
@@ -97,5 +125,23 @@ mod tests {
         after.commit(&db, &mut gate).unwrap();
         assert!(gate.take_tracked().is_empty());
         assert_eq!(db.get(b"a").unwrap(), None);
+    }
+
+    #[test]
+    fn churn_counts_records_added_and_deleted_not_metadata_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = generation(&dir);
+        let mut gate = WriteGate::default();
+        let mut batch = TreeBatch::default();
+        batch.insert(b"a", b"1");
+        batch.insert(b"b", b"2");
+        batch.overwrite(b"meta", b"7");
+        batch.commit(&db, &mut gate).unwrap();
+        let mut batch = TreeBatch::default();
+        batch.remove(b"a");
+        batch.overwrite(b"meta", b"8");
+        batch.commit(&db, &mut gate).unwrap();
+        assert_eq!(db.churn(), (2, 1));
+        assert_eq!(db.get(b"meta").unwrap().unwrap(), b"8");
     }
 }
