@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # What watchers cost: a three-node raftkv cluster on 127.0.0.1 (as compare-etcd.sh starts
 # it: free ports, a temp dir, production durability) runs `put` at full speed against all
-# three endpoints in three variants, twice: in this order, then in reverse (the database
-# grows through the runs, as nothing compacts it, and the throughput drifts with it; the
-# mirrored order gives every variant the same mean position, so drift cancels):
+# three endpoints in three variants, twice: in this order, then in reverse. Every run gets
+# a fresh cluster (new data dirs and ports): nothing compacts the database during a run,
+# and one cluster kept across runs grows and slows down, which would favour whichever
+# variant runs first. The mirrored order spreads what noise remains alike:
 #   none         no watchers
 #   idle-1000    1,000 watchers on node 1, each on a key the load never writes
 #   written-100  100 watchers on node 1, each on the whole key prefix (every watcher
@@ -38,32 +39,48 @@ fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
-CLUSTER=""; ENDPOINTS=""; EP1=""; declare -a ARGS
-for i in 1 2 3; do
-  c=$(free_port); p=$(free_port)
-  CLUSTER+="${CLUSTER:+,}$i=http://127.0.0.1:$p"
-  ENDPOINTS+="${ENDPOINTS:+,}http://127.0.0.1:$c"
-  if [ "$i" = 1 ]; then EP1="http://127.0.0.1:$c"; fi
-  ARGS[$i]="--id $i --data-dir $WORK/raftkv-$i --listen-client 127.0.0.1:$c --listen-peer 127.0.0.1:$p"
-done
-for i in 1 2 3; do
-  # shellcheck disable=SC2086
-  $SERVER ${ARGS[$i]} --initial-cluster "$CLUSTER" --log warn >"$WORK/raftkv-$i.out" 2>"$WORK/raftkv-$i.log" &
-  PIDS+=($!); disown
-done
+# Start a fresh three-node cluster in $WORK/run-$1 and wait (bounded) until it answers a
+# write; sets ENDPOINTS, EP1 and the PIDS of its members.
+start_cluster() {
+  local dir="$WORK/run-$1" cluster="" i c p
+  local -a args
+  mkdir -p "$dir"
+  ENDPOINTS=""; EP1=""; PIDS=()
+  for i in 1 2 3; do
+    c=$(free_port); p=$(free_port)
+    cluster+="${cluster:+,}$i=http://127.0.0.1:$p"
+    ENDPOINTS+="${ENDPOINTS:+,}http://127.0.0.1:$c"
+    if [ "$i" = 1 ]; then EP1="http://127.0.0.1:$c"; fi
+    args[$i]="--id $i --data-dir $dir/raftkv-$i --listen-client 127.0.0.1:$c --listen-peer 127.0.0.1:$p"
+  done
+  for i in 1 2 3; do
+    # shellcheck disable=SC2086
+    $SERVER ${args[$i]} --initial-cluster "$cluster" --log warn >"$dir/raftkv-$i.out" 2>"$dir/raftkv-$i.log" &
+    PIDS+=($!); disown
+  done
+  local ok=""
+  for _ in $(seq 1 60); do
+    if $BENCH put --endpoints "$ENDPOINTS" --clients 1 --conns 1 --total 5 --duration 2s >/dev/null 2>&1; then ok=1; break; fi
+    sleep 0.5
+  done
+  [ -n "$ok" ] || { echo "cluster at $ENDPOINTS did not come up; logs:" >&2; tail -n 20 "$dir"/raftkv-*.log >&2; exit 1; }
+}
 
-# Wait (bounded) until the cluster answers a write.
-ok=""
-for _ in $(seq 1 60); do
-  if $BENCH put --endpoints "$ENDPOINTS" --clients 1 --conns 1 --total 5 --duration 2s >/dev/null 2>&1; then ok=1; break; fi
-  sleep 0.5
-done
-[ -n "$ok" ] || { echo "cluster at $ENDPOINTS did not come up; logs:" >&2; tail -n 20 "$WORK"/raftkv-*.log >&2; exit 1; }
+# Stop the cluster of the last run and remove its data.
+stop_cluster() {
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do
+    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  done
+  PIDS=()
+  rm -rf "$WORK/run-$1"
+}
 
+# The watchers' endpoint (node 1 of each run's cluster) is added per run.
 VARIANTS=(
   "none|"
-  "idle-1000|--watchers 1000 --watch-mode idle --watch-endpoint $EP1"
-  "written-100|--watchers 100 --watch-mode written --watch-endpoint $EP1"
+  "idle-1000|--watchers 1000 --watch-mode idle"
+  "written-100|--watchers 100 --watch-mode written"
 )
 LOAD="put --clients 64 --conns 8 --value-size 256 --key-space 100000"
 for round in $(seq 1 "$ROUNDS"); do
@@ -74,11 +91,14 @@ for round in $(seq 1 "$ROUNDS"); do
   for v in "${ORDER[@]}"; do
     label=${v%%|*}; args=${v#*|}
     echo "round $round: $label" >&2
+    start_cluster "$label-$round"
+    if [ -n "$args" ]; then args+=" --watch-endpoint $EP1"; fi
     # shellcheck disable=SC2086
     if ! $BENCH $LOAD $args --endpoints "$ENDPOINTS" --duration "$DURATION" \
         --json "$WORK/$label-$round.json" >"$WORK/$label-$round.out" 2>"$WORK/$label-$round.err"; then
       echo "raftkv-bench failed for $label, round $round:" >&2; cat "$WORK/$label-$round.err" >&2; exit 1
     fi
+    stop_cluster "$label-$round"
   done
 done
 
