@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use raftkv_proto::etcdserverpb::watch_request::RequestUnion;
 use raftkv_proto::etcdserverpb::{WatchCreateRequest, WatchRequest};
+use raftkv_proto::watch_wire::EncodedWatchResponse;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -40,7 +41,7 @@ use tonic::transport::Channel;
 
 use crate::cli::{LoadConfig, WatchMode};
 use crate::error::{Error, Result};
-use crate::watch_counting::{self, CountedWatchResponse};
+use crate::watch_counting;
 use crate::workload::{self, MAX_ERROR_SAMPLES};
 
 /// The most watchers one Watch stream carries.
@@ -342,16 +343,14 @@ async fn drain_stream(channel: Channel, creates: Vec<WatchRequest>, deadline: In
 /// Accounts for one response of a stream with `pending` creates unanswered and the
 /// `live` watch ids.
 fn on_response(
-    response: &CountedWatchResponse,
+    response: &EncodedWatchResponse,
     pending: &mut usize,
     live: &mut HashSet<i64>,
     shared: &Shared,
 ) {
-    if response.events > 0 {
-        shared
-            .counters
-            .events
-            .fetch_add(response.events as u64, Ordering::Relaxed);
+    let events = response.event_count();
+    if events > 0 {
+        shared.counters.events.fetch_add(events as u64, Ordering::Relaxed);
     }
     if response.created {
         // A reply after the deadline gave up on it (pending 0) is ignored.
@@ -380,7 +379,7 @@ fn on_response(
     }
 }
 
-fn reason(response: &CountedWatchResponse) -> &str {
+fn reason(response: &EncodedWatchResponse) -> &str {
     if response.cancel_reason.is_empty() {
         "no reason given"
     } else {

@@ -11,8 +11,10 @@
 //! so an [`EncodedWatchResponse`] encodes byte for byte as the `etcdserverpb.WatchResponse`
 //! built the usual way (the tests check this), and etcd clients cannot tell them apart.
 //!
-//! The type is for sending only: decoding one keeps the header and scalar fields and
-//! skips the events (clients decode `etcdserverpb::WatchResponse`).
+//! Decoding one keeps the header and scalar fields and counts the events while skipping
+//! them, with no allocation per event: clients that need the events decode
+//! `etcdserverpb::WatchResponse`; the load tool's watchers, which only count them, decode
+//! this (so its CPU does not compete with the servers' for more than reading the bytes).
 
 use std::sync::Arc;
 
@@ -47,6 +49,8 @@ pub struct EncodedWatchResponse {
     /// Field 11, each encoded with its `prev_kv` only if `prev_kv`.
     events: Vec<Arc<SharedEvent>>,
     prev_kv: bool,
+    /// Events a decoded response carried (counted, not kept).
+    skipped_events: usize,
 }
 
 impl EncodedWatchResponse {
@@ -68,12 +72,13 @@ impl EncodedWatchResponse {
             fragment: response.fragment,
             events,
             prev_kv,
+            skipped_events: 0,
         }
     }
 
-    /// Events carried.
+    /// Events carried (by a decoded response: counted while skipped).
     pub fn event_count(&self) -> usize {
-        self.events.len()
+        self.events.len() + self.skipped_events
     }
 
     fn event_bytes<'a>(&self, event: &'a SharedEvent) -> &'a [u8] {
@@ -96,6 +101,7 @@ impl EncodedWatchResponse {
         let empty = Self {
             events: Vec::new(),
             fragment: true,
+            skipped_events: 0,
             ..self.clone()
         };
         let base = empty.encoded_len();
@@ -181,7 +187,12 @@ impl Message for EncodedWatchResponse {
             5 => encoding::int64::merge(wire_type, &mut self.compact_revision, buf, ctx),
             6 => encoding::string::merge(wire_type, &mut self.cancel_reason, buf, ctx),
             7 => encoding::bool::merge(wire_type, &mut self.fragment, buf, ctx),
-            // Events (and unknown fields) are skipped: see the module doc.
+            // Events are counted and skipped, unknown fields skipped: see the module doc.
+            EVENTS_TAG => {
+                encoding::check_wire_type(WireType::LengthDelimited, wire_type)?;
+                self.skipped_events += 1;
+                encoding::skip_field(wire_type, tag, buf, ctx)
+            }
             _ => encoding::skip_field(wire_type, tag, buf, ctx),
         }
     }
@@ -323,13 +334,13 @@ mod tests {
                 }
             }
         }
-        // Decoding keeps the scalars and skips the events.
+        // Decoding keeps the scalars and counts the events.
         let (shared, _) = pair(&events, true, bases[1].clone());
         let bytes = EncodedWatchResponse::new(shared, header(3)).encode_to_vec();
         let back = EncodedWatchResponse::decode(bytes.as_slice()).unwrap();
         assert_eq!(
             (back.watch_id, back.compact_revision, back.event_count()),
-            (-1, 4, 0)
+            (-1, 4, events.len())
         );
         assert!(back.created && back.canceled && back.cancel_reason == "gone");
         assert_eq!(back.header, Some(header(3)));
