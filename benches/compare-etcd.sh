@@ -31,21 +31,12 @@ cargo build --release --locked -p raftkv-bench -q
 SERVER=target/release/raftkv-server
 BENCH=target/release/raftkv-bench
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+# shellcheck source=benches/cluster.sh
+source benches/cluster.sh
 
 # raftkv
-RK_CLUSTER=""; RK_EP=""; declare -a RK_ARGS
-for i in 1 2 3; do
-  c=$(free_port); p=$(free_port)
-  RK_CLUSTER+="${RK_CLUSTER:+,}$i=http://127.0.0.1:$p"
-  RK_EP+="${RK_EP:+,}http://127.0.0.1:$c"
-  RK_ARGS[$i]="--id $i --data-dir $WORK/raftkv-$i --listen-client 127.0.0.1:$c --listen-peer 127.0.0.1:$p"
-done
-for i in 1 2 3; do
-  # shellcheck disable=SC2086
-  $SERVER ${RK_ARGS[$i]} --initial-cluster "$RK_CLUSTER" --log warn >"$WORK/raftkv-$i.out" 2>"$WORK/raftkv-$i.log" &
-  PIDS+=($!); disown
-done
+start_raftkv_cluster "$WORK"
+RK_EP=$RK_ENDPOINTS
 
 # etcd
 ET_CLUSTER=""; ET_EP=""; declare -a ET_C ET_P
@@ -62,15 +53,8 @@ for i in 1 2 3; do
   PIDS+=($!); disown
 done
 
-# Wait (bounded) until both answer a write.
-for ep in "$RK_EP" "$ET_EP"; do
-  ok=""
-  for _ in $(seq 1 60); do
-    if $BENCH put --endpoints "$ep" --clients 1 --conns 1 --total 5 --duration 2s >/dev/null 2>&1; then ok=1; break; fi
-    sleep 0.5
-  done
-  [ -n "$ok" ] || { echo "cluster at $ep did not come up" >&2; exit 1; }
-done
+wait_until_writable "$RK_EP" "$WORK/raftkv-*.log"
+wait_until_writable "$ET_EP" "$WORK/etcd-*.log"
 
 run() { # system endpoints label args...
   local system=$1 ep=$2 label=$3; shift 3

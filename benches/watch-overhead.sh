@@ -37,33 +37,16 @@ if [ -z "${SERVER:-}" ] || [ -z "${BENCH:-}" ]; then
   BENCH="${CARGO_TARGET_DIR:-target}/release/raftkv-bench"
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+# shellcheck source=benches/cluster.sh
+source benches/cluster.sh
 
-# Start a fresh three-node cluster in $WORK/run-$1 and wait (bounded) until it answers a
-# write; sets ENDPOINTS, EP1 and the PIDS of its members.
+# A fresh three-node cluster in $WORK/run-$1, taking writes; sets ENDPOINTS, EP1 and the
+# PIDS of its members.
 start_cluster() {
-  local dir="$WORK/run-$1" cluster="" i c p
-  local -a args
-  mkdir -p "$dir"
-  ENDPOINTS=""; EP1=""; PIDS=()
-  for i in 1 2 3; do
-    c=$(free_port); p=$(free_port)
-    cluster+="${cluster:+,}$i=http://127.0.0.1:$p"
-    ENDPOINTS+="${ENDPOINTS:+,}http://127.0.0.1:$c"
-    if [ "$i" = 1 ]; then EP1="http://127.0.0.1:$c"; fi
-    args[$i]="--id $i --data-dir $dir/raftkv-$i --listen-client 127.0.0.1:$c --listen-peer 127.0.0.1:$p"
-  done
-  for i in 1 2 3; do
-    # shellcheck disable=SC2086
-    $SERVER ${args[$i]} --initial-cluster "$cluster" --log warn >"$dir/raftkv-$i.out" 2>"$dir/raftkv-$i.log" &
-    PIDS+=($!); disown
-  done
-  local ok=""
-  for _ in $(seq 1 60); do
-    if $BENCH put --endpoints "$ENDPOINTS" --clients 1 --conns 1 --total 5 --duration 2s >/dev/null 2>&1; then ok=1; break; fi
-    sleep 0.5
-  done
-  [ -n "$ok" ] || { echo "cluster at $ENDPOINTS did not come up; logs:" >&2; tail -n 20 "$dir"/raftkv-*.log >&2; exit 1; }
+  PIDS=()
+  start_raftkv_cluster "$WORK/run-$1"
+  ENDPOINTS=$RK_ENDPOINTS; EP1=$RK_EP1
+  wait_until_writable "$ENDPOINTS" "$WORK/run-$1/raftkv-*.log"
 }
 
 # Stop the cluster of the last run and remove its data.
