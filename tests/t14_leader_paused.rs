@@ -11,28 +11,17 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::faults::Faults;
-use support::process::ProcessCluster;
-use support::scenario::{CLIENT_DEADLINE, FAILOVER_BOUND, SERVER_FLAGS, Scenario, Verdict, read_back};
-use support::workload::{Workload, WorkloadOptions};
+use support::scenario::{FAILOVER_BOUND, Loaded, Scenario, Verdict, read_back};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_leader_serves_no_stale_reads_after_it_wakes() {
     let mut scenario = Scenario::begin("leader_sigstop", Duration::from_secs(50));
-    let mut cluster = ProcessCluster::start(3, SERVER_FLAGS);
-    let faults = Faults::new(&cluster, scenario.seed);
-    cluster.agreed_leader(Duration::from_secs(30)).await;
-    let options = WorkloadOptions {
-        client_deadline: CLIENT_DEADLINE,
-        seed: scenario.seed,
-        ..WorkloadOptions::default()
-    };
-    let keys = options.keys;
-    let workload = Workload::start(cluster.client_urls(), options);
-    workload
-        .wait_for_writes(50, Duration::from_secs(20))
-        .await
-        .unwrap();
+    let Loaded {
+        mut cluster,
+        faults,
+        workload,
+        keys,
+    } = scenario.start_loaded().await;
 
     let mut paused_endpoints = Vec::new();
     let (mut rounds, mut leader_changes) = (0, 0);

@@ -13,10 +13,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::faults::Faults;
-use support::process::ProcessCluster;
-use support::scenario::{CLIENT_DEADLINE, FAILOVER_BOUND, SERVER_FLAGS, Scenario, Verdict, read_back};
-use support::workload::{Workload, WorkloadOptions};
+use support::scenario::{FAILOVER_BOUND, Loaded, Scenario, Verdict, read_back};
 
 #[derive(Clone, Copy, Debug)]
 enum DiskFault {
@@ -40,21 +37,13 @@ const STOP_DEADLINE: Duration = Duration::from_secs(15);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_faults_stop_the_member_and_lose_nothing() {
     let mut scenario = Scenario::begin("disk_faults", Duration::from_secs(60));
-    let mut cluster = ProcessCluster::start(3, SERVER_FLAGS);
-    let faults = Faults::new(&cluster, scenario.seed);
+    let Loaded {
+        mut cluster,
+        faults,
+        workload,
+        keys,
+    } = scenario.start_loaded().await;
     let all = cluster.running();
-    cluster.agreed_leader(Duration::from_secs(30)).await;
-    let options = WorkloadOptions {
-        client_deadline: CLIENT_DEADLINE,
-        seed: scenario.seed,
-        ..WorkloadOptions::default()
-    };
-    let keys = options.keys;
-    let workload = Workload::start(cluster.client_urls(), options);
-    workload
-        .wait_for_writes(50, Duration::from_secs(20))
-        .await
-        .unwrap();
 
     let mut rounds = 0;
     while rounds < FAULTS.len() || scenario.time_left() {

@@ -9,29 +9,18 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::faults::Faults;
-use support::process::ProcessCluster;
-use support::scenario::{CLIENT_DEADLINE, FAILOVER_BOUND, SERVER_FLAGS, Scenario, Verdict, read_back};
-use support::workload::{Workload, WorkloadOptions};
+use support::scenario::{FAILOVER_BOUND, Loaded, Scenario, Verdict, read_back};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_cluster_restarts_under_load_and_loses_nothing() {
     let mut scenario = Scenario::begin("full_restart", Duration::from_secs(45));
-    let mut cluster = ProcessCluster::start(3, SERVER_FLAGS);
-    let faults = Faults::new(&cluster, scenario.seed);
+    let Loaded {
+        mut cluster,
+        faults,
+        workload,
+        keys,
+    } = scenario.start_loaded().await;
     let all = cluster.running();
-    cluster.agreed_leader(Duration::from_secs(30)).await;
-    let options = WorkloadOptions {
-        client_deadline: CLIENT_DEADLINE,
-        seed: scenario.seed,
-        ..WorkloadOptions::default()
-    };
-    let keys = options.keys;
-    let workload = Workload::start(cluster.client_urls(), options);
-    workload
-        .wait_for_writes(50, Duration::from_secs(20))
-        .await
-        .unwrap();
 
     let mut rounds = 0;
     while rounds < 3 || scenario.time_left() {

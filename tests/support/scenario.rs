@@ -16,9 +16,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use raftkv_proto::etcdserverpb::RangeRequest;
 use raftkv_proto::etcdserverpb::kv_client::KvClient;
 
-use super::faults::Injected;
+use super::faults::{Faults, Injected};
 use super::history::{self, OpKind, Outcome, Recorder};
-use super::workload::{ClientTally, Rng, key};
+use super::process::ProcessCluster;
+use super::workload::{ClientTally, Rng, Workload, WorkloadOptions, key};
 
 /// README, "Failover": with the default timeouts (heartbeat 100 ms, election timeout
 /// 1-2 s) a new leader is elected within lease + timeout (2 x 2 s) + the shorter-log
@@ -42,7 +43,43 @@ pub struct Scenario {
     failovers: Vec<Duration>,
 }
 
+/// A scenario's cluster under load: three members, their fault controls, and the
+/// standard workload, already writing.
+pub struct Loaded {
+    pub cluster: ProcessCluster,
+    pub faults: Faults,
+    pub workload: Workload,
+    /// The workload's key space (for the final read-back).
+    pub keys: usize,
+}
+
 impl Scenario {
+    /// Start three members with [`SERVER_FLAGS`], wait for an agreed leader, and start
+    /// the standard workload (this scenario's seed, the [`CLIENT_DEADLINE`]) until it
+    /// has made its first 50 writes.
+    pub async fn start_loaded(&self) -> Loaded {
+        let cluster = ProcessCluster::start(3, SERVER_FLAGS);
+        let faults = Faults::new(&cluster, self.seed);
+        cluster.agreed_leader(Duration::from_secs(30)).await;
+        let options = WorkloadOptions {
+            client_deadline: CLIENT_DEADLINE,
+            seed: self.seed,
+            ..WorkloadOptions::default()
+        };
+        let keys = options.keys;
+        let workload = Workload::start(cluster.client_urls(), options);
+        workload
+            .wait_for_writes(50, Duration::from_secs(20))
+            .await
+            .unwrap();
+        Loaded {
+            cluster,
+            faults,
+            workload,
+            keys,
+        }
+    }
+
     pub fn begin(name: &'static str, ci_budget: Duration) -> Self {
         let seed = std::env::var("RAFTKV_FAULT_SEED")
             .ok()
