@@ -202,12 +202,21 @@ impl Node {
         Ok(())
     }
 
-    /// Wait until this term's first entry is applied, then start every lease's timer.
+    /// Wait until this term's first entry is applied (and the log this node started with:
+    /// a leader restored at startup has an old first entry, `leader_read_index`), then
+    /// start every lease's timer.
     async fn lease_become_ready(&self, term: u64) -> Result<()> {
-        tokio::time::timeout(self.inner.request_timeout, self.inner.raft.ensure_linearizable())
+        let timeout = self.inner.request_timeout;
+        let index = tokio::time::timeout(
+            timeout,
+            raftkv_net::leader_read_index(&self.inner.raft, self.inner.read_floor),
+        )
+        .await
+        .map_err(|_| Error::Timeout("confirming leadership for leases".into()))??;
+        self.applied()
+            .wait_for_timeout(index, timeout)
             .await
-            .map_err(|_| Error::Timeout("confirming leadership for leases".into()))?
-            .map_err(raftkv_net::read_index_error)?;
+            .map_err(|e| Error::Timeout(format!("applying the log before starting leases: {e}")))?;
         let changes = self.inner.reader.lease_changes();
         let leases = self.inner.reader.leases()?;
         let now = Instant::now();

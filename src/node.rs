@@ -304,6 +304,17 @@ impl NodeBuilder {
             .map_err(|e| Error::Storage(e.to_string()))?;
         let log = store.log.clone();
         store.shared.watch_hub().configure(self.watch);
+        // Reads this node serves as leader wait for its log as it is now to be applied
+        // (`raftkv_net::leader_read_index` says why).
+        let read_floor = {
+            use openraft::storage::RaftLogStorage;
+            let mut log = log.clone();
+            let state = log
+                .get_log_state()
+                .await
+                .map_err(|e| Error::Storage(e.to_string()))?;
+            state.last_log_id.map_or(0, |id| id.index)
+        };
         let config = openraft::Config {
             cluster_name: "raftkv".into(),
             heartbeat_interval: self.heartbeat_interval.as_millis() as u64,
@@ -326,11 +337,13 @@ impl NodeBuilder {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let inner = Arc::new(NodeInner {
             id: self.id,
+            read_floor,
             read_index: ReadIndexBatcher::spawn(
                 self.id,
                 raft.clone(),
                 connections.clone(),
                 self.request_timeout,
+                read_floor,
             ),
             raft: raft.clone(),
             proposer,
@@ -355,9 +368,10 @@ impl NodeBuilder {
         let node = Node { inner };
 
         if let Some(listener) = peer_listener {
-            let service = RaftPeerServer::new(PeerService::new(raft.clone(), Arc::new(node.clone())))
-                .max_decoding_message_size(raftkv_net::MAX_PEER_MESSAGE_BYTES)
-                .max_encoding_message_size(raftkv_net::MAX_PEER_MESSAGE_BYTES);
+            let service =
+                RaftPeerServer::new(PeerService::new(raft.clone(), Arc::new(node.clone()), read_floor))
+                    .max_decoding_message_size(raftkv_net::MAX_PEER_MESSAGE_BYTES)
+                    .max_encoding_message_size(raftkv_net::MAX_PEER_MESSAGE_BYTES);
             let router = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .add_service(service);
@@ -490,6 +504,9 @@ pub(crate) struct NodeInner {
     pub(crate) raft: Raft,
     pub(crate) proposer: Proposer,
     pub(crate) read_index: ReadIndexBatcher,
+    /// The last log index when this node started: the least read index it serves as
+    /// leader (`raftkv_net::leader_read_index`).
+    pub(crate) read_floor: u64,
     pub(crate) reader: KvReader,
     pub(crate) shared: Arc<StateShared>,
     pub(crate) log: LogStore,

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use raftkv_core::types::{NodeId, Raft};
 use raftkv_core::{Error, Result};
-use raftkv_net::{PeerConnections, read_index_error};
+use raftkv_net::{PeerConnections, leader_read_index};
 use tokio::sync::{mpsc, oneshot};
 
 /// Handle to the batching task.
@@ -29,11 +29,34 @@ pub(crate) struct ReadIndexStats {
     pub(crate) reads: AtomicU64,
 }
 
+/// Where a round confirms the read index.
+struct Round {
+    id: NodeId,
+    raft: Raft,
+    connections: PeerConnections,
+    timeout: Duration,
+    /// This node's last log index when it started (`raftkv_net::leader_read_index`).
+    read_floor: u64,
+}
+
 impl ReadIndexBatcher {
-    pub(crate) fn spawn(id: NodeId, raft: Raft, connections: PeerConnections, timeout: Duration) -> Self {
+    pub(crate) fn spawn(
+        id: NodeId,
+        raft: Raft,
+        connections: PeerConnections,
+        timeout: Duration,
+        read_floor: u64,
+    ) -> Self {
         let (queue, rx) = mpsc::channel(16 * 1024);
         let stats = Arc::new(ReadIndexStats::default());
-        tokio::spawn(run(id, raft, connections, timeout, rx, stats.clone()));
+        let round = Round {
+            id,
+            raft,
+            connections,
+            timeout,
+            read_floor,
+        };
+        tokio::spawn(run(round, rx, stats.clone()));
         Self { queue, stats }
     }
 
@@ -53,14 +76,7 @@ impl ReadIndexBatcher {
     }
 }
 
-async fn run(
-    id: NodeId,
-    raft: Raft,
-    connections: PeerConnections,
-    timeout: Duration,
-    mut rx: mpsc::Receiver<oneshot::Sender<Result<u64>>>,
-    stats: Arc<ReadIndexStats>,
-) {
+async fn run(round: Round, mut rx: mpsc::Receiver<oneshot::Sender<Result<u64>>>, stats: Arc<ReadIndexStats>) {
     while let Some(first) = rx.recv().await {
         let mut waiting = vec![first];
         while let Ok(next) = rx.try_recv() {
@@ -68,7 +84,7 @@ async fn run(
         }
         stats.rounds.fetch_add(1, Ordering::Relaxed);
         stats.reads.fetch_add(waiting.len() as u64, Ordering::Relaxed);
-        let outcome = tokio::time::timeout(timeout, round(id, &raft, &connections, timeout))
+        let outcome = tokio::time::timeout(round.timeout, round.confirm())
             .await
             .unwrap_or_else(|_| Err(Error::Timeout("no leader confirmed the read in time".into())));
         for reply in waiting {
@@ -77,26 +93,25 @@ async fn run(
     }
 }
 
-/// One confirmation round: locally if this node leads, else at the leader.
-async fn round(id: NodeId, raft: &Raft, connections: &PeerConnections, timeout: Duration) -> Result<u64> {
-    let leader = raft.metrics().borrow().current_leader;
-    let leader = match leader {
-        Some(leader) if leader != id => leader,
-        _ => match raft.get_read_log_id().await {
-            Ok((read, _)) => return Ok(read.map_or(0, |l| l.index)),
-            Err(e) => match read_index_error(e) {
-                Error::NotLeader {
+impl Round {
+    /// One confirmation round: locally if this node leads, else at the leader.
+    async fn confirm(&self) -> Result<u64> {
+        let leader = self.raft.metrics().borrow().current_leader;
+        let leader = match leader {
+            Some(leader) if leader != self.id => leader,
+            _ => match leader_read_index(&self.raft, self.read_floor).await {
+                Ok(read) => return Ok(read),
+                Err(Error::NotLeader {
                     leader_id: Some(leader),
                     ..
-                } if leader != id => leader,
-                other => return Err(other),
+                }) if leader != self.id => leader,
+                Err(other) => return Err(other),
             },
-        },
-    };
-    let url = crate::membership::peer_url_of(raft, leader)?;
-    match connections.read_index(&url, timeout).await {
-        Ok(Ok(read)) => Ok(read.map_or(0, |l| l.index)),
-        Ok(Err(e)) => Err(e),
-        Err(e) => Err(Error::Timeout(format!("read index from leader {leader}: {e}"))),
+        };
+        let url = crate::membership::peer_url_of(&self.raft, leader)?;
+        match self.connections.read_index(&url, self.timeout).await {
+            Ok(answer) => answer,
+            Err(e) => Err(Error::Timeout(format!("read index from leader {leader}: {e}"))),
+        }
     }
 }

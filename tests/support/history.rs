@@ -660,12 +660,15 @@ impl<'h> Register<'h> {
         let holds = show(self.values[state as usize]);
         out += &format!("\nthe register then holds {holds}, and no operation that may go next fits:");
         let horizon = self.horizon(&ordered, self.first_required_unordered(&progress));
+        // The operations that must happen first, then the optional ones (unknown writes,
+        // which may never have happened and so rarely explain anything).
         let next = self
             .entries
             .iter()
             .enumerate()
             .filter(|&(i, e)| !is_set(&ordered, i) && e.invoke <= horizon);
-        for (_, entry) in next.take(SHOW) {
+        let (required, optional): (Vec<_>, Vec<_>) = next.partition(|(_, e)| e.optional.is_none());
+        for (_, entry) in required.into_iter().chain(optional).take(SHOW) {
             let why = match entry.action {
                 Action::Read(seen) if seen != state => {
                     format!("it read {}, not {holds}", show(self.values[seen as usize]))

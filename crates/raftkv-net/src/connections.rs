@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use raftkv_core::codec;
-use raftkv_core::types::LogId;
 use raftkv_core::{Command, Error, LeaseAnswer, LeaseCall, MembershipChange, Response};
 use raftkv_proto::raftkvpeer::raft_peer_client::RaftPeerClient;
 use raftkv_proto::raftkvpeer::{RaftBytes, ReadIndexRequest};
@@ -150,11 +149,7 @@ impl PeerConnections {
     }
 
     /// Ask the leader at `url` for a read index.
-    pub async fn read_index(
-        &self,
-        url: &str,
-        timeout: Duration,
-    ) -> Result<Result<Option<LogId>, Error>, PeerError> {
+    pub async fn read_index(&self, url: &str, timeout: Duration) -> Result<Result<u64, Error>, PeerError> {
         let mut request = tonic::Request::new(ReadIndexRequest {});
         request.set_timeout(timeout);
         let mut client = self.client(url)?;

@@ -66,7 +66,7 @@ pub use kv_service::{KvBackend, KvService};
 pub use lease_service::{LeaseBackend, LeaseService};
 pub use lock_service::{LockBackend, LockService};
 pub use network::{PeerClient, PeerNetwork};
-pub use peer_service::{ForwardTarget, PeerService, read_index_error};
+pub use peer_service::{ForwardTarget, PeerService, leader_read_index, read_index_error};
 pub use require_leader::{LeaderStatus, MAX_NO_LEADER_TIMEOUTS, REQUIRE_LEADER_KEY, requires_leader};
 pub use watch_server::WatchServer;
 pub use watch_service::{WatchBackend, WatchService};

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use openraft::Snapshot;
 use openraft::error::{CheckIsLeaderError, RaftError};
 use raftkv_core::codec;
-use raftkv_core::types::{LogId, MemberNode, NodeId, Raft, TypeConfig};
+use raftkv_core::types::{MemberNode, NodeId, Raft, TypeConfig};
 use raftkv_core::{Command, Error, LeaseAnswer, LeaseCall, MembershipChange, Response};
 use raftkv_proto::raftkvpeer::raft_peer_server::RaftPeer;
 use raftkv_proto::raftkvpeer::{RaftBytes, ReadIndexRequest, ReadIndexResponse, SnapshotChunk};
@@ -37,13 +37,38 @@ pub trait ForwardTarget: Send + Sync + 'static {
 pub struct PeerService<F> {
     raft: Raft,
     forward: Arc<F>,
+    read_floor: u64,
 }
 
 impl<F: ForwardTarget> PeerService<F> {
-    /// Serve the peer protocol for `raft`, proposing forwarded writes through `forward`.
-    pub fn new(raft: Raft, forward: Arc<F>) -> Self {
-        Self { raft, forward }
+    /// Serve the peer protocol for `raft`, proposing forwarded writes through `forward`;
+    /// read indexes it answers as leader are at least `read_floor` (see
+    /// [`leader_read_index`]).
+    pub fn new(raft: Raft, forward: Arc<F>, read_floor: u64) -> Self {
+        Self {
+            raft,
+            forward,
+            read_floor,
+        }
     }
+}
+
+/// The read index this node can serve reads at as leader: openraft's read log id (the
+/// greater of the commit index and the leader's first entry of its term), raised to
+/// `floor`, the last log index the node had when it started.
+///
+/// Why the floor: openraft 0.9 restores a leader that restarts with its own committed
+/// vote as leader at once, in the same term (`Engine::startup`). Its "first entry of the
+/// term" is then an old one, and the commit index it loaded is whatever `save_committed`
+/// last left on disk, which is not synced: entries committed (and acknowledged) just
+/// before the crash can lie above both. A read at that index missed an acknowledged
+/// write (a full-restart fault test caught it). Every entry that may have been committed
+/// before the restart is in the leader's log (openraft syncs the leader's own append
+/// before it counts it), so waiting until the log as it was at startup is applied closes
+/// the gap; a leader elected normally has its new first entry above the floor anyway.
+pub async fn leader_read_index(raft: &Raft, floor: u64) -> Result<u64, Error> {
+    let (read, _applied) = raft.get_read_log_id().await.map_err(read_index_error)?;
+    Ok(read.map_or(0, |l| l.index).max(floor))
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
@@ -127,12 +152,7 @@ impl<F: ForwardTarget> RaftPeer for PeerService<F> {
         &self,
         _request: Request<ReadIndexRequest>,
     ) -> Result<GrpcResponse<ReadIndexResponse>, Status> {
-        let result: Result<Option<LogId>, Error> = self
-            .raft
-            .get_read_log_id()
-            .await
-            .map(|(read, _applied)| read)
-            .map_err(read_index_error);
+        let result: Result<u64, Error> = leader_read_index(&self.raft, self.read_floor).await;
         Ok(GrpcResponse::new(ReadIndexResponse {
             data: encode(&result)?.data,
         }))
