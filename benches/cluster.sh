@@ -1,11 +1,34 @@
 # shellcheck shell=bash
-# Shared by the bench scripts (sourced, not run): free loopback ports, a three-node
+# Shared by the bench scripts (sourced, not run): reserved loopback ports, a three-node
 # raftkv cluster on 127.0.0.1, and a bounded wait until a cluster takes writes.
 # Needs SERVER and BENCH (the raftkv-server and raftkv-bench binaries) and a PIDS array.
 
-# A free TCP port on 127.0.0.1 (bound and released: another process could take it
-# before the server binds it, which then fails to start and is reported).
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+# Reserve a TCP port on 127.0.0.1 for the rest of this script; sets RESERVED_PORT.
+# The same rule as the tests' ReservedPort (tests/support/ports.rs): a port outside the
+# kernel's ephemeral range (no outgoing connection is given it) whose lock file under
+# ${TMPDIR:-/tmp}/raftkv-ports/ this shell holds with flock (no other harness that
+# follows the rule picks it). So nothing takes it between here and the server binding
+# it. The lock descriptors stay open (the servers inherit them too).
+reserve_port() {
+  local dir="${TMPDIR:-/tmp}/raftkv-ports" low high lo hi span start port fd i
+  mkdir -p "$dir"
+  read -r low high </proc/sys/net/ipv4/ip_local_port_range
+  if [ "$low" -ge 12000 ]; then lo=10000; hi=$low; else lo=$((high + 1)); hi=65535; fi
+  span=$((hi - lo)); start=$(((RANDOM * 32768 + RANDOM + $$) % span))
+  for ((i = 0; i < span; i++)); do
+    port=$((lo + (start + i) % span))
+    exec {fd}>"$dir/$port.lock"
+    # Skip ports a service outside these rules already uses (the probe's release is
+    # safe: nothing that follows the rules takes a locked port outside the range).
+    if flock -n "$fd" && python3 -c 'import socket,sys; socket.socket().bind(("127.0.0.1",int(sys.argv[1])))' "$port" 2>/dev/null; then
+      RESERVED_PORT=$port
+      return 0
+    fi
+    exec {fd}>&-
+  done
+  echo "no free port in $lo-$hi" >&2
+  return 1
+}
 
 # Start three raftkv members with data under DIR (production durability, warnings
 # logged to DIR/raftkv-<i>.log); sets RK_ENDPOINTS (client URLs, comma-separated) and
@@ -16,7 +39,8 @@ start_raftkv_cluster() {
   mkdir -p "$dir"
   RK_ENDPOINTS=""; RK_EP1=""
   for i in 1 2 3; do
-    c=$(free_port); p=$(free_port)
+    reserve_port; c=$RESERVED_PORT
+    reserve_port; p=$RESERVED_PORT
     cluster+="${cluster:+,}$i=http://127.0.0.1:$p"
     RK_ENDPOINTS+="${RK_ENDPOINTS:+,}http://127.0.0.1:$c"
     if [ "$i" = 1 ]; then RK_EP1="http://127.0.0.1:$c"; fi

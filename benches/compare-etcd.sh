@@ -41,7 +41,8 @@ RK_EP=$RK_ENDPOINTS
 # etcd
 ET_CLUSTER=""; ET_EP=""; declare -a ET_C ET_P
 for i in 1 2 3; do
-  ET_C[$i]=$(free_port); ET_P[$i]=$(free_port)
+  reserve_port; ET_C[$i]=$RESERVED_PORT
+  reserve_port; ET_P[$i]=$RESERVED_PORT
   ET_CLUSTER+="${ET_CLUSTER:+,}e$i=http://127.0.0.1:${ET_P[$i]}"
   ET_EP+="${ET_EP:+,}http://127.0.0.1:${ET_C[$i]}"
 done

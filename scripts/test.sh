@@ -6,9 +6,11 @@ cd "$(dirname "$0")/.."
 
 # strace: the fsync test watches the log store's syscalls with it.
 # etcdctl (Debian's etcd-client, etcdctl 3.4): the etcd compatibility tests drive it.
+# etcd (Debian's etcd-server, 3.4): the differential tests run the same script against it.
 missing=()
 command -v strace >/dev/null 2>&1 || missing+=(strace)
 command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq
@@ -24,9 +26,10 @@ fi
 # The fault scenarios append their summary lines here; printed at the end.
 reliability_log="${CARGO_TARGET_DIR:-target}/tmp/reliability.log"
 rm -f "$reliability_log"
-cargo test --workspace --locked --features failpoints
+# --no-fail-fast: one failing test binary does not hide the failures of the others.
+cargo test --workspace --locked --no-fail-fast --features failpoints
 # The benchmarks, once each in test mode: they keep compiling and working.
-cargo test --benches --locked --features failpoints
+cargo test --benches --locked --no-fail-fast --features failpoints
 
 echo "== reliability: faults injected and operations checked in this run (RELIABILITY.md)"
 cat "$reliability_log"

@@ -18,10 +18,10 @@ async fn grow_promote_and_shrink_under_writes() {
     let dir = tempfile::tempdir().unwrap();
     let (s1, s2, s3) = (support::slot(1), support::slot(2), support::slot(3));
     let (url2, url3) = (s2.peer_url.clone(), s3.peer_url.clone());
-    let n1 = support::builder(s1, dir.path()).start().await.unwrap();
+    let n1 = support::builder(&s1, dir.path()).start().await.unwrap();
     n1.wait_for_leader(Duration::from_secs(20)).await.unwrap();
-    let n2 = support::builder(s2, dir.path()).join().start().await.unwrap();
-    let n3 = support::builder(s3, dir.path()).join().start().await.unwrap();
+    let n2 = support::builder(&s2, dir.path()).join().start().await.unwrap();
+    let n3 = support::builder(&s3, dir.path()).join().start().await.unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicU64::new(0));

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use raftkv::*;
@@ -13,20 +12,8 @@ use raftkv::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lagging_follower_catches_up_from_a_streamed_snapshot() {
     let dir = tempfile::tempdir().unwrap();
-    let slots: Vec<support::Slot> = (1..=3).map(support::slot).collect();
-    let members: BTreeMap<u64, String> = slots.iter().map(|s| (s.id, s.peer_url.clone())).collect();
-    let (peer3, client3) = (slots[2].peer_url.clone(), slots[2].client_url.clone());
-    let mut nodes = Vec::new();
-    for s in slots {
-        nodes.push(
-            support::builder(s, dir.path())
-                .initial_cluster(members.clone())
-                .snapshot_every_entries(200)
-                .start()
-                .await
-                .unwrap(),
-        );
-    }
+    let mut cluster = support::start_cluster_with(3, dir.path(), |b| b.snapshot_every_entries(200)).await;
+    let mut nodes = std::mem::take(&mut cluster.nodes);
     let leader = support::wait_for_agreed_leader(&nodes, Duration::from_secs(20)).await;
     // Take down a follower (node 3 unless it leads).
     let down = if leader == 3 { 2 } else { 3 };
@@ -53,16 +40,10 @@ async fn lagging_follower_catches_up_from_a_streamed_snapshot() {
         leader_node.disk_usage()
     );
 
-    // Bring the follower back on the same directory and addresses.
-    let peer = std::net::TcpListener::bind(peer3.trim_start_matches("http://")).unwrap();
-    let client = std::net::TcpListener::bind(client3.trim_start_matches("http://")).unwrap();
-    let back = Node::builder()
-        .id(down)
-        .data_dir(dir.path().join(format!("node-{down}")))
-        .peer_listener(peer)
-        .client_listener(client)
-        .raft_timing(support::HEARTBEAT, support::ELECTION_MIN, support::ELECTION_MAX)
-        .initial_cluster(members.clone())
+    // Bring the follower back on the same directory and addresses (the cluster held its
+    // ports while it was down).
+    let back = cluster
+        .builder(down, dir.path())
         .snapshot_every_entries(200)
         .start()
         .await
@@ -91,7 +72,7 @@ async fn lagging_follower_catches_up_from_a_streamed_snapshot() {
         "follower {down} installed a {snapshot_bytes}-byte snapshot at {installed:?}; it holds all 1500 keys"
     );
     back.shutdown().await;
-    for n in nodes {
+    for n in &nodes {
         n.shutdown().await;
     }
 }

@@ -41,10 +41,11 @@ async fn listed_until(client: &Client, what: &str, check: impl Fn(&[Member]) -> 
     .await
 }
 
-/// A peer URL nothing listens on: a port the OS handed out, then released.
-fn unused_peer_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("http://{}", listener.local_addr().unwrap())
+/// A peer URL nothing listens on, on a port held (bound, not listening) while the
+/// returned value lives.
+fn unused_peer_url() -> (String, support::ports::HeldPort) {
+    let port = support::ports::HeldPort::new();
+    (port.url(), port)
 }
 
 /// The request error inside `e`, or a test failure naming what came instead.
@@ -104,7 +105,7 @@ async fn cluster_and_maintenance_through_the_client() {
     // lists are checked with MemberList until they show the change: a change made
     // through a follower is forwarded to the leader, and the follower's own view (which
     // it answers with) may lag by a moment.
-    let peer_url = unused_peer_url();
+    let (peer_url, _peer_port) = unused_peer_url();
     let (_, added, _) = client.member_add([peer_url.clone()], true).await.unwrap();
     assert!(added.id != 0 && added.is_learner, "{added:?}");
     assert_eq!(added.peer_urls, [peer_url]);
@@ -123,7 +124,7 @@ async fn cluster_and_maintenance_through_the_client() {
         request_error(client.member_promote(added.id).await),
         RequestError::LearnerNotReady
     );
-    let moved_to = unused_peer_url();
+    let (moved_to, _moved_port) = unused_peer_url();
     client.member_update(added.id, [moved_to.clone()]).await.unwrap();
     listed_until(&client, "the learner's new peer URL listed", |ms| {
         ms.iter()

@@ -27,7 +27,7 @@ use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn single_node(dir: &std::path::Path, watch: WatchConfig) -> Node {
-    let node = support::builder(support::slot(1), dir)
+    let node = support::builder(&support::slot(1), dir)
         .watch_config(watch)
         .start()
         .await

@@ -189,22 +189,16 @@ async fn expiry_is_decided_by_the_leader_and_applied_in_one_revision() {
 }
 
 /// Three nodes with short lease checkpoints (and snapshots every `snapshot_every` entries).
-async fn cluster_with(dir: &std::path::Path, checkpoint: Duration, snapshot_every: u64) -> Vec<Node> {
-    let slots: Vec<support::Slot> = (1..=3).map(support::slot).collect();
-    let members: std::collections::BTreeMap<u64, String> =
-        slots.iter().map(|s| (s.id, s.peer_url.clone())).collect();
-    let mut nodes = Vec::new();
-    for slot in slots {
-        let node = support::builder(slot, dir)
-            .initial_cluster(members.clone())
-            .lease_checkpoint_interval(checkpoint)
+async fn cluster_with(
+    dir: &std::path::Path,
+    checkpoint: Duration,
+    snapshot_every: u64,
+) -> support::InProcessCluster {
+    support::start_cluster_with(3, dir, |b| {
+        b.lease_checkpoint_interval(checkpoint)
             .snapshot_every_entries(snapshot_every)
-            .start()
-            .await
-            .unwrap();
-        nodes.push(node);
-    }
-    nodes
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,7 +26,7 @@ use raftkv_client::{Client, ClientError, ClientOptions};
 /// Deadline of every wait in this file.
 const WAIT: Duration = Duration::from_secs(20);
 
-async fn cluster(dir: &std::path::Path) -> Vec<Node> {
+async fn cluster(dir: &std::path::Path) -> support::InProcessCluster {
     let nodes = support::start_cluster(3, dir).await;
     support::wait_for_agreed_leader(&nodes, WAIT).await;
     nodes
@@ -124,7 +124,7 @@ async fn two_client_lockers_hold_the_lock_one_at_a_time_and_fenced_writes_never_
         let end = pair[1].strip_suffix("-end").expect("an end");
         assert_eq!(start, end, "fenced writes interleaved: {values:?}");
     }
-    for node in nodes {
+    for node in &nodes {
         node.shutdown().await;
     }
 }
@@ -172,7 +172,7 @@ async fn a_waiter_acquires_when_the_holders_lease_is_revoked_or_expires() {
     assert!(started.elapsed() >= Duration::from_millis(1000));
     assert!(acquired.create_revision > held.create_revision);
     assert!(nodes[0].get(held.key.clone()).await.unwrap().is_none());
-    for node in nodes {
+    for node in &nodes {
         node.shutdown().await;
     }
 }
@@ -225,7 +225,7 @@ async fn a_waiter_whose_lease_expires_while_waiting_gets_an_error_not_the_lock()
         .await
         .unwrap();
     assert!(ok.succeeded);
-    for node in nodes {
+    for node in &nodes {
         node.shutdown().await;
     }
 }
@@ -254,7 +254,7 @@ async fn an_abandoned_wait_removes_the_waiters_key() {
     let answer = impatient.lock("cancel-lock", waiter).await;
     assert!(answer.is_err(), "{answer:?}");
     wait_for_absent(&nodes[0], &waiter_key).await;
-    for node in nodes {
+    for node in &nodes {
         node.shutdown().await;
     }
 }
@@ -346,7 +346,7 @@ async fn election_campaign_proclaim_leader_observe_resign_through_the_client() {
     assert!(nodes[2].proclaim(&leader_c, "value-c2").await.unwrap().is_some());
     let seen = next_leader(&mut observer).await;
     assert_eq!(seen.key, leader_c.key);
-    for node in nodes {
+    for node in &nodes {
         node.shutdown().await;
     }
 }
@@ -384,7 +384,7 @@ async fn a_campaigner_whose_lease_expires_while_waiting_fails_and_an_expired_lea
         .unwrap();
     assert!(won.rev > leader.rev);
     assert!(nodes[0].proclaim(&leader, "stale").await.unwrap().is_none());
-    for node in nodes {
+    for node in &nodes {
         node.shutdown().await;
     }
 }
@@ -456,7 +456,7 @@ async fn etcdctl_lock_two_processes_hold_it_one_at_a_time() {
         let end = pair[1].strip_prefix("end ").expect("an end");
         assert_eq!(start, end, "two holders at once: {lines:?}");
     }
-    for node in nodes {
+    for node in &nodes {
         node.shutdown().await;
     }
 }
@@ -532,7 +532,7 @@ async fn etcdctl_elect_two_processes_one_leader_at_a_time() {
     }
     second.kill().unwrap();
     second.wait().unwrap();
-    for node in nodes {
+    for node in &nodes {
         node.shutdown().await;
     }
 }

@@ -4,11 +4,23 @@
 use std::process::ExitCode;
 
 use raftkv::{AutoDefrag, Node};
-use raftkv_server::{Config, ConfigError, logging, signals};
+use raftkv_server::socket_activation::{self, Inherited};
+use raftkv_server::{Config, ConfigError, InheritedAddrs, logging, signals};
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let config = match Config::from_args(std::env::args().skip(1)) {
+fn main() -> ExitCode {
+    // First, while this is the only thread: it edits the environment.
+    let inherited = match socket_activation::take_inherited() {
+        Ok(inherited) => inherited,
+        Err(e) => {
+            eprintln!("raftkv-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let addrs = InheritedAddrs {
+        peer: inherited.peer_addr(),
+        client: inherited.client_addr(),
+    };
+    let config = match Config::from_args_and_sockets(std::env::args().skip(1), addrs) {
         Ok(c) => c,
         Err(ConfigError::Help) => {
             println!("{}", raftkv_server::config::USAGE);
@@ -28,7 +40,14 @@ async fn main() -> ExitCode {
         tracing::error!(%info, "panic: aborting");
         std::process::abort();
     }));
-    match serve(config).await {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("raftkv-server: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config, inherited)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "raftkv-server failed");
@@ -38,13 +57,20 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> raftkv::Result<()> {
+async fn serve(config: Config, inherited: Inherited) -> raftkv::Result<()> {
     let mut builder = Node::builder()
         .id(config.id)
         .name(config.name.clone())
-        .data_dir(&config.data_dir)
-        .listen_peer(config.listen_peer)
-        .listen_client(config.listen_client)
+        .data_dir(&config.data_dir);
+    builder = match inherited.peer {
+        Some(listener) => builder.peer_listener(listener),
+        None => builder.listen_peer(config.listen_peer),
+    };
+    builder = match inherited.client {
+        Some(listener) => builder.client_listener(listener),
+        None => builder.listen_client(config.listen_client),
+    };
+    let mut builder = builder
         .advertise_peer_url(config.advertise_peer_url.clone())
         .advertise_client_urls(config.advertise_client_urls.clone())
         .request_timeout(config.request_timeout)

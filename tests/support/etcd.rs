@@ -1,27 +1,26 @@
 //! A three-member etcd 3.4 cluster (Debian's `etcd-server`) on 127.0.0.1, for
 //! differential tests: the same etcdctl script against etcd and against raftkv. Default
-//! durability (etcd fsyncs its WAL). Killed on drop.
+//! durability (etcd fsyncs its WAL). Its ports are [`ReservedPort`]s (etcd binds them
+//! itself and cannot inherit sockets), held until the cluster is dropped; its members
+//! die with the test ([`OwnedChild`]).
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use raftkv_proto::etcdserverpb::StatusRequest;
 use raftkv_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 
-pub struct EtcdCluster {
-    pub dir: tempfile::TempDir,
-    pub client_urls: Vec<String>,
-    children: Vec<Child>,
-}
+use super::child::{self, OwnedChild};
+use super::ports::ReservedPort;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+pub struct EtcdCluster {
+    pub client_urls: Vec<String>,
+    /// Declared first: the members die before their ports and data dir go.
+    children: Vec<OwnedChild>,
+    ports: Vec<(ReservedPort, ReservedPort)>,
+    pub dir: tempfile::TempDir,
 }
 
 pub fn available() -> bool {
@@ -34,48 +33,51 @@ pub fn available() -> bool {
 impl EtcdCluster {
     pub async fn start(n: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let ports: Vec<(ReservedPort, ReservedPort)> = (0..n)
+            .map(|_| (ReservedPort::new(), ReservedPort::new()))
+            .collect();
         let initial: Vec<String> = ports
             .iter()
             .enumerate()
-            .map(|(i, (_, p))| format!("e{i}=http://127.0.0.1:{p}"))
+            .map(|(i, (_, p))| format!("e{i}=http://127.0.0.1:{}", p.port()))
             .collect();
         let mut children = Vec::new();
         let mut client_urls = Vec::new();
         for (i, (c, p)) in ports.iter().enumerate() {
+            let (c, p) = (c.port(), p.port());
             let log = std::fs::File::create(dir.path().join(format!("e{i}.log"))).unwrap();
-            let child = Command::new("etcd")
-                .args([
-                    "--name",
-                    &format!("e{i}"),
-                    "--data-dir",
-                    &dir.path().join(format!("e{i}")).display().to_string(),
-                    "--listen-client-urls",
-                    &format!("http://127.0.0.1:{c}"),
-                    "--advertise-client-urls",
-                    &format!("http://127.0.0.1:{c}"),
-                    "--listen-peer-urls",
-                    &format!("http://127.0.0.1:{p}"),
-                    "--initial-advertise-peer-urls",
-                    &format!("http://127.0.0.1:{p}"),
-                    "--initial-cluster",
-                    &initial.join(","),
-                    "--initial-cluster-state",
-                    "new",
-                    "--initial-cluster-token",
-                    "raftkv-differential",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(log))
-                .spawn()
-                .expect("spawn etcd");
-            children.push(child);
+            let args: Vec<String> = [
+                "--name",
+                &format!("e{i}"),
+                "--data-dir",
+                &dir.path().join(format!("e{i}")).display().to_string(),
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{c}"),
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{c}"),
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{p}"),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{p}"),
+                "--initial-cluster",
+                &initial.join(","),
+                "--initial-cluster-state",
+                "new",
+                "--initial-cluster-token",
+                "raftkv-differential",
+            ]
+            .map(String::from)
+            .to_vec();
+            let mut cmd = child::command("etcd", &args, &[]);
+            cmd.stdout(Stdio::null()).stderr(Stdio::from(log));
+            children.push(OwnedChild::spawn(cmd).expect("spawn etcd"));
             client_urls.push(format!("http://127.0.0.1:{c}"));
         }
         let cluster = Self {
-            dir,
             client_urls,
             children,
+            ports,
+            dir,
         };
         cluster.wait_for_leader(Duration::from_secs(60)).await;
         // etcd refuses membership changes ("unhealthy cluster") until every member has
@@ -84,6 +86,11 @@ impl EtcdCluster {
         let healthy_at = Instant::now() + Duration::from_millis(5500);
         tokio::time::sleep_until(healthy_at.into()).await;
         cluster
+    }
+
+    /// The members' process ids.
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(|c| c.id()).collect()
     }
 
     async fn wait_for_leader(&self, timeout: Duration) {
@@ -114,15 +121,6 @@ impl EtcdCluster {
                 "etcd cluster has no leader: {leaders:?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for EtcdCluster {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
         }
     }
 }

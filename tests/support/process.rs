@@ -1,37 +1,40 @@
 //! A cluster of real `raftkv-server` processes on 127.0.0.1, for tests that kill, stop
-//! and restart nodes. Ports are picked by the OS (bind port 0, read it back, release it
-//! for the child). Each child's stderr goes to `<dir>/node-N.log`, printed when a test
-//! fails while the cluster is alive. Every wait has a deadline.
+//! and restart nodes. Each member's two ports are [`HeldPort`]s: held by the test for its
+//! whole life and handed to each start of the member as inherited listening sockets, so
+//! no other process can take them, not even while the member is down. Each child's
+//! stderr goes to `<dir>/node-N.log`, printed when a test fails while the cluster is
+//! alive. Children die with the test ([`OwnedChild`]). Every wait has a deadline.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use raftkv_proto::etcdserverpb::StatusRequest;
 use raftkv_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 
+use super::ClusterTurn;
+use super::child::{self, OwnedChild};
+use super::ports::HeldPort;
+
 pub const SERVER_BIN: &str = env!("CARGO_BIN_EXE_raftkv-server");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// How long a member may take from spawn to its ready line.
+const READY_DEADLINE: Duration = Duration::from_secs(30);
 
 pub struct ServerProcess {
     pub id: u64,
     pub client_url: String,
     pub peer_url: String,
+    peer_port: HeldPort,
+    client_port: HeldPort,
     args: Vec<String>,
     log: PathBuf,
-    child: Option<Child>,
+    child: Option<OwnedChild>,
 }
 
 impl ServerProcess {
@@ -41,14 +44,15 @@ impl ServerProcess {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let mut child = Command::new(SERVER_BIN)
-            .args(&self.args)
-            .env("RUST_LOG", "info,openraft=warn")
+        let (peer, client) = (self.peer_port.listener(), self.client_port.listener());
+        let mut cmd = child::command(SERVER_BIN, &self.args, &[("peer", &peer), ("client", &client)]);
+        cmd.env("RUST_LOG", "info,openraft=warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn raftkv-server");
-        let stdout = child.stdout.take().unwrap();
+            .stderr(Stdio::from(log));
+        let mut child = OwnedChild::spawn(cmd).expect("spawn raftkv-server");
+        // Only the child listens now: when it dies, connections are refused.
+        drop((peer, client));
+        let stdout = child.stdout().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -57,20 +61,18 @@ impl ServerProcess {
                 }
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + READY_DEADLINE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) if line.starts_with("raftkv-server ready") => break,
                 Ok(_) => continue,
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!(
-                        "node {} did not become ready:\n{}",
-                        self.id,
-                        std::fs::read_to_string(&self.log).unwrap_or_default()
-                    );
-                }
+                // `child` is dropped (killed) as the panic unwinds.
+                Err(_) => panic!(
+                    "node {} did not become ready:\n{}",
+                    self.id,
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                ),
             }
         }
         self.child = Some(child);
@@ -84,11 +86,14 @@ impl ServerProcess {
         self.child.as_ref().map(|c| c.id())
     }
 
+    /// The port this member's client URL names (held by the test).
+    pub fn client_port(&self) -> &HeldPort {
+        &self.client_port
+    }
+
     fn signal(&mut self, signal: i32) {
         if let Some(child) = &self.child {
-            unsafe {
-                libc::kill(child.id() as i32, signal);
-            }
+            child.signal(signal);
         }
     }
 
@@ -96,54 +101,56 @@ impl ServerProcess {
         let Some(child) = self.child.as_mut() else {
             return true;
         };
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(_)) = child.try_wait() {
-                self.child = None;
-                return true;
-            }
-            if Instant::now() > deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        if child.wait_timeout(timeout).is_some() {
+            self.child = None;
+            return true;
         }
+        false
     }
 }
 
 pub struct ProcessCluster {
-    pub dir: tempfile::TempDir,
     pub nodes: BTreeMap<u64, ServerProcess>,
+    /// Declared after `nodes`: the data dir goes once the members are dead.
+    pub dir: tempfile::TempDir,
+    /// This binary's one cluster at a time (RELIABILITY.md); released last.
+    _turn: ClusterTurn,
 }
 
 impl ProcessCluster {
     /// Start `n` members bootstrapped together, with extra flags for every member.
     pub fn start(n: u64, extra: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let ports: Vec<(u64, u16, u16)> = (1..=n).map(|id| (id, free_port(), free_port())).collect();
+        Self::start_in(tempfile::tempdir().unwrap(), n, extra)
+    }
+
+    /// [`Self::start`] with the members' data dirs (`node-N`) and logs under `dir`.
+    pub fn start_in(dir: tempfile::TempDir, n: u64, extra: &[&str]) -> Self {
+        let turn = ClusterTurn::take();
+        let ports: Vec<(u64, HeldPort, HeldPort)> =
+            (1..=n).map(|id| (id, HeldPort::new(), HeldPort::new())).collect();
         let initial: Vec<String> = ports
             .iter()
-            .map(|(id, _, p)| format!("{id}=http://127.0.0.1:{p}"))
+            .map(|(id, _, peer)| format!("{id}={}", peer.url()))
             .collect();
         let initial = initial.join(",");
         let mut nodes = BTreeMap::new();
-        for (id, client, peer) in ports {
+        for (id, client_port, peer_port) in ports {
+            // No --listen-* flags: the listeners are inherited (LISTEN_FDS).
             let mut args: Vec<String> = vec![
                 "--id".into(),
                 id.to_string(),
                 "--data-dir".into(),
                 dir.path().join(format!("node-{id}")).display().to_string(),
-                "--listen-client".into(),
-                format!("127.0.0.1:{client}"),
-                "--listen-peer".into(),
-                format!("127.0.0.1:{peer}"),
                 "--initial-cluster".into(),
                 initial.clone(),
             ];
             args.extend(extra.iter().map(|s| s.to_string()));
             let node = ServerProcess {
                 id,
-                client_url: format!("http://127.0.0.1:{client}"),
-                peer_url: format!("http://127.0.0.1:{peer}"),
+                client_url: client_port.url(),
+                peer_url: peer_port.url(),
+                peer_port,
+                client_port,
                 args,
                 log: dir.path().join(format!("node-{id}.log")),
                 child: None,
@@ -151,11 +158,16 @@ impl ProcessCluster {
             nodes.insert(id, node);
         }
         // Start them all before waiting: a member is "ready" once it serves, not once
-        // it has a leader.
+        // it has a leader. A member that fails to start panics here; the members
+        // already started are killed as `nodes` unwinds.
         for node in nodes.values_mut() {
             node.spawn();
         }
-        Self { dir, nodes }
+        Self {
+            nodes,
+            dir,
+            _turn: turn,
+        }
     }
 
     pub fn client_urls(&self) -> Vec<String> {
@@ -193,7 +205,7 @@ impl ProcessCluster {
         let deadline = Instant::now() + timeout;
         loop {
             let child = node.child.as_mut()?;
-            if let Ok(Some(status)) = child.try_wait() {
+            if let Some(status) = child.try_wait() {
                 node.child = None;
                 return Some(status);
             }
@@ -291,10 +303,10 @@ impl ProcessCluster {
 
 impl Drop for ProcessCluster {
     fn drop(&mut self) {
+        // Kill every member first (their `OwnedChild`s would too, but the logs are
+        // complete only once they are dead).
         for node in self.nodes.values_mut() {
-            node.signal(libc::SIGCONT);
-            node.signal(libc::SIGKILL);
-            node.wait_exit(Duration::from_secs(5));
+            node.child = None;
         }
         if std::thread::panicking() {
             eprintln!("{}", self.logs());

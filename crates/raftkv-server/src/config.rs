@@ -42,8 +42,10 @@ raftkv-server: a raftkv node speaking etcd's v3 gRPC API
 
   --id N                        member id (u64, non-zero; 0x... for hex)  [required]
   --data-dir DIR                log, state machine, snapshots             [required]
-  --listen-client ADDR          etcd API address, e.g. 127.0.0.1:2379     [required]
-  --listen-peer ADDR            Raft peer address, e.g. 127.0.0.1:2380    [required]
+  --listen-client ADDR          etcd API address, e.g. 127.0.0.1:2379     [required*]
+  --listen-peer ADDR            Raft peer address, e.g. 127.0.0.1:2380    [required*]
+                                (*unless inherited: LISTEN_FDS with LISTEN_FDNAMES
+                                naming them client and peer, as systemd passes them)
   --initial-cluster LIST        bootstrap members: 1=http://127.0.0.1:2380,2=...
                                 (the same on every member; omit for a single node)
   --join                        do not bootstrap: wait to be added by a member
@@ -178,9 +180,44 @@ pub fn parse_initial_cluster(value: &str) -> Result<BTreeMap<u64, String>, Confi
     Ok(members)
 }
 
+/// The listener addresses of sockets this process inherited (see
+/// `socket_activation`): each replaces its `--listen-*` flag.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InheritedAddrs {
+    /// The peer listener's address.
+    pub peer: Option<SocketAddr>,
+    /// The client listener's address.
+    pub client: Option<SocketAddr>,
+}
+
+/// The listen address from the flag or the inherited socket; both must agree.
+fn listen_addr(
+    flag: &'static str,
+    given: Option<SocketAddr>,
+    inherited: Option<SocketAddr>,
+) -> Result<SocketAddr, ConfigError> {
+    match (given, inherited) {
+        (Some(given), Some(inherited)) if given != inherited => Err(ConfigError::Conflict(format!(
+            "{flag} {given} differs from the inherited socket's address {inherited} (LISTEN_FDS); \
+             drop the flag or pass the same address"
+        ))),
+        (_, Some(addr)) | (Some(addr), None) => Ok(addr),
+        (None, None) => Err(ConfigError::Missing(flag)),
+    }
+}
+
 impl Config {
     /// Parse the arguments after the program name.
     pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Self, ConfigError> {
+        Self::from_args_and_sockets(args, InheritedAddrs::default())
+    }
+
+    /// Parse the arguments after the program name, for a process that inherited the
+    /// listeners at `inherited`.
+    pub fn from_args_and_sockets(
+        args: impl IntoIterator<Item = String>,
+        inherited: InheritedAddrs,
+    ) -> Result<Self, ConfigError> {
         let mut args = args.into_iter();
         let mut id = None;
         let mut name = None;
@@ -264,8 +301,8 @@ impl Config {
                 reason: "member ids are non-zero".into(),
             });
         }
-        let listen_client = listen_client.ok_or(ConfigError::Missing("--listen-client"))?;
-        let listen_peer = listen_peer.ok_or(ConfigError::Missing("--listen-peer"))?;
+        let listen_client = listen_addr("--listen-client", listen_client, inherited.client)?;
+        let listen_peer = listen_addr("--listen-peer", listen_peer, inherited.peer)?;
         if join && !initial_cluster.is_empty() {
             return Err(ConfigError::Conflict(
                 "--join and --initial-cluster exclude each other".into(),
@@ -340,6 +377,37 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(off.auto_defrag_ratio, 0);
+    }
+
+    #[test]
+    fn inherited_sockets_replace_the_listen_flags() {
+        let inherited = InheritedAddrs {
+            peer: Some("127.0.0.1:4001".parse().unwrap()),
+            client: Some("127.0.0.1:4002".parse().unwrap()),
+        };
+        let c = Config::from_args_and_sockets(args("--id 1 --data-dir /tmp/d"), inherited).unwrap();
+        assert_eq!(c.listen_peer, inherited.peer.unwrap());
+        assert_eq!(c.advertise_client_urls, vec!["http://127.0.0.1:4002".to_string()]);
+        let same = Config::from_args_and_sockets(
+            args("--id 1 --data-dir /tmp/d --listen-peer 127.0.0.1:4001"),
+            inherited,
+        );
+        assert!(same.is_ok());
+        let err = Config::from_args_and_sockets(
+            args("--id 1 --data-dir /tmp/d --listen-client 127.0.0.1:9"),
+            inherited,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--listen-client 127.0.0.1:9 differs"), "{err}");
+        let only_peer = InheritedAddrs {
+            client: None,
+            ..inherited
+        };
+        let err = Config::from_args_and_sockets(args("--id 1 --data-dir /tmp/d"), only_peer)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing required flag --listen-client"), "{err}");
     }
 
     #[test]

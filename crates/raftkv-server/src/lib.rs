@@ -6,6 +6,8 @@
 //! - [`config`]: the command line (`--id`, `--data-dir`, `--listen-client`,
 //!   `--listen-peer`, `--initial-cluster 1=http://127.0.0.1:2380,...`, `--join`, ...),
 //!   parsed into a typed [`Config`] with clear errors.
+//! - [`socket_activation`]: listening sockets inherited the systemd way (`LISTEN_FDS`),
+//!   which replace `--listen-peer` / `--listen-client`.
 //! - [`signals`]: SIGTERM / SIGINT as a future, for a clean shutdown.
 //! - [`logging`]: `tracing` to stderr, filtered by `RUST_LOG` or `--log`.
 //!
@@ -20,5 +22,6 @@
 pub mod config;
 pub mod logging;
 pub mod signals;
+pub mod socket_activation;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, InheritedAddrs};
