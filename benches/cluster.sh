@@ -53,6 +53,28 @@ start_raftkv_cluster() {
   done
 }
 
+# Start three etcd members with data under DIR (etcd's default durability, errors logged
+# to DIR/etcd-<i>.log); sets ET_EP (client URLs, comma-separated) and appends the members
+# to PIDS.
+start_etcd_cluster() {
+  local dir=$1 cluster="" i
+  local -a client peer
+  ET_EP=""
+  for i in 1 2 3; do
+    reserve_port; client[$i]=$RESERVED_PORT
+    reserve_port; peer[$i]=$RESERVED_PORT
+    cluster+="${cluster:+,}e$i=http://127.0.0.1:${peer[$i]}"
+    ET_EP+="${ET_EP:+,}http://127.0.0.1:${client[$i]}"
+  done
+  for i in 1 2 3; do
+    etcd --name "e$i" --data-dir "$dir/etcd-$i" \
+      --listen-client-urls "http://127.0.0.1:${client[$i]}" --advertise-client-urls "http://127.0.0.1:${client[$i]}" \
+      --listen-peer-urls "http://127.0.0.1:${peer[$i]}" --initial-advertise-peer-urls "http://127.0.0.1:${peer[$i]}" \
+      --initial-cluster "$cluster" --initial-cluster-state new --log-level error >"$dir/etcd-$i.log" 2>&1 &
+    PIDS+=($!); disown
+  done
+}
+
 # Wait (at most 30 s) until the cluster at ENDPOINTS answers a write; exit with its
 # logs (files matching LOGS, a glob) otherwise.
 wait_until_writable() {

@@ -39,20 +39,7 @@ start_raftkv_cluster "$WORK"
 RK_EP=$RK_ENDPOINTS
 
 # etcd
-ET_CLUSTER=""; ET_EP=""; declare -a ET_C ET_P
-for i in 1 2 3; do
-  reserve_port; ET_C[$i]=$RESERVED_PORT
-  reserve_port; ET_P[$i]=$RESERVED_PORT
-  ET_CLUSTER+="${ET_CLUSTER:+,}e$i=http://127.0.0.1:${ET_P[$i]}"
-  ET_EP+="${ET_EP:+,}http://127.0.0.1:${ET_C[$i]}"
-done
-for i in 1 2 3; do
-  etcd --name "e$i" --data-dir "$WORK/etcd-$i" \
-    --listen-client-urls "http://127.0.0.1:${ET_C[$i]}" --advertise-client-urls "http://127.0.0.1:${ET_C[$i]}" \
-    --listen-peer-urls "http://127.0.0.1:${ET_P[$i]}" --initial-advertise-peer-urls "http://127.0.0.1:${ET_P[$i]}" \
-    --initial-cluster "$ET_CLUSTER" --initial-cluster-state new --log-level error >"$WORK/etcd-$i.log" 2>&1 &
-  PIDS+=($!); disown
-done
+start_etcd_cluster "$WORK"
 
 wait_until_writable "$RK_EP" "$WORK/raftkv-*.log"
 wait_until_writable "$ET_EP" "$WORK/etcd-*.log"

@@ -5,23 +5,21 @@
 //! metadata may not be on disk. `sync()` therefore flushes, then `fdatasync`s sled's data
 //! file (`<dir>/db`). sled also writes any item larger than a quarter of a segment
 //! (~128 KiB by default; a page can get there too) to its own file under `<dir>/blobs/`
-//! and never syncs it: `sync()` lists that directory and `fdatasync`s every blob file it
-//! has not synced before, then the directory itself, so the new names survive too.
+//! and never syncs it: `sync()` `fdatasync`s every blob file written since the last sync,
+//! which an inotify watch names ([`BlobWatch`], no directory listing per sync), then the
+//! directory itself when a file was created, so the new names survive too.
 //!
 //! [`SyncStats`] counts what was synced; tests read it to prove the order of events
 //! (a test hook, not a guess: a SIGKILL test cannot show a missing fsync because the page
 //! cache survives the process).
 
-use std::collections::HashSet;
-use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::Mutex;
-
+use crate::blob_watch::{BlobChanges, BlobWatch};
 use crate::error::Result;
 
 /// Counters of real syncs, for tests and metrics.
@@ -38,10 +36,9 @@ pub struct DurableDb {
     db: sled::Db,
     dir: PathBuf,
     data_file: File,
-    /// Names of blob files already synced. Locked only inside `sync()`, never across an
-    /// `.await`; sled deletes blobs it no longer needs, so the set is pruned to what the
-    /// directory still holds.
-    synced_blobs: Mutex<HashSet<OsString>>,
+    /// Names the blob files written since the last sync; `None` where inotify is not
+    /// available (then every sync syncs every blob file).
+    blob_watch: Option<BlobWatch>,
     stats: Arc<SyncStats>,
 }
 
@@ -57,13 +54,24 @@ impl DurableDb {
         std::fs::create_dir_all(dir)?;
         let db = open_waiting_for_lock(dir, cache_bytes)?;
         let data_file = File::open(dir.join("db"))?;
+        // Watch before the first sync: that one syncs every blob file already there.
+        let blobs_dir = dir.join("blobs");
+        std::fs::create_dir_all(&blobs_dir)?;
+        let blob_watch = match BlobWatch::new(&blobs_dir) {
+            Ok(watch) => Some(watch),
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %blobs_dir.display(), "no inotify: every sync lists the blob files");
+                None
+            }
+        };
         let this = Self {
             db,
             dir: dir.to_path_buf(),
             data_file,
-            synced_blobs: Mutex::new(HashSet::new()),
+            blob_watch,
             stats,
         };
+        this.sync_all_blobs()?;
         // Make the directory entries sled just created durable as well.
         sync_dir(dir)?;
         if let Some(parent) = dir.parent() {
@@ -94,34 +102,47 @@ impl DurableDb {
     }
 
     fn sync_new_blobs(&self) -> io::Result<()> {
+        let changes = match &self.blob_watch {
+            Some(watch) => watch.changes()?,
+            None => BlobChanges::Unknown,
+        };
+        match changes {
+            BlobChanges::Unknown => self.sync_all_blobs(),
+            BlobChanges::Files { names, created } => {
+                let blobs_dir = self.dir.join("blobs");
+                for name in names {
+                    self.sync_blob(&blobs_dir.join(name))?;
+                }
+                if created {
+                    sync_dir(&blobs_dir)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Sync every blob file and the directory (at open, and when events were lost).
+    fn sync_all_blobs(&self) -> io::Result<()> {
         let blobs_dir = self.dir.join("blobs");
         let entries = match std::fs::read_dir(&blobs_dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         };
-        let mut synced = self.synced_blobs.lock();
-        let mut present = HashSet::new();
-        let mut any_new = false;
         for entry in entries {
-            let entry = entry?;
-            let name = entry.file_name();
-            if !synced.contains(&name) {
-                match File::open(entry.path()) {
-                    Ok(f) => f.sync_data()?,
-                    // sled removed it between the listing and the open: nothing to keep.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(e),
-                }
-                self.stats.blob_files_synced.fetch_add(1, Ordering::Relaxed);
-                any_new = true;
-            }
-            present.insert(name);
+            self.sync_blob(&entry?.path())?;
         }
-        if any_new {
-            sync_dir(&blobs_dir)?;
+        sync_dir(&blobs_dir)
+    }
+
+    fn sync_blob(&self, path: &Path) -> io::Result<()> {
+        match File::open(path) {
+            Ok(f) => f.sync_data()?,
+            // sled removed it since: nothing to keep.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
         }
-        *synced = present;
+        self.stats.blob_files_synced.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -169,8 +190,11 @@ mod tests {
         let blobs: Vec<_> = std::fs::read_dir(dir.path().join("blobs")).unwrap().collect();
         assert!(!blobs.is_empty(), "sled wrote the 200 KiB item as a blob file");
         assert!(db.stats().blob_files_synced.load(Ordering::Relaxed) >= 1);
-        // Nothing new: no blob is synced twice.
+        // Nothing new: no blob is synced twice, and the directory is not listed.
         let before = db.stats().blob_files_synced.load(Ordering::Relaxed);
+        db.sync().unwrap();
+        assert_eq!(db.stats().blob_files_synced.load(Ordering::Relaxed), before);
+        db.db().insert(b"small2", vec![1u8; 100]).unwrap();
         db.sync().unwrap();
         assert_eq!(db.stats().blob_files_synced.load(Ordering::Relaxed), before);
     }

@@ -54,6 +54,7 @@
 #![warn(missing_docs)]
 
 mod apply;
+mod blob_watch;
 mod compaction_chunk;
 mod compaction_pins;
 pub mod compactor;
