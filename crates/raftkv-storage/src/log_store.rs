@@ -11,6 +11,15 @@
 //! before it returns. `truncate` is not synced on its own: a later append's sync covers it,
 //! and until then a crash just brings back entries that nobody acknowledged.
 //!
+//! **No sled batches.** `append`, `truncate` and the purger write one key at a time, in
+//! an order that keeps the log contiguous whatever prefix of the writes survives a crash
+//! (append: ascending; truncate: descending; purge: ascending). sled recovers a prefix of
+//! one thread's writes to one database (its log replay stops at the first torn message),
+//! and an unacknowledged tail is anyway for Raft to overwrite. `apply_batch` would give
+//! atomicity we do not need, at a price: it seals and writes sled's I/O buffer around
+//! the batch (each with a `sync_file_range`), and its first use routes every later
+//! operation of the process through a global lock.
+//!
 //! **Purge order.** Before entries are deleted, the last purged id is written and the
 //! state machine is synced up to at least the purged index: the state machine may lag the
 //! disk (it is rebuilt from the log), but not once the log it would be rebuilt from is
@@ -118,19 +127,45 @@ impl Purger {
 }
 
 /// Delete every entry at or below `index`, [`PURGE_BATCH_ENTRIES`] at a time.
+/// Remove every entry above the first missing index at or after `from`; how many.
+///
+/// Appends are single inserts (module doc), so what a crash leaves is contiguous but for
+/// one case: an entry large enough to be a sled blob file whose file did not reach the
+/// disk (power loss before our sync) is skipped by sled's recovery while later entries
+/// survive. Nothing above such a hole was acknowledged (acknowledging needs a sync that
+/// covers the blob too), so it goes: highest first, as `truncate` does.
+fn cut_at_first_hole(entries: &sled::Tree, from: u64) -> sled::Result<usize> {
+    let mut expected = None;
+    let mut above_hole = Vec::new();
+    for key in entries.range(index_key(from)..).keys() {
+        let key = key?;
+        let index = index_of(&key);
+        if !above_hole.is_empty() || expected.is_some_and(|e| e != index) {
+            above_hole.push(key);
+        }
+        expected = Some(index + 1);
+    }
+    for key in above_hole.iter().rev() {
+        entries.remove(key)?;
+    }
+    Ok(above_hole.len())
+}
+
+/// Lowest first, one remove each (module doc, "No sled batches"): a crash leaves the
+/// entries above some index, never a hole.
 fn delete_up_to(entries: &sled::Tree, index: u64) -> sled::Result<()> {
     loop {
-        let mut batch = sled::Batch::default();
-        let mut staged = 0;
-        for item in entries.range(..=index_key(index)).take(PURGE_BATCH_ENTRIES) {
-            let (key, _) = item?;
-            batch.remove(key);
-            staged += 1;
-        }
-        if staged == 0 {
+        let keys: Vec<sled::IVec> = entries
+            .range(..=index_key(index))
+            .keys()
+            .take(PURGE_BATCH_ENTRIES)
+            .collect::<sled::Result<_>>()?;
+        if keys.is_empty() {
             return Ok(());
         }
-        entries.apply_batch(batch)?;
+        for key in keys {
+            entries.remove(key)?;
+        }
     }
 }
 
@@ -172,6 +207,13 @@ impl LogStore {
         let meta = db.db().open_tree("meta")?;
         let committed: Option<LogId> = get(&meta, COMMITTED)?;
         let last_purged: Option<LogId> = get(&meta, LAST_PURGED)?;
+        let cut = cut_at_first_hole(&entries, last_purged.map_or(0, |p| p.index + 1))?;
+        if cut > 0 {
+            tracing::warn!(
+                cut,
+                "the log had a hole after a crash: dropped the unacknowledged entries above it"
+            );
+        }
         let syncer = Arc::new(Syncer::spawn(db.clone())?);
         let purger = Arc::new(Purger::spawn(entries.clone())?);
         if let Some(purged) = last_purged {
@@ -232,6 +274,12 @@ fn get<T: serde::de::DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> Result<
 
 fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
+}
+
+/// The index an entry key encodes (keys are written only by [`index_key`]; a key of
+/// another length reads as index 0 and is treated as out of sequence).
+fn index_of(key: &[u8]) -> u64 {
+    key.try_into().map_or(0, u64::from_be_bytes)
 }
 
 /// The entries in `range` from `first_readable` on (those below are purged).
@@ -337,14 +385,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
-        let mut count = 0u64;
+        // Encode everything first: an entry that does not encode writes nothing.
+        let mut encoded: Vec<(u64, Vec<u8>)> = Vec::new();
         for entry in entries {
-            let bytes = codec::encode(&entry).map_err(log_write)?;
-            batch.insert(&index_key(entry.log_id.index), bytes);
-            count += 1;
+            encoded.push((entry.log_id.index, codec::encode(&entry).map_err(log_write)?));
         }
-        self.entries.apply_batch(batch).map_err(log_write)?;
+        let count = encoded.len() as u64;
+        // In index order, one insert each (module doc, "No sled batches").
+        for (index, bytes) in encoded {
+            self.entries.insert(index_key(index), bytes).map_err(log_write)?;
+        }
         self.stats.appends.fetch_add(1, Ordering::Relaxed);
         self.stats.entries_appended.fetch_add(count, Ordering::Relaxed);
         self.syncer
@@ -353,12 +403,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let mut batch = sled::Batch::default();
-        for item in self.entries.range(index_key(log_id.index)..) {
-            let (key, _) = item.map_err(log_write)?;
-            batch.remove(key);
+        // Highest first (module doc, "No sled batches"): a crash part-way leaves a
+        // shorter log, never one with a hole.
+        let keys: Vec<sled::IVec> = self
+            .entries
+            .range(index_key(log_id.index)..)
+            .keys()
+            .collect::<sled::Result<_>>()
+            .map_err(log_write)?;
+        for key in keys.into_iter().rev() {
+            self.entries.remove(key).map_err(log_write)?;
         }
-        self.entries.apply_batch(batch).map_err(log_write)
+        Ok(())
     }
 
     #[tracing::instrument(level = "debug", skip(self))]
@@ -381,5 +437,43 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // 3. Only now stop reading them, and have them deleted.
         self.first_readable.fetch_max(log_id.index + 1, Ordering::AcqRel);
         self.purger.submit(log_id.index).map_err(log_write)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn tree_with(indexes: &[u64]) -> (tempfile::TempDir, sled::Tree) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let tree = db.open_tree("entries").unwrap();
+        for i in indexes {
+            tree.insert(index_key(*i), b"entry".to_vec()).unwrap();
+        }
+        (dir, tree)
+    }
+
+    fn left(tree: &sled::Tree) -> Vec<u64> {
+        tree.iter().keys().map(|k| index_of(&k.unwrap())).collect()
+    }
+
+    #[test]
+    fn a_hole_cuts_everything_above_it() {
+        let (_dir, tree) = tree_with(&[1, 2, 3, 5, 6, 8]);
+        assert_eq!(cut_at_first_hole(&tree, 0).unwrap(), 3);
+        assert_eq!(left(&tree), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_contiguous_log_and_purged_leftovers_are_kept() {
+        let (_dir, tree) = tree_with(&[4, 5, 6, 7]);
+        assert_eq!(cut_at_first_hole(&tree, 0).unwrap(), 0);
+        // Entries below the first readable index (purged, not yet deleted) may have
+        // holes of their own: only the readable part is checked.
+        let (_dir2, tree) = tree_with(&[1, 3, 10, 11, 12]);
+        assert_eq!(cut_at_first_hole(&tree, 10).unwrap(), 0);
+        assert_eq!(left(&tree), vec![1, 3, 10, 11, 12]);
     }
 }

@@ -107,7 +107,12 @@ async fn defragment_shrinks_the_file_and_changes_nothing_a_reader_sees() {
         .await;
     let report = copying.await.unwrap().unwrap();
     assert_eq!(report.generation, 1);
-    assert_eq!(report.before_bytes, bytes_before);
+    // The concurrent applies may grow the file before the copy measures it.
+    assert!(
+        report.before_bytes >= bytes_before,
+        "{} < {bytes_before}",
+        report.before_bytes
+    );
     assert!(
         report.after_bytes * 2 < report.before_bytes,
         "the copy holds only the live records: {report:?}"
