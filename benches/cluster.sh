@@ -1,7 +1,45 @@
 # shellcheck shell=bash
-# Shared by the bench scripts (sourced, not run): reserved loopback ports, a three-node
-# raftkv cluster on 127.0.0.1, and a bounded wait until a cluster takes writes.
-# Needs SERVER and BENCH (the raftkv-server and raftkv-bench binaries) and a PIDS array.
+# Shared by the bench scripts (sourced, not run): the tools and release binaries they
+# need, reserved loopback ports, three-member raftkv and etcd clusters on 127.0.0.1, and a
+# bounded wait until a cluster takes writes. The cluster functions need SERVER and BENCH
+# (set by build_release) and a PIDS array.
+
+# A scratch directory for this run (WORK) and the list of servers started (PIDS); both
+# go when the script exits, however it exits.
+make_work_dir() {
+  WORK="$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")"
+  PIDS=()
+  trap cleanup_work_dir EXIT
+}
+cleanup_work_dir() {
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+
+# Install the Debian packages of the commands that are missing (as root); each argument
+# is COMMAND:PACKAGE.
+install_missing() {
+  local want missing=()
+  for want in "$@"; do
+    command -v "${want%%:*}" >/dev/null 2>&1 || missing+=("${want#*:}")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    else
+      echo "missing ${missing[*]}: apt-get install ${missing[*]}" >&2; exit 1
+    fi
+  fi
+}
+
+# Build raftkv-server and raftkv-bench (release, in $CARGO_TARGET_DIR, default target/);
+# sets SERVER and BENCH.
+build_release() {
+  cargo build --release --locked --bin raftkv-server -p raftkv -q
+  cargo build --release --locked -p raftkv-bench -q
+  SERVER="${CARGO_TARGET_DIR:-target}/release/raftkv-server"
+  BENCH="${CARGO_TARGET_DIR:-target}/release/raftkv-bench"
+}
 
 # Reserve a TCP port on 127.0.0.1 for the rest of this script; sets RESERVED_PORT.
 # The same rule as the tests' ReservedPort (tests/support/ports.rs): a port outside the

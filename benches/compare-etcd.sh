@@ -9,30 +9,13 @@
 # Needs: etcd (Debian etcd-server; installed if missing and run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DURATION="${1:-20s}"
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/raftkv-compare.XXXXXX")"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-if ! command -v etcd >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server
-  else
-    echo "etcd is missing: apt-get install etcd-server" >&2; exit 1
-  fi
-fi
-
-cargo build --release --locked --bin raftkv-server -p raftkv -q
-cargo build --release --locked -p raftkv-bench -q
-SERVER=target/release/raftkv-server
-BENCH=target/release/raftkv-bench
-
 # shellcheck source=benches/cluster.sh
 source benches/cluster.sh
+make_work_dir raftkv-compare
+DURATION="${1:-20s}"
+
+install_missing etcd:etcd-server
+build_release
 
 # raftkv
 start_raftkv_cluster "$WORK"

@@ -8,35 +8,14 @@
 # Needs: strace and etcd (Debian's strace, etcd-server; installed if missing, as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PUTS="${1:-300}"
-CPU_PUTS="${2:-20000}"
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/raftkv-syscalls.XXXXXX")"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-missing=()
-command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
-command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
-command -v strace >/dev/null 2>&1 || missing+=(strace)
-if [ "${#missing[@]}" -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-  else
-    echo "missing ${missing[*]}: apt-get install ${missing[*]}" >&2; exit 1
-  fi
-fi
-
-cargo build --release --locked --bin raftkv-server -p raftkv -q
-cargo build --release --locked -p raftkv-bench -q
-SERVER=target/release/raftkv-server
-BENCH=target/release/raftkv-bench
-
 # shellcheck source=benches/cluster.sh
 source benches/cluster.sh
+make_work_dir raftkv-syscalls
+PUTS="${1:-300}"
+CPU_PUTS="${2:-20000}"
+
+install_missing etcd:etcd-server etcdctl:etcd-client strace:strace
+build_release
 
 # Start both clusters; RK_PIDS / ET_PIDS are the members' pids in endpoint order.
 start_raftkv_cluster "$WORK"

@@ -20,25 +20,15 @@
 # otherwise they are built in $CARGO_TARGET_DIR (default target/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DURATION="${1:-20s}"
-ROUNDS=2
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/raftkv-watch-overhead.XXXXXX")"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-if [ -z "${SERVER:-}" ] || [ -z "${BENCH:-}" ]; then
-  cargo build --release --locked --bin raftkv-server -p raftkv -q
-  cargo build --release --locked -p raftkv-bench -q
-  SERVER="${CARGO_TARGET_DIR:-target}/release/raftkv-server"
-  BENCH="${CARGO_TARGET_DIR:-target}/release/raftkv-bench"
-fi
-
 # shellcheck source=benches/cluster.sh
 source benches/cluster.sh
+make_work_dir raftkv-watch-overhead
+DURATION="${1:-20s}"
+ROUNDS=2
+
+if [ -z "${SERVER:-}" ] || [ -z "${BENCH:-}" ]; then
+  build_release
+fi
 
 # A fresh three-node cluster in $WORK/run-$1, taking writes; sets ENDPOINTS, EP1 and the
 # PIDS of its members.
