@@ -125,9 +125,10 @@ impl ReservedPort {
         // Start at a different place in each process so concurrent harnesses rarely
         // contend for the same lock files.
         let seed = std::process::id().wrapping_mul(2_654_435_761) ^ nanos();
+        let locks = lock_dir();
         for step in 0..span {
             let port = range.start + ((seed.wrapping_add(step)) % span) as u16;
-            let lock = File::create(lock_dir().join(format!("{port}.lock"))).unwrap();
+            let lock = File::create(locks.join(format!("{port}.lock"))).unwrap();
             // SAFETY: flock on a descriptor we own; no memory is involved.
             let locked = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
             if !locked {

@@ -74,25 +74,11 @@ pub fn parse(
     let (Some(pid), Some(fds)) = (listen_pid, listen_fds) else {
         return Ok(None);
     };
-    let pid: u32 = pid
-        .trim()
-        .parse()
-        .map_err(|e: std::num::ParseIntError| ActivationError::Invalid {
-            name: "LISTEN_PID",
-            value: pid.into(),
-            reason: e.to_string(),
-        })?;
+    let pid: u32 = parse_number("LISTEN_PID", pid)?;
     if pid != own_pid {
         return Ok(None);
     }
-    let count: usize = fds
-        .trim()
-        .parse()
-        .map_err(|e: std::num::ParseIntError| ActivationError::Invalid {
-            name: "LISTEN_FDS",
-            value: fds.into(),
-            reason: e.to_string(),
-        })?;
+    let count: usize = parse_number("LISTEN_FDS", fds)?;
     let names: Vec<String> = match listen_fdnames {
         Some(names) => names.split(':').map(String::from).collect(),
         None => Vec::new(),
@@ -129,6 +115,21 @@ pub fn parse(
             .map(|(i, name)| (LISTEN_FDS_START + i as RawFd, name))
             .collect(),
     ))
+}
+
+/// The number in variable `name`'s `value`.
+fn parse_number<T>(name: &'static str, value: &str) -> Result<T, ActivationError>
+where
+    T: std::str::FromStr<Err = std::num::ParseIntError>,
+{
+    value
+        .trim()
+        .parse()
+        .map_err(|e: std::num::ParseIntError| ActivationError::Invalid {
+            name,
+            value: value.into(),
+            reason: e.to_string(),
+        })
 }
 
 /// Take the sockets this process inherited (see the module docs), and remove the
