@@ -112,6 +112,10 @@ impl ForwardTarget for Node {
         self.change_members_here(change).await
     }
 
+    fn heard_from_leader(&self) {
+        self.inner.leader_contact.touch();
+    }
+
     async fn lease_forwarded(&self, call: LeaseCall) -> Result<LeaseAnswer> {
         // Answered here or not at all: a forwarded call is never forwarded again.
         let leader = self.inner.raft.metrics().borrow_watched().current_leader;
@@ -152,12 +156,7 @@ impl ForwardTarget for Node {
 
 impl LeaderStatus for Node {
     fn has_leader(&self) -> bool {
-        self.inner
-            .raft
-            .metrics()
-            .borrow_watched()
-            .current_leader
-            .is_some()
+        self.current_leader().is_some()
     }
 
     fn election_timeout(&self) -> Duration {
@@ -340,6 +339,11 @@ impl ClusterBackend for Node {
 
     async fn defragment(&self) -> Result<ResponseHeader> {
         Node::defragment(self).await?;
+        Ok(self.response_header())
+    }
+
+    async fn move_leader(&self, target: u64) -> Result<ResponseHeader> {
+        Node::transfer_leader(self, target).await?;
         Ok(self.response_header())
     }
 

@@ -375,6 +375,7 @@ impl NodeBuilder {
                 checked_at_ms: AtomicU64::new(0),
             },
             leases: LeaseManager::new(self.lease_checkpoint_interval, self.election_timeout.0),
+            leader_contact: LeaderContact::new(),
         });
         let node = Node { inner };
 
@@ -517,6 +518,33 @@ fn spawn_server(
     node.inner.servers.lock().push(handle);
 }
 
+/// The time of the last append from a leader, as milliseconds since the node started:
+/// an atomic, written by every append the peer service receives.
+pub(crate) struct LeaderContact {
+    started: std::time::Instant,
+    last_ms: AtomicU64,
+}
+
+impl LeaderContact {
+    fn new() -> Self {
+        // A node that starts knowing a leader (from its vote) trusts it for one lease.
+        Self {
+            started: std::time::Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn touch(&self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.last_ms.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn within(&self, lease: Duration) -> bool {
+        let now = self.started.elapsed().as_millis() as u64;
+        now.saturating_sub(self.last_ms.load(Ordering::Relaxed)) <= lease.as_millis() as u64
+    }
+}
+
 pub(crate) struct NodeInner {
     pub(crate) id: NodeId,
     pub(crate) raft: Raft,
@@ -542,6 +570,8 @@ pub(crate) struct NodeInner {
     pub(crate) quota: Quota,
     /// The leader's lease deadlines (`lease.rs`).
     pub(crate) leases: LeaseManager,
+    /// When an append from a leader last arrived ([`Node::current_leader`]).
+    pub(crate) leader_contact: LeaderContact,
 }
 
 /// Default interval of lease checkpoints.
@@ -658,6 +688,18 @@ impl Node {
         &self.inner.raft
     }
 
+    /// The leader as this node sees it now: itself if it leads, else the leader openraft
+    /// names, but only while appends or heartbeats from a leader keep arriving (within
+    /// `election_timeout_max`). With pre-vote, a member cut off from the cluster keeps
+    /// its last leader in openraft's metrics (a failed pre-vote changes nothing); etcd's
+    /// members forget the leader after an election timeout, and clients that require a
+    /// leader rely on that.
+    pub fn current_leader(&self) -> Option<NodeId> {
+        let leader = self.inner.raft.metrics().borrow_watched().current_leader?;
+        let lease = Duration::from_millis(self.inner.raft.config().election_timeout_max);
+        (leader == self.id() || self.inner.leader_contact.within(lease)).then_some(leader)
+    }
+
     /// Raft state right now.
     pub fn metrics(&self) -> NodeMetrics {
         let metrics = self.inner.raft.metrics();
@@ -677,7 +719,7 @@ impl Node {
         let membership = m.membership_config.membership();
         NodeMetrics {
             id: self.inner.id,
-            leader: m.current_leader,
+            leader: self.current_leader(),
             term: m.current_term,
             last_log_index,
             committed: self.committed().get(),

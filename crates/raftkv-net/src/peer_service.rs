@@ -34,6 +34,9 @@ pub trait ForwardTarget: Send + Sync + 'static {
     /// Answer a lease call a follower forwarded (only if this node leads; never forwarded
     /// again).
     fn lease_forwarded(&self, call: LeaseCall) -> impl Future<Output = Result<LeaseAnswer, Error>> + Send;
+    /// An append (replication or heartbeat) arrived from a leader: the node counts a
+    /// leader it knows as alive only while these keep coming.
+    fn heard_from_leader(&self) {}
 }
 
 /// Makes the file a snapshot from the leader is received into (the storage's snapshot
@@ -66,15 +69,15 @@ impl<F: ForwardTarget, SM: KvStateMachine> PeerService<F, SM> {
 /// greater of the commit index and the leader's first entry of its term), raised to
 /// `floor`, the last log index the node had when it started.
 ///
-/// Why the floor: openraft 0.9 restores a leader that restarts with its own committed
-/// vote as leader at once, in the same term (`Engine::startup`). Its "first entry of the
-/// term" is then an old one, and the commit index it loaded is whatever `save_committed`
-/// last left on disk, which is not synced: entries committed (and acknowledged) just
-/// before the crash can lie above both. A read at that index missed an acknowledged
-/// write (a full-restart fault test caught it). Every entry that may have been committed
-/// before the restart is in the leader's log (openraft syncs the leader's own append
-/// before it counts it), so waiting until the log as it was at startup is applied closes
-/// the gap; a leader elected normally has its new first entry above the floor anyway.
+/// Why the floor: openraft restores a leader that restarts with its own committed vote
+/// as leader at once, in the same term, unless `enable_leader_restore` is off (raftkv
+/// turns it off, but the floor costs nothing and guards the case). Such a leader's "first
+/// entry of the term" is an old one, and the commit index it loaded is whatever
+/// `save_committed` last left on disk, which is not synced: entries committed (and
+/// acknowledged) just before the crash can lie above both. A read at that index missed an
+/// acknowledged write under 0.9 (a full-restart fault test caught it). Waiting until the
+/// log as it was at startup is applied closes the gap; a leader elected normally has its
+/// new first entry above the floor anyway.
 pub async fn leader_read_index<SM: KvStateMachine>(raft: &Raft<SM>, floor: u64) -> Result<u64, Error> {
     let (read, _applied) = raft
         .get_read_log_id(openraft::ReadPolicy::ReadIndex)
@@ -112,6 +115,7 @@ type AnswerStream = Pin<Box<dyn Stream<Item = Result<RaftBytes, Status>> + Send>
 impl<F: ForwardTarget, SM: KvStateMachine> RaftPeer for PeerService<F, SM> {
     async fn append_entries(&self, request: Request<RaftBytes>) -> Result<GrpcResponse<RaftBytes>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = decode(&request.into_inner().data)?;
+        self.forward.heard_from_leader();
         let result = self.raft.append_entries(rpc).await;
         Ok(GrpcResponse::new(encode(&result)?))
     }
@@ -124,11 +128,15 @@ impl<F: ForwardTarget, SM: KvStateMachine> RaftPeer for PeerService<F, SM> {
         &self,
         request: Request<Streaming<RaftBytes>>,
     ) -> Result<GrpcResponse<Self::StreamAppendStream>, Status> {
+        let contact = self.forward.clone();
         let requests = request
             .into_inner()
-            .map(|message| match message {
+            .map(move |message| match message {
                 Ok(bytes) => match codec::decode::<AppendEntriesRequest<TypeConfig>>(&bytes.data) {
-                    Ok(rpc) => Some(rpc),
+                    Ok(rpc) => {
+                        contact.heard_from_leader();
+                        Some(rpc)
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "undecodable append in a peer stream: ending it");
                         None

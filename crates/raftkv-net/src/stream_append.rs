@@ -11,7 +11,7 @@
 //!
 //! Anything short of full success ends the stream after its answer (openraft then starts
 //! a new one from what the follower matched); so do a transport error, a timeout waiting
-//! for an answer (`RPCOption::soft_ttl`) and the test-only network faults: a part the
+//! for an answer ([`MIN_ANSWER_WAIT`] at least) and the test-only network faults: a part the
 //! fault plan loses, or an answer it loses, fails the stream, never skips a message in it.
 //! A duplicated message has no meaning on an ordered stream: the plan's duplication
 //! applies to the unary calls only.
@@ -38,6 +38,12 @@ use crate::network::{PeerClient, from_status, network};
 pub(crate) const MAX_IN_FLIGHT_PARTS: usize = 64;
 /// Bytes sent and not yet answered, at most (but one part always may go).
 pub(crate) const MAX_IN_FLIGHT_BYTES: usize = 32 * 1024 * 1024;
+/// How long the stream may go without an answer while parts are in flight before it
+/// counts as stuck, at least. openraft's per-request time (`soft_ttl`, 3/4 of a heartbeat
+/// interval: 75 ms by default) is shorter than a follower's fsync on a busy 2-core
+/// machine, and failing the stream there restarts replication with a backoff (seen:
+/// check perf timing out). Liveness is the heartbeats' job, not this timer's.
+const MIN_ANSWER_WAIT: Duration = Duration::from_secs(1);
 
 type RpcError = RPCError<TypeConfig>;
 type Answer = Result<StreamAppendResult<TypeConfig>, RpcError>;
@@ -67,13 +73,14 @@ where
     let mut grpc = client.client().map_err(RPCError::Unreachable)?;
     let (wire_tx, wire_rx) = mpsc::channel::<RaftBytes>(MAX_IN_FLIGHT_PARTS);
     let (sent_tx, sent_rx) = mpsc::channel::<Sent>(MAX_IN_FLIGHT_PARTS);
+    let wait = option.soft_ttl().max(MIN_ANSWER_WAIT);
     let sender = tokio::spawn(send_parts(
         input,
         wire_tx,
         sent_tx,
         client.faults.clone(),
         client.peer_url.clone(),
-        option.soft_ttl(),
+        wait,
     ));
     let guard = AbortOnDrop(sender);
     let answers = grpc
@@ -88,7 +95,7 @@ where
         sent: sent_rx,
         faults: client.faults.clone(),
         peer_url: client.peer_url.clone(),
-        wait: option.soft_ttl(),
+        wait,
         previous_last: None,
         _sender: guard,
     };
