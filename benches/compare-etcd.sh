@@ -6,6 +6,8 @@
 # floor (fdatasync of 4 KiB on the data filesystem, loopback round trip).
 #
 # Usage: benches/compare-etcd.sh [DURATION]   (default 20s per workload and system)
+#        BASELINE_SERVER=/path/to/older/raftkv-server benches/compare-etcd.sh [DURATION]
+#        also runs a third cluster of that build, for a before/after in the same run.
 # Needs: etcd (Debian etcd-server; installed if missing and run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,11 +23,21 @@ build_release
 start_raftkv_cluster "$WORK"
 RK_EP=$RK_ENDPOINTS
 
+# An older build, if given
+SYSTEMS="raftkv etcd"
+if [ -n "${BASELINE_SERVER:-}" ]; then
+  NEW_SERVER=$SERVER SERVER=$BASELINE_SERVER
+  start_raftkv_cluster "$WORK/base"
+  BASE_EP=$RK_ENDPOINTS SERVER=$NEW_SERVER
+  SYSTEMS="raftkv etcd base"
+fi
+
 # etcd
 start_etcd_cluster "$WORK"
 
 wait_until_writable "$RK_EP" "$WORK/raftkv-*.log"
 wait_until_writable "$ET_EP" "$WORK/etcd-*.log"
+if [ -n "${BASE_EP:-}" ]; then wait_until_writable "$BASE_EP" "$WORK/base/raftkv-*.log"; fi
 
 run() { # system endpoints label args...
   local system=$1 ep=$2 label=$3; shift 3
@@ -43,10 +55,11 @@ WORKLOADS=(
 n=0
 for w in "${WORKLOADS[@]}"; do
   label=${w%%|*}; args=${w#*|}
-  # Alternate which system goes first, so neither always runs on a warmer machine.
-  if [ $((n % 2)) = 0 ]; then order="raftkv etcd"; else order="etcd raftkv"; fi
-  for system in $order; do
-    if [ "$system" = raftkv ]; then ep=$RK_EP; else ep=$ET_EP; fi
+  # Rotate which system goes first, so none always runs on a warmer machine.
+  read -r -a order <<<"$SYSTEMS"
+  order=("${order[@]:$((n % ${#order[@]}))}" "${order[@]:0:$((n % ${#order[@]}))}")
+  for system in "${order[@]}"; do
+    case $system in raftkv) ep=$RK_EP ;; etcd) ep=$ET_EP ;; base) ep=$BASE_EP ;; esac
     # shellcheck disable=SC2086
     run "$system" "$ep" "$label" $args
   done
@@ -67,5 +80,18 @@ for w in "${WORKLOADS[@]}"; do
   pratio=$(python3 -c "print(f'{$rp99/$ep99:.2f}' if $ep99 > 0 else 'n/a')")
   printf '%-12s | %12.0f %9.3f %9.3f | %12.0f %9.3f %9.3f | %8s %8s\n' "$label" "$rt" "$rp50" "$rp99" "$et" "$ep50" "$ep99" "$ratio" "$pratio"
 done
+if [ -n "${BASE_EP:-}" ]; then
+  echo "the same workloads on the baseline build ($BASELINE_SERVER):"
+  printf '%-12s | %12s %9s %9s | %10s %10s\n' workload "base op/s" "p50 ms" "p99 ms" "p50 x base" "thr x base"
+  for w in "${WORKLOADS[@]}"; do
+    label=${w%%|*}
+    r=$WORK/$label-raftkv.json; b=$WORK/$label-base.json
+    bt=$(field "$b" throughput); bp50=$(field "$b" p50_ms); bp99=$(field "$b" p99_ms)
+    rt=$(field "$r" throughput); rp50=$(field "$r" p50_ms)
+    printf '%-12s | %12.0f %9.3f %9.3f | %10s %10s\n' "$label" "$bt" "$bp50" "$bp99" \
+      "$(python3 -c "print(f'{$rp50/$bp50:.2f}' if $bp50 > 0 else 'n/a')")" \
+      "$(python3 -c "print(f'{$rt/$bt:.2f}' if $bt > 0 else 'n/a')")"
+  done
+fi
 echo "floor: fdatasync 4KiB p50 $(field "$WORK/floor.json" fdatasync_4k_p50_ms) ms p99 $(field "$WORK/floor.json" fdatasync_4k_p99_ms) ms; loopback rtt p50 $(field "$WORK/floor.json" loopback_rtt_p50_ms) ms p99 $(field "$WORK/floor.json" loopback_rtt_p99_ms) ms"
-echo "floor of one put at c=1 on three nodes (openraft 0.9: the leader syncs its own append before it replicates): 2 fsyncs + 2 round trips + apply"
+echo "floor of one put at c=1 on three nodes (openraft 0.10: the leader's own sync runs beside replication): 1 fsync + 2 round trips + apply"

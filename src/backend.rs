@@ -4,6 +4,7 @@
 //! streams ask it for its leader ([`LeaderStatus`]), and the peer service proposes what
 //! followers forward ([`ForwardTarget`]).
 
+use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -82,7 +83,7 @@ impl ForwardTarget for Node {
             }
         }
         // Only propose here: a forwarded request is never forwarded again (no loops).
-        let leader = self.inner.raft.metrics().borrow().current_leader;
+        let leader = self.inner.raft.metrics().borrow_watched().current_leader;
         if leader != Some(self.id()) {
             return Err(Error::NotLeader {
                 leader_id: leader,
@@ -111,9 +112,13 @@ impl ForwardTarget for Node {
         self.change_members_here(change).await
     }
 
+    fn heard_from_leader(&self) {
+        self.inner.leader_contact.touch();
+    }
+
     async fn lease_forwarded(&self, call: LeaseCall) -> Result<LeaseAnswer> {
         // Answered here or not at all: a forwarded call is never forwarded again.
-        let leader = self.inner.raft.metrics().borrow().current_leader;
+        let leader = self.inner.raft.metrics().borrow_watched().current_leader;
         if leader != Some(self.id()) {
             return Err(Error::NotLeader {
                 leader_id: leader,
@@ -151,7 +156,7 @@ impl ForwardTarget for Node {
 
 impl LeaderStatus for Node {
     fn has_leader(&self) -> bool {
-        self.inner.raft.metrics().borrow().current_leader.is_some()
+        self.current_leader().is_some()
     }
 
     fn election_timeout(&self) -> Duration {
@@ -337,6 +342,11 @@ impl ClusterBackend for Node {
         Ok(self.response_header())
     }
 
+    async fn move_leader(&self, target: u64) -> Result<ResponseHeader> {
+        Node::transfer_leader(self, target).await?;
+        Ok(self.response_header())
+    }
+
     async fn hash_kv(&self, revision: i64) -> Result<(ResponseHeader, u32, i64)> {
         let req = RangeRequest::prefix("")
             .with_revision(revision)
@@ -369,7 +379,11 @@ impl ClusterBackend for Node {
         let mut metrics = raft.metrics();
         let built = async {
             loop {
-                if metrics.borrow().snapshot.is_some_and(|s| s.index >= applied) {
+                if metrics
+                    .borrow_watched()
+                    .snapshot
+                    .is_some_and(|s| s.index >= applied)
+                {
                     return Ok::<(), Error>(());
                 }
                 metrics
@@ -386,7 +400,7 @@ impl ClusterBackend for Node {
             .await
             .map_err(|e| Error::Storage(e.to_string()))?
             .ok_or_else(|| Error::Internal("no snapshot after building one".into()))?;
-        let file = *snapshot.snapshot;
+        let file = snapshot.snapshot;
         let size = file
             .metadata()
             .await

@@ -4,6 +4,7 @@
 //! is certain nothing was proposed). Reads are served locally at a pinned revision, after
 //! a read-index round when they must be linearizable.
 
+use openraft::async_runtime::WatchReceiver;
 use std::time::Duration;
 
 use raftkv_core::kv::*;
@@ -122,7 +123,7 @@ impl Node {
                 .map_err(|e| Error::Timeout(e.to_string()))?;
         }
         let mut r = self.inner.reader.range(&req)?;
-        let term = self.inner.raft.metrics().borrow().current_term;
+        let term = self.inner.raft.metrics().borrow_watched().current_term;
         self.fill_header(&mut r.header, term);
         Ok(r)
     }
@@ -149,7 +150,7 @@ impl Node {
             ))
         };
         loop {
-            let leader = self.inner.raft.metrics().borrow().current_leader;
+            let leader = self.inner.raft.metrics().borrow_watched().current_leader;
             match leader {
                 Some(leader) if leader == self.id() => {
                     self.admit_write(&command)?;
@@ -202,7 +203,7 @@ impl Node {
         let step = Instant::now() + Duration::from_millis(100);
         let changed = async {
             loop {
-                let now = metrics.borrow().current_leader;
+                let now = metrics.borrow_watched().current_leader;
                 if now.is_some() && now != stale {
                     return;
                 }

@@ -29,6 +29,7 @@
 //! next checkpoint corrects it. Revokes of expired leases are proposed at most
 //! [`MAX_REVOKES_PER_TICK`] a tick and [`MAX_REVOKES_IN_FLIGHT`] at a time.
 
+use openraft::async_runtime::WatchReceiver;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -151,7 +152,7 @@ impl Node {
     /// revokes and checkpoints are decisions of this leader's clock and must not reach a
     /// newer leader; forwarded lease writes were forwarded once already.
     pub(crate) async fn propose_here(&self, command: Command) -> Result<(Response, u64)> {
-        let leader = self.inner.raft.metrics().borrow().current_leader;
+        let leader = self.inner.raft.metrics().borrow_watched().current_leader;
         if leader != Some(self.id()) {
             return Err(Error::NotLeader {
                 leader_id: leader,
@@ -173,7 +174,7 @@ impl Node {
     async fn lease_tick(&self) -> Result<()> {
         let (leader, term) = {
             let m = self.inner.raft.metrics();
-            let m = m.borrow();
+            let m = m.borrow_watched();
             (m.current_leader, m.current_term)
         };
         if leader != Some(self.id()) {
@@ -346,7 +347,7 @@ impl Node {
         loop {
             let (leader, term) = {
                 let m = self.inner.raft.metrics();
-                let m = m.borrow();
+                let m = m.borrow_watched();
                 (m.current_leader, m.current_term)
             };
             if leader != Some(self.id()) {
@@ -444,7 +445,7 @@ impl Node {
     async fn lease_call(&self, call: LeaseCall) -> Result<LeaseAnswer> {
         let deadline = Instant::now() + self.inner.request_timeout;
         loop {
-            let leader = self.inner.raft.metrics().borrow().current_leader;
+            let leader = self.inner.raft.metrics().borrow_watched().current_leader;
             let outcome = match leader {
                 Some(leader) if leader == self.id() => self.lease_call_here(call.clone()).await,
                 Some(leader) => {

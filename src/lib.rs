@@ -48,6 +48,7 @@ mod backend;
 mod election;
 mod failpoints;
 mod kv;
+mod leadership;
 mod lease;
 mod lock;
 mod membership;

@@ -2,11 +2,14 @@
 //! change a member's peer URL, list members. Changes go through openraft's joint
 //! consensus on the leader; a follower forwards them to the leader's peer port.
 
+use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeSet;
 
 use openraft::ChangeMembers;
 use raftkv_core::proposer::map_write_error;
-use raftkv_core::types::{MemberNode, NodeId, Raft};
+use raftkv_core::types::{MemberNode, NodeId};
+
+use crate::node::Raft;
 use raftkv_core::{Error, MembershipChange, RequestError, Result};
 use tokio::time::Instant;
 
@@ -35,7 +38,7 @@ pub struct Member {
 pub(crate) fn peer_url_of(raft: &Raft, id: NodeId) -> Result<String> {
     let metrics = raft.metrics();
     let url = metrics
-        .borrow()
+        .borrow_watched()
         .membership_config
         .membership()
         .get_node(&id)
@@ -100,7 +103,7 @@ impl Node {
     pub(crate) async fn change_members(&self, change: MembershipChange) -> Result<()> {
         let deadline = Instant::now() + self.inner.request_timeout;
         loop {
-            let leader = self.inner.raft.metrics().borrow().current_leader;
+            let leader = self.inner.raft.metrics().borrow_watched().current_leader;
             match leader {
                 Some(leader) if leader == self.id() => match self.change_members_here(change.clone()).await {
                     Err(Error::NotLeader { .. }) => {}
@@ -166,7 +169,7 @@ impl Node {
                         .inner
                         .raft
                         .metrics()
-                        .borrow()
+                        .borrow_watched()
                         .replication
                         .as_ref()
                         .and_then(|r| r.get(id).copied().flatten());
@@ -215,7 +218,7 @@ impl Node {
     /// The current members.
     pub fn members(&self) -> Result<Vec<Member>> {
         let metrics = self.inner.raft.metrics();
-        let membership = metrics.borrow().membership_config.clone();
+        let membership = metrics.borrow_watched().membership_config.clone();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let mut members = Vec::new();
         for (id, node) in membership.nodes() {

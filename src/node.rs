@@ -3,13 +3,14 @@
 //! client address is given),
 //! bootstrapping or joining a cluster, publishing this member's client URLs, shutdown.
 
+use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use raftkv_core::types::{MemberNode, NodeId, Raft};
+use raftkv_core::types::{MemberNode, NodeId};
 use raftkv_core::validate::Limits;
 use raftkv_core::{Error, Proposer, ProposerConfig, Result, Watermark};
 use raftkv_net::WatchServer;
@@ -32,6 +33,9 @@ use tokio::sync::watch;
 
 use crate::lease::LeaseManager;
 use crate::read_index::ReadIndexBatcher;
+
+/// The Raft handle of a node: openraft over raftkv's state machine.
+pub type Raft = raftkv_core::types::Raft<raftkv_storage::StateMachine>;
 
 /// How a node becomes part of a cluster on its very first start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -322,8 +326,15 @@ impl NodeBuilder {
             election_timeout_max: self.election_timeout.1.as_millis() as u64,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries),
             max_in_snapshot_log_to_keep: 1000,
-            // Entries are batches of up to 4 MiB: keep one message within the peer limit.
+            // Entries per append request; the network splits a request by bytes as well
+            // (entries are batches of up to 4 MiB), so no message exceeds the peer limit.
             max_payload_entries: 64,
+            // A member stands for election only if a quorum would vote for it: a member
+            // cut off and back does not depose a healthy leader.
+            enable_pre_vote: Some(true),
+            // A restarted leader is elected again rather than resuming: the state machine
+            // is not synced on apply, and an election proves its log is the newest.
+            enable_leader_restore: Some(false),
             ..openraft::Config::default()
         }
         .validate()
@@ -364,14 +375,22 @@ impl NodeBuilder {
                 checked_at_ms: AtomicU64::new(0),
             },
             leases: LeaseManager::new(self.lease_checkpoint_interval, self.election_timeout.0),
+            leader_contact: LeaderContact::new(),
         });
         let node = Node { inner };
 
         if let Some(listener) = peer_listener {
-            let service =
-                RaftPeerServer::new(PeerService::new(raft.clone(), Arc::new(node.clone()), read_floor))
-                    .max_decoding_message_size(raftkv_net::MAX_PEER_MESSAGE_BYTES)
-                    .max_encoding_message_size(raftkv_net::MAX_PEER_MESSAGE_BYTES);
+            let service = RaftPeerServer::new(PeerService::new(
+                raft.clone(),
+                Arc::new(node.clone()),
+                read_floor,
+                {
+                    let shared = node.inner.shared.clone();
+                    Arc::new(move || shared.receiving_snapshot_file())
+                },
+            ))
+            .max_decoding_message_size(raftkv_net::MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(raftkv_net::MAX_PEER_MESSAGE_BYTES);
             let router = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .add_service(service);
@@ -499,6 +518,33 @@ fn spawn_server(
     node.inner.servers.lock().push(handle);
 }
 
+/// The time of the last append from a leader, as milliseconds since the node started:
+/// an atomic, written by every append the peer service receives.
+pub(crate) struct LeaderContact {
+    started: std::time::Instant,
+    last_ms: AtomicU64,
+}
+
+impl LeaderContact {
+    fn new() -> Self {
+        // A node that starts knowing a leader (from its vote) trusts it for one lease.
+        Self {
+            started: std::time::Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn touch(&self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.last_ms.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn within(&self, lease: Duration) -> bool {
+        let now = self.started.elapsed().as_millis() as u64;
+        now.saturating_sub(self.last_ms.load(Ordering::Relaxed)) <= lease.as_millis() as u64
+    }
+}
+
 pub(crate) struct NodeInner {
     pub(crate) id: NodeId,
     pub(crate) raft: Raft,
@@ -524,6 +570,8 @@ pub(crate) struct NodeInner {
     pub(crate) quota: Quota,
     /// The leader's lease deadlines (`lease.rs`).
     pub(crate) leases: LeaseManager,
+    /// When an append from a leader last arrived ([`Node::current_leader`]).
+    pub(crate) leader_contact: LeaderContact,
 }
 
 /// Default interval of lease checkpoints.
@@ -640,11 +688,23 @@ impl Node {
         &self.inner.raft
     }
 
+    /// The leader as this node sees it now: itself if it leads, else the leader openraft
+    /// names, but only while appends or heartbeats from a leader keep arriving (within
+    /// `election_timeout_max`). With pre-vote, a member cut off from the cluster keeps
+    /// its last leader in openraft's metrics (a failed pre-vote changes nothing); etcd's
+    /// members forget the leader after an election timeout, and clients that require a
+    /// leader rely on that.
+    pub fn current_leader(&self) -> Option<NodeId> {
+        let leader = self.inner.raft.metrics().borrow_watched().current_leader?;
+        let lease = Duration::from_millis(self.inner.raft.config().election_timeout_max);
+        (leader == self.id() || self.inner.leader_contact.within(lease)).then_some(leader)
+    }
+
     /// Raft state right now.
     pub fn metrics(&self) -> NodeMetrics {
         let metrics = self.inner.raft.metrics();
         // Never hold the borrow across an await.
-        let m = metrics.borrow().clone();
+        let m = metrics.borrow_watched().clone();
         let last_log_index = m.last_log_index.unwrap_or(0);
         let replication_lag = m
             .replication
@@ -659,7 +719,7 @@ impl Node {
         let membership = m.membership_config.membership();
         NodeMetrics {
             id: self.inner.id,
-            leader: m.current_leader,
+            leader: self.current_leader(),
             term: m.current_term,
             last_log_index,
             committed: self.committed().get(),
@@ -679,7 +739,7 @@ impl Node {
             cluster_id: self.cluster_id(),
             member_id: self.id(),
             revision: self.inner.reader.revision(),
-            raft_term: self.inner.raft.metrics().borrow().current_term,
+            raft_term: self.inner.raft.metrics().borrow_watched().current_term,
         }
     }
 
@@ -775,7 +835,7 @@ impl Node {
         let mut metrics = self.inner.raft.metrics();
         let wait = async {
             loop {
-                if let Some(leader) = metrics.borrow().current_leader {
+                if let Some(leader) = metrics.borrow_watched().current_leader {
                     return Ok(leader);
                 }
                 metrics
@@ -795,7 +855,7 @@ impl Node {
     pub async fn fatal_error(&self) -> String {
         let mut metrics = self.inner.raft.metrics();
         loop {
-            if let Err(fatal) = &metrics.borrow().running_state {
+            if let Err(fatal) = &metrics.borrow_watched().running_state {
                 return fatal.to_string();
             }
             if metrics.changed().await.is_err() {

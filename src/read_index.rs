@@ -7,11 +7,14 @@
 //! on a follower it is a `ReadIndex` RPC to the leader. The caller then waits for its own
 //! applied watermark to reach the index and reads locally.
 
+use openraft::async_runtime::WatchReceiver;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use raftkv_core::types::{NodeId, Raft};
+use raftkv_core::types::NodeId;
+
+use crate::node::Raft;
 use raftkv_core::{Error, Result};
 use raftkv_net::{PeerConnections, leader_read_index};
 use tokio::sync::{mpsc, oneshot};
@@ -96,7 +99,7 @@ async fn run(round: Round, mut rx: mpsc::Receiver<oneshot::Sender<Result<u64>>>,
 impl Round {
     /// One confirmation round: locally if this node leads, else at the leader.
     async fn confirm(&self) -> Result<u64> {
-        let leader = self.raft.metrics().borrow().current_leader;
+        let leader = self.raft.metrics().borrow_watched().current_leader;
         let leader = match leader {
             Some(leader) if leader != self.id => leader,
             _ => match leader_read_index(&self.raft, self.read_floor).await {

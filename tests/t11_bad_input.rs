@@ -24,13 +24,14 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::Duration;
 
+use openraft::StoredMembership;
 use openraft::error::{Fatal, RaftError};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
-use openraft::{LogId, SnapshotMeta, StoredMembership, Vote};
 use raftkv::{DEFAULT_MAX_REQUEST_BYTES, KeyValue, Member, Node, RangeRequest};
-use raftkv_core::{Command, MemberNode, Response, TypeConfig, codec};
+use raftkv_core::types::Vote;
+use raftkv_core::{Command, Response, TypeConfig, codec};
 use raftkv_proto::etcdserverpb as pb;
 use raftkv_proto::etcdserverpb::cluster_client::ClusterClient;
 use raftkv_proto::etcdserverpb::kv_client::KvClient;
@@ -1006,10 +1007,9 @@ fn recv_files(snapshots: &Path) -> usize {
 /// `(Vote, SnapshotMeta)` with a committed vote one term below `term`, for a bogus leader.
 fn stale_snapshot_header(term: u64) -> Vec<u8> {
     let vote = Vote::new_committed(term.saturating_sub(1), BOGUS_ID);
-    let meta = SnapshotMeta::<u64, MemberNode> {
+    let meta = raftkv_core::types::SnapshotMeta {
         last_log_id: None,
         last_membership: StoredMembership::default(),
-        snapshot_id: "t11-hostile".into(),
     };
     codec::encode(&(vote, meta)).unwrap()
 }
@@ -1119,7 +1119,7 @@ async fn send(req: &Req, node: &Node, wire: &Wire) -> Outcome {
         ),
         Req::AppendEntries(data) => decoded!(
             peer.append_entries(RaftBytes { data: data.clone() }).await,
-            Result<AppendEntriesResponse<u64>, RaftError<u64>>
+            Result<AppendEntriesResponse<TypeConfig>, RaftError<TypeConfig>>
         ),
         Req::AppendEntriesStale => {
             let rpc = AppendEntriesRequest::<TypeConfig> {
@@ -1131,30 +1131,31 @@ async fn send(req: &Req, node: &Node, wire: &Wire) -> Outcome {
             let data = codec::encode(&rpc).unwrap();
             decoded!(
                 peer.append_entries(RaftBytes { data }).await,
-                Result<AppendEntriesResponse<u64>, RaftError<u64>>
+                Result<AppendEntriesResponse<TypeConfig>, RaftError<TypeConfig>>
             )
         }
         Req::Vote(data) => decoded!(
             peer.vote(RaftBytes { data: data.clone() }).await,
-            Result<VoteResponse<u64>, RaftError<u64>>
+            Result<VoteResponse<TypeConfig>, RaftError<TypeConfig>>
         ),
         Req::VoteLowerTerm | Req::VoteEqualTermNoLog => {
-            let rpc = VoteRequest {
+            let rpc = VoteRequest::<TypeConfig> {
                 vote: match req {
                     Req::VoteLowerTerm => Vote::new(term.saturating_sub(1), BOGUS_ID),
                     _ => Vote::new(term, BOGUS_ID),
                 },
-                last_log_id: None::<LogId<u64>>,
+                last_log_id: None::<raftkv_core::types::LogId>,
+                leadership_transfer: false,
             };
             let data = codec::encode(&rpc).unwrap();
             decoded!(
                 peer.vote(RaftBytes { data }).await,
-                Result<VoteResponse<u64>, RaftError<u64>>
+                Result<VoteResponse<TypeConfig>, RaftError<TypeConfig>>
             )
         }
         Req::Snapshot(chunks) => decoded!(
             peer.install_snapshot(tokio_stream::iter(chunks.clone())).await,
-            Result<SnapshotResponse<u64>, Fatal<u64>>
+            Result<SnapshotResponse<TypeConfig>, Fatal<TypeConfig>>
         ),
         Req::SnapshotTruncated => {
             let chunk = SnapshotChunk {
@@ -1163,7 +1164,7 @@ async fn send(req: &Req, node: &Node, wire: &Wire) -> Outcome {
             };
             decoded!(
                 peer.install_snapshot(tokio_stream::iter(vec![chunk])).await,
-                Result<SnapshotResponse<u64>, Fatal<u64>>
+                Result<SnapshotResponse<TypeConfig>, Fatal<TypeConfig>>
             )
         }
         Req::SnapshotCut => {
@@ -1184,7 +1185,7 @@ async fn send(req: &Req, node: &Node, wire: &Wire) -> Outcome {
             };
             tokio::select! {
                 answer = peer.install_snapshot(stream) => {
-                    decoded!(answer, Result<SnapshotResponse<u64>, Fatal<u64>>)
+                    decoded!(answer, Result<SnapshotResponse<TypeConfig>, Fatal<TypeConfig>>)
                 }
                 () = started => Err(Status::cancelled("stream cut by the test")),
             }

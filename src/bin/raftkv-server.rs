@@ -110,6 +110,13 @@ async fn serve(config: Config, inherited: Inherited) -> raftkv::Result<()> {
             return Err(raftkv::Error::Storage(format!("raft stopped: {fatal}")));
         }
     }
+    // A planned stop: hand leadership over first (serving until the new leader is seen),
+    // so the cluster keeps a leader and elects nobody.
+    match node.step_down().await {
+        Ok(Some(to)) => tracing::info!(to, "leadership handed over"),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "could not hand leadership over; stopping anyway"),
+    }
     // Stop accepting, let in-flight requests finish (bounded), then stop Raft. Every
     // acknowledged write is already durable (the log syncs before acknowledging).
     node.shutdown().await;

@@ -264,8 +264,10 @@ impl Client {
         })
     }
 
-    /// Ask the leader to hand leadership to member `target`. raftkv does not support it
-    /// and answers [`crate::RequestError::Unsupported`]; an etcd leader does it.
+    /// Ask the leader to hand leadership to member `target` (etcd's `MoveLeader`): returns
+    /// once `target` leads. A member that does not lead answers "not leader" with the
+    /// leader's address, and the call goes there; a `target` that is not a voter is
+    /// refused with [`crate::RequestError::BadLeaderTransferee`].
     #[tracing::instrument(level = "debug", skip_all, fields(target = target))]
     pub async fn move_leader(&self, target: u64) -> Result<ResponseHeader> {
         let req = pb::MoveLeaderRequest { target_id: target };

@@ -56,6 +56,24 @@ pub enum Command {
     },
 }
 
+/// A short summary for logs (openraft prints entries with it): the kind and, for a
+/// batch, how many requests; never keys or values, which may be large or private.
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Put(_) => f.write_str("put"),
+            Command::DeleteRange(_) => f.write_str("delete-range"),
+            Command::Txn(_) => f.write_str("txn"),
+            Command::Batch(commands) => write!(f, "batch of {}", commands.len()),
+            Command::Compact(c) => write!(f, "compact to {}", c.revision),
+            Command::LeaseGrant { id, ttl } => write!(f, "lease-grant {id:x} ttl {ttl}"),
+            Command::LeaseRevoke { id } => write!(f, "lease-revoke {id:x}"),
+            Command::LeaseCheckpoint { remaining } => write!(f, "lease-checkpoint of {}", remaining.len()),
+            Command::PublishMember { id, .. } => write!(f, "publish-member {id:x}"),
+        }
+    }
+}
+
 /// The answer of the state machine to one entry (or, inside a batch, one request).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {

@@ -90,6 +90,9 @@ pub enum RequestError {
     /// A peer URL that is not a URL.
     #[error("invalid peer URL: {0}")]
     InvalidPeerUrl(String),
+    /// etcd: "bad leader transferee": leadership can only move to a voting member.
+    #[error("bad leader transferee: {0:x} is not a voting member")]
+    BadLeaderTransferee(u64),
 }
 
 /// Everything a raftkv operation can fail with. Serializable, so a leader can send it back
@@ -130,6 +133,10 @@ pub enum Error {
         /// How far apply lags.
         lag: u64,
     },
+    /// A leadership transfer did not complete in time (etcd: "leader transfer took too
+    /// long"); the cluster elects a leader on its own.
+    #[error("leader transfer took too long")]
+    LeaderTransferTimeout,
     /// The storage quota is exhausted (the NOSPACE alarm is raised): writes that add data
     /// are refused until an operator frees space and disarms the alarm.
     #[error("database space exceeded")]

@@ -20,7 +20,7 @@ use tracing::Instrument;
 
 use crate::command::{Command, Response};
 use crate::error::{Error, Result};
-use crate::types::{LogId, MemberNode, NodeId, Raft};
+use crate::types::{KvStateMachine, LogId, Raft, TypeConfig};
 
 /// Limits of group commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +84,7 @@ pub struct Proposer {
 
 impl Proposer {
     /// Start the proposer task for `raft`. It ends when every handle is dropped.
-    pub fn spawn(raft: Raft, config: ProposerConfig) -> Self {
+    pub fn spawn<SM: KvStateMachine>(raft: Raft<SM>, config: ProposerConfig) -> Self {
         let (queue, rx) = mpsc::channel(config.queue_capacity.max(1));
         let stats = Arc::new(ProposerStats::default());
         tokio::spawn(run(raft, rx, config, stats.clone()).instrument(tracing::info_span!("proposer")));
@@ -110,7 +110,12 @@ impl Proposer {
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, config: ProposerConfig, stats: Arc<ProposerStats>) {
+async fn run<SM: KvStateMachine>(
+    raft: Raft<SM>,
+    mut rx: mpsc::Receiver<Pending>,
+    config: ProposerConfig,
+    stats: Arc<ProposerStats>,
+) {
     let slots = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
     let max_requests = if config.batching {
         config.max_batch_requests.max(1)
@@ -155,7 +160,7 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, config: ProposerConfig
 }
 
 #[tracing::instrument(level = "debug", skip_all, fields(requests = batch.len()))]
-async fn propose_batch(raft: &Raft, mut batch: Vec<Pending>) {
+async fn propose_batch<SM: KvStateMachine>(raft: &Raft<SM>, mut batch: Vec<Pending>) {
     let (command, replies): (Command, Vec<_>) = if batch.len() == 1 {
         let Some(single) = batch.pop() else { return };
         (single.command, vec![single.reply])
@@ -201,7 +206,7 @@ async fn propose_batch(raft: &Raft, mut batch: Vec<Pending>) {
 /// Map openraft's write error onto ours. A fatal error after the entry may have been
 /// appended leaves the outcome unknown; a forward-to-leader means nothing was appended.
 pub fn map_write_error(
-    e: openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, MemberNode>>,
+    e: openraft::error::RaftError<TypeConfig, openraft::error::ClientWriteError<TypeConfig>>,
 ) -> Error {
     use openraft::error::{ClientWriteError, Fatal, RaftError};
     match e {
@@ -209,7 +214,12 @@ pub fn map_write_error(
             leader_id: f.leader_id,
             leader_client_urls: f.leader_node.map(|n| n.client_urls).unwrap_or_default(),
         },
+        // Appended, then lost to another leader's log: it may still commit there.
+        RaftError::APIError(ClientWriteError::LogEntryDiscarded(f)) => {
+            Error::Unknown(format!("leader changed while the write was in flight: {f}"))
+        }
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => Error::Internal(e.to_string()),
+        RaftError::APIError(ClientWriteError::PreconditionFailed(e)) => Error::Internal(e.to_string()),
         RaftError::Fatal(Fatal::StorageError(e)) => Error::Storage(e.to_string()),
         RaftError::Fatal(f) => Error::Shutdown(f.to_string()),
     }

@@ -38,26 +38,53 @@ impl fmt::Display for MemberNode {
 }
 
 openraft::declare_raft_types!(
-    /// openraft's type configuration for raftkv. Snapshots are files: they are built and
-    /// received through a temporary file, so a snapshot of any size moves in bounded
-    /// memory.
+    /// openraft's type configuration for raftkv. Terms are `u64` and a leader id is
+    /// (term, node id), openraft's defaults, which encode as 0.9's did: a data dir written
+    /// by the 0.9 build reads unchanged (`tests/t27_data_dir_upgrade.rs`). Snapshots are
+    /// files (the state machine's `SnapshotData`), so a snapshot of any size moves in
+    /// bounded memory.
     pub TypeConfig:
         D = Command,
         R = Response,
         NodeId = NodeId,
         Node = MemberNode,
-        Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );
 
+/// The snapshot payload: a file, built and received through a temporary file.
+pub type SnapshotData = tokio::fs::File;
 /// A Raft log id of this type configuration.
-pub type LogId = openraft::LogId<NodeId>;
+pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
+/// The committed leader id (term, node id) a log id carries.
+pub type CommittedLeaderId = openraft::type_config::alias::CommittedLeaderIdOf<TypeConfig>;
+/// The leader id of `node` in `term` as log ids carry it.
+pub fn leader_id(term: u64, node: NodeId) -> CommittedLeaderId {
+    CommittedLeaderId { term, node_id: node }
+}
+
+/// A vote of this type configuration.
+pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
 /// A Raft log entry of this type configuration.
-pub type Entry = openraft::Entry<TypeConfig>;
-/// The Raft handle of this type configuration.
-pub type Raft = openraft::Raft<TypeConfig>;
+pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
+/// The Raft handle of this type configuration over the state machine `SM` (openraft 0.10
+/// names the state machine in the handle's type; the storage crate provides the one
+/// raftkv runs, and the crates below it stay generic over it).
+pub type Raft<SM> = openraft::Raft<TypeConfig, SM>;
+
+/// What every raftkv Raft handle's state machine is: openraft's state machine whose
+/// snapshots are files. Implemented for every such type.
+pub trait KvStateMachine:
+    openraft::storage::RaftStateMachine<TypeConfig, SnapshotData = SnapshotData>
+{
+}
+
+impl<T> KvStateMachine for T where
+    T: openraft::storage::RaftStateMachine<TypeConfig, SnapshotData = SnapshotData>
+{
+}
 /// Membership as stored by the state machine.
-pub type StoredMembership = openraft::StoredMembership<NodeId, MemberNode>;
-/// Storage errors as openraft wants them.
-pub type StorageError = openraft::StorageError<NodeId>;
+pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
+/// A snapshot's metadata.
+pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
+/// A snapshot with its file.
+pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;

@@ -118,6 +118,8 @@ pub trait ClusterBackend: Send + Sync + 'static {
     fn hash_kv(&self, revision: i64) -> impl Future<Output = Answer<(ResponseHeader, u32, i64)>> + Send;
     /// A snapshot of the state to stream to a client.
     fn snapshot(&self) -> impl Future<Output = Answer<SnapshotStream>> + Send;
+    /// Hand leadership to member `target` (this member must lead, as in etcd).
+    fn move_leader(&self, target: u64) -> impl Future<Output = Answer<ResponseHeader>> + Send;
 }
 
 /// Version reported by `Status` (the etcd API level raftkv follows, then raftkv's own).
@@ -384,10 +386,12 @@ impl<B: ClusterBackend> pb::maintenance_server::Maintenance for ClusterService<B
 
     async fn move_leader(
         &self,
-        _request: Request<pb::MoveLeaderRequest>,
+        request: Request<pb::MoveLeaderRequest>,
     ) -> Result<GrpcResponse<pb::MoveLeaderResponse>, Status> {
-        Err(Status::unimplemented(
-            "raftkv: leadership transfer is not available (openraft 0.9 has none); stop the leader to move leadership",
-        ))
+        let target = request.into_inner().target_id;
+        let header = self.backend.move_leader(target).await.map_err(status)?;
+        Ok(GrpcResponse::new(pb::MoveLeaderResponse {
+            header: Some(header.into()),
+        }))
     }
 }

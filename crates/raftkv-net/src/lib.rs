@@ -3,12 +3,15 @@
 //! - [`PeerConnections`]: one long-lived HTTP/2 channel per peer URL, shared by everything
 //!   that talks to that peer (replication, votes, snapshots, read index, forwarding), so no
 //!   RPC opens a connection of its own.
-//! - [`PeerNetwork`]: openraft's `RaftNetworkFactory` / `RaftNetwork` over tonic. Peer
+//! - [`PeerNetwork`]: openraft's `RaftNetworkFactory` / `RaftNetworkV2` over tonic. Peer
 //!   addresses come from the membership's node data ([`raftkv_core::MemberNode`]), so a node
-//!   added later is reachable without restarting anyone. Per-RPC deadlines come from
-//!   openraft's `RPCOption`; transport failures map to openraft's `Unreachable` (openraft
-//!   backs off), oversized messages to `PayloadTooLarge` (openraft sends fewer entries),
-//!   the rest to `NetworkError`. Snapshots move as a client stream of bounded chunks.
+//!   added later is reachable without restarting anyone. Replication is pipelined over one
+//!   bidirectional stream per follower, bounded in parts and bytes in flight; append
+//!   requests are split by bytes so no message exceeds [`MAX_PEER_MESSAGE_BYTES`].
+//!   Pre-vote and leadership transfer are real RPCs (openraft's defaults would silently
+//!   grant and refuse them). Per-RPC deadlines come from openraft's `RPCOption`;
+//!   transport failures map to openraft's `Unreachable` (openraft backs off), the rest to
+//!   `NetworkError`. Snapshots move as a client stream of bounded chunks.
 //! - [`PeerService`]: the server side of the peer protocol, feeding openraft, answering
 //!   read-index requests, proposing writes forwarded by followers and answering the lease
 //!   calls (keep-alive, time-to-live) they forward.
@@ -37,6 +40,7 @@
 
 #![warn(missing_docs)]
 
+mod append_split;
 mod cluster_service;
 mod connections;
 mod election_service;
@@ -49,6 +53,7 @@ mod lock_service;
 mod network;
 mod peer_service;
 mod require_leader;
+mod stream_append;
 mod watch_server;
 mod watch_service;
 
@@ -66,7 +71,7 @@ pub use kv_service::{KvBackend, KvService};
 pub use lease_service::{LeaseBackend, LeaseService};
 pub use lock_service::{LockBackend, LockService};
 pub use network::{PeerClient, PeerNetwork};
-pub use peer_service::{ForwardTarget, PeerService, leader_read_index, read_index_error};
+pub use peer_service::{ForwardTarget, PeerService, SnapshotInbox, leader_read_index, read_index_error};
 pub use require_leader::{LeaderStatus, MAX_NO_LEADER_TIMEOUTS, REQUIRE_LEADER_KEY, requires_leader};
 pub use watch_server::WatchServer;
 pub use watch_service::{WatchBackend, WatchService};

@@ -1,26 +1,27 @@
-//! [`PeerNetwork`] / [`PeerClient`]: openraft's network over the peer gRPC protocol.
+//! [`PeerNetwork`] / [`PeerClient`]: openraft's network (`RaftNetworkV2`) over the peer
+//! gRPC protocol: unary append (split by bytes), pipelined append (`stream_append.rs`),
+//! vote and pre-vote, leadership transfer, and snapshots streamed in bounded chunks.
 
 use std::future::Future;
 use std::time::Duration;
 
-use openraft::error::{
-    Fatal, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
-    ReplicationClosed, StreamingError, Unreachable,
-};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use futures_util::Stream;
+use openraft::base::{BoxFuture, BoxStream};
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
-use openraft::{Snapshot, Vote};
 use raftkv_core::codec;
-use raftkv_core::types::{MemberNode, NodeId, TypeConfig};
+use raftkv_core::types::{MemberNode, NodeId, Snapshot, SnapshotData, TypeConfig, Vote};
 use raftkv_proto::raftkvpeer::raft_peer_client::RaftPeerClient;
 use raftkv_proto::raftkvpeer::{RaftBytes, SnapshotChunk};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tonic::Code;
 use tonic::transport::Channel;
 
+use crate::append_split::{PART_BYTES, UnaryFold, last_log_id, split_by_bytes};
 use crate::connections::{PeerConnections, PeerError};
 use crate::faults::NetFaults;
 
@@ -42,10 +43,10 @@ impl PeerNetwork {
 
 /// The client side of the peer protocol towards one target.
 pub struct PeerClient {
-    target: NodeId,
-    peer_url: String,
-    client: Result<RaftPeerClient<Channel>, PeerError>,
-    faults: NetFaults,
+    pub(crate) target: NodeId,
+    pub(crate) peer_url: String,
+    pub(crate) client: Result<RaftPeerClient<Channel>, PeerError>,
+    pub(crate) faults: NetFaults,
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
@@ -61,31 +62,29 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     }
 }
 
-type RpcError<E = openraft::error::Infallible> = RPCError<NodeId, MemberNode, E>;
+type RpcError = RPCError<TypeConfig>;
 
-fn network<E: std::error::Error>(e: &(impl std::error::Error + 'static)) -> RpcError<E> {
+pub(crate) fn network(e: &(impl std::error::Error + 'static)) -> RpcError {
     RPCError::Network(NetworkError::new(e))
 }
 
-/// Map a failed call: unreachable peers make openraft back off, oversized messages make it
-/// send fewer entries, anything else is a plain network error.
-fn from_status<E: std::error::Error>(status: tonic::Status, entries: u64) -> RpcError<E> {
+/// Map a failed call: unreachable peers make openraft back off, anything else is a plain
+/// network error.
+pub(crate) fn from_status(status: tonic::Status) -> RpcError {
     match status.code() {
         Code::Unavailable => RPCError::Unreachable(Unreachable::new(&status)),
-        Code::ResourceExhausted | Code::OutOfRange
-            if status.message().contains("message length too large") =>
-        {
-            RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint((entries / 2).max(1)))
-        }
         _ => network(&status),
     }
 }
 
-/// The unary Raft RPCs (snapshots stream through `full_snapshot`).
+/// The unary Raft RPCs (snapshots stream through `full_snapshot`, replication through
+/// `stream_append`).
 #[derive(Clone, Copy)]
 enum RaftRpc {
     AppendEntries,
     Vote,
+    PreVote,
+    TransferLeader,
 }
 
 impl RaftRpc {
@@ -97,26 +96,29 @@ impl RaftRpc {
         match self {
             RaftRpc::AppendEntries => client.append_entries(request).await,
             RaftRpc::Vote => client.vote(request).await,
+            RaftRpc::PreVote => client.pre_vote(request).await,
+            RaftRpc::TransferLeader => client.transfer_leader(request).await,
         }
     }
 }
 
 impl PeerClient {
-    fn client(&self) -> Result<RaftPeerClient<Channel>, Unreachable> {
+    pub(crate) fn client(&self) -> Result<RaftPeerClient<Channel>, Unreachable<TypeConfig>> {
         self.client.clone().map_err(|e| Unreachable::new(&e))
     }
 
+    /// One unary call; the peer answers `Result<Resp, E>` where `E` is openraft's error on
+    /// its side (a stopped Raft, say), which reaches openraft here as a network error.
     async fn unary<Req, Resp, E>(
         &mut self,
         rpc: RaftRpc,
         request: &Req,
         timeout: Duration,
-        entries: u64,
-    ) -> Result<Resp, RpcError<RaftError<NodeId, E>>>
+    ) -> Result<Resp, RpcError>
     where
         Req: serde::Serialize,
         Resp: serde::de::DeserializeOwned,
-        E: std::error::Error + serde::de::DeserializeOwned,
+        E: std::error::Error + serde::de::DeserializeOwned + 'static,
     {
         let client = self.client().map_err(RPCError::Unreachable)?;
         let data = codec::encode(request).map_err(|e| network(&e))?;
@@ -138,58 +140,102 @@ impl PeerClient {
         }
         let mut req = tonic::Request::new(RaftBytes { data });
         req.set_timeout(timeout);
-        let answer = rpc.send(client, req).await.map_err(|s| from_status(s, entries))?;
+        let answer = rpc.send(client, req).await.map_err(from_status)?;
         self.faults
             .after_response(&self.peer_url)
             .map_err(|lost| network(&lost))?;
-        let result: Result<Resp, RaftError<NodeId, E>> =
-            codec::decode(&answer.into_inner().data).map_err(|e| network(&e))?;
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        let result: Result<Resp, E> = codec::decode(&answer.into_inner().data).map_err(|e| network(&e))?;
+        result.map_err(|e| network(&e))
     }
 }
 
-impl RaftNetwork<TypeConfig> for PeerClient {
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = SnapshotData;
+
+    /// One request, split by bytes into parts sent one after another (`append_split`).
     #[tracing::instrument(level = "trace", skip_all, fields(target = self.target))]
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RpcError<RaftError<NodeId>>> {
-        let entries = rpc.entries.len() as u64;
-        self.unary(RaftRpc::AppendEntries, &rpc, option.hard_ttl(), entries)
-            .await
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RpcError> {
+        let parts = split_by_bytes(rpc, PART_BYTES).map_err(|e| network(&e))?;
+        let mut fold = UnaryFold::new();
+        let mut answer = AppendEntriesResponse::Success;
+        for part in parts {
+            let last = last_log_id(&part);
+            let reply: AppendEntriesResponse<TypeConfig> = self
+                .unary::<_, _, openraft::error::RaftError<TypeConfig>>(
+                    RaftRpc::AppendEntries,
+                    &part,
+                    option.hard_ttl(),
+                )
+                .await?;
+            if let Some(decided) = fold.next(reply, last) {
+                answer = decided;
+                break;
+            }
+        }
+        Ok(answer)
     }
 
-    async fn install_snapshot(
-        &mut self,
-        _rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RpcError<RaftError<NodeId, InstallSnapshotError>>> {
-        // Snapshots go through `full_snapshot` as one stream; openraft 0.9 does not call
-        // the chunk-per-RPC path when `full_snapshot` is provided.
-        Err(network(&PeerError::Rpc {
-            code: Code::Unimplemented,
-            message: "chunked install_snapshot is not used; see full_snapshot".into(),
-        }))
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RpcError>>, RpcError>>
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + openraft::OptionalSend + Unpin + 'static,
+    {
+        Box::pin(crate::stream_append::open(self, input, option))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(target = self.target))]
     async fn vote(
         &mut self,
-        rpc: VoteRequest<NodeId>,
+        rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RpcError<RaftError<NodeId>>> {
-        self.unary(RaftRpc::Vote, &rpc, option.hard_ttl(), 0).await
+    ) -> Result<VoteResponse<TypeConfig>, RpcError> {
+        self.unary::<_, _, openraft::error::RaftError<TypeConfig>>(RaftRpc::Vote, &rpc, option.hard_ttl())
+            .await
     }
 
-    #[tracing::instrument(level = "info", skip_all, fields(target = self.target, snapshot = %snapshot.meta.snapshot_id))]
+    /// Sent for real: openraft's default grants every pre-vote, which would make pre-vote
+    /// a no-op.
+    #[tracing::instrument(level = "debug", skip_all, fields(target = self.target))]
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RpcError> {
+        self.unary::<_, _, openraft::error::RaftError<TypeConfig>>(RaftRpc::PreVote, &rpc, option.hard_ttl())
+            .await
+    }
+
+    /// Sent for real: openraft's default answers "unreachable", which would make every
+    /// leadership transfer wait out an election.
+    #[tracing::instrument(level = "info", skip_all, fields(target = self.target))]
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RpcError> {
+        self.unary::<_, _, openraft::error::Fatal<TypeConfig>>(
+            RaftRpc::TransferLeader,
+            &req,
+            option.hard_ttl(),
+        )
+        .await
+    }
+
+    #[tracing::instrument(level = "info", skip_all, fields(target = self.target, last_log_id = ?snapshot.meta.last_log_id))]
     async fn full_snapshot(
         &mut self,
-        vote: Vote<NodeId>,
-        snapshot: Snapshot<TypeConfig>,
+        vote: Vote,
+        snapshot: Snapshot,
         cancel: impl Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
         option: RPCOption,
-    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let mut client = self.client().map_err(StreamingError::Unreachable)?;
         self.faults
             .before_request(&self.peer_url, option.hard_ttl(), false)
@@ -246,7 +292,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             Ok(Err(e)) => return Err(StreamingError::Network(NetworkError::new(&e))),
             Err(e) => return Err(StreamingError::Network(NetworkError::new(&e))),
         }
-        let answer = sent.map_err(|status| match from_status::<Fatal<NodeId>>(status, 0) {
+        let answer = sent.map_err(|status| match from_status(status) {
             RPCError::Unreachable(u) => StreamingError::Unreachable(u),
             RPCError::Network(n) => StreamingError::Network(n),
             other => StreamingError::Network(NetworkError::new(&other)),
@@ -254,9 +300,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         self.faults
             .after_response(&self.peer_url)
             .map_err(|lost| NetworkError::new(&lost))?;
-        let result: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> =
+        let result: Result<SnapshotResponse<TypeConfig>, openraft::error::Fatal<TypeConfig>> =
             codec::decode(&answer.into_inner().data).map_err(|e| NetworkError::new(&e))?;
-        result.map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))
+        result.map_err(|e| StreamingError::Network(NetworkError::new(&e)))
     }
 }
 

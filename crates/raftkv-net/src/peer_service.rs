@@ -3,12 +3,15 @@
 //! proposes writes that followers forward and answers the lease calls they forward.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use openraft::Snapshot;
-use openraft::error::{CheckIsLeaderError, RaftError};
+use futures_util::{Stream, StreamExt};
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::{LinearizableReadError, RaftError};
+use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use raftkv_core::codec;
-use raftkv_core::types::{MemberNode, NodeId, Raft, TypeConfig};
+use raftkv_core::types::{KvStateMachine, Raft, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
 use raftkv_core::{Command, Error, LeaseAnswer, LeaseCall, MembershipChange, Response};
 use raftkv_proto::raftkvpeer::raft_peer_server::RaftPeer;
 use raftkv_proto::raftkvpeer::{RaftBytes, ReadIndexRequest, ReadIndexResponse, SnapshotChunk};
@@ -31,24 +34,33 @@ pub trait ForwardTarget: Send + Sync + 'static {
     /// Answer a lease call a follower forwarded (only if this node leads; never forwarded
     /// again).
     fn lease_forwarded(&self, call: LeaseCall) -> impl Future<Output = Result<LeaseAnswer, Error>> + Send;
+    /// An append (replication or heartbeat) arrived from a leader: the node counts a
+    /// leader it knows as alive only while these keep coming.
+    fn heard_from_leader(&self) {}
 }
+
+/// Makes the file a snapshot from the leader is received into (the storage's snapshot
+/// directory; openraft 0.10 leaves receiving to the network).
+pub type SnapshotInbox = Arc<dyn Fn() -> std::io::Result<std::fs::File> + Send + Sync>;
 
 /// The peer gRPC service.
-pub struct PeerService<F> {
-    raft: Raft,
+pub struct PeerService<F, SM: KvStateMachine> {
+    raft: Raft<SM>,
     forward: Arc<F>,
     read_floor: u64,
+    inbox: SnapshotInbox,
 }
 
-impl<F: ForwardTarget> PeerService<F> {
+impl<F: ForwardTarget, SM: KvStateMachine> PeerService<F, SM> {
     /// Serve the peer protocol for `raft`, proposing forwarded writes through `forward`;
     /// read indexes it answers as leader are at least `read_floor` (see
-    /// [`leader_read_index`]).
-    pub fn new(raft: Raft, forward: Arc<F>, read_floor: u64) -> Self {
+    /// [`leader_read_index`]); snapshots are received into files from `inbox`.
+    pub fn new(raft: Raft<SM>, forward: Arc<F>, read_floor: u64, inbox: SnapshotInbox) -> Self {
         Self {
             raft,
             forward,
             read_floor,
+            inbox,
         }
     }
 }
@@ -57,18 +69,21 @@ impl<F: ForwardTarget> PeerService<F> {
 /// greater of the commit index and the leader's first entry of its term), raised to
 /// `floor`, the last log index the node had when it started.
 ///
-/// Why the floor: openraft 0.9 restores a leader that restarts with its own committed
-/// vote as leader at once, in the same term (`Engine::startup`). Its "first entry of the
-/// term" is then an old one, and the commit index it loaded is whatever `save_committed`
-/// last left on disk, which is not synced: entries committed (and acknowledged) just
-/// before the crash can lie above both. A read at that index missed an acknowledged
-/// write (a full-restart fault test caught it). Every entry that may have been committed
-/// before the restart is in the leader's log (openraft syncs the leader's own append
-/// before it counts it), so waiting until the log as it was at startup is applied closes
-/// the gap; a leader elected normally has its new first entry above the floor anyway.
-pub async fn leader_read_index(raft: &Raft, floor: u64) -> Result<u64, Error> {
-    let (read, _applied) = raft.get_read_log_id().await.map_err(read_index_error)?;
-    Ok(read.map_or(0, |l| l.index).max(floor))
+/// Why the floor: openraft restores a leader that restarts with its own committed vote
+/// as leader at once, in the same term, unless `enable_leader_restore` is off (raftkv
+/// turns it off, but the floor costs nothing and guards the case). Such a leader's "first
+/// entry of the term" is an old one, and the commit index it loaded is whatever
+/// `save_committed` last left on disk, which is not synced: entries committed (and
+/// acknowledged) just before the crash can lie above both. A read at that index missed an
+/// acknowledged write under 0.9 (a full-restart fault test caught it). Waiting until the
+/// log as it was at startup is applied closes the gap; a leader elected normally has its
+/// new first entry above the floor anyway.
+pub async fn leader_read_index<SM: KvStateMachine>(raft: &Raft<SM>, floor: u64) -> Result<u64, Error> {
+    let (read, _applied) = raft
+        .get_read_log_id(openraft::ReadPolicy::ReadIndex)
+        .await
+        .map_err(read_index_error)?;
+    Ok(read.index().max(floor))
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
@@ -82,28 +97,75 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<RaftBytes, Status> {
 }
 
 /// openraft's answer to a leadership check, as raftkv's error.
-pub fn read_index_error(e: RaftError<NodeId, CheckIsLeaderError<NodeId, MemberNode>>) -> Error {
+pub fn read_index_error(e: RaftError<TypeConfig, LinearizableReadError<TypeConfig>>) -> Error {
     match e {
-        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => Error::NotLeader {
+        RaftError::APIError(LinearizableReadError::ForwardToLeader(f)) => Error::NotLeader {
             leader_id: f.leader_id,
             leader_client_urls: f.leader_node.map(|n| n.client_urls).unwrap_or_default(),
         },
-        RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)) => Error::Timeout(q.to_string()),
+        RaftError::APIError(LinearizableReadError::QuorumNotEnough(q)) => Error::Timeout(q.to_string()),
         RaftError::Fatal(f) => Error::Shutdown(f.to_string()),
     }
 }
 
+/// The answers of a pipelined append stream.
+type AnswerStream = Pin<Box<dyn Stream<Item = Result<RaftBytes, Status>> + Send>>;
+
 #[tonic::async_trait]
-impl<F: ForwardTarget> RaftPeer for PeerService<F> {
+impl<F: ForwardTarget, SM: KvStateMachine> RaftPeer for PeerService<F, SM> {
     async fn append_entries(&self, request: Request<RaftBytes>) -> Result<GrpcResponse<RaftBytes>, Status> {
-        let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> = decode(&request.into_inner().data)?;
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(&request.into_inner().data)?;
+        self.forward.heard_from_leader();
         let result = self.raft.append_entries(rpc).await;
         Ok(GrpcResponse::new(encode(&result)?))
     }
 
+    type StreamAppendStream = AnswerStream;
+
+    /// openraft answers each request in order; a message that does not decode ends the
+    /// input there (the leader sees the stream end with parts unanswered, and starts over).
+    async fn stream_append(
+        &self,
+        request: Request<Streaming<RaftBytes>>,
+    ) -> Result<GrpcResponse<Self::StreamAppendStream>, Status> {
+        let contact = self.forward.clone();
+        let requests = request
+            .into_inner()
+            .map(move |message| match message {
+                Ok(bytes) => match codec::decode::<AppendEntriesRequest<TypeConfig>>(&bytes.data) {
+                    Ok(rpc) => {
+                        contact.heard_from_leader();
+                        Some(rpc)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "undecodable append in a peer stream: ending it");
+                        None
+                    }
+                },
+                Err(_) => None,
+            })
+            .take_while(|rpc| std::future::ready(rpc.is_some()))
+            .filter_map(std::future::ready);
+        let answers = self.raft.stream_append(requests).map(|answer| encode(&answer));
+        Ok(GrpcResponse::new(Box::pin(answers)))
+    }
+
     async fn vote(&self, request: Request<RaftBytes>) -> Result<GrpcResponse<RaftBytes>, Status> {
-        let rpc: openraft::raft::VoteRequest<NodeId> = decode(&request.into_inner().data)?;
+        let rpc: VoteRequest<TypeConfig> = decode(&request.into_inner().data)?;
         let result = self.raft.vote(rpc).await;
+        Ok(GrpcResponse::new(encode(&result)?))
+    }
+
+    async fn pre_vote(&self, request: Request<RaftBytes>) -> Result<GrpcResponse<RaftBytes>, Status> {
+        let rpc: VoteRequest<TypeConfig> = decode(&request.into_inner().data)?;
+        let result = self.raft.pre_vote(rpc).await;
+        Ok(GrpcResponse::new(encode(&result)?))
+    }
+
+    #[tracing::instrument(level = "info", skip_all)]
+    async fn transfer_leader(&self, request: Request<RaftBytes>) -> Result<GrpcResponse<RaftBytes>, Status> {
+        let rpc: TransferLeaderRequest<TypeConfig> = decode(&request.into_inner().data)?;
+        let result = self.raft.handle_transfer_leader(rpc).await;
         Ok(GrpcResponse::new(encode(&result)?))
     }
 
@@ -117,21 +179,24 @@ impl<F: ForwardTarget> RaftPeer for PeerService<F> {
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
-        let (vote, meta): (openraft::Vote<NodeId>, openraft::SnapshotMeta<NodeId, MemberNode>) =
-            decode(&first.header)?;
+        let (vote, meta): (Vote, SnapshotMeta) = decode(&first.header)?;
         // Refuse a sender whose vote is below ours before writing anything to disk (openraft
         // would refuse it after the whole stream, which lets anyone fill the disk).
-        let ours = self.raft.metrics().borrow().vote;
+        let ours = self.raft.metrics().borrow_watched().vote;
         if vote < ours {
-            let refused: Result<openraft::raft::SnapshotResponse<NodeId>, openraft::error::Fatal<NodeId>> =
-                Ok(openraft::raft::SnapshotResponse { vote: ours });
+            let refused: Result<
+                openraft::raft::SnapshotResponse<TypeConfig>,
+                openraft::error::Fatal<TypeConfig>,
+            > = Ok(openraft::raft::SnapshotResponse { vote: ours });
             return Ok(GrpcResponse::new(encode(&refused)?));
         }
-        let mut file = self
-            .raft
-            .begin_receiving_snapshot()
+        let inbox = self.inbox.clone();
+        let file: SnapshotData = tokio::task::spawn_blocking(move || inbox())
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map(tokio::fs::File::from_std)
+            .map_err(|e| Status::unavailable(format!("no file to receive the snapshot into: {e}")))?;
+        let mut file = file;
         let io = |e: std::io::Error| Status::internal(format!("writing the received snapshot: {e}"));
         file.write_all(&first.data).await.map_err(io)?;
         let mut bytes = first.data.len() as u64;

@@ -39,6 +39,8 @@ pub mod text {
     pub const PEER_URL_EXISTS: &str = "etcdserver: Peer URLs already exists";
     pub const NO_SPACE: &str = "etcdserver: mvcc: database space exceeded";
     pub const BAD_MEMBER_URLS: &str = "etcdserver: given member URLs are invalid";
+    pub const BAD_LEADER_TRANSFEREE: &str = "etcdserver: bad leader transferee";
+    pub const LEADER_TRANSFER_TIMEOUT: &str = "etcdserver: request timed out, leader transfer took too long";
     /// raftkv's own (etcd serves such a range as empty instead).
     pub const INVALID_RANGE_END: &str = "raftkv: range end must be greater than the key";
 }
@@ -72,6 +74,7 @@ pub fn to_status(e: &Error) -> Status {
         Error::Internal(detail) => Status::new(Code::Internal, format!("raftkv: internal: {detail}")),
         Error::TooManyRequests { .. } => Status::new(Code::ResourceExhausted, text::TOO_MANY_REQUESTS),
         Error::NoSpace => Status::new(Code::ResourceExhausted, text::NO_SPACE),
+        Error::LeaderTransferTimeout => Status::new(Code::Unavailable, text::LEADER_TRANSFER_TIMEOUT),
         // `Error` is non_exhaustive within the workspace too.
         #[allow(unreachable_patterns)]
         other => Status::new(Code::Internal, other.to_string()),
@@ -98,6 +101,7 @@ fn request_status(e: &RequestError) -> Status {
         RequestError::LearnerNotReady => (Code::FailedPrecondition, text::LEARNER_NOT_READY),
         RequestError::PeerUrlExists => (Code::FailedPrecondition, text::PEER_URL_EXISTS),
         RequestError::InvalidPeerUrl(_) => (Code::InvalidArgument, text::BAD_MEMBER_URLS),
+        RequestError::BadLeaderTransferee(_) => (Code::FailedPrecondition, text::BAD_LEADER_TRANSFEREE),
         RequestError::Unsupported(what) => {
             return Status::new(Code::Unimplemented, format!("raftkv: not supported: {what}"));
         }
@@ -162,6 +166,8 @@ pub fn from_status(status: &Status) -> Error {
         text::LEARNER_NOT_READY => return request(RequestError::LearnerNotReady),
         text::PEER_URL_EXISTS => return request(RequestError::PeerUrlExists),
         text::BAD_MEMBER_URLS => return request(RequestError::InvalidPeerUrl(String::new())),
+        text::BAD_LEADER_TRANSFEREE => return request(RequestError::BadLeaderTransferee(0)),
+        text::LEADER_TRANSFER_TIMEOUT => return Error::LeaderTransferTimeout,
         text::STOPPED => return Error::Shutdown(msg.to_string()),
         _ => {}
     }

@@ -150,8 +150,7 @@ fn delete_superseded(
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
-    use openraft::storage::RaftStateMachine;
-    use openraft::{CommittedLeaderId, EntryPayload, LogId};
+    use openraft::{EntryPayload, LogId};
     use raftkv_core::Command;
     use raftkv_core::kv::{CompactionRequest, DeleteRangeRequest, KeyValue, PutRequest};
     use raftkv_core::types::Entry;
@@ -161,7 +160,7 @@ mod tests {
 
     fn entry(index: u64, command: Command) -> Entry {
         Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            log_id: LogId::new(raftkv_core::types::leader_id(1, 1), index),
             payload: EntryPayload::Normal(command),
         }
     }
@@ -204,7 +203,7 @@ mod tests {
             .map(|(i, c)| entry(i as u64 + 1, c))
             .collect();
         let last = entries.len() as u64;
-        store.state_machine.apply(entries).await.unwrap();
+        store.state_machine.apply_committed(entries).await.unwrap();
         let current = store.shared.revision();
         let compact_at = current - 1; // "d" is deleted at C, re-created above it.
         let tree = store.shared.tree();
@@ -214,7 +213,7 @@ mod tests {
             .sum::<usize>();
         store
             .state_machine
-            .apply([entry(
+            .apply_committed([entry(
                 last + 1,
                 Command::Compact(CompactionRequest {
                     revision: compact_at,

@@ -1,9 +1,8 @@
-//! Storage errors: our own typed [`Error`], and its conversion into openraft's
-//! `StorageError` (which tells openraft what failed: log, vote, state machine, snapshot).
+//! Storage errors: our own typed [`Error`], and its conversion into the `io::Error`
+//! openraft's storage traits return (with what failed: log, vote, state machine,
+//! snapshot).
 
-use openraft::{ErrorSubject, ErrorVerb, StorageIOError};
 use raftkv_core::codec::CodecError;
-use raftkv_core::types::{NodeId, StorageError};
 
 /// What can go wrong below raftkv's state machine and log.
 #[derive(Debug, thiserror::Error)]
@@ -44,41 +43,37 @@ pub enum Error {
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Wrap `e` as openraft's storage error about `subject`, while doing `verb`.
-pub(crate) fn to_raft(
-    subject: ErrorSubject<NodeId>,
-    verb: ErrorVerb,
-    e: impl std::error::Error + 'static,
-) -> StorageError {
-    StorageError::IO {
-        source: StorageIOError::new(subject, verb, &e),
-    }
+/// Wrap `e` as the `io::Error` openraft 0.10's storage traits return, saying what
+/// failed (log, vote, state machine, snapshot) and while doing what: openraft logs the
+/// text and stops the node, so the text is what an operator reads.
+pub(crate) fn to_raft(what: &'static str, e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(format!("{what}: {e}"))
 }
 
-pub(crate) fn log_read(e: impl std::error::Error + 'static) -> StorageError {
-    to_raft(ErrorSubject::Logs, ErrorVerb::Read, e)
+pub(crate) fn log_read(e: impl std::fmt::Display) -> std::io::Error {
+    to_raft("reading the raft log", e)
 }
 
-pub(crate) fn log_write(e: impl std::error::Error + 'static) -> StorageError {
-    to_raft(ErrorSubject::Logs, ErrorVerb::Write, e)
+pub(crate) fn log_write(e: impl std::fmt::Display) -> std::io::Error {
+    to_raft("writing the raft log", e)
 }
 
-pub(crate) fn vote_read(e: impl std::error::Error + 'static) -> StorageError {
-    to_raft(ErrorSubject::Vote, ErrorVerb::Read, e)
+pub(crate) fn vote_read(e: impl std::fmt::Display) -> std::io::Error {
+    to_raft("reading the vote", e)
 }
 
-pub(crate) fn vote_write(e: impl std::error::Error + 'static) -> StorageError {
-    to_raft(ErrorSubject::Vote, ErrorVerb::Write, e)
+pub(crate) fn vote_write(e: impl std::fmt::Display) -> std::io::Error {
+    to_raft("saving the vote", e)
 }
 
-pub(crate) fn sm_write(e: impl std::error::Error + 'static) -> StorageError {
-    to_raft(ErrorSubject::StateMachine, ErrorVerb::Write, e)
+pub(crate) fn sm_write(e: impl std::fmt::Display) -> std::io::Error {
+    to_raft("applying to the state machine", e)
 }
 
-pub(crate) fn snapshot_read(e: impl std::error::Error + 'static) -> StorageError {
-    to_raft(ErrorSubject::Snapshot(None), ErrorVerb::Read, e)
+pub(crate) fn snapshot_read(e: impl std::fmt::Display) -> std::io::Error {
+    to_raft("reading a snapshot", e)
 }
 
-pub(crate) fn snapshot_write(e: impl std::error::Error + 'static) -> StorageError {
-    to_raft(ErrorSubject::Snapshot(None), ErrorVerb::Write, e)
+pub(crate) fn snapshot_write(e: impl std::fmt::Display) -> std::io::Error {
+    to_raft("writing a snapshot", e)
 }

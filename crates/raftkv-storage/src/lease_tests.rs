@@ -4,7 +4,7 @@
 //! lets the receiver rebuild the attachment index.
 
 use openraft::storage::RaftStateMachine;
-use openraft::{CommittedLeaderId, EntryPayload, LogId, RaftSnapshotBuilder};
+use openraft::{EntryPayload, LogId, RaftSnapshotBuilder};
 use raftkv_core::kv::{DeleteRangeRequest, PutRequest, RangeRequest};
 use raftkv_core::types::Entry;
 use raftkv_core::{Command, RequestError, Response};
@@ -18,7 +18,7 @@ fn entries(first: u64, commands: Vec<Command>) -> Vec<Entry> {
         .into_iter()
         .enumerate()
         .map(|(i, c)| Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), first + i as u64),
+            log_id: LogId::new(raftkv_core::types::leader_id(1, 1), first + i as u64),
             payload: EntryPayload::Normal(c),
         })
         .collect()
@@ -38,7 +38,7 @@ async fn leases_apply_and_travel_in_snapshots() {
     let changes = leader.reader.lease_changes();
     let answers = leader
         .state_machine
-        .apply(entries(
+        .apply_committed(entries(
             1,
             vec![
                 Command::LeaseGrant { id: 7, ttl: 60 },
@@ -113,12 +113,12 @@ async fn leases_apply_and_travel_in_snapshots() {
     let revision = follower.reader.revision();
     follower
         .state_machine
-        .apply(entries(13, vec![put("e", 7)]))
+        .apply_committed(entries(13, vec![put("e", 7)]))
         .await
         .unwrap();
     let answers = follower
         .state_machine
-        .apply(entries(14, vec![Command::LeaseRevoke { id: 7 }]))
+        .apply_committed(entries(14, vec![Command::LeaseRevoke { id: 7 }]))
         .await
         .unwrap();
     assert_eq!(

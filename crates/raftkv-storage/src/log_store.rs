@@ -39,11 +39,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam::channel;
-use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{OptionalSend, RaftLogReader, Vote};
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader};
 use raftkv_core::Watermark;
 use raftkv_core::codec;
-use raftkv_core::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
+use raftkv_core::types::{Entry, LogId, TypeConfig, Vote};
 use tokio::sync::oneshot;
 
 use crate::durable::DurableDb;
@@ -178,10 +178,11 @@ pub struct LogStats {
     pub entries_appended: AtomicU64,
 }
 
-/// Reads entries; cheap to clone.
+/// Reads entries and the vote; cheap to clone.
 #[derive(Clone)]
 pub struct LogReader {
     entries: sled::Tree,
+    meta: sled::Tree,
     first_readable: Arc<AtomicU64>,
 }
 
@@ -312,8 +313,12 @@ impl RaftLogReader<TypeConfig> for LogReader {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
+    ) -> std::io::Result<Vec<Entry>> {
         read_range(&self.entries, self.first_readable.load(Ordering::Acquire), range).map_err(log_read)
+    }
+
+    async fn read_vote(&mut self) -> std::io::Result<Option<Vote>> {
+        get(&self.meta, VOTE).map_err(vote_read)
     }
 }
 
@@ -321,15 +326,19 @@ impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
+    ) -> std::io::Result<Vec<Entry>> {
         read_range(&self.entries, self.first_readable.load(Ordering::Acquire), range).map_err(log_read)
+    }
+
+    async fn read_vote(&mut self) -> std::io::Result<Option<Vote>> {
+        get(&self.meta, VOTE).map_err(vote_read)
     }
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogReader;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+    async fn get_log_state(&mut self) -> std::io::Result<LogState<TypeConfig>> {
         let last_purged_log_id: Option<LogId> = get(&self.meta, LAST_PURGED).map_err(log_read)?;
         let last_entry = match self.entries.last().map_err(log_read)? {
             Some((_, bytes)) => Some(codec::decode::<Entry>(&bytes).map_err(log_read)?.log_id),
@@ -346,22 +355,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_reader(&mut self) -> Self::LogReader {
         LogReader {
             entries: self.entries.clone(),
+            meta: self.meta.clone(),
             first_readable: self.first_readable.clone(),
         }
     }
 
-    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+    async fn save_vote(&mut self, vote: &Vote) -> std::io::Result<()> {
         let bytes = codec::encode(vote).map_err(vote_write)?;
         self.meta.insert(VOTE, bytes).map_err(vote_write)?;
         crate::failpoints::check("vote-save").map_err(vote_write)?;
         self.sync_now().await.map_err(vote_write)
     }
 
-    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        get(&self.meta, VOTE).map_err(vote_read)
-    }
-
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+    async fn save_committed(&mut self, committed: Option<LogId>) -> std::io::Result<()> {
         match committed {
             Some(c) => {
                 let bytes = codec::encode(&c).map_err(log_write)?;
@@ -375,12 +381,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 
-    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+    async fn read_committed(&mut self) -> std::io::Result<Option<LogId>> {
         get(&self.meta, COMMITTED).map_err(log_read)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> std::io::Result<()>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -398,16 +404,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.stats.appends.fetch_add(1, Ordering::Relaxed);
         self.stats.entries_appended.fetch_add(count, Ordering::Relaxed);
         self.syncer
-            .submit(Box::new(move |outcome| callback.log_io_completed(outcome)))
+            .submit(Box::new(move |outcome| callback.io_completed(outcome)))
             .map_err(log_write)
     }
 
-    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+    async fn truncate_after(&mut self, last_kept: Option<LogId>) -> std::io::Result<()> {
         // Highest first (module doc, "No sled batches"): a crash part-way leaves a
         // shorter log, never one with a hole.
+        let from = last_kept.map_or(0, |l| l.index + 1);
         let keys: Vec<sled::IVec> = self
             .entries
-            .range(index_key(log_id.index)..)
+            .range(index_key(from)..)
             .keys()
             .collect::<sled::Result<_>>()
             .map_err(log_write)?;
@@ -418,7 +425,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     #[tracing::instrument(level = "debug", skip(self))]
-    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+    async fn purge(&mut self, log_id: LogId) -> std::io::Result<()> {
         // 1. Record what is purged, so the log state stays right whatever happens next.
         let bytes = codec::encode(&log_id).map_err(log_write)?;
         self.meta.insert(LAST_PURGED, bytes).map_err(log_write)?;

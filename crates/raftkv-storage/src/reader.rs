@@ -192,8 +192,7 @@ mod tests {
     use std::cell::{Cell, RefCell};
     use std::time::Duration;
 
-    use openraft::storage::RaftStateMachine;
-    use openraft::{CommittedLeaderId, EntryPayload, LogId};
+    use openraft::{EntryPayload, LogId};
     use raftkv_core::Command;
     use raftkv_core::kv::{CompactionRequest, PutRequest};
     use raftkv_core::types::Entry;
@@ -203,7 +202,7 @@ mod tests {
 
     fn entry(index: u64, command: Command) -> Entry {
         Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            log_id: LogId::new(raftkv_core::types::leader_id(1, 1), index),
             payload: EntryPayload::Normal(command),
         }
     }
@@ -244,7 +243,7 @@ mod tests {
             index.set(index.get() + 1);
             let entry = make(index.get());
             runtime
-                .block_on(state_machine.borrow_mut().apply([entry]))
+                .block_on(state_machine.borrow_mut().apply_committed([entry]))
                 .unwrap();
         };
         for i in 0..5 {

@@ -162,12 +162,6 @@ impl SnapshotBuilder {
         let meta = SnapshotMetaOf {
             last_log_id: self.last_applied,
             last_membership: self.membership.clone(),
-            snapshot_id: format!(
-                "{}-r{}-{}",
-                final_name_stem(&self.last_applied),
-                self.revision,
-                unique_suffix()
-            ),
         };
         let dir = &self.shared.snapshot_dir;
         let tmp = dir.join(format!("build-{}.tmp", unique_suffix()));
@@ -216,13 +210,8 @@ impl SnapshotBuilder {
     }
 }
 
-fn final_name_stem(last_applied: &Option<LogId>) -> String {
-    last_applied.map_or("none".to_string(), |id| {
-        format!("t{}-i{}", id.leader_id.term, id.index)
-    })
-}
-
-/// A fresh file for openraft to write a received snapshot into.
+/// A fresh file to write a snapshot received from the leader into (the peer service
+/// fills it, then hands it to openraft, which installs it).
 pub(crate) fn receiving_file(dir: &Path) -> std::io::Result<File> {
     // One transfer at a time: files of earlier transfers that were refused or cut short
     // are garbage now.

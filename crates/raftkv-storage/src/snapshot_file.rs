@@ -10,12 +10,10 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 
-use openraft::SnapshotMeta;
 use serde::{Deserialize, Serialize};
 
 use raftkv_core::codec;
 use raftkv_core::kv::Revision;
-use raftkv_core::types::{MemberNode, NodeId};
 
 use crate::error::{Error, Result};
 
@@ -24,7 +22,7 @@ pub(crate) const MAX_FRAME_PAIR_BYTES: usize = 256 * 1024;
 /// A frame longer than this is corrupt (frames are ~256 KiB plus one oversized pair).
 const MAX_FRAME_LEN: usize = 64 * 1024 * 1024;
 
-pub(crate) type SnapshotMetaOf = SnapshotMeta<NodeId, MemberNode>;
+pub(crate) type SnapshotMetaOf = raftkv_core::types::SnapshotMeta;
 /// Raw tree key/value pairs.
 pub(crate) type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 

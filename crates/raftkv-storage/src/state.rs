@@ -74,6 +74,12 @@ pub struct StateShared {
 }
 
 impl StateShared {
+    /// A fresh file in the snapshot directory to receive a snapshot from the leader into;
+    /// files of earlier transfers that were cut short go first.
+    pub fn receiving_snapshot_file(&self) -> std::io::Result<std::fs::File> {
+        crate::snapshot::receiving_file(&self.snapshot_dir)
+    }
+
     /// The newest applied revision (readers pin this).
     pub fn revision(&self) -> Revision {
         self.revision.load(Ordering::Acquire)

@@ -16,11 +16,14 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use openraft::storage::RaftStateMachine;
-use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta};
+use futures_util::StreamExt;
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use raftkv_core::codec;
 use raftkv_core::kv::{CompactionResponse, ResponseHeader};
-use raftkv_core::types::{Entry, LogId, MemberNode, NodeId, StorageError, StoredMembership, TypeConfig};
+use raftkv_core::types::{
+    Entry, LogId, MemberNode, NodeId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
+};
 use raftkv_core::{Command, Response};
 
 use crate::apply::Applier;
@@ -57,6 +60,28 @@ impl StateMachine {
             last_membership,
             lease_changes,
         })
+    }
+
+    /// A fresh file to receive a snapshot from the leader into, to hand to
+    /// `install_snapshot` once complete (openraft 0.10 leaves receiving to the network).
+    pub async fn begin_receiving_snapshot(&self) -> std::io::Result<SnapshotData> {
+        let shared = self.shared.clone();
+        let file = tokio::task::spawn_blocking(move || shared.receiving_snapshot_file())
+            .await
+            .map_err(|e| snapshot_write(std::io::Error::other(e.to_string())))??;
+        Ok(tokio::fs::File::from_std(file))
+    }
+
+    /// Apply committed entries as one batch and return their answers, in order (what
+    /// openraft's `apply` does, without its responders: tests and tools call it directly).
+    pub async fn apply_committed(
+        &mut self,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> Result<Vec<Response>> {
+        // Uncontended but for a compaction chunk's commit or a generation switch.
+        let writers = self.shared.writers.clone();
+        let mut gate = writers.lock().await;
+        self.apply_entries(entries, &mut gate)
     }
 
     fn apply_entries(
@@ -222,22 +247,34 @@ fn apply_command(applier: &mut Applier<'_>, command: Command, term: u64) -> Resu
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = snapshot::SnapshotBuilder;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+    async fn applied_state(&mut self) -> std::io::Result<(Option<LogId>, StoredMembership)> {
         Ok((self.last_applied, self.last_membership.clone()))
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> std::io::Result<()>
     where
-        I: IntoIterator<Item = Entry> + OptionalSend,
-        I::IntoIter: OptionalSend,
+        Strm: futures_util::Stream<Item = std::io::Result<EntryResponder<TypeConfig>>> + Unpin + OptionalSend,
     {
-        // Uncontended but for a compaction chunk's commit or a generation switch.
-        let writers = self.shared.writers.clone();
-        let mut gate = writers.lock().await;
-        self.apply_entries(entries, &mut gate).map_err(sm_write)
+        // openraft hands one committed run as a stream read from the log: apply it as
+        // one batch, then answer the waiting clients.
+        let mut batch = Vec::new();
+        let mut responders = Vec::new();
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            batch.push(entry);
+            responders.push(responder);
+        }
+        let responses = self.apply_committed(batch).await.map_err(sm_write)?;
+        for (responder, response) in responders.into_iter().zip(responses) {
+            if let Some(responder) = responder {
+                responder.send(response);
+            }
+        }
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -249,17 +286,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         )
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
-        let file = snapshot::receiving_file(&self.shared.snapshot_dir).map_err(snapshot_write)?;
-        Ok(Box::new(tokio::fs::File::from_std(file)))
-    }
-
     #[tracing::instrument(level = "info", skip_all, fields(last_log_id = ?meta.last_log_id))]
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta<NodeId, MemberNode>,
-        snapshot: Box<tokio::fs::File>,
-    ) -> Result<(), StorageError> {
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> std::io::Result<()> {
         let file = snapshot.into_std().await;
         let shared = self.shared.clone();
         let installed_meta = meta.clone();
@@ -281,7 +309,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+    async fn get_current_snapshot(&mut self) -> std::io::Result<Option<Snapshot>> {
         let dir = self.shared.snapshot_dir.clone();
         let current = tokio::task::spawn_blocking(move || snapshot::current(&dir))
             .await
@@ -289,14 +317,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(snapshot_read)?;
         Ok(current.map(|(meta, file)| Snapshot {
             meta,
-            snapshot: Box::new(tokio::fs::File::from_std(file)),
+            snapshot: tokio::fs::File::from_std(file),
         }))
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for snapshot::SnapshotBuilder {
+    type SnapshotData = SnapshotData;
+
     #[tracing::instrument(level = "info", skip_all)]
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+    async fn build_snapshot(&mut self) -> std::io::Result<Snapshot> {
         let builder = self.clone();
         let (meta, file) = tokio::task::spawn_blocking(move || builder.build())
             .await
@@ -304,7 +334,7 @@ impl RaftSnapshotBuilder<TypeConfig> for snapshot::SnapshotBuilder {
             .map_err(snapshot_write)?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(tokio::fs::File::from_std(file)),
+            snapshot: tokio::fs::File::from_std(file),
         })
     }
 }

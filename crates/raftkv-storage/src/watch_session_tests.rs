@@ -4,7 +4,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use openraft::storage::RaftStateMachine;
-use openraft::{CommittedLeaderId, EntryPayload, LogId};
+use openraft::{EntryPayload, LogId};
 use raftkv_core::Command;
 use raftkv_core::kv::{CompactionRequest, DeleteRangeRequest, PutRequest, RequestOp, TxnRequest};
 use raftkv_core::types::Entry;
@@ -36,12 +36,12 @@ impl Fixture {
             .map(|c| {
                 self.index += 1;
                 Entry {
-                    log_id: LogId::new(CommittedLeaderId::new(1, 1), self.index),
+                    log_id: LogId::new(raftkv_core::types::leader_id(1, 1), self.index),
                     payload: EntryPayload::Normal(c),
                 }
             })
             .collect();
-        self.store.state_machine.apply(entries).await.unwrap();
+        self.store.state_machine.apply_committed(entries).await.unwrap();
     }
 
     async fn put(&mut self, key: &str, value: &str) {

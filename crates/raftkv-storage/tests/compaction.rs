@@ -151,7 +151,7 @@ async fn compaction_runs_in_chunks_of_at_most_a_thousand_deletions() {
     assert_eq!(read_all(&store, current).unwrap().len(), 2);
 }
 
-async fn install(follower: &mut Store, snapshot: openraft::Snapshot<raftkv_core::types::TypeConfig>) {
+async fn install(follower: &mut Store, snapshot: raftkv_core::types::Snapshot) {
     let mut incoming = follower.state_machine.begin_receiving_snapshot().await.unwrap();
     let mut data = Vec::new();
     let mut source = snapshot.snapshot;

@@ -59,7 +59,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::storage::{RaftLogReaderExt, RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
-use openraft::{CommittedLeaderId, EntryPayload, LogId, RaftLogReader};
+use openraft::{EntryPayload, LogId, RaftLogReader};
 use raftkv_core::kv::{PutRequest, RangeRequest};
 use raftkv_core::types::Entry;
 use raftkv_storage::{Store, StoreOptions};
@@ -95,7 +95,7 @@ fn value(i: u64) -> Vec<u8> {
 
 fn entry(i: u64) -> Entry {
     Entry {
-        log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+        log_id: LogId::new(raftkv_core::types::leader_id(1, 1), i),
         payload: EntryPayload::Normal(raftkv_core::Command::Put(PutRequest::new(key(i), value(i)))),
     }
 }
@@ -129,7 +129,7 @@ fn crash_child_writer() {
             println!("ACK {next}");
             if next.is_multiple_of(7) {
                 let entries = store.log.try_get_log_entries(applied + 1..=next).await.unwrap();
-                store.state_machine.apply(entries).await.unwrap();
+                store.state_machine.apply_committed(entries).await.unwrap();
                 applied = next;
             }
             if next.is_multiple_of(301) && applied > 50 {

@@ -63,7 +63,7 @@ use std::time::{Duration, Instant};
 
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::storage::RaftStateMachine;
-use openraft::{CommittedLeaderId, EntryPayload, Membership, RaftSnapshotBuilder, SnapshotMeta, Vote};
+use openraft::{EntryPayload, Membership, RaftSnapshotBuilder, SnapshotMeta, Vote};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -576,11 +576,11 @@ fn command() -> BoxedStrategy<Command> {
 
 fn log_id() -> BoxedStrategy<LogId> {
     (0u64..300, 0u64..8, prop_oneof![0u64..300, any::<u64>()])
-        .prop_map(|(term, node, index)| LogId::new(CommittedLeaderId::new(term, node), index))
+        .prop_map(|(term, node, index)| LogId::new(raftkv_core::types::leader_id(term, node), index))
         .boxed()
 }
 
-fn vote() -> BoxedStrategy<Vote<NodeId>> {
+fn vote() -> BoxedStrategy<raftkv_core::types::Vote> {
     (0u64..300, 0u64..8, any::<bool>())
         .prop_map(|(term, node, committed)| {
             if committed {
@@ -607,7 +607,13 @@ fn membership() -> BoxedStrategy<Membership<NodeId, MemberNode>> {
         voters,
         proptest::collection::btree_map(1u64..8, member_node(), 0..4),
     )
-        .prop_map(|(configs, nodes)| Membership::new(configs, nodes))
+        .prop_map(|(configs, mut nodes)| {
+            // 0.10 refuses a membership whose voters have no node: give every voter one.
+            for id in configs.iter().flatten() {
+                nodes.entry(*id).or_insert_with(MemberNode::default);
+            }
+            Membership::new(configs, nodes).unwrap()
+        })
         .boxed()
 }
 
@@ -652,22 +658,16 @@ fn member_record() -> BoxedStrategy<MemberRecord> {
 }
 
 /// The first chunk of an `InstallSnapshot` stream: the sender's vote and the metadata.
-type SnapshotHeaderMsg = (Vote<NodeId>, SnapshotMeta<NodeId, MemberNode>);
+type SnapshotHeaderMsg = (raftkv_core::types::Vote, raftkv_core::types::SnapshotMeta);
 
 fn snapshot_header() -> BoxedStrategy<SnapshotHeaderMsg> {
-    (
-        vote(),
-        proptest::option::of(log_id()),
-        stored_membership(),
-        text(),
-    )
-        .prop_map(|(vote, last_log_id, last_membership, snapshot_id)| {
+    (vote(), proptest::option::of(log_id()), stored_membership())
+        .prop_map(|(vote, last_log_id, last_membership)| {
             (
                 vote,
                 SnapshotMeta {
                     last_log_id,
                     last_membership,
-                    snapshot_id,
                 },
             )
         })
@@ -692,7 +692,7 @@ fn append_entries() -> BoxedStrategy<AppendEntriesRequest<TypeConfig>> {
         .boxed()
 }
 
-fn vote_request() -> BoxedStrategy<VoteRequest<NodeId>> {
+fn vote_request() -> BoxedStrategy<VoteRequest<TypeConfig>> {
     (vote(), proptest::option::of(log_id()))
         .prop_map(|(vote, last)| VoteRequest::new(vote, last))
         .boxed()
@@ -814,7 +814,7 @@ fn random_bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
 fn check_as_stored_types(bytes: &[u8], tally: &Tally) {
     tally.add(check::<Entry>(bytes));
     tally.add(check::<Command>(bytes));
-    tally.add(check::<Vote<NodeId>>(bytes));
+    tally.add(check::<raftkv_core::types::Vote>(bytes));
     tally.add(check::<LogId>(bytes));
     tally.add(check::<Option<LogId>>(bytes));
     tally.add(check::<StoredMembership>(bytes));
@@ -827,7 +827,7 @@ fn check_as_stored_types(bytes: &[u8], tally: &Tally) {
 /// Every type a node decodes from a peer's `RaftBytes` / `SnapshotChunk.header`.
 fn check_as_peer_payloads(bytes: &[u8], tally: &Tally) {
     tally.add(check::<AppendEntriesRequest<TypeConfig>>(bytes));
-    tally.add(check::<VoteRequest<NodeId>>(bytes));
+    tally.add(check::<VoteRequest<TypeConfig>>(bytes));
     tally.add(check::<SnapshotHeaderMsg>(bytes));
     tally.add(check::<Command>(bytes));
     tally.add(check::<MembershipChange>(bytes));
@@ -1120,8 +1120,8 @@ fn enc<T: Serialize>(value: &T) -> Vec<u8> {
 
 fn string_bomb_cases() -> Vec<Case> {
     let node = MemberNode::new(MARK);
-    let membership = Membership::new(vec![BTreeSet::from([1])], BTreeMap::from([(1, node)]));
-    let log_id = LogId::new(CommittedLeaderId::new(1, 1), 1);
+    let membership = Membership::new(vec![BTreeSet::from([1])], BTreeMap::from([(1, node)])).unwrap();
+    let log_id = LogId::new(raftkv_core::types::leader_id(1, 1), 1);
     let entry = Entry {
         log_id,
         payload: EntryPayload::Membership(membership.clone()),
@@ -1132,7 +1132,6 @@ fn string_bomb_cases() -> Vec<Case> {
         SnapshotMeta {
             last_log_id: Some(log_id),
             last_membership: stored.clone(),
-            snapshot_id: MARK.into(),
         },
     );
     let append = AppendEntriesRequest::<TypeConfig> {
@@ -1224,7 +1223,6 @@ fn install_into_fresh_store(bytes: &[u8]) -> Outcome {
     let meta = SnapshotMeta {
         last_log_id: None,
         last_membership: StoredMembership::default(),
-        snapshot_id: String::new(),
     };
     Outcome {
         error: runtime.block_on(install(&mut store, &meta, bytes)).err(),
@@ -1273,7 +1271,7 @@ fn nested_batch_cases() -> Vec<Case> {
     const DEPTH: usize = 100_000;
     let entry = [&[1u8, 2, 3, 1][..], &nested_batch(DEPTH)].concat();
     let marker = Entry {
-        log_id: LogId::new(CommittedLeaderId::new(1, 2), 3),
+        log_id: LogId::new(raftkv_core::types::leader_id(1, 2), 3),
         payload: EntryPayload::Normal(Command::LeaseRevoke { id: 77 }),
     };
     let append = AppendEntriesRequest::<TypeConfig> {
@@ -1359,7 +1357,7 @@ fn deeply_nested_batches_and_answers_are_refused_without_stack_overflow() {
 #[derive(Debug, Serialize, Deserialize)]
 enum FrameModel {
     Header {
-        meta: SnapshotMeta<NodeId, MemberNode>,
+        meta: raftkv_core::types::SnapshotMeta,
         revision: Revision,
         compact_revision: Revision,
     },
@@ -1395,7 +1393,7 @@ fn snapshot_has_length_bomb(file: &[u8]) -> bool {
 
 fn put_entry(index: u64, key: &str, value: &str) -> Entry {
     Entry {
-        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        log_id: LogId::new(raftkv_core::types::leader_id(1, 1), index),
         payload: EntryPayload::Normal(Command::Put(PutRequest::new(key, value))),
     }
 }
@@ -1415,18 +1413,19 @@ async fn served(store: &mut Store) -> Served {
 }
 
 /// A leader's snapshot (with a membership, so its header carries strings) and its state.
-async fn leader_snapshot(dir: &std::path::Path) -> (Vec<u8>, SnapshotMeta<NodeId, MemberNode>, Served) {
+async fn leader_snapshot(dir: &std::path::Path) -> (Vec<u8>, raftkv_core::types::SnapshotMeta, Served) {
     let mut leader = Store::open(dir, StoreOptions::default()).unwrap();
     let membership = Membership::new(
         vec![BTreeSet::from([1])],
         BTreeMap::from([(1, MemberNode::new("http://127.0.0.1:2380"))]),
-    );
+    )
+    .unwrap();
     let mut entries = vec![Entry {
-        log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
+        log_id: LogId::new(raftkv_core::types::leader_id(1, 1), 1),
         payload: EntryPayload::Membership(membership),
     }];
     entries.extend((2..=12).map(|i| put_entry(i, &format!("k{}", i % 5), &format!("v{i}"))));
-    leader.state_machine.apply(entries).await.unwrap();
+    leader.state_machine.apply_committed(entries).await.unwrap();
     let snapshot = leader
         .state_machine
         .get_snapshot_builder()
@@ -1442,7 +1441,7 @@ async fn leader_snapshot(dir: &std::path::Path) -> (Vec<u8>, SnapshotMeta<NodeId
 
 async fn install(
     store: &mut Store,
-    meta: &SnapshotMeta<NodeId, MemberNode>,
+    meta: &raftkv_core::types::SnapshotMeta,
     bytes: &[u8],
 ) -> Result<(), String> {
     let mut incoming = store.state_machine.begin_receiving_snapshot().await.unwrap();
@@ -1513,7 +1512,7 @@ fn garbage_snapshot_files_are_refused_and_change_nothing() {
     let mut follower = Store::open(follower_dir.path(), StoreOptions::default()).unwrap();
     let mine = runtime.block_on(async {
         let entries = [put_entry(1, "mine", "keep")];
-        follower.state_machine.apply(entries).await.unwrap();
+        follower.state_machine.apply_committed(entries).await.unwrap();
         served(&mut follower).await
     });
     let (follower, expected) = (RefCell::new(follower), RefCell::new(mine));
@@ -1613,7 +1612,7 @@ fn valid_values_near_the_byte_limit_decode() {
     runtime.block_on(async {
         let mut leader = Store::open(leader_dir.path(), StoreOptions::default()).unwrap();
         let entries = (1..=1000).map(|i| put_entry(i, &format!("key-{i}"), &format!("value-{i}")));
-        leader.state_machine.apply(entries).await.unwrap();
+        leader.state_machine.apply_committed(entries).await.unwrap();
         let snapshot = leader
             .state_machine
             .get_snapshot_builder()

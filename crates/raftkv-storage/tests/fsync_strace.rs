@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::Command;
 
 use openraft::storage::RaftLogStorageExt;
-use openraft::{CommittedLeaderId, EntryPayload, LogId};
+use openraft::{EntryPayload, LogId};
 use raftkv_core::kv::PutRequest;
 use raftkv_core::types::Entry;
 use raftkv_storage::{Store, StoreOptions};
@@ -27,7 +27,7 @@ const CHILD_ENV: &str = "RAFTKV_STRACE_CHILD_DIR";
 
 fn entry(i: u64, len: usize) -> Entry {
     Entry {
-        log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+        log_id: LogId::new(raftkv_core::types::leader_id(1, 1), i),
         payload: EntryPayload::Normal(raftkv_core::Command::Put(PutRequest::new(
             format!("k{i}"),
             vec![9u8; len],

@@ -4,13 +4,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use openraft::storage::{RaftLogReaderExt, RaftLogStorage, RaftLogStorageExt};
-use openraft::{CommittedLeaderId, EntryPayload, LogId, RaftLogReader, Vote};
+use openraft::{EntryPayload, LogId, RaftLogReader, Vote};
 use raftkv_core::types::Entry;
 use raftkv_storage::{Store, StoreOptions};
 
 fn blank(term: u64, index: u64) -> Entry {
     Entry {
-        log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+        log_id: LogId::new(raftkv_core::types::leader_id(term, 1), index),
         payload: EntryPayload::Blank,
     }
 }
@@ -29,7 +29,7 @@ async fn log_state_survives_restart() {
         // Conflict: entries from 21 on are replaced by term-2 entries.
         store
             .log
-            .truncate(LogId::new(CommittedLeaderId::new(1, 1), 21))
+            .truncate_after(Some(LogId::new(raftkv_core::types::leader_id(1, 1), 20)))
             .await
             .unwrap();
         store

@@ -1,13 +1,14 @@
 //! openraft's own storage conformance suite, unmodified, against the sled store.
 
-use openraft::testing::{StoreBuilder, Suite};
-use raftkv_core::types::{StorageError, TypeConfig};
+use openraft::StorageError;
+use openraft::testing::log::{StoreBuilder, Suite};
+use raftkv_core::types::TypeConfig;
 use raftkv_storage::{LogStore, StateMachine, Store, StoreOptions};
 
 struct SledStoreBuilder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for SledStoreBuilder {
-    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
+    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().map_err(|e| {
             StorageError::from_io_error(openraft::ErrorSubject::Store, openraft::ErrorVerb::Write, e)
         })?;
@@ -27,7 +28,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Sle
     }
 }
 
-#[test]
-fn openraft_storage_suite_passes() {
-    Suite::test_all(SledStoreBuilder).unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openraft_storage_suite_passes() {
+    Suite::test_all(SledStoreBuilder).await.unwrap();
 }

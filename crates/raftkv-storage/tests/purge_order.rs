@@ -12,14 +12,14 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use openraft::storage::{RaftLogReaderExt, RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
-use openraft::{CommittedLeaderId, EntryPayload, LogId, RaftLogReader};
+use openraft::{EntryPayload, LogId, RaftLogReader};
 use raftkv_core::kv::{PutRequest, RangeRequest};
 use raftkv_core::types::Entry;
 use raftkv_storage::{Store, StoreOptions};
 
 fn entry(i: u64) -> Entry {
     Entry {
-        log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+        log_id: LogId::new(raftkv_core::types::leader_id(1, 1), i),
         payload: EntryPayload::Normal(raftkv_core::Command::Put(PutRequest::new(
             format!("k{i:04}"),
             "v",
@@ -33,7 +33,7 @@ async fn purge_syncs_the_state_machine_first_and_deletes_nothing_if_it_cannot() 
     let mut store = Store::open(dir.path(), StoreOptions::default()).unwrap();
     store.log.blocking_append((1..=100).map(entry)).await.unwrap();
     let entries = store.log.try_get_log_entries(1..=100).await.unwrap();
-    store.state_machine.apply(entries).await.unwrap();
+    store.state_machine.apply_committed(entries).await.unwrap();
     let syncs_before = store.shared.sync_stats().syncs.load(Ordering::Relaxed);
     assert!(
         store.shared.synced_applied() < 60,
@@ -82,7 +82,7 @@ async fn purged_entries_are_never_read_and_deleted_behind_the_purge() {
     let mut store = Store::open(dir.path(), StoreOptions::default()).unwrap();
     store.log.blocking_append((1..=1000).map(entry)).await.unwrap();
     let entries = store.log.try_get_log_entries(1..=1000).await.unwrap();
-    store.state_machine.apply(entries).await.unwrap();
+    store.state_machine.apply_committed(entries).await.unwrap();
 
     let upto = store.log.get_log_id(900).await.unwrap();
     store.log.purge(upto).await.unwrap();
@@ -94,7 +94,7 @@ async fn purged_entries_are_never_read_and_deleted_behind_the_purge() {
 
     // A purge past the last entry (as after a snapshot install): the log state says so
     // even while the entries below are still being deleted.
-    let beyond = LogId::new(CommittedLeaderId::new(2, 1), 1500);
+    let beyond = LogId::new(raftkv_core::types::leader_id(2, 1), 1500);
     store.log.purge(beyond).await.unwrap();
     let state = store.log.get_log_state().await.unwrap();
     assert_eq!(
@@ -113,7 +113,7 @@ async fn purged_entries_are_never_read_and_deleted_behind_the_purge() {
         (Some(beyond), Some(beyond))
     );
     let next = Entry {
-        log_id: LogId::new(CommittedLeaderId::new(2, 1), 1501),
+        log_id: LogId::new(raftkv_core::types::leader_id(2, 1), 1501),
         ..entry(1501)
     };
     store.log.blocking_append([next]).await.unwrap();

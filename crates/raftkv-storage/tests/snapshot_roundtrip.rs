@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use openraft::storage::RaftStateMachine;
-use openraft::{CommittedLeaderId, EntryPayload, LogId, RaftSnapshotBuilder};
+use openraft::{EntryPayload, LogId, RaftSnapshotBuilder};
 use raftkv_core::kv::{PutRequest, RangeRequest};
 use raftkv_core::types::Entry;
 use raftkv_storage::{Store, StoreOptions};
@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 fn put(i: u64, key: &str, value: &str) -> Entry {
     Entry {
-        log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+        log_id: LogId::new(raftkv_core::types::leader_id(1, 1), i),
         payload: EntryPayload::Normal(raftkv_core::Command::Put(PutRequest::new(key, value))),
     }
 }
@@ -29,12 +29,12 @@ async fn snapshot_captures_a_point_and_installs_elsewhere() {
     let entries: Vec<Entry> = (1..=50)
         .map(|i| put(i, &format!("k{:02}", i % 10), &format!("v{i}")))
         .collect();
-    leader.state_machine.apply(entries).await.unwrap();
+    leader.state_machine.apply_committed(entries).await.unwrap();
     let mut builder = leader.state_machine.get_snapshot_builder().await;
     // Applied after the capture: must not be in the snapshot.
     leader
         .state_machine
-        .apply([put(51, "late", "x"), put(52, "k01", "late")])
+        .apply_committed([put(51, "late", "x"), put(52, "k01", "late")])
         .await
         .unwrap();
     let snapshot = builder.build_snapshot().await.unwrap();
@@ -103,7 +103,7 @@ async fn corrupt_or_foreign_snapshots_are_refused() {
     let mut leader = open(a.path());
     leader
         .state_machine
-        .apply((1..=20).map(|i| put(i, &format!("k{i}"), "v")))
+        .apply_committed((1..=20).map(|i| put(i, &format!("k{i}"), "v")))
         .await
         .unwrap();
     let snapshot = leader
@@ -120,7 +120,7 @@ async fn corrupt_or_foreign_snapshots_are_refused() {
     let mut follower = open(b.path());
     follower
         .state_machine
-        .apply([put(1, "mine", "keep")])
+        .apply_committed([put(1, "mine", "keep")])
         .await
         .unwrap();
     let cases: Vec<(&str, Vec<u8>)> = vec![

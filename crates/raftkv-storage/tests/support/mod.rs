@@ -5,8 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use openraft::storage::RaftStateMachine;
-use openraft::{CommittedLeaderId, EntryPayload, LogId};
+use openraft::{EntryPayload, LogId};
 use raftkv_core::kv::{CompactionRequest, DeleteRangeRequest, KeyValue, PutRequest, RangeRequest, Revision};
 use raftkv_core::types::Entry;
 use raftkv_core::{Command, Error};
@@ -35,7 +34,7 @@ impl Log {
                 let index = self.next;
                 self.next += 1;
                 Entry {
-                    log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+                    log_id: LogId::new(raftkv_core::types::leader_id(1, 1), index),
                     payload: EntryPayload::Normal(command),
                 }
             })
@@ -46,7 +45,7 @@ impl Log {
         let entries = self.entries(commands);
         // At most 1,000 entries per apply call, as openraft would hand them over.
         for chunk in entries.chunks(1000) {
-            store.state_machine.apply(chunk.to_vec()).await.unwrap();
+            store.state_machine.apply_committed(chunk.to_vec()).await.unwrap();
         }
     }
 
