@@ -218,8 +218,11 @@ fn decide_answer(mutability: Mutability, code: Code, error: Error) -> Decision {
         Error::Unknown(ref text) if text.ends_with(TOO_MANY_REQUESTS) => Decision::TryNext { reason },
         error => match mutability {
             Mutability::Read => {
+                // `Cancelled` is what a tonic server answers when the deadline the call
+                // carried (`grpc-timeout`) expires while it waits, e.g. for a read index
+                // without a quorum: for a read, the same as our deadline passing.
                 let transient = matches!(error, Error::Timeout(_) | Error::Shutdown(_))
-                    || matches!(code, Code::Unavailable | Code::DeadlineExceeded);
+                    || matches!(code, Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled);
                 if transient {
                     Decision::TryNext { reason }
                 } else {

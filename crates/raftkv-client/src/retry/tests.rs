@@ -90,6 +90,8 @@ fn reads_retry_transient_failures() {
         answered(&Error::Shutdown("s".into())),
         classify_status(&Status::deadline_exceeded("context deadline exceeded")),
         classify_status(&Status::unavailable("etcdserver: leader changed")),
+        // A tonic server's answer when the call's own deadline expires while it waits.
+        classify_status(&Status::cancelled("Timeout expired")),
     ];
     for f in transient {
         assert!(
