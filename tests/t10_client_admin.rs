@@ -221,10 +221,13 @@ async fn cluster_and_maintenance_through_the_client() {
     assert_eq!(snapshot.sha256.len(), 32);
     assert_ne!(snapshot.sha256, [0; 32]);
 
-    // MoveLeader: refused as unsupported, not retried, nothing changes.
-    let err = request_error(client.move_leader(follower).await);
-    assert!(matches!(err, RequestError::Unsupported(_)), "{err:?}");
+    // MoveLeader: a non-member is refused, not retried, nothing changes; a voter takes
+    // over (the client finds the leader whichever member it asks first).
+    let err = request_error(client.move_leader(0xdead).await);
+    assert!(matches!(err, RequestError::BadLeaderTransferee(_)), "{err:?}");
     assert_eq!(client.status_of(&leader_url).await.unwrap().leader, leader);
+    client.move_leader(follower).await.unwrap();
+    assert_eq!(client.status_of(&leader_url).await.unwrap().leader, follower);
 
     for node in &nodes {
         node.shutdown().await;

@@ -656,12 +656,18 @@ fn cluster_and_maintenance_rows(t: &mut Table, revisions: &Revisions, used_peer_
         alarm,
         refused(Code::Unimplemented, "alarm action 7"),
     );
-    let unimplemented = refused(Code::Unimplemented, "leadership transfer");
+    // etcd checks leadership first, then the transferee; neither moves anything.
     t.add(
-        "maintenance: move leader",
-        BOTH,
+        "maintenance: move leader to a non-member",
+        LEADER,
+        Req::MoveLeader(0xdead),
+        refused(Code::FailedPrecondition, text::BAD_LEADER_TRANSFEREE),
+    );
+    t.add(
+        "maintenance: move leader, asked of a follower",
+        FOLLOWER,
         Req::MoveLeader(voter),
-        unimplemented,
+        refused(Code::FailedPrecondition, text::NOT_LEADER),
     );
     let future = Req::HashKv(revisions.future);
     t.add(

@@ -12,9 +12,9 @@
 //!
 //! raftkv specifics: alarms are kept per member (not replicated as in etcd), and the
 //! NOSPACE alarm of the leader refuses writes that add data with
-//! [`crate::ServerError::NoSpace`]; Defragment has nothing to do (sled reclaims space by
-//! itself); MoveLeader answers "not supported" (openraft 0.9 cannot transfer leadership),
-//! which reaches the caller as [`crate::RequestError::Unsupported`].
+//! [`crate::ServerError::NoSpace`]; Defragment rewrites the member's database;
+//! MoveLeader returns once the target leads, and a target that is not a voter reaches the
+//! caller as [`crate::RequestError::BadLeaderTransferee`].
 
 use raftkv_core::kv::ResponseHeader;
 use raftkv_proto::etcdserverpb as pb;

@@ -77,10 +77,28 @@ pub(crate) fn from_status(status: tonic::Status) -> RpcError {
     }
 }
 
+/// Test-only (the fault plan's duplication): `data` sent again as `rpc` after `after`,
+/// so it arrives late and out of order; its answer is ignored, as a duplicated packet's
+/// would be.
+pub(crate) fn send_duplicate(
+    rpc: RaftRpc,
+    client: RaftPeerClient<Channel>,
+    data: Vec<u8>,
+    after: Duration,
+    timeout: Duration,
+) {
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        let mut req = tonic::Request::new(RaftBytes { data });
+        req.set_timeout(timeout);
+        let _ = rpc.send(client, req).await;
+    });
+}
+
 /// The unary Raft RPCs (snapshots stream through `full_snapshot`, replication through
 /// `stream_append`).
 #[derive(Clone, Copy)]
-enum RaftRpc {
+pub(crate) enum RaftRpc {
     AppendEntries,
     Vote,
     PreVote,
@@ -128,15 +146,7 @@ impl PeerClient {
             .await
             .map_err(|lost| network(&lost))?;
         if let Some(after) = duplicate {
-            // Test-only: the same message again, later and out of order; its answer is
-            // ignored, as a duplicated packet's would be.
-            let (client, data) = (client.clone(), data.clone());
-            tokio::spawn(async move {
-                tokio::time::sleep(after).await;
-                let mut req = tonic::Request::new(RaftBytes { data });
-                req.set_timeout(timeout);
-                let _ = rpc.send(client, req).await;
-            });
+            send_duplicate(rpc, client.clone(), data.clone(), after, timeout);
         }
         let mut req = tonic::Request::new(RaftBytes { data });
         req.set_timeout(timeout);

@@ -13,8 +13,10 @@
 //! a new one from what the follower matched); so do a transport error, a timeout waiting
 //! for an answer ([`MIN_ANSWER_WAIT`] at least) and the test-only network faults: a part the
 //! fault plan loses, or an answer it loses, fails the stream, never skips a message in it.
-//! A duplicated message has no meaning on an ordered stream: the plan's duplication
-//! applies to the unary calls only.
+//! A duplicate cannot travel on the stream itself (the follower would answer it, and
+//! openraft wants exactly one answer per request), so a part the plan duplicates is sent
+//! again beside the stream, later, as a unary `AppendEntries` whose answer is ignored:
+//! the stale, out-of-order copy Raft must tolerate, as on the unary path.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,12 +29,14 @@ use openraft::raft::{AppendEntriesRequest, StreamAppendResult};
 use raftkv_core::codec;
 use raftkv_core::types::{LogId, TypeConfig};
 use raftkv_proto::raftkvpeer::RaftBytes;
+use raftkv_proto::raftkvpeer::raft_peer_client::RaftPeerClient;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tonic::Streaming;
+use tonic::transport::Channel;
 
 use crate::append_split::{PART_BYTES, fold_stream_part, last_log_id, split_by_bytes};
 use crate::faults::NetFaults;
-use crate::network::{PeerClient, from_status, network};
+use crate::network::{PeerClient, RaftRpc, from_status, network, send_duplicate};
 
 /// Parts sent and not yet answered, at most.
 pub(crate) const MAX_IN_FLIGHT_PARTS: usize = 64;
@@ -78,6 +82,7 @@ where
         input,
         wire_tx,
         sent_tx,
+        grpc.clone(),
         client.faults.clone(),
         client.peer_url.clone(),
         wait,
@@ -121,6 +126,8 @@ async fn send_parts<S>(
     mut input: S,
     wire: mpsc::Sender<RaftBytes>,
     sent: mpsc::Sender<Sent>,
+    // For the fault plan's out-of-band duplicates only.
+    grpc: RaftPeerClient<Channel>,
     faults: NetFaults,
     peer_url: String,
     wait: Duration,
@@ -146,9 +153,15 @@ async fn send_parts<S>(
                     return;
                 }
             };
-            if let Err(lost) = faults.before_request(&peer_url, wait, true).await {
-                let _ = sent.send(Sent::Failed(network(&lost))).await;
-                return;
+            match faults.before_request(&peer_url, wait, true).await {
+                Ok(None) => {}
+                Ok(Some(after)) => {
+                    send_duplicate(RaftRpc::AppendEntries, grpc.clone(), data.clone(), after, wait)
+                }
+                Err(lost) => {
+                    let _ = sent.send(Sent::Failed(network(&lost))).await;
+                    return;
+                }
             }
             let permits = data.len().clamp(1, MAX_IN_FLIGHT_BYTES) as u32;
             let Ok(bytes) = budget.clone().acquire_many_owned(permits).await else {

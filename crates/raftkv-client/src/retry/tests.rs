@@ -206,7 +206,7 @@ fn admin_refusals_are_final_for_reads_and_writes() {
             );
         }
     }
-    // MoveLeader on raftkv: Unimplemented, read back as "not supported".
+    // An Unimplemented call (an older server's MoveLeader, say) reads back as "not supported".
     let unimplemented = classify_status(&Status::unimplemented("raftkv: no leadership transfer"));
     assert!(matches!(
         decide(Mutability::Write, unimplemented),
