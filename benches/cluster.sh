@@ -69,7 +69,7 @@ reserve_port() {
 }
 
 # Start three raftkv members with data under DIR (production durability, warnings
-# logged to DIR/raftkv-<i>.log); sets RK_ENDPOINTS (client URLs, comma-separated) and
+# logged to DIR/raftkv-<i>.log, RK_EXTRA_FLAGS added to each); sets RK_ENDPOINTS (client URLs, comma-separated) and
 # RK_EP1 (member 1's) and appends the members to PIDS.
 start_raftkv_cluster() {
   local dir=$1 cluster="" i c p
@@ -86,7 +86,7 @@ start_raftkv_cluster() {
   done
   for i in 1 2 3; do
     # shellcheck disable=SC2086
-    "$SERVER" ${args[$i]} --initial-cluster "$cluster" --log warn >"$dir/raftkv-$i.out" 2>"$dir/raftkv-$i.log" &
+    "$SERVER" ${args[$i]} --initial-cluster "$cluster" --log warn ${RK_EXTRA_FLAGS:-} >"$dir/raftkv-$i.out" 2>"$dir/raftkv-$i.log" &
     PIDS+=($!); disown
   done
 }

@@ -161,14 +161,24 @@ impl Node {
                     match proposed {
                         Ok(p) => return Ok((p.response, p.log_id.leader_id.term)),
                         // Lost leadership before the entry was appended: nothing happened.
-                        Err(Error::NotLeader { .. }) => {}
+                        // Without a named successor, openraft refused it as a leader whose
+                        // lease lapsed (no quorum acknowledged within the maximum election
+                        // timeout): an operator wants to see each one
+                        // (`benches/steady-leader.sh` counts them).
+                        Err(Error::NotLeader { leader_id, .. }) => {
+                            if leader_id.is_none() {
+                                tracing::warn!(
+                                    "write refused by this leader: no quorum acknowledged within its lease, or it stepped down"
+                                );
+                            }
+                        }
                         Err(e) => return Err(e),
                     }
                 }
                 Some(leader) => {
                     let url = crate::membership::peer_url_of(&self.inner.raft, leader)?;
                     let remaining = deadline.saturating_duration_since(Instant::now());
-                    let forwarded = tokio::time::timeout_at(deadline, async {
+                    let forward = async {
                         match crate::lease::forwarded_as_lease_call(&command) {
                             // Lease commands go through the peer protocol's `Lease` call.
                             Some(call) => self
@@ -179,9 +189,24 @@ impl Node {
                                 .map(|answer| answer.and_then(crate::lease::written)),
                             None => self.inner.connections.forward(&url, &command, remaining).await,
                         }
+                    };
+                    // A leader that froze (or whose answers are lost) never answers; once
+                    // another leader is elected, waiting out the deadline only delays the
+                    // client's next write. The outcome is unknown either way.
+                    let forwarded = tokio::time::timeout_at(deadline, async {
+                        tokio::select! {
+                            answer = forward => Ok(answer),
+                            () = self.leader_moved_from(leader) => Err(()),
+                        }
                     })
                     .await
-                    .map_err(|_| unknown())?;
+                    .map_err(|_| unknown())?
+                    .map_err(|()| {
+                        Error::Unknown(format!(
+                            "the leader changed from {leader} while the forwarded write was in flight; \
+                             it may or may not apply"
+                        ))
+                    })?;
                     match forwarded {
                         Ok(Ok(answer)) => return Ok(answer),
                         // The node we took for the leader no longer leads: nothing proposed.
@@ -195,6 +220,23 @@ impl Node {
             }
             // No (usable) leader: wait for the metrics to change, bounded by the deadline.
             self.wait_for_new_leader(leader, deadline).await?;
+        }
+    }
+
+    /// Resolves once this node follows a leader other than `leader` (elected in a later
+    /// term); never while `leader` still leads or no leader is known.
+    async fn leader_moved_from(&self, leader: u64) {
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            if let Some(now) = metrics.borrow_watched().current_leader
+                && now != leader
+            {
+                return;
+            }
+            if metrics.changed().await.is_err() {
+                // The Raft core stopped: the forward's own outcome or the deadline decides.
+                std::future::pending::<()>().await;
+            }
         }
     }
 

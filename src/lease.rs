@@ -90,11 +90,14 @@ pub(crate) struct LeaseManager {
 }
 
 impl LeaseManager {
-    pub(crate) fn new(checkpoint_interval: Duration, election_timeout: Duration) -> Self {
+    /// `election_timeout_max` sets the minimum TTL: a lease outlives the wait before a
+    /// follower stands (the leader lease, which is this maximum), as etcd's minimum TTL
+    /// outlives its election timeout (700 ms gives etcd's default of 2 s).
+    pub(crate) fn new(checkpoint_interval: Duration, election_timeout_max: Duration) -> Self {
         Self {
             table: parking_lot::Mutex::new(Table::default()),
             checkpoint_interval,
-            min_ttl: lease::min_ttl(election_timeout.as_millis() as u64),
+            min_ttl: lease::min_ttl(election_timeout_max.as_millis() as u64),
         }
     }
 }

@@ -14,10 +14,8 @@ use parking_lot::Mutex;
 use raftkv_client::{Client, ClientOptions, RangeRequest};
 use support::process::ProcessCluster;
 
-/// README, "Failover": with the defaults (heartbeat 100 ms, election timeout 1-2 s) a new
-/// leader is elected within lease + timeout (2 x 2 s) + the shorter-log back-off
-/// (2 x 2 s) + a second and a third round (2 x 2 s) + 2 s of slack.
-const FAILOVER_BOUND: Duration = Duration::from_secs(14);
+// README, "Failover": the bound for the default timers.
+use support::scenario::FAILOVER_BOUND;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_killed_new_leader_no_acknowledged_write_lost_old_leader_catches_up() {

@@ -34,8 +34,16 @@ async fn leader_killed_repeatedly_under_load_stays_linearizable() {
         let killed_at = Instant::now();
         cluster.kill(leader);
         faults.count_event();
-        let new_leader = cluster.agreed_leader(FAILOVER_BOUND * 2).await;
-        scenario.failover(killed_at.elapsed());
+        let (new_leader, resumed) = tokio::join!(
+            async {
+                let new_leader = cluster.agreed_leader(FAILOVER_BOUND * 2).await;
+                (new_leader, killed_at.elapsed())
+            },
+            workload.wait_for_write_sent_after(killed_at, FAILOVER_BOUND * 2),
+        );
+        let (new_leader, took) = new_leader;
+        scenario.failover(took);
+        scenario.writes_resumed(resumed.unwrap_or_else(|e| panic!("after killing {leader}: {e}")));
         assert_ne!(new_leader, leader);
         workload
             .wait_for_writes(20, Duration::from_secs(15))

@@ -44,8 +44,16 @@ async fn paused_leader_serves_no_stale_reads_after_it_wakes() {
         faults.count_event();
         if long {
             let others: Vec<u64> = cluster.running().into_iter().filter(|id| *id != leader).collect();
-            let new_leader = cluster.agreed_leader_among(&others, FAILOVER_BOUND * 2).await;
-            scenario.failover(paused_at.elapsed());
+            let (new_leader, resumed) = tokio::join!(
+                async {
+                    let new_leader = cluster.agreed_leader_among(&others, FAILOVER_BOUND * 2).await;
+                    (new_leader, paused_at.elapsed())
+                },
+                workload.wait_for_write_sent_after(paused_at, FAILOVER_BOUND * 2),
+            );
+            let (new_leader, took) = new_leader;
+            scenario.failover(took);
+            scenario.writes_resumed(resumed.unwrap_or_else(|e| panic!("after pausing {leader}: {e}")));
             assert_ne!(new_leader, leader);
             leader_changes += 1;
             workload

@@ -52,9 +52,9 @@ async fn grant_attach_time_to_live_keep_alive_and_revoke_in_one_revision() {
     let leader = nodes.iter().find(|n| n.id() == leader_id).unwrap();
     let follower = nodes.iter().find(|n| n.id() != leader_id).unwrap();
 
-    // Minimum TTL: 1.5 x the 800 ms election timeout, rounded up.
+    // Minimum TTL: 1.5 x the 1,600 ms maximum election timeout, rounded up.
     let short = follower.lease_grant(0, 1).await.unwrap();
-    assert_eq!(short.ttl, 2);
+    assert_eq!(short.ttl, 3);
     assert_ne!(short.id, 0);
     // Client-chosen id, granted through a follower; a second grant of it is refused.
     let granted = follower.lease_grant(4242, 60).await.unwrap();

@@ -15,6 +15,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+mod support;
+
 use raftkv::*;
 
 const LEASE_ID: i64 = 0x46aa_7f22_615b_2273;
@@ -85,5 +87,48 @@ async fn a_data_dir_of_the_openraft_0_9_build_opens_unchanged() {
     check_fixture_data(&node).await;
     let after = node.get("after-upgrade").await.unwrap().unwrap();
     assert_eq!(after.mod_revision, put.header.revision);
+    node.shutdown().await;
+}
+
+/// A member of the openraft 0.9 build (whose peer requests carry no protocol version) is
+/// refused at its first exchange with a member of this build, with a message saying what
+/// to do, before Raft sees its message; the current protocol passes the same check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_of_the_09_build_is_refused_at_the_first_exchange() {
+    use raftkv_net::peer_protocol::{self, StampRequests};
+    use raftkv_proto::raftkvpeer::raft_peer_client::RaftPeerClient;
+    use raftkv_proto::raftkvpeer::{RaftBytes, ReadIndexRequest};
+
+    let dir = tempfile::tempdir().unwrap();
+    let slot = support::slot(1);
+    let node = support::builder(&slot, dir.path()).start().await.unwrap();
+    node.wait_for_leader(Duration::from_secs(20)).await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(slot.peer_url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+
+    // What the 0.9 build sends: the same service, no version.
+    let mut old = RaftPeerClient::new(channel.clone());
+    for status in [
+        old.vote(RaftBytes { data: vec![1, 2, 3] }).await.unwrap_err(),
+        old.read_index(ReadIndexRequest {}).await.unwrap_err(),
+    ] {
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+        assert!(
+            status
+                .message()
+                .contains("this member speaks version 2, the peer version 1")
+                && status.message().contains("upgrade every member"),
+            "{}",
+            status.message()
+        );
+    }
+
+    // This build's client passes, and the answer names the version.
+    let mut current = RaftPeerClient::with_interceptor(channel, StampRequests);
+    let answer = current.read_index(ReadIndexRequest {}).await.unwrap();
+    assert!(peer_protocol::check_answer(answer.metadata()).is_ok());
     node.shutdown().await;
 }

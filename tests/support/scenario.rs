@@ -22,9 +22,10 @@ use super::process::ProcessCluster;
 use super::workload::{ClientTally, Rng, Workload, WorkloadOptions, key};
 
 /// README, "Failover": with the default timeouts (heartbeat 100 ms, election timeout
-/// 1-2 s) a new leader is elected within lease + timeout (2 x 2 s) + the shorter-log
-/// back-off (2 x 2 s) + a second and a third round (2 x 2 s) + 2 s of slack.
-pub const FAILOVER_BOUND: Duration = Duration::from_secs(14);
+/// 350-700 ms) a new leader is elected within lease + timeout (2 x 0.7 s) + the
+/// shorter-log back-off (2 x 0.7 s) + a second and a third round (2 x 0.7 s) = 4.2 s of
+/// timers, + 2.8 s of slack for scheduling on a loaded machine = 7 s.
+pub const FAILOVER_BOUND: Duration = Duration::from_secs(7);
 
 /// The servers answer every request within this (with an error if need be)...
 pub const SERVER_REQUEST_TIMEOUT_MS: &str = "3000";
@@ -41,6 +42,7 @@ pub struct Scenario {
     pub rng: Rng,
     started: Instant,
     failovers: Vec<Duration>,
+    resumes: Vec<Duration>,
 }
 
 /// A scenario's cluster under load: three members, their fault controls, and the
@@ -106,6 +108,7 @@ impl Scenario {
             rng: Rng::new(seed),
             started: Instant::now(),
             failovers: Vec::new(),
+            resumes: Vec::new(),
         }
     }
 
@@ -129,6 +132,21 @@ impl Scenario {
         println!("{}: leader again after {took:?}", self.name);
         self.failovers.push(took);
     }
+
+    /// Record how long after a fault that removed the leader a write sent after the fault
+    /// was first acknowledged (what a client sees of the failover).
+    pub fn writes_resumed(&mut self, took: Duration) {
+        println!("{}: writes resume after {took:?}", self.name);
+        self.resumes.push(took);
+    }
+}
+
+/// The median and the maximum of `times` (zero when empty).
+fn median_and_max(times: &[Duration]) -> (Duration, Duration) {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
+    (median, sorted.last().copied().unwrap_or_default())
 }
 
 /// Read every key of the workload back through a linearizable get (retrying across
@@ -228,9 +246,11 @@ impl Scenario {
             self.name
         );
         let max_failover = self.failovers.iter().max().copied().unwrap_or_default();
+        let (resume_median, resume_max) = median_and_max(&self.resumes);
         summary(&format!(
             "RELIABILITY {} seed={} secs={} ops={} acked_writes={} unknown={} checked={} keys={} {} \
-             failovers={} max_failover_ms={} hangs=0 violations=0",
+             failovers={} max_failover_ms={} resumes={} resume_median_ms={} resume_max_ms={} \
+             hangs=0 violations=0",
             self.name,
             self.seed,
             self.started.elapsed().as_secs(),
@@ -242,6 +262,9 @@ impl Scenario {
             verdict.injected,
             self.failovers.len(),
             max_failover.as_millis(),
+            self.resumes.len(),
+            resume_median.as_millis(),
+            resume_max.as_millis(),
         ));
     }
 }

@@ -95,6 +95,9 @@ pub struct Workload {
     stop: Arc<AtomicBool>,
     ops: Arc<AtomicU64>,
     acked_writes: Arc<AtomicU64>,
+    /// When the latest-sent acknowledged write was sent (µs since `epoch`).
+    last_acked_write_sent: Arc<AtomicU64>,
+    epoch: Instant,
     tasks: Vec<tokio::task::JoinHandle<ClientTally>>,
     endpoints: Vec<String>,
     options: WorkloadOptions,
@@ -119,6 +122,8 @@ impl Workload {
         let stop = Arc::new(AtomicBool::new(false));
         let ops = Arc::new(AtomicU64::new(0));
         let acked_writes = Arc::new(AtomicU64::new(0));
+        let last_acked_write_sent = Arc::new(AtomicU64::new(0));
+        let epoch = Instant::now();
         let tasks = (0..options.clients)
             .map(|i| {
                 let endpoint = i % endpoints.len();
@@ -129,7 +134,11 @@ impl Workload {
                     recorder.clone(),
                     stop.clone(),
                     ops.clone(),
-                    acked_writes.clone(),
+                    Acks {
+                        count: acked_writes.clone(),
+                        last_sent: last_acked_write_sent.clone(),
+                        epoch,
+                    },
                     options.clone(),
                 ))
             })
@@ -139,6 +148,8 @@ impl Workload {
             stop,
             ops,
             acked_writes,
+            last_acked_write_sent,
+            epoch,
             tasks,
             endpoints,
             options,
@@ -170,6 +181,27 @@ impl Workload {
         Ok(start.elapsed())
     }
 
+    /// Wait until a write *sent after* `since` is acknowledged, and return how long after
+    /// `since` that was. After the leader is killed at `since`, this is when writes resume:
+    /// an answer the old leader sent just before it died cannot count, since its request
+    /// was sent before `since`.
+    pub async fn wait_for_write_sent_after(
+        &self,
+        since: Instant,
+        timeout: Duration,
+    ) -> Result<Duration, String> {
+        let since_us = since.saturating_duration_since(self.epoch).as_micros() as u64;
+        while self.last_acked_write_sent.load(Ordering::Relaxed) <= since_us {
+            if since.elapsed() > timeout {
+                return Err(format!(
+                    "no write sent after the fault was acknowledged within {timeout:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(since.elapsed())
+    }
+
     /// Stop the clients (each finishes or abandons its request in flight) and return the
     /// recorder and what each client saw.
     pub async fn stop(self) -> (Arc<Recorder>, Vec<ClientTally>) {
@@ -182,6 +214,21 @@ impl Workload {
     }
 }
 
+/// Where a client counts its acknowledged writes.
+struct Acks {
+    count: Arc<AtomicU64>,
+    last_sent: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
+impl Acks {
+    fn record(&self, sent: Instant) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let sent_us = sent.saturating_duration_since(self.epoch).as_micros() as u64;
+        self.last_sent.fetch_max(sent_us, Ordering::Relaxed);
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run_client(
     client: u64,
@@ -190,7 +237,7 @@ async fn run_client(
     recorder: Arc<Recorder>,
     stop: Arc<AtomicBool>,
     ops: Arc<AtomicU64>,
-    acked_writes: Arc<AtomicU64>,
+    acks: Acks,
     options: WorkloadOptions,
 ) -> ClientTally {
     let mut kv = KvClient::new(channel);
@@ -219,7 +266,7 @@ async fn run_client(
         match answer {
             Ok(Ok(outcome)) => {
                 if !matches!(kind, OpKind::Get { .. }) {
-                    acked_writes.fetch_add(1, Ordering::Relaxed);
+                    acks.record(started);
                 }
                 recorder.complete(pending, outcome);
                 tally.ok += 1;

@@ -11,10 +11,15 @@ use raftkv_core::codec;
 use raftkv_core::{Command, Error, LeaseAnswer, LeaseCall, MembershipChange, Response};
 use raftkv_proto::raftkvpeer::raft_peer_client::RaftPeerClient;
 use raftkv_proto::raftkvpeer::{RaftBytes, ReadIndexRequest};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::MAX_PEER_MESSAGE_BYTES;
 use crate::faults::{Lost, NetFaults};
+use crate::peer_protocol::{self, StampRequests};
+
+/// A peer-protocol client whose requests carry this build's protocol version.
+pub type PeerRpcClient = RaftPeerClient<InterceptedService<Channel, StampRequests>>;
 
 /// Talking to a peer failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -38,6 +43,9 @@ pub enum PeerError {
     /// The peer answered something that does not decode.
     #[error("peer sent an undecodable answer: {0}")]
     Codec(String),
+    /// The peer runs a build with another peer protocol (`peer_protocol`).
+    #[error("{0}")]
+    Protocol(String),
 }
 
 impl PeerError {
@@ -71,9 +79,15 @@ impl PeerError {
                         || message.contains("ConnectionRefused")
                         || message.contains("Connection refused"))
             }
-            PeerError::Codec(_) => false,
+            PeerError::Codec(_) | PeerError::Protocol(_) => false,
         }
     }
+}
+
+/// The body of a peer's answer, if the answer names this build's protocol version.
+pub(crate) fn checked<T>(answer: tonic::Response<T>) -> Result<T, PeerError> {
+    peer_protocol::check_answer(answer.metadata()).map_err(PeerError::Protocol)?;
+    Ok(answer.into_inner())
 }
 
 /// Shared cache of channels to peers, keyed by peer URL. Cheap to clone.
@@ -142,10 +156,12 @@ impl PeerConnections {
     }
 
     /// A peer-protocol client for `url`.
-    pub fn client(&self, url: &str) -> Result<RaftPeerClient<Channel>, PeerError> {
-        Ok(RaftPeerClient::new(self.channel(url)?)
-            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
+    pub fn client(&self, url: &str) -> Result<PeerRpcClient, PeerError> {
+        Ok(
+            RaftPeerClient::with_interceptor(self.channel(url)?, StampRequests)
+                .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
+        )
     }
 
     /// Ask the leader at `url` for a read index.
@@ -158,7 +174,7 @@ impl PeerConnections {
                 client.read_index(request).await.map_err(PeerError::rpc)
             })
             .await?;
-        codec::decode(&answer.into_inner().data).map_err(|e| PeerError::Codec(e.to_string()))
+        codec::decode(&checked(answer)?.data).map_err(|e| PeerError::Codec(e.to_string()))
     }
 
     /// Forward a validated client write to the leader at `url`; returns the leader's
@@ -178,7 +194,7 @@ impl PeerConnections {
                 client.forward(request).await.map_err(PeerError::rpc)
             })
             .await?;
-        codec::decode(&answer.into_inner().data).map_err(|e| PeerError::Codec(e.to_string()))
+        codec::decode(&checked(answer)?.data).map_err(|e| PeerError::Codec(e.to_string()))
     }
 }
 
@@ -199,7 +215,7 @@ impl PeerConnections {
                 client.change_membership(request).await.map_err(PeerError::rpc)
             })
             .await?;
-        codec::decode(&answer.into_inner().data).map_err(|e| PeerError::Codec(e.to_string()))
+        codec::decode(&checked(answer)?.data).map_err(|e| PeerError::Codec(e.to_string()))
     }
 
     /// Ask the leader at `url` to answer a lease call (keep-alive, time-to-live).
@@ -218,6 +234,6 @@ impl PeerConnections {
                 client.lease(request).await.map_err(PeerError::rpc)
             })
             .await?;
-        codec::decode(&answer.into_inner().data).map_err(|e| PeerError::Codec(e.to_string()))
+        codec::decode(&checked(answer)?.data).map_err(|e| PeerError::Codec(e.to_string()))
     }
 }

@@ -51,6 +51,7 @@ mod kv_service;
 mod lease_service;
 mod lock_service;
 mod network;
+pub mod peer_protocol;
 mod peer_service;
 mod require_leader;
 mod stream_append;
@@ -60,7 +61,7 @@ mod watch_service;
 pub use cluster_service::{
     API_VERSION, AlarmInfo, ClusterBackend, ClusterService, MemberInfo, SnapshotStream, StatusInfo,
 };
-pub use connections::{PeerConnections, PeerError};
+pub use connections::{PeerConnections, PeerError, PeerRpcClient};
 pub use election_service::{
     ELECTION_NO_LEADER, ELECTION_NOT_LEADER, ElectionBackend, ElectionService, LeaderKeyParts, ObserveStream,
 };

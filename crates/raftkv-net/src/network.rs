@@ -15,14 +15,12 @@ use openraft::raft::{
 };
 use raftkv_core::codec;
 use raftkv_core::types::{MemberNode, NodeId, Snapshot, SnapshotData, TypeConfig, Vote};
-use raftkv_proto::raftkvpeer::raft_peer_client::RaftPeerClient;
 use raftkv_proto::raftkvpeer::{RaftBytes, SnapshotChunk};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tonic::Code;
-use tonic::transport::Channel;
 
 use crate::append_split::{PART_BYTES, UnaryFold, last_log_id, split_by_bytes};
-use crate::connections::{PeerConnections, PeerError};
+use crate::connections::{PeerConnections, PeerError, PeerRpcClient, checked};
 use crate::faults::NetFaults;
 
 /// Snapshot chunk size: big enough to stream fast, small enough to bound memory.
@@ -45,7 +43,7 @@ impl PeerNetwork {
 pub struct PeerClient {
     pub(crate) target: NodeId,
     pub(crate) peer_url: String,
-    pub(crate) client: Result<RaftPeerClient<Channel>, PeerError>,
+    pub(crate) client: Result<PeerRpcClient, PeerError>,
     pub(crate) faults: NetFaults,
 }
 
@@ -68,11 +66,12 @@ pub(crate) fn network(e: &(impl std::error::Error + 'static)) -> RpcError {
     RPCError::Network(NetworkError::new(e))
 }
 
-/// Map a failed call: unreachable peers make openraft back off, anything else is a plain
-/// network error.
+/// Map a failed call: unreachable peers, and peers that refuse this build's protocol
+/// version (`peer_protocol`), make openraft back off; anything else is a plain network
+/// error.
 pub(crate) fn from_status(status: tonic::Status) -> RpcError {
     match status.code() {
-        Code::Unavailable => RPCError::Unreachable(Unreachable::new(&status)),
+        Code::Unavailable | Code::FailedPrecondition => RPCError::Unreachable(Unreachable::new(&status)),
         _ => network(&status),
     }
 }
@@ -82,7 +81,7 @@ pub(crate) fn from_status(status: tonic::Status) -> RpcError {
 /// would be.
 pub(crate) fn send_duplicate(
     rpc: RaftRpc,
-    client: RaftPeerClient<Channel>,
+    client: PeerRpcClient,
     data: Vec<u8>,
     after: Duration,
     timeout: Duration,
@@ -108,7 +107,7 @@ pub(crate) enum RaftRpc {
 impl RaftRpc {
     async fn send(
         self,
-        mut client: RaftPeerClient<Channel>,
+        mut client: PeerRpcClient,
         request: tonic::Request<RaftBytes>,
     ) -> Result<tonic::Response<RaftBytes>, tonic::Status> {
         match self {
@@ -121,7 +120,7 @@ impl RaftRpc {
 }
 
 impl PeerClient {
-    pub(crate) fn client(&self) -> Result<RaftPeerClient<Channel>, Unreachable<TypeConfig>> {
+    pub(crate) fn client(&self) -> Result<PeerRpcClient, Unreachable<TypeConfig>> {
         self.client.clone().map_err(|e| Unreachable::new(&e))
     }
 
@@ -154,7 +153,8 @@ impl PeerClient {
         self.faults
             .after_response(&self.peer_url)
             .map_err(|lost| network(&lost))?;
-        let result: Result<Resp, E> = codec::decode(&answer.into_inner().data).map_err(|e| network(&e))?;
+        let answer = checked(answer).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let result: Result<Resp, E> = codec::decode(&answer.data).map_err(|e| network(&e))?;
         result.map_err(|e| network(&e))
     }
 }
@@ -310,8 +310,9 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         self.faults
             .after_response(&self.peer_url)
             .map_err(|lost| NetworkError::new(&lost))?;
+        let answer = checked(answer).map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
         let result: Result<SnapshotResponse<TypeConfig>, openraft::error::Fatal<TypeConfig>> =
-            codec::decode(&answer.into_inner().data).map_err(|e| NetworkError::new(&e))?;
+            codec::decode(&answer.data).map_err(|e| NetworkError::new(&e))?;
         result.map_err(|e| StreamingError::Network(NetworkError::new(&e)))
     }
 }

@@ -18,6 +18,8 @@ use raftkv_proto::raftkvpeer::{RaftBytes, ReadIndexRequest, ReadIndexResponse, S
 use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response as GrpcResponse, Status, Streaming};
 
+use crate::peer_protocol::stamp_answer;
+
 /// Where forwarded writes go: the local node's proposer (validated again here: a leader
 /// does not trust a follower's checks).
 pub trait ForwardTarget: Send + Sync + 'static {
@@ -117,7 +119,7 @@ impl<F: ForwardTarget, SM: KvStateMachine> RaftPeer for PeerService<F, SM> {
         let rpc: AppendEntriesRequest<TypeConfig> = decode(&request.into_inner().data)?;
         self.forward.heard_from_leader();
         let result = self.raft.append_entries(rpc).await;
-        Ok(GrpcResponse::new(encode(&result)?))
+        Ok(stamp_answer(GrpcResponse::new(encode(&result)?)))
     }
 
     type StreamAppendStream = AnswerStream;
@@ -147,26 +149,26 @@ impl<F: ForwardTarget, SM: KvStateMachine> RaftPeer for PeerService<F, SM> {
             .take_while(|rpc| std::future::ready(rpc.is_some()))
             .filter_map(std::future::ready);
         let answers = self.raft.stream_append(requests).map(|answer| encode(&answer));
-        Ok(GrpcResponse::new(Box::pin(answers)))
+        Ok(stamp_answer(GrpcResponse::new(Box::pin(answers))))
     }
 
     async fn vote(&self, request: Request<RaftBytes>) -> Result<GrpcResponse<RaftBytes>, Status> {
         let rpc: VoteRequest<TypeConfig> = decode(&request.into_inner().data)?;
         let result = self.raft.vote(rpc).await;
-        Ok(GrpcResponse::new(encode(&result)?))
+        Ok(stamp_answer(GrpcResponse::new(encode(&result)?)))
     }
 
     async fn pre_vote(&self, request: Request<RaftBytes>) -> Result<GrpcResponse<RaftBytes>, Status> {
         let rpc: VoteRequest<TypeConfig> = decode(&request.into_inner().data)?;
         let result = self.raft.pre_vote(rpc).await;
-        Ok(GrpcResponse::new(encode(&result)?))
+        Ok(stamp_answer(GrpcResponse::new(encode(&result)?)))
     }
 
     #[tracing::instrument(level = "info", skip_all)]
     async fn transfer_leader(&self, request: Request<RaftBytes>) -> Result<GrpcResponse<RaftBytes>, Status> {
         let rpc: TransferLeaderRequest<TypeConfig> = decode(&request.into_inner().data)?;
         let result = self.raft.handle_transfer_leader(rpc).await;
-        Ok(GrpcResponse::new(encode(&result)?))
+        Ok(stamp_answer(GrpcResponse::new(encode(&result)?)))
     }
 
     #[tracing::instrument(level = "info", skip_all)]
@@ -188,7 +190,7 @@ impl<F: ForwardTarget, SM: KvStateMachine> RaftPeer for PeerService<F, SM> {
                 openraft::raft::SnapshotResponse<TypeConfig>,
                 openraft::error::Fatal<TypeConfig>,
             > = Ok(openraft::raft::SnapshotResponse { vote: ours });
-            return Ok(GrpcResponse::new(encode(&refused)?));
+            return Ok(stamp_answer(GrpcResponse::new(encode(&refused)?)));
         }
         let inbox = self.inbox.clone();
         let file: SnapshotData = tokio::task::spawn_blocking(move || inbox())
@@ -210,7 +212,7 @@ impl<F: ForwardTarget, SM: KvStateMachine> RaftPeer for PeerService<F, SM> {
             .raft
             .install_full_snapshot(vote, Snapshot { meta, snapshot: file })
             .await;
-        Ok(GrpcResponse::new(encode(&result)?))
+        Ok(stamp_answer(GrpcResponse::new(encode(&result)?)))
     }
 
     async fn read_index(
@@ -218,16 +220,16 @@ impl<F: ForwardTarget, SM: KvStateMachine> RaftPeer for PeerService<F, SM> {
         _request: Request<ReadIndexRequest>,
     ) -> Result<GrpcResponse<ReadIndexResponse>, Status> {
         let result: Result<u64, Error> = leader_read_index(&self.raft, self.read_floor).await;
-        Ok(GrpcResponse::new(ReadIndexResponse {
+        Ok(stamp_answer(GrpcResponse::new(ReadIndexResponse {
             data: encode(&result)?.data,
-        }))
+        })))
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn forward(&self, request: Request<RaftBytes>) -> Result<GrpcResponse<RaftBytes>, Status> {
         let command: Command = decode(&request.into_inner().data)?;
         let result = self.forward.propose_forwarded(command).await;
-        Ok(GrpcResponse::new(encode(&result)?))
+        Ok(stamp_answer(GrpcResponse::new(encode(&result)?)))
     }
 
     #[tracing::instrument(level = "info", skip_all)]
@@ -237,13 +239,13 @@ impl<F: ForwardTarget, SM: KvStateMachine> RaftPeer for PeerService<F, SM> {
     ) -> Result<GrpcResponse<RaftBytes>, Status> {
         let change: MembershipChange = decode(&request.into_inner().data)?;
         let result = self.forward.change_membership_forwarded(change).await;
-        Ok(GrpcResponse::new(encode(&result)?))
+        Ok(stamp_answer(GrpcResponse::new(encode(&result)?)))
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn lease(&self, request: Request<RaftBytes>) -> Result<GrpcResponse<RaftBytes>, Status> {
         let call: LeaseCall = decode(&request.into_inner().data)?;
         let result = self.forward.lease_forwarded(call).await;
-        Ok(GrpcResponse::new(encode(&result)?))
+        Ok(stamp_answer(GrpcResponse::new(encode(&result)?)))
     }
 }

@@ -23,18 +23,17 @@ use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use openraft::base::BoxStream;
-use openraft::error::{NetworkError, RPCError};
+use openraft::error::{NetworkError, RPCError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{AppendEntriesRequest, StreamAppendResult};
 use raftkv_core::codec;
 use raftkv_core::types::{LogId, TypeConfig};
 use raftkv_proto::raftkvpeer::RaftBytes;
-use raftkv_proto::raftkvpeer::raft_peer_client::RaftPeerClient;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tonic::Streaming;
-use tonic::transport::Channel;
 
 use crate::append_split::{PART_BYTES, fold_stream_part, last_log_id, split_by_bytes};
+use crate::connections::{PeerRpcClient, checked};
 use crate::faults::NetFaults;
 use crate::network::{PeerClient, RaftRpc, from_status, network, send_duplicate};
 
@@ -93,8 +92,8 @@ where
             wire_rx,
         )))
         .await
-        .map_err(from_status)?
-        .into_inner();
+        .map_err(from_status)?;
+    let answers = checked(answers).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
     let state = Answers {
         answers,
         sent: sent_rx,
@@ -127,7 +126,7 @@ async fn send_parts<S>(
     wire: mpsc::Sender<RaftBytes>,
     sent: mpsc::Sender<Sent>,
     // For the fault plan's out-of-band duplicates only.
-    grpc: RaftPeerClient<Channel>,
+    grpc: PeerRpcClient,
     faults: NetFaults,
     peer_url: String,
     wait: Duration,

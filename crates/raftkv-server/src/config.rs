@@ -53,7 +53,7 @@ raftkv-server: a raftkv node speaking etcd's v3 gRPC API
   --advertise-peer-url URL      peer URL (default: from --initial-cluster, else http://<listen-peer>)
   --name NAME                   member name
   --heartbeat-ms N              Raft heartbeat interval (default 100)
-  --election-timeout-ms N       election timeout minimum; maximum is twice it (default 1000)
+  --election-timeout-ms N       election timeout minimum; maximum is twice it (default 350)
   --request-timeout-ms N        deadline of one request (default 5000)
   --snapshot-every N            snapshot every N log entries (default 10000)
   --quota-backend-bytes N       disk quota; past it NOSPACE is raised (default 2 GiB)
@@ -229,7 +229,7 @@ impl Config {
         let mut advertise_client_urls = Vec::new();
         let mut advertise_peer_url = None;
         let mut heartbeat = Duration::from_millis(100);
-        let mut election_timeout = Duration::from_millis(1000);
+        let mut election_timeout = Duration::from_millis(350);
         let mut request_timeout = Duration::from_millis(5000);
         let mut snapshot_every = 10_000;
         let mut quota_backend_bytes: u64 = 2 << 30;
