@@ -12,8 +12,9 @@
 //! - `index_advance/<variant>/<threads>`: the lock-free `Watermark` against `Mutex<u64>`
 //!   and `parking_lot::Mutex<u64>`, advanced by 2 or 4 writer threads while a reader polls
 //!   and waits (the machine has 2 cores: more threads measure the scheduler).
-//! - `proposer/<batching on|off>/<writers>`: put throughput with 1, 16, 64 concurrent
-//!   writers, group commit on and off.
+//! - `proposer/<batching_on|batching_off|direct>/<writers>`: put throughput with 1, 16,
+//!   64 concurrent writers: group commit, the proposer with one request per entry, and no
+//!   proposer at all (each caller calls openraft's `client_write`).
 //!
 //! `cargo bench --bench commit_latency` runs them all (a few minutes);
 //! `cargo test --benches` runs each once as a smoke test (CI does).
@@ -327,16 +328,30 @@ fn proposer(c: &mut Criterion) {
     let rt = runtime();
     let mut group = c.benchmark_group("proposer");
     group.sample_size(10).measurement_time(Duration::from_secs(5));
-    for batching in [true, false] {
+    let variants = [
+        ("batching_on", ProposerConfig::default()),
+        (
+            "batching_off",
+            ProposerConfig {
+                batching: false,
+                ..ProposerConfig::default()
+            },
+        ),
+        (
+            "direct",
+            ProposerConfig {
+                mode: raftkv::ProposalMode::Direct,
+                ..ProposerConfig::default()
+            },
+        ),
+    ];
+    for (label, config) in variants {
         let dir = tempfile::tempdir().expect("tempdir");
         let node = rt.block_on(async {
             let node = Node::builder()
                 .id(1)
                 .data_dir(dir.path())
-                .proposer(ProposerConfig {
-                    batching,
-                    ..ProposerConfig::default()
-                })
+                .proposer(config)
                 .start()
                 .await
                 .expect("start");
@@ -345,7 +360,6 @@ fn proposer(c: &mut Criterion) {
                 .expect("leader");
             node
         });
-        let label = if batching { "batching_on" } else { "batching_off" };
         for writers in [1u64, 16, 64] {
             group.throughput(Throughput::Elements(writers));
             group.bench_function(BenchmarkId::new(label, writers), |b| {

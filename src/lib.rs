@@ -69,6 +69,6 @@ pub use raftkv_core::kv::*;
 pub use raftkv_core::lease::LeaseInfo;
 pub use raftkv_core::validate::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS, Limits};
 pub use raftkv_core::watch::{Event, EventType, INVALID_WATCH_ID, WatchId, WatchRequest, WatchResponse};
-pub use raftkv_core::{Error, IndexCell, ProposerConfig, RequestError, Result, Watermark};
+pub use raftkv_core::{Error, IndexCell, ProposalMode, ProposerConfig, RequestError, Result, Watermark};
 pub use raftkv_storage::{AutoDefrag, DefragReport, StoreOptions, WatchConfig};
 pub use watch::{WatchCounts, WatchStream};

@@ -32,6 +32,7 @@ use openraft::raft::{
 use raftkv::{DEFAULT_MAX_REQUEST_BYTES, KeyValue, Member, Node, RangeRequest};
 use raftkv_core::types::Vote;
 use raftkv_core::{Command, Response, TypeConfig, codec};
+use raftkv_net::peer_protocol::{self, StampRequests};
 use raftkv_proto::etcdserverpb as pb;
 use raftkv_proto::etcdserverpb::cluster_client::ClusterClient;
 use raftkv_proto::etcdserverpb::kv_client::KvClient;
@@ -1032,6 +1033,9 @@ async fn raw_unary(channel: &Channel, path: &str, payload: &[u8]) -> Result<Vec<
         .uri(path)
         .header("content-type", "application/grpc")
         .header("te", "trailers")
+        // Peer calls carry this build's protocol version (t27 checks the refusal of
+        // those that do not); the client API ignores it.
+        .header(peer_protocol::HEADER, peer_protocol::VERSION.to_string())
         .body(tonic::body::Body::new(String::from_utf8(frame).unwrap()))
         .unwrap();
     let mut channel = channel.clone();
@@ -1082,7 +1086,7 @@ async fn send(req: &Req, node: &Node, wire: &Wire) -> Outcome {
     let mut kv = KvClient::new(wire.client.clone());
     let mut cluster = ClusterClient::new(wire.client.clone());
     let mut maintenance = MaintenanceClient::new(wire.client.clone());
-    let mut peer = RaftPeerClient::new(wire.peer.clone());
+    let mut peer = RaftPeerClient::with_interceptor(wire.peer.clone(), StampRequests);
     let term = node.metrics().term;
     match req {
         Req::Put(r) => show(kv.put(r.clone()).await),
@@ -1489,9 +1493,12 @@ async fn child_nested_forward() {
     let dir = tempfile::tempdir().unwrap();
     let nodes = support::start_cluster(1, dir.path()).await;
     support::wait_for_agreed_leader(&nodes, WAIT).await;
-    let mut peer = RaftPeerClient::connect(nodes[0].peer_url().to_string())
+    let channel = tonic::transport::Endpoint::from_shared(nodes[0].peer_url().to_string())
+        .unwrap()
+        .connect()
         .await
         .unwrap();
+    let mut peer = RaftPeerClient::with_interceptor(channel, StampRequests);
     let data = nested_txn_command(100_000);
     let answer = within("the nested Forward", peer.forward(RaftBytes { data })).await;
     println!(

@@ -20,7 +20,8 @@ use support::process::ProcessCluster;
 /// Deadline of every wait in this file.
 const WAIT: Duration = Duration::from_secs(20);
 
-/// README, "Failover": a new leader within 14 s with the default timeouts.
+/// The README's failover formula with the in-process timers (800-1,600 ms): 1.6 + 1.6 +
+/// 3.2 + 3.2 s + slack, within 14 s.
 const FAILOVER_BOUND: Duration = Duration::from_secs(14);
 
 fn leased(key: &str, lease: i64) -> PutRequest {

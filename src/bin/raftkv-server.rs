@@ -82,6 +82,14 @@ async fn serve(config: Config, inherited: Inherited) -> raftkv::Result<()> {
         .snapshot_every_entries(config.snapshot_every)
         .quota_backend_bytes(config.quota_backend_bytes)
         .lease_checkpoint_interval(config.lease_checkpoint)
+        .proposer(raftkv::ProposerConfig {
+            mode: if config.direct_proposals {
+                raftkv::ProposalMode::Direct
+            } else {
+                raftkv::ProposalMode::GroupCommit
+            },
+            ..raftkv::ProposerConfig::default()
+        })
         .auto_defrag(AutoDefrag {
             ratio: config.auto_defrag_ratio,
             ..AutoDefrag::default()

@@ -48,7 +48,7 @@ pub use error::{Error, RequestError, Result};
 pub use kv::*;
 pub use lease::{LeaseAnswer, LeaseCall, LeaseInfo};
 pub use membership::MembershipChange;
-pub use proposer::{Proposer, ProposerConfig, ProposerStats};
+pub use proposer::{ProposalMode, Proposer, ProposerConfig, ProposerStats};
 pub use types::{MemberNode, NodeId, TypeConfig};
 pub use watch::{Event, EventType, INVALID_WATCH_ID, WatchId, WatchRequest, WatchResponse, WatchSession};
 pub use watermark::{IndexCell, Watermark};

@@ -11,7 +11,14 @@
 //!
 //! Under no load a request is proposed alone at once (no timer, no added latency); under
 //! load the batch grows with the queue, which is what lifts throughput.
+//!
+//! [`ProposalMode::Direct`] skips all of this for the ablation benchmark: each caller
+//! calls openraft's `client_write` itself (openraft 0.10 merges concurrent writes into one
+//! log append, but each request stays its own entry). The group-commit mode stays the
+//! default while the ablation shows it earns its place (README, "Performance").
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -37,6 +44,18 @@ pub struct ProposerConfig {
     /// Batching on (the default) or off: off proposes every request as its own entry,
     /// for the ablation benchmark.
     pub batching: bool,
+    /// Through the group-commit task (the default) or straight to openraft.
+    pub mode: ProposalMode,
+}
+
+/// How requests reach openraft.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProposalMode {
+    /// Queued, batched into entries by the proposer task.
+    #[default]
+    GroupCommit,
+    /// Each caller calls `client_write` itself, one entry per request.
+    Direct,
 }
 
 impl Default for ProposerConfig {
@@ -47,6 +66,7 @@ impl Default for ProposerConfig {
             max_batch_bytes: 4 * 1024 * 1024,
             queue_capacity: 16 * 1024,
             batching: true,
+            mode: ProposalMode::GroupCommit,
         }
     }
 }
@@ -75,11 +95,17 @@ struct Pending {
     reply: oneshot::Sender<Result<Proposed>>,
 }
 
+type WriteFuture = Pin<Box<dyn Future<Output = Result<Proposed>> + Send>>;
+
+/// [`ProposalMode::Direct`]: one request straight to openraft.
+type DirectWrite = Arc<dyn Fn(Command) -> WriteFuture + Send + Sync>;
+
 /// Handle to the group-commit task. Cheap to clone.
 #[derive(Clone)]
 pub struct Proposer {
     queue: mpsc::Sender<Pending>,
     stats: Arc<ProposerStats>,
+    direct: Option<DirectWrite>,
 }
 
 impl Proposer {
@@ -87,13 +113,32 @@ impl Proposer {
     pub fn spawn<SM: KvStateMachine>(raft: Raft<SM>, config: ProposerConfig) -> Self {
         let (queue, rx) = mpsc::channel(config.queue_capacity.max(1));
         let stats = Arc::new(ProposerStats::default());
-        tokio::spawn(run(raft, rx, config, stats.clone()).instrument(tracing::info_span!("proposer")));
-        Self { queue, stats }
+        let direct = match config.mode {
+            ProposalMode::Direct => {
+                let write: DirectWrite = Arc::new(move |command| {
+                    let raft = raft.clone();
+                    Box::pin(async move { write_one(&raft, command).await })
+                });
+                Some(write)
+            }
+            ProposalMode::GroupCommit => {
+                tokio::spawn(
+                    run(raft, rx, config, stats.clone()).instrument(tracing::info_span!("proposer")),
+                );
+                None
+            }
+        };
+        Self { queue, stats, direct }
     }
 
     /// Propose one client request (already validated; `size` is its encoded size) and
     /// wait for its answer.
     pub async fn propose(&self, command: Command, size: usize) -> Result<Proposed> {
+        if let Some(write) = &self.direct {
+            self.stats.proposals.fetch_add(1, Ordering::Relaxed);
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            return write(command).await;
+        }
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Pending { command, size, reply })
@@ -159,6 +204,15 @@ async fn run<SM: KvStateMachine>(
     }
 }
 
+/// One request as its own entry, in the caller's task.
+async fn write_one<SM: KvStateMachine>(raft: &Raft<SM>, command: Command) -> Result<Proposed> {
+    let written = raft.client_write(command).await.map_err(map_write_error)?;
+    Ok(Proposed {
+        response: written.data,
+        log_id: written.log_id,
+    })
+}
+
 #[tracing::instrument(level = "debug", skip_all, fields(requests = batch.len()))]
 async fn propose_batch<SM: KvStateMachine>(raft: &Raft<SM>, mut batch: Vec<Pending>) {
     let (command, replies): (Command, Vec<_>) = if batch.len() == 1 {
@@ -210,10 +264,19 @@ pub fn map_write_error(
 ) -> Error {
     use openraft::error::{ClientWriteError, Fatal, RaftError};
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => Error::NotLeader {
-            leader_id: f.leader_id,
-            leader_client_urls: f.leader_node.map(|n| n.client_urls).unwrap_or_default(),
-        },
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            if f.reason == openraft::errors::ForwardReason::LeaseExpired {
+                // A leader no quorum acknowledged within the maximum election timeout: an
+                // operator wants to see each one (`benches/steady-leader.sh` counts them).
+                tracing::warn!(
+                    "write refused by this leader: its lease lapsed (no quorum acknowledged it in time)"
+                );
+            }
+            Error::NotLeader {
+                leader_id: f.leader_id,
+                leader_client_urls: f.leader_node.map(|n| n.client_urls).unwrap_or_default(),
+            }
+        }
         // Appended, then lost to another leader's log: it may still commit there.
         RaftError::APIError(ClientWriteError::LogEntryDiscarded(f)) => {
             Error::Unknown(format!("leader changed while the write was in flight: {f}"))

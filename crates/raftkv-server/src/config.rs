@@ -64,6 +64,9 @@ raftkv-server: a raftkv node speaking etcd's v3 gRPC API
                                 size at the last rewrite (taken as at least 64 MiB),
                                 giving back the space sled keeps; 0: only on
                                 Defragment (default 2)
+  --proposer MODE               group-commit (default): requests queue and are batched
+                                into log entries; direct: each request is its own entry
+                                (for the ablation benchmark, README \"Performance\")
   --log FILTER                  tracing filter (default: RUST_LOG, else info)
 ";
 
@@ -102,6 +105,8 @@ pub struct Config {
     pub lease_checkpoint: Duration,
     /// Automatic defragmentation's growth ratio (0: off).
     pub auto_defrag_ratio: u64,
+    /// `--proposer direct`: each request its own log entry, no group commit.
+    pub direct_proposals: bool,
     /// Log filter.
     pub log: Option<String>,
 }
@@ -236,6 +241,7 @@ impl Config {
         let mut lease_checkpoint = Duration::from_millis(5000);
         let mut auto_defrag_ratio = 2;
         let mut log = None;
+        let mut direct_proposals = false;
         while let Some(flag) = args.next() {
             if flag == "--help" || flag == "-h" {
                 return Err(ConfigError::Help);
@@ -290,6 +296,19 @@ impl Config {
                     }
                 }
                 "--log" => log = Some(value),
+                "--proposer" => {
+                    direct_proposals = match value.as_str() {
+                        "group-commit" => false,
+                        "direct" => true,
+                        _ => {
+                            return Err(ConfigError::InvalidValue {
+                                flag,
+                                value,
+                                reason: "must be group-commit or direct".into(),
+                            });
+                        }
+                    }
+                }
                 _ => return Err(ConfigError::UnknownFlag(flag)),
             }
         }
@@ -345,6 +364,7 @@ impl Config {
             quota_backend_bytes,
             lease_checkpoint,
             auto_defrag_ratio,
+            direct_proposals,
             log,
         })
     }
