@@ -10,6 +10,8 @@
 # fits (no compaction runs).
 #
 # Usage: benches/steady-leader.sh [MINUTES] [CLIENTS]   (default 10, 64)
+#        SERVER_FLAGS="--snapshot-every 100000" benches/steady-leader.sh   (extra flags
+#        for every member)
 # Output, with the members' logs: target/steady-leader/ (OUT= to change).
 # Exit status 0 when both counts are 0, 1 when either is not, 2 when the cluster or the
 # load tool failed.
@@ -26,7 +28,7 @@ rm -rf "$OUT" && mkdir -p "$OUT"
 
 install_missing etcdctl:etcd-client
 build_release
-RK_EXTRA_FLAGS="--quota-backend-bytes $((12 * 1024 * 1024 * 1024))"
+RK_EXTRA_FLAGS="--quota-backend-bytes $((12 * 1024 * 1024 * 1024)) ${SERVER_FLAGS:-}"
 start_raftkv_cluster "$WORK"
 wait_until_writable "$RK_ENDPOINTS" "$WORK/raftkv-*.log"
 

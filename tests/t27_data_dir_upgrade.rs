@@ -105,6 +105,8 @@ async fn a_member_of_the_09_build_is_refused_at_the_first_exchange() {
     node.wait_for_leader(Duration::from_secs(20)).await.unwrap();
     let channel = tonic::transport::Endpoint::from_shared(slot.peer_url.clone())
         .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
         .connect()
         .await
         .unwrap();

@@ -194,7 +194,10 @@ impl Workload {
         while self.last_acked_write_sent.load(Ordering::Relaxed) <= since_us {
             if since.elapsed() > timeout {
                 return Err(format!(
-                    "no write sent after the fault was acknowledged within {timeout:?}"
+                    "no write sent after the fault was acknowledged within {timeout:?} \
+                     ({} operations of at most {} issued)",
+                    self.ops.load(Ordering::Relaxed),
+                    self.options.max_ops
                 ));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;

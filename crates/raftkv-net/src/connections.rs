@@ -43,9 +43,13 @@ pub enum PeerError {
     /// The peer answered something that does not decode.
     #[error("peer sent an undecodable answer: {0}")]
     Codec(String),
-    /// The peer runs a build with another peer protocol (`peer_protocol`).
+    /// The peer answered without this build's protocol version (`peer_protocol`): it
+    /// runs another build, which may have acted on the request.
     #[error("{0}")]
     Protocol(String),
+    /// The peer refused the request for its protocol version before handling it.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl PeerError {
@@ -59,6 +63,9 @@ impl PeerError {
     }
 
     fn rpc(status: tonic::Status) -> Self {
+        if peer_protocol::is_refusal(&status) {
+            return PeerError::Refused(status.message().to_string());
+        }
         let source = std::error::Error::source(&status)
             .map(|s| format!(": {s:?}"))
             .unwrap_or_default();
@@ -72,7 +79,7 @@ impl PeerError {
     /// made), so retrying it elsewhere cannot apply it twice.
     pub fn not_sent(&self) -> bool {
         match self {
-            PeerError::InvalidUrl { .. } => true,
+            PeerError::InvalidUrl { .. } | PeerError::Refused(_) => true,
             PeerError::Rpc { code, message } => {
                 *code == tonic::Code::Unavailable
                     && (message.contains("tcp connect error")

@@ -7,6 +7,9 @@
 //! mixed-version cluster is refused at the first exchange, with a message that says what
 //! to do, instead of half working. The version changes only when the wire changes.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
 
@@ -54,10 +57,38 @@ pub fn refuse_other_versions(request: Request<()>) -> Result<Request<()>, Status
     match spoken(request.metadata()) {
         Some(VERSION) => Ok(request),
         theirs => {
-            tracing::warn!(peer = ?request.remote_addr(), "{}", mismatch(theirs));
+            // An old member retries at heartbeat rate: one warning per interval is enough.
+            if warning_due(&LAST_WARNING_SECS) {
+                tracing::warn!(peer = ?request.remote_addr(), "{} (refusing its requests; warned at most every {WARN_EVERY_SECS} s)", mismatch(theirs));
+            }
             Err(Status::failed_precondition(mismatch(theirs)))
         }
     }
+}
+
+/// Seconds between two warnings about refused peers.
+const WARN_EVERY_SECS: u64 = 10;
+
+/// When the last warning was logged (seconds since the epoch).
+static LAST_WARNING_SECS: AtomicU64 = AtomicU64::new(0);
+
+/// Whether a warning may be logged now (and, if so, take the turn).
+fn warning_due(last: &AtomicU64) -> bool {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let before = last.load(Ordering::Relaxed);
+    now >= before.saturating_add(WARN_EVERY_SECS)
+        && last
+            .compare_exchange(before, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}
+
+/// Whether `status` is a peer's refusal of this build's version: the request was not
+/// handled.
+pub fn is_refusal(status: &Status) -> bool {
+    status.code() == tonic::Code::FailedPrecondition
+        && status.message().starts_with("raftkv peer protocol mismatch")
 }
 
 /// Server side: repeat the version on an answer.
@@ -114,6 +145,22 @@ mod tests {
                 status.message()
             );
         }
+    }
+
+    #[test]
+    fn warnings_about_refused_peers_are_spaced_out() {
+        let last = AtomicU64::new(0);
+        assert!(warning_due(&last));
+        assert!(!warning_due(&last), "a second warning within the interval");
+        last.store(1, Ordering::Relaxed);
+        assert!(warning_due(&last), "long after the last one");
+    }
+
+    #[test]
+    fn a_refusal_is_recognised_as_not_handled() {
+        let status = refuse_other_versions(request_with(None)).expect_err("refused");
+        assert!(is_refusal(&status));
+        assert!(!is_refusal(&Status::failed_precondition("something else")));
     }
 
     #[test]
