@@ -1,10 +1,10 @@
 //! Applying commands to the MVCC keyspace, with etcd's semantics.
 //!
 //! An [`Applier`] covers one `apply()` call of the state machine: every write of every
-//! entry goes into ONE `sled::Batch`, committed atomically together with the last-applied
-//! log id. Since a sled batch cannot be read before it is applied, the applier keeps an
-//! overlay of the keys written so far, so later requests (and later operations of the same
-//! transaction) see earlier ones.
+//! entry is staged in ONE [`TreeBatch`], written to the tree in order when the call ends,
+//! before the record naming the last-applied log id (`state_machine.rs`). Until then the
+//! tree is untouched, so the applier keeps an overlay of the keys written so far: later
+//! requests (and later operations of the same transaction) see earlier ones.
 //!
 //! Each client request runs in a [`RequestScope`]: its writes are staged there and only
 //! merged into the batch if the whole request succeeds, so a request refused halfway (a
@@ -342,6 +342,26 @@ impl RequestScopeHandle {
         }
         let sub = scope.next_sub;
         scope.next_sub += 1;
+        let record = match &state {
+            Some(kv) => VersionRecord::Put {
+                create_revision: kv.create_revision,
+                version: kv.version,
+                lease: kv.lease,
+                value: kv.value.clone(),
+                sub,
+            },
+            None => VersionRecord::Delete { sub },
+        };
+        // History first, then the version, then the attachments: a crash keeps a prefix of
+        // these, and the history record is how `rollback.rs` finds the rest.
+        scope.writes.push((
+            keys::history_key(scope.revision, sub).to_vec(),
+            Some(key.to_vec()),
+        ));
+        scope.writes.push((
+            keys::version_key(key, scope.revision),
+            Some(codec::encode(&record)?),
+        ));
         let old_lease = prev.map_or(0, |p| p.lease);
         let new_lease = state.as_ref().map_or(0, |s| s.lease);
         if old_lease != new_lease {
@@ -356,24 +376,6 @@ impl RequestScopeHandle {
                 scope.attachments.insert((new_lease, key.to_vec()), true);
             }
         }
-        let record = match &state {
-            Some(kv) => VersionRecord::Put {
-                create_revision: kv.create_revision,
-                version: kv.version,
-                lease: kv.lease,
-                value: kv.value.clone(),
-                sub,
-            },
-            None => VersionRecord::Delete { sub },
-        };
-        scope.writes.push((
-            keys::version_key(key, scope.revision),
-            Some(codec::encode(&record)?),
-        ));
-        scope.writes.push((
-            keys::history_key(scope.revision, sub).to_vec(),
-            Some(key.to_vec()),
-        ));
         scope.overlay.insert(key.to_vec(), state);
         Ok(())
     }

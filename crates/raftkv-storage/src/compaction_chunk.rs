@@ -1,6 +1,6 @@
 //! One chunk of physical compaction: planning at most a budget of deletions from the
-//! compactor's progress towards its target, and committing them as two sled batches
-//! (versions, then history and progress). The why is in [`crate::compactor`]; this file
+//! compactor's progress towards its target, and committing them as two runs of ordered
+//! writes (versions, then history and progress). The why is in [`crate::compactor`]; this file
 //! is the how, and its test models a crash after every batch.
 
 use std::collections::HashSet;

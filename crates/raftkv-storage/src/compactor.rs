@@ -3,7 +3,10 @@
 //!
 //! `Command::Compact` only records the compact revision `C` (`apply.rs`); readers
 //! refuse revisions below it. After `C` is published, the compactor thread of each replica
-//! compacts the tree up to a *target* `T = min(C, oldest compaction pin)`:
+//! compacts the tree up to a *target* `T = min(C, oldest compaction pin, synced
+//! revision)` (the last is the revision the durable applied state has reached, synced
+//! first if needed: a crash rolls the tree back to that state by the history records
+//! above it, see `rollback.rs`, so none of them may be deleted):
 //!
 //! - for every key, every version older than its newest version at or below `T`, and
 //!   that newest version too if it is a tombstone below `T` (a read at `r >= T` picks
@@ -25,13 +28,13 @@
 //! written 5,000 times in the window is scanned once per chunk, not 5,000 times.
 //!
 //! **Chunks.** One chunk deletes at most [`MAX_DELETIONS_PER_BATCH`] records and commits
-//! them as two sled batches: the version deletions first, then the history records of
-//! the keys it finished and the new progress (the revision below which every history
+//! them as two runs of ordered writes: the version deletions first, then the history records of
+//! the keys it finished and the new progress, written last (the revision below which every history
 //! record is processed). Between chunks the thread yields and re-reads the target, so
-//! apply (whose batches contend for sled's write lock) waits for at most one chunk. The
-//! order of the two batches keeps one invariant at every instant, also across a crash and
-//! in a snapshot streamed while compaction runs (sled batches are atomic on recovery, and
-//! a snapshot reads the `h` family before the `v` family):
+//! apply (which shares the tree-writers gate with it) waits for at most one chunk. The
+//! order of the two runs keeps one invariant at every instant, also across a crash and
+//! in a snapshot streamed while compaction runs (a crash keeps a prefix of the ordered
+//! writes, and a snapshot reads the `h` family before the `v` family):
 //!
 //! > if a version superseded by a newer write `b` (or a tombstone `b`) still exists, the
 //! > history record of `b` still exists too.
@@ -39,7 +42,7 @@
 //! So a restarted compactor, or the compactor of a replica that installed the snapshot
 //! (which starts from progress 0: progress is local to a tree and not in snapshots), finds
 //! every record still to delete by walking the history that remains. Deletions are
-//! idempotent; a crash between the batches only repeats work. Within a key versions are
+//! idempotent; a crash within or between the runs only repeats work. Within a key versions are
 //! deleted oldest first and a tombstone last, so even a reader that observes half a
 //! batch sees, at any revision `>= T`, what it would have seen before.
 //!
@@ -184,6 +187,12 @@ pub(crate) fn step(shared: &StateShared) -> Result<bool> {
         compact_revision = shared.compact_revision();
         compact_revision
     });
+    // Never delete past the durable applied state: a crash rolls the tree back to it by
+    // the history records above it (`rollback.rs`), so those must still be there.
+    if target > shared.synced_revision() {
+        shared.sync_durable()?;
+    }
+    let target = target.min(shared.synced_revision());
     let tree = shared.tree();
     let done = compacted_to(&tree)?;
     if target <= done {

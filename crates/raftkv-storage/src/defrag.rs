@@ -38,9 +38,6 @@ use crate::error::{Error, Result};
 use crate::generation::Generation;
 use crate::state::StateShared;
 
-/// Bytes of records per batch written into the new generation.
-const COPY_BATCH_BYTES: usize = 4 << 20;
-
 /// Catch-up rounds outside the gate at most, and the record size that ends them: the
 /// final round, under the gate, copies about this many keys (a few milliseconds).
 const MAX_CATCH_UP_ROUNDS: usize = 4;
@@ -259,35 +256,27 @@ impl StateShared {
     }
 }
 
-/// Copy `keys` from `from` into `to` as they are in `from` now (absent: deleted).
+/// Copy `keys` from `from` into `to` as they are in `from` now (absent: deleted). Plain
+/// writes (no sled batch, see `tree_writes.rs`): `to` is synced before it is switched in,
+/// and a crash before that discards it.
 fn copy_keys(from: &sled::Tree, to: &sled::Tree, keys: &HashSet<IVec>) -> Result<()> {
-    let mut batch = sled::Batch::default();
     for key in keys {
         match from.get(key)? {
-            Some(value) => batch.insert(key.clone(), value),
-            None => batch.remove(key.clone()),
-        }
+            Some(value) => to.insert(key, value)?,
+            None => to.remove(key)?,
+        };
     }
-    to.apply_batch(batch)?;
     Ok(())
 }
 
-/// Copy every record of `from` into `to`, in batches. Returns the records copied.
+/// Copy every record of `from` into `to`. Returns the records copied.
 fn copy_all(from: &sled::Tree, to: &sled::Tree) -> Result<u64> {
     let mut records = 0;
-    let mut batch = sled::Batch::default();
-    let mut batch_bytes = 0;
     for item in from.iter() {
         let (key, value) = item?;
-        batch_bytes += key.len() + value.len();
-        batch.insert(key, value);
+        to.insert(key, value)?;
         records += 1;
-        if batch_bytes >= COPY_BATCH_BYTES {
-            to.apply_batch(std::mem::take(&mut batch))?;
-            batch_bytes = 0;
-        }
     }
-    to.apply_batch(batch)?;
     Ok(records)
 }
 

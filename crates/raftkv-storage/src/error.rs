@@ -18,7 +18,11 @@ pub enum Error {
     #[error(transparent)]
     Codec(#[from] CodecError),
     /// The data directory or snapshot was written by an incompatible version.
-    #[error("unsupported schema version {found} in {what} (this build reads version {supported})")]
+    #[error(
+        "unsupported schema version {found} in {what} (this build reads version {supported} and \
+         migrates older ones): run the build that wrote it, or empty this member's data \
+         directory and add it back so that it copies the data from the others"
+    )]
     Schema {
         /// What carried the version.
         what: &'static str,

@@ -5,6 +5,7 @@
 //! | `log-flush` | the log sync thread, before it makes a batch durable    |
 //! | `vote-save` | `save_vote`, before the vote is synced                  |
 //! | `sm-apply`  | the state machine, before it applies a batch of entries |
+//! | `sm-write`  | before each single write of a state-machine batch (apply, compaction): `return(abort)` aborts the process there, as a crash in the middle of a batch |
 //!
 //! Each is configured with the `fail` crate's actions (`return`, `panic`, `50%return`,
 //! `sleep(100)`, `off`, ...); `return` makes the operation fail with an I/O error, which
@@ -13,7 +14,7 @@
 //! `failpoints` feature have them; elsewhere [`check`] is an inlined `Ok(())`.
 
 /// Every failpoint name, for validating a test's configuration.
-pub const FAILPOINTS: &[&str] = &["log-flush", "vote-save", "sm-apply"];
+pub const FAILPOINTS: &[&str] = &["log-flush", "vote-save", "sm-apply", "sm-write"];
 
 #[cfg(feature = "failpoints")]
 static FIRED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -36,10 +37,63 @@ pub(crate) fn check(_name: &'static str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Before each write of a state-machine batch (`tree_writes.rs`). With the `failpoints`
+/// feature, `sm-write` configured as `return(abort)` aborts the process (no unwinding, no
+/// flush: what sled wrote so far is what a restart finds), any other return fails the
+/// write; unit tests can stop a batch after a number of writes ([`stop_writes_after`]).
+pub(crate) fn check_write() -> std::io::Result<()> {
+    #[cfg(test)]
+    if !crash_test::take_write() {
+        return Err(std::io::Error::other("test stopped the batch here"));
+    }
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!("sm-write", |arg: Option<String>| {
+        if arg.as_deref() == Some("abort") {
+            tracing::error!(
+                failpoint = "sm-write",
+                "aborting the process in the middle of a batch"
+            );
+            std::process::abort();
+        }
+        FIRED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Err(std::io::Error::other("injected storage fault at sm-write"))
+    });
+    Ok(())
+}
+
+/// Unit tests: let `n` more state-machine writes on this thread through, then fail every
+/// one (`None`: no limit).
+#[cfg(test)]
+pub(crate) fn stop_writes_after(n: Option<u64>) {
+    crash_test::WRITES_LEFT.with(|left| left.set(n));
+}
+
 /// How many storage faults fired with an error so far (always 0 without the feature).
 pub fn fired() -> u64 {
     #[cfg(feature = "failpoints")]
     return FIRED.load(std::sync::atomic::Ordering::Relaxed);
     #[cfg(not(feature = "failpoints"))]
     0
+}
+
+/// The unit tests' write countdown (see [`stop_writes_after`]).
+#[cfg(test)]
+mod crash_test {
+    use std::cell::Cell;
+
+    thread_local! {
+        pub(super) static WRITES_LEFT: Cell<Option<u64>> = const { Cell::new(None) };
+    }
+
+    /// Whether one more write may go through (and count it).
+    pub(super) fn take_write() -> bool {
+        WRITES_LEFT.with(|left| match left.get() {
+            None => true,
+            Some(0) => false,
+            Some(n) => {
+                left.set(Some(n - 1));
+                true
+            }
+        })
+    }
 }

@@ -74,7 +74,7 @@ impl Generation {
     ) -> Result<Self> {
         let dir = generation_dir(data_dir, number);
         let db = DurableDb::open_with_stats(&dir, cache_bytes, stats)?;
-        crate::check_schema(db.db(), "state database")?;
+        let layout = crate::read_schema(db.db(), "state database")?;
         let tree_number = match db.db().get(ACTIVE_TREE)? {
             Some(bytes) => {
                 u64::from_be_bytes(<[u8; 8]>::try_from(bytes.as_ref()).map_err(|_| Error::Corrupt {
@@ -91,6 +91,23 @@ impl Generation {
             }
         }
         let tree = db.db().open_tree(tree_name.as_bytes())?;
+        match layout {
+            None => crate::write_schema(db.db(), crate::STATE_LAYOUT_VERSION)?,
+            Some(crate::STATE_LAYOUT_VERSION) => {}
+            Some(1) => {
+                crate::applied_state::migrate_from_layout_1(&tree)?;
+                crate::write_schema(db.db(), crate::STATE_LAYOUT_VERSION)?;
+                db.sync()?;
+                tracing::info!(dir = %dir.display(), "state database migrated from layout 1 to 2");
+            }
+            Some(found) => {
+                return Err(Error::Schema {
+                    what: "state database",
+                    found,
+                    supported: crate::STATE_LAYOUT_VERSION,
+                });
+            }
+        }
         let baseline_bytes = AtomicU64::new(file_bytes(&dir));
         Ok(Self {
             number,
@@ -282,6 +299,47 @@ mod tests {
         assert_eq!(current(dir.path()).unwrap(), 3);
         std::fs::write(dir.path().join(CURRENT_FILE), "x").unwrap();
         assert!(matches!(current(dir.path()), Err(Error::Corrupt { .. })));
+    }
+
+    #[test]
+    fn layout_1_is_migrated_and_an_unknown_layout_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Arc::new(SyncStats::default());
+        {
+            let g = Generation::create(dir.path(), 0, 1 << 20, stats.clone()).unwrap();
+            assert_eq!(
+                crate::read_schema(g.db.db(), "t").unwrap(),
+                Some(crate::STATE_LAYOUT_VERSION)
+            );
+            // Make it look like layout 1: four metadata keys, no state record.
+            crate::write_schema(g.db.db(), 1).unwrap();
+            g.insert(
+                crate::keys::meta::REVISION,
+                raftkv_core::codec::encode(&9i64).unwrap(),
+            )
+            .unwrap();
+            g.sync().unwrap();
+        }
+        {
+            let g = Generation::open(dir.path(), 0, 1 << 20, stats.clone()).unwrap();
+            assert_eq!(crate::read_schema(g.db.db(), "t").unwrap(), Some(2));
+            assert_eq!(crate::applied_state::AppliedState::read(&g).unwrap().revision, 9);
+            crate::write_schema(g.db.db(), 3).unwrap();
+            g.sync().unwrap();
+        }
+        let refused = Generation::open(dir.path(), 0, 1 << 20, stats).err().unwrap();
+        assert!(matches!(
+            refused,
+            Error::Schema {
+                found: 3,
+                supported: 2,
+                ..
+            }
+        ));
+        assert!(
+            refused.to_string().contains("run the build that wrote it"),
+            "{refused}"
+        );
     }
 
     #[test]

@@ -1,15 +1,18 @@
-//! The byte layout of the state-machine tree. Everything the state machine owns lives in
-//! ONE sled tree, so that one `apply_batch` is atomic over all of it; a one-byte prefix
-//! tells the families apart:
+//! The byte layout of the state-machine tree (layout version
+//! [`crate::STATE_LAYOUT_VERSION`]). Everything the state machine owns lives in ONE sled
+//! tree, written in order by one writer at a time, so that what a crash leaves is a
+//! prefix of the writes (`rollback.rs` says what that prefix may hold and how it is
+//! undone); a one-byte prefix tells the families apart:
 //!
 //! | key                                   | value                      |
 //! |---------------------------------------|----------------------------|
-//! | `m` name                              | metadata (applied log id, membership, revision, compact revision, physical compaction progress, schema) |
+//! | `m` name                              | metadata: [`meta::STATE`] (applied log id, membership, revision, compact revision: ONE record, written last by every apply), physical compaction progress, cluster id |
 //! | `v` escaped(key) 00 00 rev(8, BE)     | [`crate::mvcc::VersionRecord`]: a put or a tombstone of `key` at `rev` |
 //! | `h` rev(8, BE) sub(4, BE)             | the user key changed at (rev, sub): the event history by revision |
 //! | `p` member id(8, BE)                  | a member's published client URLs |
 //! | `l` lease id(8, sign-flipped BE)      | [`crate::lease_table::LeaseRecord`]: granted TTL, last checkpointed remaining TTL |
 //! | `a` lease id(8, sign-flipped BE) key  | empty: `key` (raw user key) is attached to the lease |
+//! | `u` index(8, BE) tree key             | an apply's undo record: the record at `tree key` (an `l`, `p` or `m` record, which apply overwrites in place) before the apply that ends at `index` changed it |
 //!
 //! The `a` family is an index: the newest version of `key` names the lease too. It is not
 //! copied into snapshots; an install rebuilds it from the versions it received.
@@ -38,22 +41,26 @@ pub const MEMBER: u8 = b'p';
 pub const LEASE: u8 = b'l';
 /// Lease attachments family (lease id, key).
 pub const ATTACHMENT: u8 = b'a';
+/// Undo records of in-place overwrites (apply's last index, tree key).
+pub const UNDO: u8 = b'u';
 
 /// Metadata key names.
 pub mod meta {
-    /// Last applied log id.
+    /// The applied state ([`crate::applied_state::AppliedState`]): ONE record, so that
+    /// the applied log id, membership, revision and compact revision a crash leaves
+    /// always belong together. Layout version 2 on.
+    pub const STATE: &[u8] = b"mstate";
+    /// Last applied log id (layout version 1 only; read once to migrate).
     pub const APPLIED: &[u8] = b"mapplied";
-    /// Last applied membership.
+    /// Last applied membership (layout version 1 only).
     pub const MEMBERSHIP: &[u8] = b"mmembership";
-    /// Current revision.
+    /// Current revision (layout version 1 only).
     pub const REVISION: &[u8] = b"mrevision";
-    /// Compact revision (logical: reads below it are refused).
+    /// Compact revision (logical: reads below it are refused; layout version 1 only).
     pub const COMPACT: &[u8] = b"mcompact";
     /// Revision physically compacted up to (see [`crate::compactor`]); absent means 0.
     /// Local to this tree: never copied into a snapshot.
     pub const COMPACT_DONE: &[u8] = b"mcompact_done";
-    /// Layout version.
-    pub const SCHEMA: &[u8] = b"mschema";
     /// The cluster id, derived from the first membership ever applied.
     pub const CLUSTER_ID: &[u8] = b"mcluster_id";
 }
@@ -195,6 +202,32 @@ pub fn attachment_key(id: i64, key: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&attachment_prefix(id));
     out.extend_from_slice(key);
     out
+}
+
+/// The undo-record key of the record at `tree_key` for the apply that ends at log index
+/// `index`.
+pub fn undo_key(index: u64, tree_key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + tree_key.len());
+    out.push(UNDO);
+    out.extend_from_slice(&index.to_be_bytes());
+    out.extend_from_slice(tree_key);
+    out
+}
+
+/// The (apply's last index, tree key) of an undo-record key.
+pub fn split_undo_key(undo_key: &[u8]) -> Option<(u64, &[u8])> {
+    if undo_key.len() < 10 || undo_key[0] != UNDO {
+        return None;
+    }
+    let index: [u8; 8] = undo_key.get(1..9)?.try_into().ok()?;
+    Some((u64::from_be_bytes(index), &undo_key[9..]))
+}
+
+/// Whether apply overwrites the record at `tree_key` in place (so a crash needs an undo
+/// record to take it back): lease records, published members and metadata. Versions and
+/// history are keyed by revision, attachments follow the versions.
+pub fn overwritten_in_place(tree_key: &[u8]) -> bool {
+    matches!(tree_key.first(), Some(&LEASE) | Some(&MEMBER) | Some(&META))
 }
 
 /// The user key of an attachment key.

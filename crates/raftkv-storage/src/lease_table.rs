@@ -1,6 +1,7 @@
 //! Leases in the state machine: the `l` family (one [`LeaseRecord`] per lease) and the `a`
 //! family (which keys are attached to which lease), both in the one state-machine tree, so
-//! a grant, a revoke and the deletes it causes are one atomic sled batch like any write.
+//! a grant, a revoke and the deletes it causes are applied like any write (and undone
+//! like any write a crash interrupted: `rollback.rs`).
 //!
 //! What the state machine knows of a lease is its granted TTL and, once the leader has
 //! checkpointed it, the TTL it had left then. It knows no deadline: time is the leader's
@@ -99,8 +100,8 @@ pub(crate) struct AttachmentRebuild {
 }
 
 impl AttachmentRebuild {
-    /// Look at one tree pair; attachments that are complete go into `batch`.
-    pub(crate) fn pair(&mut self, key: &[u8], value: &[u8], batch: &mut sled::Batch) -> Result<()> {
+    /// Look at one tree pair; attachments that are complete are written to `tree`.
+    pub(crate) fn pair(&mut self, key: &[u8], value: &[u8], tree: &sled::Tree) -> Result<()> {
         let Some((prefix, _rev)) = keys::split_version_key(key) else {
             return Ok(());
         };
@@ -111,21 +112,22 @@ impl AttachmentRebuild {
         match &mut self.current {
             Some((p, l)) if p.as_slice() == prefix => *l = lease,
             _ => {
-                self.flush(batch);
+                self.flush(tree)?;
                 self.current = Some((prefix.to_vec(), lease));
             }
         }
         Ok(())
     }
 
-    /// Emit the attachment of the last key, if any.
-    pub(crate) fn flush(&mut self, batch: &mut sled::Batch) {
+    /// Write the attachment of the last key, if any.
+    pub(crate) fn flush(&mut self, tree: &sled::Tree) -> Result<()> {
         if let Some((prefix, lease)) = self.current.take()
             && lease != 0
             && let Some(user_key) = keys::decode_user_key(&prefix)
         {
-            batch.insert(keys::attachment_key(lease, &user_key), &[][..]);
+            tree.insert(keys::attachment_key(lease, &user_key), &[][..])?;
         }
+        Ok(())
     }
 }
 
@@ -161,13 +163,11 @@ mod tests {
             (keys::version_key(b"d", 6), put(9)),
         ];
         pairs.sort();
-        let mut batch = sled::Batch::default();
         let mut rebuild = AttachmentRebuild::default();
         for (k, v) in &pairs {
-            rebuild.pair(k, v, &mut batch).unwrap();
+            rebuild.pair(k, v, &tree).unwrap();
         }
-        rebuild.flush(&mut batch);
-        tree.apply_batch(batch).unwrap();
+        rebuild.flush(&tree).unwrap();
         assert_eq!(attached(&tree, 7).unwrap(), vec![b"b".to_vec()]);
         assert_eq!(attached(&tree, 9).unwrap(), vec![b"d".to_vec()]);
         assert!(attached(&tree, 0).unwrap().is_empty());

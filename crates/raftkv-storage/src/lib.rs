@@ -9,8 +9,10 @@
 //!   append queued meanwhile with one sync (group fsync).
 //! - `state/` (or `state.<n>`, see [`generation`]) holds the state machine
 //!   ([`StateMachine`], openraft's `RaftStateMachine`): etcd's MVCC keyspace in ONE tree
-//!   with key prefixes ([`keys`]), so each `apply` is one atomic sled batch together with
-//!   the last-applied log id. A snapshot install and a defragmentation ([`defrag`]) build
+//!   with key prefixes ([`keys`]). An `apply` writes its records in order, then the one
+//!   record that names the applied log id and revision (`applied_state.rs`); no sled
+//!   batch or transaction is used anywhere (`tree_writes.rs` says why), and what a crash
+//!   leaves above that record is rolled back at open (`rollback.rs`). A snapshot install and a defragmentation ([`defrag`]) build
 //!   a new database and switch to it: the only way sled gives disk space back. Reads go through
 //!   [`KvReader`] at a pinned revision ([`mvcc`]) and never block apply.
 //!   After a compaction is applied, a background thread per replica ([`compactor`])
@@ -32,8 +34,9 @@
 //! any write; [`KvReader`] answers lease lookups and [`LeaseChanges`] tells the leader's
 //! lease manager when the table changed.
 //!
-//! Both databases and the snapshot format carry [`SCHEMA_VERSION`]; a data directory or
-//! snapshot of another version is refused with [`Error::Schema`] instead of misread.
+//! The log database and the snapshot format carry [`SCHEMA_VERSION`], the state database
+//! [`STATE_LAYOUT_VERSION`]; a data directory or snapshot of an unknown version is refused
+//! with [`Error::Schema`] instead of misread (a state database of layout 1 is migrated).
 //!
 //! ## Caveats
 //! - Physical compaction trails the logical one: between a `Compact` being applied and the
@@ -44,8 +47,9 @@
 //!   file shrinks when [`defrag`] rewrites it (on demand, or past [`AutoDefrag`]'s ratio).
 //! - Leases (`lease_table.rs`) hold granted and checkpointed remaining TTLs, never
 //!   deadlines: expiry is the leader's decision and arrives as a `LeaseRevoke` entry.
-//! - The state machine is synced only before a log purge and around snapshots; after a
-//!   crash openraft replays the log from the last durable applied id.
+//! - The state machine is synced only before a log purge, around snapshots and before
+//!   physical compaction passes the synced revision; after a crash the open rolls back
+//!   what lies above the durable applied state and openraft replays the log from there.
 //! - Physical compaction at `C` keeps the history of revision `C` itself, so a watch can
 //!   start at `C` (as on etcd), which is what a compacted watcher is told; an event of `C`
 //!   carries its previous key-value only while compaction has not removed it yet (etcd's
@@ -53,11 +57,15 @@
 
 #![warn(missing_docs)]
 
+mod applied_state;
 mod apply;
 mod blob_watch;
 mod compaction_chunk;
 mod compaction_pins;
 pub mod compactor;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod crash_midway_tests;
 pub mod defrag;
 pub mod durable;
 pub mod error;
@@ -72,6 +80,7 @@ mod lease_tests;
 pub mod log_store;
 pub mod mvcc;
 pub mod reader;
+pub mod rollback;
 pub mod snapshot;
 mod snapshot_file;
 pub mod state;
@@ -90,9 +99,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 use arc_swap::ArcSwap;
 use raftkv_core::Watermark;
 use raftkv_core::codec;
-use raftkv_core::kv::Revision;
-use raftkv_core::types::LogId;
 
+use applied_state::AppliedState;
 pub use compactor::CompactionStats;
 pub use defrag::{AutoDefrag, DefragReport, DefragStats};
 pub use durable::{DurableDb, SyncStats};
@@ -106,8 +114,12 @@ pub use state_machine::StateMachine;
 pub use watch_hub::{WatchConfig, WatchHub};
 pub use watch_session::LocalWatchSession;
 
-/// Version of the on-disk layout and the snapshot format.
+/// Version of the log database's layout and of the snapshot format.
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// Version of the state database's layout: 2 since the applied state is one record
+/// written last (`applied_state.rs`); 1 is migrated at open.
+pub const STATE_LAYOUT_VERSION: u32 = 2;
 
 const SCHEMA_KEY: &[u8] = b"schema";
 
@@ -145,26 +157,36 @@ pub struct Store {
 }
 
 pub(crate) fn check_schema(db: &sled::Tree, what: &'static str) -> Result<()> {
-    match db.get(SCHEMA_KEY)? {
-        Some(bytes) => {
-            let found = <[u8; 4]>::try_from(bytes.as_ref())
-                .map(u32::from_be_bytes)
-                .map_err(|_| Error::Corrupt {
-                    what,
-                    detail: "schema version is not 4 bytes".into(),
-                })?;
-            if found != SCHEMA_VERSION {
-                return Err(Error::Schema {
-                    what,
-                    found,
-                    supported: SCHEMA_VERSION,
-                });
-            }
-        }
+    match read_schema(db, what)? {
+        Some(found) if found != SCHEMA_VERSION => Err(Error::Schema {
+            what,
+            found,
+            supported: SCHEMA_VERSION,
+        }),
+        Some(_) => Ok(()),
         None => {
             db.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+            Ok(())
         }
     }
+}
+
+/// The layout version `db` records, if any.
+pub(crate) fn read_schema(db: &sled::Tree, what: &'static str) -> Result<Option<u32>> {
+    let Some(bytes) = db.get(SCHEMA_KEY)? else {
+        return Ok(None);
+    };
+    <[u8; 4]>::try_from(bytes.as_ref())
+        .map(|b| Some(u32::from_be_bytes(b)))
+        .map_err(|_| Error::Corrupt {
+            what,
+            detail: "schema version is not 4 bytes".into(),
+        })
+}
+
+/// Record `version` as `db`'s layout version.
+pub(crate) fn write_schema(db: &sled::Tree, version: u32) -> Result<()> {
+    db.insert(SCHEMA_KEY, &version.to_be_bytes())?;
     Ok(())
 }
 
@@ -180,22 +202,22 @@ impl Store {
         generation::remove_others(dir, number)?;
         let sync_stats = Arc::new(SyncStats::default());
         let tree = Generation::open(dir, number, options.state_cache_bytes, sync_stats.clone())?;
-        let read = |key: &[u8]| -> Result<Option<sled::IVec>> { Ok(tree.get(key)?) };
-        // The empty store is at revision 1, as in etcd.
-        let revision: Revision = match read(keys::meta::REVISION)? {
-            Some(b) => codec::decode(&b)?,
-            None => 1,
-        };
-        let compact_revision: Revision = match read(keys::meta::COMPACT)? {
-            Some(b) => codec::decode(&b)?,
-            None => 0,
-        };
-        let applied: Option<LogId> = match read(keys::meta::APPLIED)? {
-            Some(b) => codec::decode(&b)?,
-            None => None,
-        };
-        let applied_index = applied.map_or(0, |a| a.index);
-        let cluster_id: u64 = match read(keys::meta::CLUSTER_ID)? {
+        let state = AppliedState::read(&tree)?;
+        // A crash may have left the first writes of the apply after `state`: undo them
+        // before anything reads the tree, so that openraft's replay starts from exactly
+        // the state `state` names.
+        let rolled_back = rollback::roll_back(&tree, &state)?;
+        if rolled_back != rollback::RolledBack::default() {
+            tracing::info!(
+                ?rolled_back,
+                applied = state.applied_index(),
+                revision = state.revision,
+                "rolled back an apply a crash interrupted"
+            );
+        }
+        let (revision, compact_revision) = (state.revision, state.compact_revision);
+        let applied_index = state.applied_index();
+        let cluster_id: u64 = match tree.get(keys::meta::CLUSTER_ID)? {
             Some(b) => codec::decode(&b)?,
             None => 0,
         };
@@ -214,6 +236,7 @@ impl Store {
             compact_revision: AtomicI64::new(compact_revision),
             applied: Arc::new(Watermark::new(applied_index)),
             synced_applied: AtomicU64::new(applied_index),
+            synced_revision: AtomicI64::new(revision),
             snapshot_dir,
             fail_syncs: AtomicBool::new(false),
             switch_failed: AtomicBool::new(false),
@@ -227,7 +250,7 @@ impl Store {
         });
         compactor::spawn(&shared, compactor_woken)?;
         let lease_changes = Arc::new(LeaseChanges::default());
-        let state_machine = StateMachine::load(shared.clone(), lease_changes.clone())?;
+        let state_machine = StateMachine::load(shared.clone(), lease_changes.clone(), state);
         let log = LogStore::open(log_db, shared.clone())?;
         Ok(Self {
             log,

@@ -47,6 +47,7 @@ use raftkv_core::codec;
 use raftkv_core::kv::Revision;
 use raftkv_core::types::{LogId, StoredMembership};
 
+use crate::applied_state::AppliedState;
 use crate::compaction_pins::CompactionPin;
 use crate::durable::sync_dir;
 use crate::error::{Error, Result};
@@ -329,22 +330,21 @@ pub(crate) fn install(shared: &StateShared, meta: &SnapshotMetaOf, mut file: Fil
         let (frame, raw) = reader.next()?;
         tee.write_all(&raw)?;
         match frame {
+            // Plain writes (no sled batch, see `tree_writes.rs`): the new generation is
+            // synced before it is switched in, and a crash before that discards it.
             Frame::Pairs(pairs) => {
-                let mut batch = sled::Batch::default();
                 for (k, v) in pairs {
-                    if k.first() == Some(&keys::ATTACHMENT) {
-                        // Rebuilt from the versions below, never taken from the file.
+                    if k.first() == Some(&keys::ATTACHMENT) || k.first() == Some(&keys::UNDO) {
+                        // Rebuilt from the versions below, never taken from the file; undo
+                        // records are local bookkeeping.
                         continue;
                     }
-                    attachments.pair(&k, &v, &mut batch)?;
-                    batch.insert(k, v);
+                    attachments.pair(&k, &v, &tree)?;
+                    tree.insert(k, v)?;
                 }
-                tree.apply_batch(batch)?;
             }
             Frame::End { .. } => {
-                let mut batch = sled::Batch::default();
-                attachments.flush(&mut batch);
-                tree.apply_batch(batch)?;
+                attachments.flush(&tree)?;
                 break;
             }
             Frame::Header(_) => {
@@ -355,13 +355,13 @@ pub(crate) fn install(shared: &StateShared, meta: &SnapshotMetaOf, mut file: Fil
             }
         }
     }
-    let mut batch = sled::Batch::default();
-    batch.insert(meta::APPLIED, codec::encode(&meta.last_log_id)?);
-    batch.insert(meta::MEMBERSHIP, codec::encode(&meta.last_membership)?);
-    batch.insert(meta::REVISION, codec::encode(&header.revision)?);
-    batch.insert(meta::COMPACT, codec::encode(&header.compact_revision)?);
-    batch.insert(meta::SCHEMA, &crate::SCHEMA_VERSION.to_be_bytes());
-    tree.apply_batch(batch)?;
+    let state = AppliedState {
+        applied: meta.last_log_id,
+        membership: meta.last_membership.clone(),
+        revision: header.revision,
+        compact_revision: header.compact_revision,
+    };
+    tree.insert(meta::STATE, state.encode()?)?;
     tree.sync()?;
     tree.mark_baseline();
     // The switch: `state.current`, made durable.
@@ -378,7 +378,12 @@ pub(crate) fn install(shared: &StateShared, meta: &SnapshotMetaOf, mut file: Fil
     }
     if let Some(id) = meta.last_log_id {
         shared.applied.advance(id.index);
+        // The new generation was synced before the switch.
+        shared.synced_applied.fetch_max(id.index, Ordering::AcqRel);
     }
+    shared
+        .synced_revision
+        .fetch_max(header.revision, Ordering::AcqRel);
     // The new tree starts with no physical progress: let the compactor look at it.
     shared.compactor.wake();
     // Keep the installed snapshot as the current one (openraft serves it to others).

@@ -52,6 +52,9 @@ pub struct StateShared {
     pub(crate) applied: Arc<Watermark>,
     /// The applied index covered by the last completed `sync_durable`.
     pub(crate) synced_applied: AtomicU64,
+    /// A revision the durable applied state is known to have reached (read before the
+    /// last sync began); physical compaction stays at or below it (`compactor.rs`).
+    pub(crate) synced_revision: AtomicI64,
     pub(crate) snapshot_dir: PathBuf,
     /// Test hook: make the next state-machine syncs fail (see `inject_sync_failure`).
     pub(crate) fail_syncs: AtomicBool,
@@ -123,11 +126,15 @@ impl StateShared {
             )
             .into());
         }
+        // Both read before the sync: whatever apply published by then is in the tree, and
+        // the sync makes it durable.
+        let revision = self.revision();
         let applied = self.applied.get();
         // Loaded after `applied`: a batch counted there went to this generation or an
         // older one that a switch synced before retiring it.
         self.tree().sync()?;
         self.synced_applied.fetch_max(applied, Ordering::AcqRel);
+        self.synced_revision.fetch_max(revision, Ordering::AcqRel);
         Ok(applied)
     }
 
@@ -141,6 +148,11 @@ impl StateShared {
             self.switch_failed.store(true, Ordering::Release);
             tracing::error!(error = %e, "could not switch state generations; restart the node");
         })
+    }
+
+    /// A revision the durable applied state has reached (see `synced_revision`).
+    pub(crate) fn synced_revision(&self) -> Revision {
+        self.synced_revision.load(Ordering::Acquire)
     }
 
     /// The applied index covered by the last state-machine sync.

@@ -1,11 +1,15 @@
 //! [`StateMachine`]: openraft's `RaftStateMachine` over the MVCC keyspace.
 //!
-//! `apply` turns a run of committed entries into ONE atomic sled batch that also records
-//! the last-applied log id, the last membership and the revision; only after the batch is
-//! applied are the revision and the applied watermark advanced, so readers never see a
-//! half-applied batch. The state machine is not synced on apply (the log is the source of
-//! truth and openraft replays it after a crash; sled recovers a prefix of its batches),
-//! except before the log is purged (see `LogStore::purge`) and around snapshots.
+//! `apply` turns a run of committed entries into ONE batch of tree writes, written in
+//! order: undo records of the lease records it changes, its records, then the one record
+//! naming the last-applied log id, membership, revision and compact revision
+//! (`applied_state.rs`), then the removal of the undo records. Only after the batch is
+//! written are the revision and the applied watermark advanced; readers read at the
+//! published revision and so never see a half-written batch. The state machine is not
+//! synced on apply (the log is the source of truth and openraft replays it after a
+//! crash, from the applied state that survived; `rollback.rs` first removes what a crash
+//! left of the next batch), except before the log is purged (see `LogStore::purge`),
+//! around snapshots and before physical compaction passes the synced revision.
 //! Publishing a new compact revision wakes the compactor ([`crate::compactor`]), which
 //! deletes the old versions in the background; apply itself only records the revision.
 //! Once a batch is in the tree and its revision stored, its watch events go to the watch
@@ -26,13 +30,14 @@ use raftkv_core::types::{
 };
 use raftkv_core::{Command, Response};
 
+use crate::applied_state::AppliedState;
 use crate::apply::Applier;
 use crate::error::{Result, sm_write, snapshot_read, snapshot_write};
 use crate::keys::{self, meta};
 use crate::lease_table::LeaseChanges;
 use crate::snapshot;
 use crate::state::StateShared;
-use crate::tree_writes::WriteGate;
+use crate::tree_writes::{TreeBatch, WriteGate};
 use crate::watch_events::EventCollector;
 
 /// The state machine. openraft owns it; readers go through [`crate::KvReader`].
@@ -44,22 +49,19 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
-    pub(crate) fn load(shared: Arc<StateShared>, lease_changes: Arc<LeaseChanges>) -> Result<Self> {
-        let tree = shared.tree();
-        let last_applied = match tree.get(meta::APPLIED)? {
-            Some(bytes) => codec::decode(&bytes)?,
-            None => None,
-        };
-        let last_membership = match tree.get(meta::MEMBERSHIP)? {
-            Some(bytes) => codec::decode(&bytes)?,
-            None => StoredMembership::default(),
-        };
-        Ok(Self {
+    /// The state machine at `state`, the applied state `Store::open` read (and rolled the
+    /// tree back to).
+    pub(crate) fn load(
+        shared: Arc<StateShared>,
+        lease_changes: Arc<LeaseChanges>,
+        state: AppliedState,
+    ) -> Self {
+        Self {
             shared,
-            last_applied,
-            last_membership,
+            last_applied: state.applied,
+            last_membership: state.membership,
             lease_changes,
-        })
+        }
     }
 
     /// A fresh file to receive a snapshot from the leader into, to hand to
@@ -96,7 +98,6 @@ impl StateMachine {
         let mut applier = Applier::new(&tree, revision_before, compacted_before);
         applier.watch = EventCollector::new(self.shared.watch_hub.interest());
         let mut responses = Vec::new();
-        let mut membership_changed = false;
         let mut new_cluster_id = None;
         for entry in entries {
             let log_id = entry.log_id;
@@ -108,7 +109,6 @@ impl StateMachine {
                         new_cluster_id = Some(cluster_id_of(&m));
                     }
                     self.last_membership = StoredMembership::new(Some(log_id), m);
-                    membership_changed = true;
                     Response::Empty
                 }
                 EntryPayload::Normal(command) => apply_command(&mut applier, command, log_id.leader_id.term)?,
@@ -120,15 +120,30 @@ impl StateMachine {
         };
         let revision = applier.revision;
         let compact_revision = applier.compact_revision();
-        let mut batch = std::mem::take(&mut applier.batch);
-        batch.overwrite(meta::APPLIED, codec::encode(&self.last_applied)?);
-        if membership_changed {
-            batch.overwrite(meta::MEMBERSHIP, codec::encode(&self.last_membership)?);
-        }
-        batch.overwrite(meta::REVISION, codec::encode(&revision)?);
-        batch.overwrite(meta::COMPACT, codec::encode(&compact_revision)?);
+        let state = AppliedState {
+            applied: self.last_applied,
+            membership: self.last_membership.clone(),
+            revision,
+            compact_revision,
+        };
+        let mut records = std::mem::take(&mut applier.batch);
         if let Some(id) = new_cluster_id {
-            batch.overwrite(meta::CLUSTER_ID, codec::encode(&id)?);
+            records.overwrite(meta::CLUSTER_ID, codec::encode(&id)?);
+        }
+        // Records overwritten in place (leases, members, metadata): keep what they were, so
+        // that a crash before the applied state below can be undone (`rollback.rs`).
+        let mut batch = TreeBatch::default();
+        let mut undo = Vec::new();
+        for key in records.keys_overwritten_in_place() {
+            let undo_key = keys::undo_key(last_applied.index, &key);
+            let before: Option<Vec<u8>> = tree.get(&key)?.map(|v| v.to_vec());
+            batch.overwrite(undo_key.clone(), codec::encode(&before)?);
+            undo.push(undo_key);
+        }
+        batch.append(records);
+        batch.overwrite(meta::STATE, state.encode()?);
+        for undo_key in undo {
+            batch.discard(undo_key);
         }
         batch.commit(&tree, gate)?;
         if let Some(id) = new_cluster_id {

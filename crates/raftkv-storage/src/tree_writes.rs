@@ -1,6 +1,16 @@
 //! Writes to the live state-machine tree: the gate they pass ([`WriteGate`]) and the batch
 //! they are made of ([`TreeBatch`]), which remembers its keys.
 //!
+//! A batch is written as plain sled inserts and removes, in the order it was staged, not
+//! with `apply_batch`: sled's first batch or transaction turns on a process-wide
+//! reader-writer lock for every later operation of the process, and seals and writes its
+//! IO buffer around each batch (each write with its own `sync_file_range`); a log flush
+//! and an apply then wait on each other. What a crash leaves of a batch written this way
+//! is a prefix of its writes (sled recovers its log in order and stops at the first torn
+//! message), so every writer orders its writes to make any prefix safe: apply writes the
+//! record naming its applied index last and `rollback.rs` undoes the rest at open; a
+//! compaction chunk writes its progress last, and its deletions are redone by the next.
+//!
 //! Every write to the live tree (an applied batch, a compaction chunk's commit) is
 //! committed while holding the gate, and so is a switch of generations (a snapshot
 //! install, the end of a defragmentation). A defragmentation copies the live tree while
@@ -44,11 +54,11 @@ impl WriteGate {
     }
 }
 
-/// A sled batch that remembers the keys it writes, committed through the gate.
+/// Staged tree writes in order, committed through the gate.
 #[derive(Debug, Default)]
 pub(crate) struct TreeBatch {
-    batch: sled::Batch,
-    keys: Vec<IVec>,
+    /// `None`: remove the key.
+    writes: Vec<(IVec, Option<IVec>)>,
     inserted: u64,
     removed: u64,
 }
@@ -67,6 +77,29 @@ impl TreeBatch {
         self.stage(key.into(), Some(value.into()));
     }
 
+    /// Stage deleting a bookkeeping key (an undo record): it counts as neither.
+    pub(crate) fn discard(&mut self, key: impl Into<IVec>) {
+        self.stage(key.into(), None);
+    }
+
+    /// The distinct keys staged whose records are overwritten in place
+    /// ([`crate::keys::overwritten_in_place`]).
+    pub(crate) fn keys_overwritten_in_place(&self) -> std::collections::BTreeSet<IVec> {
+        self.writes
+            .iter()
+            .map(|(key, _)| key)
+            .filter(|key| crate::keys::overwritten_in_place(key))
+            .cloned()
+            .collect()
+    }
+
+    /// Stage everything `other` staged, after what is staged here.
+    pub(crate) fn append(&mut self, other: TreeBatch) {
+        self.writes.extend(other.writes);
+        self.inserted += other.inserted;
+        self.removed += other.removed;
+    }
+
     /// Stage deleting `key`: it counts as deleted.
     pub(crate) fn remove(&mut self, key: impl Into<IVec>) {
         self.removed += 1;
@@ -74,24 +107,29 @@ impl TreeBatch {
     }
 
     fn stage(&mut self, key: IVec, value: Option<IVec>) {
-        self.keys.push(key.clone());
-        match value {
-            Some(value) => self.batch.insert(key, value),
-            None => self.batch.remove(key),
-        }
+        self.writes.push((key, value));
     }
 
     /// Whether nothing is staged.
     pub(crate) fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.writes.is_empty()
     }
 
-    /// Apply the batch to `tree` atomically and count its churn; `gate` (held by the
-    /// caller) records its keys if a defragmentation is copying.
-    pub(crate) fn commit(self, tree: &Generation, gate: &mut WriteGate) -> sled::Result<()> {
-        tree.apply_batch(self.batch)?;
+    /// Write the batch to `tree` in staged order (see the module doc: a crash keeps a
+    /// prefix) and count its churn; `gate` (held by the caller) records its keys if a
+    /// defragmentation is copying.
+    pub(crate) fn commit(self, tree: &Generation, gate: &mut WriteGate) -> crate::error::Result<()> {
+        let mut keys = Vec::with_capacity(self.writes.len());
+        for (key, value) in self.writes {
+            crate::failpoints::check_write()?;
+            match value {
+                Some(value) => tree.insert(&key, value)?,
+                None => tree.remove(&key)?,
+            };
+            keys.push(key);
+        }
         tree.record_churn(self.inserted, self.removed);
-        gate.record(self.keys);
+        gate.record(keys);
         Ok(())
     }
 }
