@@ -1,6 +1,9 @@
 //! Disk faults under load, through the storage failpoints of a `failpoints` build: a
 //! follower's log flush fails, the leader's log flush fails, a follower panics while
-//! applying, a follower cannot save its vote during an election. Each time the member
+//! applying, a follower cannot save its vote during an election, a member (leader or
+//! follower) aborts in the middle of a state-machine batch or of a group of log appends
+//! (the `sm-write` / `log-write` failpoints after a random number of writes: random
+//! SIGKILLs rarely land inside a batch, this always does). Each time the member
 //! hit stops acknowledging at once (openraft's fatal storage error; the server exits, or
 //! aborts on a panic) and nothing it had not made durable was reported done; the others
 //! carry on (electing a leader within the README's bound when the leader was hit); the
@@ -21,13 +24,17 @@ enum DiskFault {
     LeaderFlush,
     FollowerApplyPanic,
     FollowerVoteSave,
+    AbortMidApply,
+    AbortMidLogGroup,
 }
 
-const FAULTS: [DiskFault; 4] = [
+const FAULTS: [DiskFault; 6] = [
     DiskFault::FollowerFlush,
     DiskFault::LeaderFlush,
     DiskFault::FollowerApplyPanic,
     DiskFault::FollowerVoteSave,
+    DiskFault::AbortMidApply,
+    DiskFault::AbortMidLogGroup,
 ];
 
 /// A member whose storage failed must stop on its own this quickly (it fails at its next
@@ -94,6 +101,34 @@ async fn disk_faults_stop_the_member_and_lose_nothing() {
                     .await
                     .unwrap();
                 cluster.restart(leader);
+            }
+            DiskFault::AbortMidApply | DiskFault::AbortMidLogGroup => {
+                let name = match fault {
+                    DiskFault::AbortMidApply => "sm-write",
+                    _ => "log-write",
+                };
+                let target = scenario.rng.pick(&all);
+                // After 0-59 more writes: inside a batch of this or a later apply/append.
+                let action = format!("{}*off->return(abort)", scenario.rng.below(60));
+                println!("disk_faults: {name}={action} on node {target}");
+                let hit_at = Instant::now();
+                faults.failpoint(target, name, &action).await;
+                faults.count_event();
+                let status = cluster.wait_for_exit(target, STOP_DEADLINE).await;
+                assert!(
+                    status.as_ref().is_some_and(|s| !s.success()),
+                    "node {target} did not abort at {name}: {status:?}"
+                );
+                if target == leader {
+                    cluster.agreed_leader_among(&followers, FAILOVER_BOUND * 2).await;
+                    scenario.failover(hit_at.elapsed());
+                }
+                workload
+                    .wait_for_writes(20, Duration::from_secs(15))
+                    .await
+                    .unwrap();
+                // The restart rolls back the interrupted batch and replays the log.
+                cluster.restart(target);
             }
             DiskFault::FollowerVoteSave => {
                 // The vote is saved in elections only: make one by killing the leader.

@@ -6,6 +6,7 @@
 //! | `vote-save` | `save_vote`, before the vote is synced                  |
 //! | `sm-apply`  | the state machine, before it applies a batch of entries |
 //! | `sm-write`  | before each single write of a state-machine batch (apply, compaction): `return(abort)` aborts the process there, as a crash in the middle of a batch |
+//! | `log-write` | before each entry's insert of a log append: `return(abort)` aborts the process in the middle of a group of appends |
 //!
 //! Each is configured with the `fail` crate's actions (`return`, `panic`, `50%return`,
 //! `sleep(100)`, `off`, ...); `return` makes the operation fail with an I/O error, which
@@ -14,7 +15,7 @@
 //! `failpoints` feature have them; elsewhere [`check`] is an inlined `Ok(())`.
 
 /// Every failpoint name, for validating a test's configuration.
-pub const FAILPOINTS: &[&str] = &["log-flush", "vote-save", "sm-apply", "sm-write"];
+pub const FAILPOINTS: &[&str] = &["log-flush", "vote-save", "sm-apply", "sm-write", "log-write"];
 
 #[cfg(feature = "failpoints")]
 static FIRED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -37,26 +38,25 @@ pub(crate) fn check(_name: &'static str) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Before each write of a state-machine batch (`tree_writes.rs`). With the `failpoints`
-/// feature, `sm-write` configured as `return(abort)` aborts the process (no unwinding, no
-/// flush: what sled wrote so far is what a restart finds), any other return fails the
-/// write; unit tests can stop a batch after a number of writes ([`stop_writes_after`]).
-pub(crate) fn check_write() -> std::io::Result<()> {
+/// Before each single write of a batch (`sm-write`: `tree_writes.rs`; `log-write`: a log
+/// append). With the `failpoints` feature, configured as `return(abort)` it aborts the
+/// process (no unwinding, no flush: what sled wrote so far is what a restart finds), as
+/// `N*off->return(abort)` after N writes; any other return fails the write. Unit tests
+/// can stop a state-machine batch after a number of writes ([`stop_writes_after`]).
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+pub(crate) fn check_write(name: &'static str) -> std::io::Result<()> {
     #[cfg(test)]
-    if !crash_test::take_write() {
+    if name == "sm-write" && !crash_test::take_write() {
         return Err(std::io::Error::other("test stopped the batch here"));
     }
     #[cfg(feature = "failpoints")]
-    fail::fail_point!("sm-write", |arg: Option<String>| {
+    fail::fail_point!(name, |arg: Option<String>| {
         if arg.as_deref() == Some("abort") {
-            tracing::error!(
-                failpoint = "sm-write",
-                "aborting the process in the middle of a batch"
-            );
+            tracing::error!(failpoint = name, "aborting the process in the middle of a batch");
             std::process::abort();
         }
         FIRED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Err(std::io::Error::other("injected storage fault at sm-write"))
+        Err(std::io::Error::other(format!("injected storage fault at {name}")))
     });
     Ok(())
 }

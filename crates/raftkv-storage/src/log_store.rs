@@ -399,6 +399,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let count = encoded.len() as u64;
         // In index order, one insert each (module doc, "No sled batches").
         for (index, bytes) in encoded {
+            crate::failpoints::check_write("log-write").map_err(log_write)?;
             self.entries.insert(index_key(index), bytes).map_err(log_write)?;
         }
         self.stats.appends.fetch_add(1, Ordering::Relaxed);

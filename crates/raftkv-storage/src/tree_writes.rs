@@ -121,7 +121,7 @@ impl TreeBatch {
     pub(crate) fn commit(self, tree: &Generation, gate: &mut WriteGate) -> crate::error::Result<()> {
         let mut keys = Vec::with_capacity(self.writes.len());
         for (key, value) in self.writes {
-            crate::failpoints::check_write()?;
+            crate::failpoints::check_write("sm-write")?;
             match value {
                 Some(value) => tree.insert(&key, value)?,
                 None => tree.remove(&key)?,
