@@ -45,6 +45,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod disk_usage;
 mod election;
 mod failpoints;
 mod kv;

@@ -303,7 +303,7 @@ impl NodeBuilder {
             (true, None) => Vec::new(),
         };
 
-        let data_dir_for_node = data_dir.clone();
+        let data_dir_for_quota = data_dir.clone();
         let store_options = self.store;
         let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, store_options))
             .await
@@ -371,11 +371,11 @@ impl NodeBuilder {
             client_urls: client_urls.clone(),
             shutdown,
             servers: parking_lot::Mutex::new(Vec::new()),
-            data_dir: data_dir_for_node,
             quota: Quota {
                 bytes: self.quota_bytes,
                 alarm: AtomicBool::new(false),
                 checked_at_ms: AtomicU64::new(0),
+                usage: crate::disk_usage::DiskUsage::new(data_dir_for_quota),
             },
             leases: LeaseManager::new(self.lease_checkpoint_interval, self.election_timeout.1),
             leader_contact: LeaderContact::new(),
@@ -575,7 +575,7 @@ pub(crate) struct NodeInner {
     /// The gRPC servers, awaited on shutdown so in-flight requests drain. Locked only to
     /// push or take the handles, never across an `.await`.
     pub(crate) servers: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    pub(crate) data_dir: PathBuf,
+
     pub(crate) quota: Quota,
     /// The leader's lease deadlines (`lease.rs`).
     pub(crate) leases: LeaseManager,
@@ -599,6 +599,7 @@ pub(crate) struct Quota {
     alarm: AtomicBool,
     /// When the disk usage was last measured (ms since the epoch): at most once a second.
     checked_at_ms: AtomicU64,
+    usage: crate::disk_usage::DiskUsage,
 }
 
 /// A raftkv node: the KV API (`kv.rs`), cluster membership (`membership.rs`), metrics,
@@ -795,22 +796,10 @@ impl Node {
         Ok(())
     }
 
-    /// Bytes the data directory takes on disk.
+    /// Bytes the data directory takes on disk (`disk_usage.rs`: directories are listed
+    /// again only when they changed).
     pub fn disk_usage(&self) -> u64 {
-        fn walk(dir: &std::path::Path) -> u64 {
-            let Ok(entries) = std::fs::read_dir(dir) else {
-                return 0;
-            };
-            entries
-                .flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => walk(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        }
-        walk(&self.inner.data_dir)
+        self.inner.quota.usage.bytes()
     }
 
     /// Rewrite this member's state database into a fresh one, giving back the disk space
@@ -862,14 +851,21 @@ impl Node {
     /// then on the node acknowledges nothing, and only a restart (which recovers from
     /// what is durable) brings it back. Also resolves if Raft was shut down.
     pub async fn fatal_error(&self) -> String {
-        let mut metrics = self.inner.raft.metrics();
+        // Wait on the server metrics (vote, role, leader, membership): the full metrics
+        // change several times per write, and every change would wake this task. Both
+        // channels close when the Raft core stops, after it recorded why.
+        let mut server = self.inner.raft.server_metrics();
         loop {
-            if let Err(fatal) = &metrics.borrow_watched().running_state {
+            if let Err(fatal) = &self.inner.raft.metrics().borrow_watched().running_state {
                 return fatal.to_string();
             }
-            if metrics.changed().await.is_err() {
-                return "raft stopped".into();
+            if server.changed().await.is_err() {
+                break;
             }
+        }
+        match &self.inner.raft.metrics().borrow_watched().running_state {
+            Err(fatal) => fatal.to_string(),
+            Ok(()) => "raft stopped".into(),
         }
     }
 
