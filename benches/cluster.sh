@@ -128,3 +128,16 @@ wait_until_writable() {
   if [ -n "$logs" ]; then tail -n 20 $logs >&2; fi
   exit 1
 }
+
+# CPU seconds (user + system) of the given pids so far.
+cpu_seconds() {
+  python3 - "$@" <<'EOF'
+import os, sys
+tick = os.sysconf("SC_CLK_TCK")
+total = 0
+for pid in sys.argv[1:]:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    total += int(fields[11]) + int(fields[12])  # utime, stime
+print(total / tick)
+EOF
+}

@@ -3,7 +3,9 @@
 # 127.0.0.1, data on the same filesystem, production durability for both (raftkv syncs
 # its log before acknowledging; etcd fsyncs its WAL, the default). The same raftkv-bench
 # workloads run against each, alternating, and one table is printed, with the physical
-# floor (fdatasync of 4 KiB on the data filesystem, loopback round trip).
+# floor (fdatasync of 4 KiB on the data filesystem, loopback round trip), and for the
+# put workloads the CPU seconds all three members of each system spent per 1,000
+# acknowledged writes (user + system, from /proc).
 #
 # Usage: benches/compare-etcd.sh [DURATION]   (default 20s per workload and system)
 #        BASELINE_SERVER=/path/to/older/raftkv-server benches/compare-etcd.sh [DURATION]
@@ -22,6 +24,7 @@ build_release
 # raftkv
 start_raftkv_cluster "$WORK"
 RK_EP=$RK_ENDPOINTS
+RK_PIDS="${PIDS[*]:0:3}"
 
 # An older build, if given
 SYSTEMS="raftkv etcd"
@@ -29,19 +32,27 @@ if [ -n "${BASELINE_SERVER:-}" ]; then
   NEW_SERVER=$SERVER SERVER=$BASELINE_SERVER
   start_raftkv_cluster "$WORK/base"
   BASE_EP=$RK_ENDPOINTS SERVER=$NEW_SERVER
+  BASE_PIDS="${PIDS[*]:3:3}"
   SYSTEMS="raftkv etcd base"
 fi
 
 # etcd
 start_etcd_cluster "$WORK"
+ET_PIDS="${PIDS[*]: -3}"
 
 wait_until_writable "$RK_EP" "$WORK/raftkv-*.log"
 wait_until_writable "$ET_EP" "$WORK/etcd-*.log"
 if [ -n "${BASE_EP:-}" ]; then wait_until_writable "$BASE_EP" "$WORK/base/raftkv-*.log"; fi
 
-run() { # system endpoints label args...
-  local system=$1 ep=$2 label=$3; shift 3
+run() { # system endpoints pids label args...
+  local system=$1 ep=$2 pids=$3 label=$4 before after; shift 4
+  # shellcheck disable=SC2086
+  before=$(cpu_seconds $pids)
   $BENCH "$@" --endpoints "$ep" --duration "$DURATION" --json "$WORK/$label-$system.json" >/dev/null 2>"$WORK/$label-$system.err"
+  # shellcheck disable=SC2086
+  after=$(cpu_seconds $pids)
+  python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(f'{($after - $before) * 1000 / max(r[\"ops\"], 1):.3f}')" \
+    "$WORK/$label-$system.json" >"$WORK/$label-$system.cpu"
 }
 field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
 
@@ -59,9 +70,13 @@ for w in "${WORKLOADS[@]}"; do
   read -r -a order <<<"$SYSTEMS"
   order=("${order[@]:$((n % ${#order[@]}))}" "${order[@]:0:$((n % ${#order[@]}))}")
   for system in "${order[@]}"; do
-    case $system in raftkv) ep=$RK_EP ;; etcd) ep=$ET_EP ;; base) ep=$BASE_EP ;; esac
+    case $system in
+      raftkv) ep=$RK_EP pids=$RK_PIDS ;;
+      etcd) ep=$ET_EP pids=$ET_PIDS ;;
+      base) ep=$BASE_EP pids=$BASE_PIDS ;;
+    esac
     # shellcheck disable=SC2086
-    run "$system" "$ep" "$label" $args
+    run "$system" "$ep" "$pids" "$label" $args
   done
   n=$((n + 1))
 done
@@ -93,5 +108,13 @@ if [ -n "${BASE_EP:-}" ]; then
       "$(python3 -c "print(f'{$rt/$bt:.2f}' if $bt > 0 else 'n/a')")"
   done
 fi
+echo "CPU seconds per 1,000 acknowledged writes (all three members, user + system):"
+for w in "${WORKLOADS[@]}"; do
+  label=${w%%|*}
+  case $label in put-*) ;; *) continue ;; esac
+  line="  $label: raftkv $(cat "$WORK/$label-raftkv.cpu"), etcd $(cat "$WORK/$label-etcd.cpu")"
+  if [ -n "${BASE_EP:-}" ]; then line+=", baseline $(cat "$WORK/$label-base.cpu")"; fi
+  echo "$line (raftkv/etcd $(python3 -c "print(f'{$(cat "$WORK/$label-raftkv.cpu")/max($(cat "$WORK/$label-etcd.cpu"), 1e-9):.2f}')"))"
+done
 echo "floor: fdatasync 4KiB p50 $(field "$WORK/floor.json" fdatasync_4k_p50_ms) ms p99 $(field "$WORK/floor.json" fdatasync_4k_p99_ms) ms; loopback rtt p50 $(field "$WORK/floor.json" loopback_rtt_p50_ms) ms p99 $(field "$WORK/floor.json" loopback_rtt_p99_ms) ms"
 echo "floor of one put at c=1 on three nodes (openraft 0.10: the leader's own sync runs beside replication): 1 fsync + 2 round trips + apply"

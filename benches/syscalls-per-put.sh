@@ -76,19 +76,6 @@ measure_syscalls() {
   wait "$STRACE_leader" "$STRACE_follower" 2>/dev/null || true
 }
 
-# CPU seconds (user + system) of the given pids so far.
-cpu_seconds() {
-  python3 - "$@" <<'EOF'
-import os, sys
-tick = os.sysconf("SC_CLK_TCK")
-total = 0
-for pid in sys.argv[1:]:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    total += int(fields[11]) + int(fields[12])  # utime, stime
-print(total / tick)
-EOF
-}
-
 cpu_per_1000() {
   local endpoints=$1 before after
   shift
