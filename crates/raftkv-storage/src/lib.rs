@@ -47,8 +47,9 @@
 //!   file shrinks when [`defrag`] rewrites it (on demand, or past [`AutoDefrag`]'s ratio).
 //! - Leases (`lease_table.rs`) hold granted and checkpointed remaining TTLs, never
 //!   deadlines: expiry is the leader's decision and arrives as a `LeaseRevoke` entry.
-//! - The state machine is synced only before a log purge, around snapshots and before
-//!   physical compaction passes the synced revision; after a crash the open rolls back
+//! - The state machine is synced in the background every 100 ms (`state_sync.rs`),
+//!   before a log purge, around snapshots and before physical compaction passes the
+//!   synced revision; after a crash the open rolls back
 //!   what lies above the durable applied state and openraft replays the log from there.
 //! - Physical compaction at `C` keeps the history of revision `C` itself, so a watch can
 //!   start at `C` (as on etcd), which is what a compacted watcher is told; an event of `C`
@@ -85,6 +86,7 @@ pub mod snapshot;
 mod snapshot_file;
 pub mod state;
 pub mod state_machine;
+mod state_sync;
 mod tree_writes;
 mod watch_events;
 mod watch_history;
@@ -132,6 +134,9 @@ pub struct StoreOptions {
     pub state_cache_bytes: u64,
     /// When the state database is defragmented without being asked ([`defrag`]).
     pub auto_defrag: AutoDefrag,
+    /// How often what is applied is made durable in the background (`state_sync.rs`);
+    /// `None`: only before a log purge, before physical compaction and around snapshots.
+    pub state_sync_interval: Option<std::time::Duration>,
 }
 
 impl Default for StoreOptions {
@@ -140,6 +145,7 @@ impl Default for StoreOptions {
             log_cache_bytes: 64 << 20,
             state_cache_bytes: 256 << 20,
             auto_defrag: AutoDefrag::default(),
+            state_sync_interval: Some(std::time::Duration::from_millis(100)),
         }
     }
 }
@@ -249,6 +255,9 @@ impl Store {
             watch_hub: WatchHub::new(revision),
         });
         compactor::spawn(&shared, compactor_woken)?;
+        if let Some(every) = options.state_sync_interval {
+            state_sync::spawn(&shared, every)?;
+        }
         let lease_changes = Arc::new(LeaseChanges::default());
         let state_machine = StateMachine::load(shared.clone(), lease_changes.clone(), state);
         let log = LogStore::open(log_db, shared.clone())?;
