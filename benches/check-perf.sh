@@ -26,21 +26,23 @@ check() { # system endpoints load
     tr '\r' '\n' | grep -vE '^ *[0-9]+ / [0-9]+|^\s*$' | tail -8 || true
 }
 
+stop_members() {
+  kill "${PIDS[@]}" 2>/dev/null || true
+  wait "${PIDS[@]}" 2>/dev/null || true
+  PIDS=()
+}
+
 for load in "${LOADS[@]}"; do
   # Fresh clusters per load: check perf leaves its keys behind (it deletes them at the
   # end, but the history stays).
   start_raftkv_cluster "$WORK/rk-$load"
   wait_until_writable "$RK_ENDPOINTS" "$WORK/rk-$load/raftkv-*.log"
   check raftkv "$RK_ENDPOINTS" "$load"
-  kill "${PIDS[@]}" 2>/dev/null || true
-  wait "${PIDS[@]}" 2>/dev/null || true
-  PIDS=()
+  stop_members
   mkdir -p "$WORK/et-$load"
   start_etcd_cluster "$WORK/et-$load"
   wait_until_writable "$ET_EP" "$WORK/et-$load/etcd-*.log"
   check etcd "$ET_EP" "$load"
-  kill "${PIDS[@]}" 2>/dev/null || true
-  wait "${PIDS[@]}" 2>/dev/null || true
-  PIDS=()
+  stop_members
 done
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), fs $(df -T "$WORK" | awk 'NR==2 {print $2}'), $(git rev-parse --short HEAD)"
