@@ -28,6 +28,7 @@ use raftkv_core::kv::*;
 use raftkv_core::watch::Event;
 
 use crate::error::Error;
+use crate::key_index::KeyIndex;
 use crate::keys;
 use crate::lease_table::LeaseRecord;
 use crate::mvcc::{self, VersionRecord};
@@ -65,6 +66,8 @@ type KeyState = BTreeMap<Vec<u8>, Option<KeyValue>>;
 /// Writes of one `apply()` call.
 pub(crate) struct Applier<'a> {
     pub(crate) tree: &'a sled::Tree,
+    /// Where each live key's newest version is, as of the tree (`key_index.rs`).
+    index: &'a KeyIndex,
     pub(crate) batch: TreeBatch,
     /// Latest state of every key written by this call so far (`None`: deleted).
     overlay: KeyState,
@@ -91,9 +94,15 @@ struct RequestScope {
 }
 
 impl<'a> Applier<'a> {
-    pub(crate) fn new(tree: &'a sled::Tree, revision: Revision, compact_revision: Revision) -> Self {
+    pub(crate) fn new(
+        tree: &'a sled::Tree,
+        index: &'a KeyIndex,
+        revision: Revision,
+        compact_revision: Revision,
+    ) -> Self {
         Self {
             tree,
+            index,
             batch: TreeBatch::default(),
             overlay: KeyState::new(),
             revision,
@@ -174,7 +183,28 @@ impl<'a> Applier<'a> {
         if let Some(state) = scope.0.overlay.get(key).or_else(|| self.overlay.get(key)) {
             return Ok(state.clone());
         }
+        match self.index.newest(key) {
+            Some(rev) => self.version(key, rev),
+            None => Ok(None),
+        }
+    }
+
+    /// The version of `key` the index names as its newest. The index is exact for the tree
+    /// apply writes; should it ever disagree, the scan answers and the mismatch is logged.
+    fn version(&self, key: &[u8], rev: Revision) -> Result<Option<KeyValue>, ApplyError> {
+        if let Some(kv) = mvcc::get_version(self.tree, key, rev)? {
+            return Ok(Some(kv));
+        }
+        self.index.count_miss();
+        tracing::error!(key = ?String::from_utf8_lossy(key), rev, "key index names a version the tree lacks");
         Ok(mvcc::get_at(self.tree, key, Revision::MAX)?)
+    }
+
+    /// The final state of every key this call wrote (`None`: deleted), for the key index.
+    pub(crate) fn written_keys(&self) -> impl Iterator<Item = (&[u8], Option<Revision>)> {
+        self.overlay
+            .iter()
+            .map(|(k, state)| (k.as_slice(), state.as_ref().map(|kv| kv.mod_revision)))
     }
 
     fn latest_range(
@@ -186,11 +216,12 @@ impl<'a> Applier<'a> {
         if range_end.is_empty() {
             return Ok(self.latest(scope, key)?.into_iter().collect());
         }
-        let mut merged: BTreeMap<Vec<u8>, KeyValue> =
-            mvcc::scan_at(self.tree, key, range_end, Revision::MAX)?
-                .into_iter()
-                .map(|kv| (kv.key.clone(), kv))
-                .collect();
+        let mut merged = BTreeMap::new();
+        for (k, rev) in self.index.range(key, range_end) {
+            if let Some(kv) = self.version(&k, rev)? {
+                merged.insert(k, kv);
+            }
+        }
         for overlay in [&self.overlay, &scope.0.overlay] {
             for (k, state) in overlay.iter().filter(|(k, _)| in_range(k, key, range_end)) {
                 match state {

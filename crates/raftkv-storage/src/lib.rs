@@ -72,6 +72,9 @@ pub mod durable;
 pub mod error;
 pub mod failpoints;
 pub mod generation;
+pub mod key_index;
+#[cfg(test)]
+mod key_index_tests;
 pub mod keys;
 mod lease_apply;
 pub mod lease_table;
@@ -108,6 +111,7 @@ pub use defrag::{AutoDefrag, DefragReport, DefragStats};
 pub use durable::{DurableDb, SyncStats};
 pub use error::{Error, Result};
 use generation::Generation;
+pub use key_index::KeyIndex;
 pub use lease_table::{LeaseChanges, LeaseRecord};
 pub use log_store::{LogReader, LogStore};
 pub use reader::KvReader;
@@ -228,6 +232,7 @@ impl Store {
             None => 0,
         };
         let physically_compacted = compactor::compacted_to(&tree)?;
+        let key_index = KeyIndex::build(&tree)?;
         let (compactor_wake, compactor_woken) = compactor::wake_channel();
         let shared = Arc::new(StateShared {
             data_dir: dir.to_path_buf(),
@@ -253,6 +258,7 @@ impl Store {
             compaction_stats: Default::default(),
             compaction_budget: AtomicU64::new(u64::MAX),
             watch_hub: WatchHub::new(revision),
+            key_index,
         });
         compactor::spawn(&shared, compactor_woken)?;
         if let Some(every) = options.state_sync_interval {

@@ -13,6 +13,7 @@ use raftkv_core::codec;
 use raftkv_core::kv::{KeyValue, RangeRequest, Revision, SortOrder, SortTarget};
 
 use crate::error::Result;
+use crate::key_index::KeyIndex;
 use crate::keys;
 
 /// What the tree stores for one (key, revision).
@@ -75,6 +76,32 @@ pub fn get_at(tree: &sled::Tree, key: &[u8], rev: Revision) -> Result<Option<Key
             Ok(record.into_key_value(key.to_vec(), mod_revision))
         }
     }
+}
+
+/// The version of `key` written at exactly `rev`, if `tree` has it (a point read).
+pub fn get_version(tree: &sled::Tree, key: &[u8], rev: Revision) -> Result<Option<KeyValue>> {
+    let Some(bytes) = tree.get(keys::version_key(key, rev))? else {
+        return Ok(None);
+    };
+    let record: VersionRecord = codec::decode(&bytes)?;
+    Ok(record.into_key_value(key.to_vec(), rev))
+}
+
+/// [`get_at`] for a reader pinned at `rev`: where `index` names a newest version at or
+/// below `rev`, that version is the answer and is read by its exact key; otherwise (the
+/// key deleted, or written after `rev`, or a tree of before a generation switch) scan.
+pub fn get_indexed_at(
+    tree: &sled::Tree,
+    index: &KeyIndex,
+    key: &[u8],
+    rev: Revision,
+) -> Result<Option<KeyValue>> {
+    if let Some(newest) = index.newest(key).filter(|newest| *newest <= rev)
+        && let Some(kv) = get_version(tree, key, newest)?
+    {
+        return Ok(Some(kv));
+    }
+    get_at(tree, key, rev)
 }
 
 /// Every key in `[key, range_end)` (etcd's forms) as it was at `rev`, in key order.

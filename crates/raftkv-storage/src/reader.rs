@@ -142,7 +142,7 @@ impl KvReader {
             req.revision
         };
         let kvs: Vec<KeyValue> = if req.range_end.is_empty() {
-            mvcc::get_at(&tree, &req.key, rev)
+            mvcc::get_indexed_at(&tree, &self.shared.key_index, &req.key, rev)
                 .map_err(storage)?
                 .into_iter()
                 .collect()

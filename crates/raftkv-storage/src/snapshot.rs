@@ -52,6 +52,7 @@ use crate::compaction_pins::CompactionPin;
 use crate::durable::sync_dir;
 use crate::error::{Error, Result};
 use crate::generation::Generation;
+use crate::key_index::KeyIndex;
 use crate::keys::{self, meta};
 use crate::lease_table::AttachmentRebuild;
 use crate::snapshot_file::{
@@ -364,10 +365,13 @@ pub(crate) fn install(shared: &StateShared, meta: &SnapshotMetaOf, mut file: Fil
     tree.insert(meta::STATE, state.encode()?)?;
     tree.sync()?;
     tree.mark_baseline();
+    let key_index = KeyIndex::build(&tree)?;
     // The switch: `state.current`, made durable.
     shared.commit_switch(&tree)?;
-    // Readers pin the revision before they load the tree, so store the tree first.
+    // Readers pin the revision before they load the tree, so store the tree first, and
+    // the index before the revision (`key_index.rs`).
     shared.active.store(Arc::new(tree));
+    shared.key_index.replace(key_index);
     old.retire();
     shared
         .compact_revision

@@ -24,6 +24,7 @@ use crate::defrag::{AutoDefrag, DefragStats};
 use crate::durable::SyncStats;
 use crate::error::Result;
 use crate::generation::{self, Generation};
+use crate::key_index::KeyIndex;
 use crate::keys;
 use crate::tree_writes::WriteGate;
 use crate::watch_hub::WatchHub;
@@ -74,6 +75,8 @@ pub struct StateShared {
     pub(crate) compaction_budget: AtomicU64,
     /// This replica's watchers and the events apply publishes to them.
     pub(crate) watch_hub: WatchHub,
+    /// The newest revision of every live key (`key_index.rs`).
+    pub(crate) key_index: KeyIndex,
 }
 
 impl StateShared {
@@ -107,6 +110,11 @@ impl StateShared {
     /// are opened with [`crate::LocalWatchSession::open`].
     pub fn watch_hub(&self) -> &WatchHub {
         &self.watch_hub
+    }
+
+    /// The newest revision of every live key (`key_index.rs`).
+    pub fn key_index(&self) -> &KeyIndex {
+        &self.key_index
     }
 
     /// The active generation; derefs to the live keyspace tree.

@@ -95,7 +95,7 @@ impl StateMachine {
         let tree = self.shared.tree();
         let compacted_before = self.shared.compact_revision();
         let revision_before = self.shared.revision();
-        let mut applier = Applier::new(&tree, revision_before, compacted_before);
+        let mut applier = Applier::new(&tree, &self.shared.key_index, revision_before, compacted_before);
         applier.watch = EventCollector::new(self.shared.watch_hub.interest());
         let mut responses = Vec::new();
         let mut new_cluster_id = None;
@@ -146,6 +146,8 @@ impl StateMachine {
             batch.discard(undo_key);
         }
         batch.commit(&tree, gate)?;
+        // Before the revision is published: a reader at it finds the index as new.
+        self.shared.key_index.update(applier.written_keys());
         if let Some(id) = new_cluster_id {
             self.shared.cluster_id.store(id, Ordering::Release);
         }

@@ -41,6 +41,12 @@ async fn snapshot_captures_a_point_and_installs_elsewhere() {
     assert_eq!(snapshot.meta.last_log_id.unwrap().index, 50);
 
     let mut follower = open(b.path());
+    // What the follower had before is replaced, key index included.
+    follower
+        .state_machine
+        .apply_committed([put(1, "stale", "s"), put(2, "k01", "mine")])
+        .await
+        .unwrap();
     let mut incoming = follower.state_machine.begin_receiving_snapshot().await.unwrap();
     let mut data = Vec::new();
     let mut source = snapshot.snapshot;
@@ -88,13 +94,31 @@ async fn snapshot_captures_a_point_and_installs_elsewhere() {
             .unwrap()
             .is_some()
     );
+    // Writes after the install continue the snapshot's keys (version, creation), and the
+    // follower's own earlier keys are gone.
+    follower
+        .state_machine
+        .apply_committed([put(51, "k01", "after"), put(52, "stale", "again")])
+        .await
+        .unwrap();
+    let read = |f: &Store, key: &str| f.reader.range(&RangeRequest::key(key)).unwrap().kvs.remove(0);
+    let k01 = read(&follower, "k01");
+    assert_eq!((k01.version, k01.create_revision, k01.mod_revision), (6, 2, 52));
+    let stale = read(&follower, "stale");
+    assert_eq!((stale.version, stale.create_revision), (1, 53));
+    assert_eq!(
+        follower.shared.key_index().misses(),
+        0,
+        "the install left the index stale"
+    );
     drop(follower);
     let follower = open(b.path());
     assert_eq!(
         follower.reader.range(&RangeRequest::prefix("")).unwrap().count,
-        10
+        11
     );
-    assert_eq!(follower.reader.revision(), 51);
+    assert_eq!(follower.reader.revision(), 53);
+    assert_eq!(read(&follower, "k01").version, 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
