@@ -159,6 +159,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn byte_strings_encode_as_a_sequence_of_u8_did() {
+        // Keys and values are `#[serde(with = "serde_bytes")]` (decoded as one slice,
+        // not byte by byte); on disk and between peers they must stay what the
+        // sequence encoding wrote, or older data directories and peers would not read.
+        for bytes in [&b""[..], b"k", &[7u8; 300][..], &[0xffu8; 70_000][..]] {
+            let as_seq = encode(&bytes.to_vec()).unwrap();
+            let as_bytes = encode(serde_bytes::Bytes::new(bytes)).unwrap();
+            assert_eq!(as_seq, as_bytes);
+            let back: serde_bytes::ByteBuf = decode(&as_seq).unwrap();
+            assert_eq!(back.as_slice(), bytes);
+        }
+    }
+
+    #[test]
     fn a_claimed_length_beyond_the_input_is_refused_before_allocating() {
         // A string claiming 2^60 bytes: varint tag 0xFD + u64 little endian.
         let mut bomb = vec![0xFD];

@@ -15,6 +15,7 @@ pub type Revision = i64;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
     /// The key.
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     /// Revision of the last creation of this key.
     pub create_revision: Revision,
@@ -23,6 +24,7 @@ pub struct KeyValue {
     /// Number of modifications since creation (1 on create).
     pub version: i64,
     /// The value.
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// The lease attached to the key, 0 for none.
     pub lease: i64,
@@ -73,8 +75,10 @@ pub enum SortTarget {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RangeRequest {
     /// First key of the range.
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     /// End of the range (exclusive); see the module doc for the special forms.
+    #[serde(with = "serde_bytes")]
     pub range_end: Vec<u8>,
     /// Maximum number of keys returned, 0 for no limit.
     pub limit: i64,
@@ -179,8 +183,10 @@ pub struct RangeResponse {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PutRequest {
     /// Key to write.
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     /// Value to write.
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// Lease to attach, 0 for none.
     pub lease: i64,
@@ -216,8 +222,10 @@ pub struct PutResponse {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeleteRangeRequest {
     /// First key.
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     /// End of range (see the module doc).
+    #[serde(with = "serde_bytes")]
     pub range_end: Vec<u8>,
     /// Return the deleted key-values.
     pub prev_kv: bool,
@@ -264,7 +272,7 @@ pub enum CompareTarget {
     /// The key's mod revision (0 if absent).
     Mod(Revision),
     /// The key's value (an absent key fails every value compare, as in etcd).
-    Value(Vec<u8>),
+    Value(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The key's lease (0 if absent or none).
     Lease(i64),
 }
@@ -290,8 +298,10 @@ pub struct Compare {
     /// The field and the value to compare with.
     pub target: CompareTarget,
     /// Key.
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     /// Range end; empty for just `key`.
+    #[serde(with = "serde_bytes")]
     pub range_end: Vec<u8>,
 }
 

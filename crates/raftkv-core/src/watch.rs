@@ -89,8 +89,10 @@ impl Event {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WatchRequest {
     /// The key, or the start of the range. Empty means the smallest key (`\0`).
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     /// Empty: just `key`; `[0]`: every key `>= key`; otherwise `[key, range_end)`.
+    #[serde(with = "serde_bytes")]
     pub range_end: Vec<u8>,
     /// The first revision to deliver (inclusive); 0 (or less than 1) means the next one.
     pub start_revision: Revision,

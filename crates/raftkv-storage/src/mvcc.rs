@@ -28,6 +28,7 @@ pub enum VersionRecord {
         /// Attached lease.
         lease: i64,
         /// The value.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
         /// Position within the revision (etcd's sub revision).
         sub: u32,
