@@ -56,6 +56,7 @@ mod membership;
 mod node;
 mod publish;
 mod read_index;
+mod snapshot_trigger;
 mod watch;
 
 pub use election::LeaderKey;

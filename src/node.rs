@@ -79,7 +79,6 @@ pub struct NodeBuilder {
     request_timeout: Duration,
     heartbeat_interval: Duration,
     election_timeout: (Duration, Duration),
-    snapshot_every_entries: u64,
     peer_listen: Option<Listen>,
     client_listen: Option<Listen>,
     advertise_peer_url: Option<String>,
@@ -106,7 +105,6 @@ impl Default for NodeBuilder {
             // only after 700 ms without a quorum's acknowledgement.
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: (Duration::from_millis(350), Duration::from_millis(700)),
-            snapshot_every_entries: 10_000,
             peer_listen: None,
             client_listen: None,
             advertise_peer_url: None,
@@ -207,7 +205,8 @@ impl NodeBuilder {
         self
     }
 
-    /// sled cache sizes and automatic defragmentation.
+    /// sled cache sizes, automatic defragmentation and the snapshot cadence (replaces
+    /// what [`NodeBuilder::snapshot_every_entries`] set).
     pub fn store_options(mut self, options: StoreOptions) -> Self {
         self.store = options;
         self
@@ -264,9 +263,11 @@ impl NodeBuilder {
         self
     }
 
-    /// Build a snapshot (and purge the log behind it) every this many entries.
+    /// Build a snapshot (and purge the log behind it) after at least this many entries,
+    /// and once as many bytes were written as the last snapshot holds
+    /// ([`raftkv_storage::SnapshotCadence`]).
     pub fn snapshot_every_entries(mut self, entries: u64) -> Self {
-        self.snapshot_every_entries = entries;
+        self.store.snapshot_every_entries = entries;
         self
     }
 
@@ -327,7 +328,8 @@ impl NodeBuilder {
             heartbeat_interval: self.heartbeat_interval.as_millis() as u64,
             election_timeout_min: self.election_timeout.0.as_millis() as u64,
             election_timeout_max: self.election_timeout.1.as_millis() as u64,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries),
+            // `snapshot_trigger.rs` decides when (openraft counts only entries).
+            snapshot_policy: openraft::SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: 1000,
             // Entries per append request; the network splits a request by bytes as well
             // (entries are batches of up to 4 MiB), so no message exceeds the peer limit.
@@ -472,6 +474,11 @@ impl NodeBuilder {
                 }
             }
         }
+        tokio::spawn(crate::snapshot_trigger::run(
+            raft.clone(),
+            node.inner.shared.clone(),
+            shutdown_rx.clone(),
+        ));
         tokio::spawn(crate::lease::run(
             Arc::downgrade(&node.inner),
             shutdown_rx.clone(),

@@ -22,12 +22,22 @@ async fn lagging_follower_catches_up_from_a_streamed_snapshot() {
     let down_node = nodes.remove(down as usize - 1);
     drop(down_node);
 
-    // ~6 MiB of state in many entries, so the leader snapshots and purges past node 3.
+    // Several MiB of state in many entries, until the leader has snapshotted and purged
+    // its log past node 3. Snapshots come after 200 entries and once as many bytes were
+    // written as the last snapshot holds, so with every put a new key they come at about
+    // 200, 400, 800, 1600 entries; the log keeps 1,000 entries behind the snapshot.
     let value = vec![b'x'; 4096];
-    for i in 0..1500 {
-        survivor.put(format!("big/{i:05}"), value.clone()).await.unwrap();
-    }
     let leader_node = nodes.iter().find(|n| n.id() == leader).unwrap();
+    let mut written = 0;
+    while written < 4000 && leader_node.metrics().purged_index.is_none_or(|p| p <= 100) {
+        for _ in 0..100 {
+            survivor
+                .put(format!("big/{written:05}"), value.clone())
+                .await
+                .unwrap();
+            written += 1;
+        }
+    }
     support::wait_until("the leader purges its log", Duration::from_secs(30), || {
         leader_node.metrics().purged_index.is_some_and(|p| p > 100)
     })
@@ -66,10 +76,10 @@ async fn lagging_follower_catches_up_from_a_streamed_snapshot() {
         .range(RangeRequest::prefix("big/").with_serializable(true))
         .await
         .unwrap();
-    assert_eq!(all.count, 1500);
+    assert_eq!(all.count, written);
     assert!(all.kvs.iter().all(|kv| kv.value.len() == 4096));
     println!(
-        "follower {down} installed a {snapshot_bytes}-byte snapshot at {installed:?}; it holds all 1500 keys"
+        "follower {down} installed a {snapshot_bytes}-byte snapshot at {installed:?}; it holds all {written} keys"
     );
     back.shutdown().await;
     for n in &nodes {

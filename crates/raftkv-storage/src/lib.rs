@@ -86,6 +86,7 @@ pub mod mvcc;
 pub mod reader;
 pub mod rollback;
 pub mod snapshot;
+pub mod snapshot_cadence;
 mod snapshot_file;
 pub mod state;
 pub mod state_machine;
@@ -115,6 +116,7 @@ pub use key_index::KeyIndex;
 pub use lease_table::{LeaseChanges, LeaseRecord};
 pub use log_store::{LogReader, LogStore};
 pub use reader::KvReader;
+pub use snapshot_cadence::SnapshotCadence;
 pub use state::StateShared;
 pub use state_machine::StateMachine;
 pub use watch_hub::{WatchConfig, WatchHub};
@@ -141,6 +143,9 @@ pub struct StoreOptions {
     /// How often what is applied is made durable in the background (`state_sync.rs`);
     /// `None`: only before a log purge, before physical compaction and around snapshots.
     pub state_sync_interval: Option<std::time::Duration>,
+    /// Log entries applied between two snapshots at least; a snapshot also waits for as
+    /// many bytes written as the last one holds (`snapshot_cadence.rs`).
+    pub snapshot_every_entries: u64,
 }
 
 impl Default for StoreOptions {
@@ -150,6 +155,7 @@ impl Default for StoreOptions {
             state_cache_bytes: 256 << 20,
             auto_defrag: AutoDefrag::default(),
             state_sync_interval: Some(std::time::Duration::from_millis(100)),
+            snapshot_every_entries: 10_000,
         }
     }
 }
@@ -233,6 +239,13 @@ impl Store {
         };
         let physically_compacted = compactor::compacted_to(&tree)?;
         let key_index = KeyIndex::build(&tree)?;
+        let (snapshot_index, snapshot_bytes) = snapshot::current_index_and_size(&snapshot_dir)?;
+        let snapshot_cadence = SnapshotCadence::new(
+            options.snapshot_every_entries,
+            snapshot_index,
+            snapshot_bytes,
+            applied_index,
+        );
         let (compactor_wake, compactor_woken) = compactor::wake_channel();
         let shared = Arc::new(StateShared {
             data_dir: dir.to_path_buf(),
@@ -259,6 +272,7 @@ impl Store {
             compaction_budget: AtomicU64::new(u64::MAX),
             watch_hub: WatchHub::new(revision),
             key_index,
+            snapshot_cadence,
         });
         compactor::spawn(&shared, compactor_woken)?;
         if let Some(every) = options.state_sync_interval {

@@ -107,6 +107,9 @@ impl SnapshotBuilder {
         let revision = shared.revision();
         let tree = shared.tree();
         let (pin, compact_revision) = CompactionPin::compact_revision(&shared);
+        shared
+            .snapshot_cadence
+            .captured(last_applied.map_or(0, |id| id.index));
         let members = tree
             .scan_prefix([keys::MEMBER])
             .chain(tree.scan_prefix([keys::LEASE]))
@@ -202,9 +205,11 @@ impl SnapshotBuilder {
         sync_dir(dir)?;
         prune_older(dir, &path)?;
         let file = File::open(&path)?;
+        let bytes = file.metadata()?.len();
+        self.shared.snapshot_cadence.built(bytes);
         tracing::info!(
             revision = self.revision,
-            bytes = file.metadata().map(|m| m.len()).unwrap_or(0),
+            bytes,
             took_ms = started.elapsed().as_millis() as u64,
             "snapshot built"
         );
@@ -250,6 +255,14 @@ pub(crate) fn current(dir: &Path) -> Result<Option<(SnapshotMetaOf, File)>> {
     };
     file.seek(SeekFrom::Start(0))?;
     Ok(Some((meta, file)))
+}
+
+/// The log index the newest snapshot in `dir` covers and its size (0 and 0 if none).
+pub(crate) fn current_index_and_size(dir: &Path) -> Result<(u64, u64)> {
+    let Some((meta, file)) = current(dir)? else {
+        return Ok((0, 0));
+    };
+    Ok((meta.last_log_id.map_or(0, |id| id.index), file.metadata()?.len()))
 }
 
 fn newest_snapshot(dir: &Path) -> Result<Option<PathBuf>> {
@@ -393,6 +406,9 @@ pub(crate) fn install(shared: &StateShared, meta: &SnapshotMetaOf, mut file: Fil
     // Keep the installed snapshot as the current one (openraft serves it to others).
     let tee = tee.into_inner().map_err(|e| e.into_error())?;
     tee.sync_all()?;
+    shared
+        .snapshot_cadence
+        .installed(meta.last_log_id.map_or(0, |id| id.index), tee.metadata()?.len());
     let path = dir.join(final_name(meta));
     std::fs::rename(&tee_path, &path)?;
     sync_dir(dir)?;

@@ -26,6 +26,7 @@ use crate::error::Result;
 use crate::generation::{self, Generation};
 use crate::key_index::KeyIndex;
 use crate::keys;
+use crate::snapshot_cadence::SnapshotCadence;
 use crate::tree_writes::WriteGate;
 use crate::watch_hub::WatchHub;
 
@@ -77,6 +78,8 @@ pub struct StateShared {
     pub(crate) watch_hub: WatchHub,
     /// The newest revision of every live key (`key_index.rs`).
     pub(crate) key_index: KeyIndex,
+    /// When the next snapshot is due (`snapshot_cadence.rs`).
+    pub(crate) snapshot_cadence: SnapshotCadence,
 }
 
 impl StateShared {
@@ -118,6 +121,11 @@ impl StateShared {
     }
 
     /// The active generation; derefs to the live keyspace tree.
+    /// When the next snapshot is due.
+    pub fn snapshot_cadence(&self) -> &SnapshotCadence {
+        &self.snapshot_cadence
+    }
+
     pub(crate) fn tree(&self) -> Arc<Generation> {
         self.active.load_full()
     }

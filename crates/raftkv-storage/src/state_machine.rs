@@ -145,6 +145,7 @@ impl StateMachine {
         for undo_key in undo {
             batch.discard(undo_key);
         }
+        let written_bytes = batch.inserted_bytes();
         batch.commit(&tree, gate)?;
         // Before the revision is published: a reader at it finds the index as new.
         self.shared.key_index.update(applier.written_keys());
@@ -170,6 +171,9 @@ impl StateMachine {
             self.lease_changes.bump();
         }
         self.shared.applied.advance(last_applied.index);
+        self.shared
+            .snapshot_cadence
+            .applied(last_applied.index, written_bytes);
         Ok(responses)
     }
 }

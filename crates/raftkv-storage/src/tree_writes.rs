@@ -61,14 +61,18 @@ pub(crate) struct TreeBatch {
     writes: Vec<(IVec, Option<IVec>)>,
     inserted: u64,
     removed: u64,
+    /// Key and value bytes of the inserted records (the snapshot cadence counts them).
+    inserted_bytes: u64,
 }
 
 impl TreeBatch {
     /// Stage writing `value` at `key`, a record of the keyspace (a version, a history
     /// record, a lease): it counts as added.
     pub(crate) fn insert(&mut self, key: impl Into<IVec>, value: impl Into<IVec>) {
+        let (key, value) = (key.into(), value.into());
         self.inserted += 1;
-        self.stage(key.into(), Some(value.into()));
+        self.inserted_bytes += (key.len() + value.len()) as u64;
+        self.stage(key, Some(value));
     }
 
     /// Stage replacing the value of a fixed metadata key (applied index, revision, ...),
@@ -98,6 +102,7 @@ impl TreeBatch {
         self.writes.extend(other.writes);
         self.inserted += other.inserted;
         self.removed += other.removed;
+        self.inserted_bytes += other.inserted_bytes;
     }
 
     /// Stage deleting `key`: it counts as deleted.
@@ -108,6 +113,11 @@ impl TreeBatch {
 
     fn stage(&mut self, key: IVec, value: Option<IVec>) {
         self.writes.push((key, value));
+    }
+
+    /// Key and value bytes of the records staged as added ([`TreeBatch::insert`]).
+    pub(crate) fn inserted_bytes(&self) -> u64 {
+        self.inserted_bytes
     }
 
     /// Whether nothing is staged.

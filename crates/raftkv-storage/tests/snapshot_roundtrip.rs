@@ -205,3 +205,89 @@ fn a_data_directory_of_another_schema_version_is_refused() {
     let text = err.to_string();
     assert!(text.contains("unsupported schema version 7"), "{text}");
 }
+
+/// The cadence as a store feeds it: due after the entries while there is no snapshot;
+/// after a build, only once apply has written as many bytes as the file holds; after a
+/// reopen, counted from the snapshot on disk; after an install, from the installed one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_is_due_after_the_entries_and_as_many_bytes_as_the_last_one() {
+    let options = StoreOptions {
+        snapshot_every_entries: 10,
+        ..StoreOptions::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path(), options).unwrap();
+    let value = "v".repeat(1000);
+    store
+        .state_machine
+        .apply_committed((1..=9).map(|i| put(i, &format!("k{i:03}"), &value)))
+        .await
+        .unwrap();
+    assert!(!store.shared.snapshot_cadence().is_due(), "9 entries");
+    store
+        .state_machine
+        .apply_committed([put(10, "k010", &value)])
+        .await
+        .unwrap();
+    assert!(
+        store.shared.snapshot_cadence().is_due(),
+        "10 entries, no snapshot yet"
+    );
+
+    let snapshot = store
+        .state_machine
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let bytes = store.shared.snapshot_cadence().last_snapshot_bytes();
+    assert!(
+        bytes > 10_000,
+        "ten 1 KB versions and their history: {bytes} bytes"
+    );
+    assert!(!store.shared.snapshot_cadence().is_due());
+    // Ten more entries of new keys write about as much as the file holds (each version
+    // and its history record); keep going until due, and check it was not early.
+    let mut index = 10;
+    let mut written = 0;
+    while !store.shared.snapshot_cadence().is_due() {
+        index += 1;
+        assert!(index < 100, "never due");
+        store
+            .state_machine
+            .apply_committed([put(index, &format!("k{index:03}"), &value)])
+            .await
+            .unwrap();
+        written += value.len() as u64;
+    }
+    assert!(index >= 20, "due after {} entries", index - 10);
+    assert!(
+        written <= bytes + 1000,
+        "{written} bytes of values for a {bytes}-byte snapshot"
+    );
+    drop(store);
+
+    // Reopened: the snapshot on disk is the last one; nothing written since.
+    let store = Store::open(dir.path(), options).unwrap();
+    assert_eq!(store.shared.snapshot_cadence().last_snapshot_bytes(), bytes);
+    assert!(!store.shared.snapshot_cadence().is_due());
+    drop(store);
+
+    // Installed elsewhere: counted from the installed file.
+    let other = tempfile::tempdir().unwrap();
+    let mut follower = Store::open(other.path(), options).unwrap();
+    let mut incoming = follower.state_machine.begin_receiving_snapshot().await.unwrap();
+    let mut data = Vec::new();
+    let mut source = snapshot.snapshot;
+    source.read_to_end(&mut data).await.unwrap();
+    incoming.write_all(&data).await.unwrap();
+    incoming.flush().await.unwrap();
+    follower
+        .state_machine
+        .install_snapshot(&snapshot.meta, incoming)
+        .await
+        .unwrap();
+    assert_eq!(follower.shared.snapshot_cadence().last_snapshot_bytes(), bytes);
+    assert!(!follower.shared.snapshot_cadence().is_due());
+}
