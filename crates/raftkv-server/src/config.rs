@@ -55,7 +55,8 @@ raftkv-server: a raftkv node speaking etcd's v3 gRPC API
   --heartbeat-ms N              Raft heartbeat interval (default 100)
   --election-timeout-ms N       election timeout minimum; maximum is twice it (default 350)
   --request-timeout-ms N        deadline of one request (default 5000)
-  --snapshot-every N            snapshot every N log entries (default 10000)
+  --snapshot-every N            snapshot after at least N log entries (default 10000)
+                                and as many bytes written as the last snapshot holds
   --quota-backend-bytes N       disk quota; past it NOSPACE is raised (default 2 GiB)
   --lease-checkpoint-ms N       how often the leader records every lease's remaining TTL
                                 (default 5000); a leader change costs an idle lease at
