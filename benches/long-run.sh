@@ -8,7 +8,8 @@
 # members' memory (RSS, summed) and data on disk at the end. Quota 8 GiB for both.
 #
 # Usage: benches/long-run.sh [MINUTES] [KEYS] [SYSTEMS...]
-#        (defaults: 10 1000000 raftkv etcd; MODES="none periodic" to choose modes)
+#        (defaults: 10 1000000 raftkv etcd; MODES="none periodic" to choose modes,
+#        RK_EXTRA_FLAGS for raftkv-server, KEEP_LOGS=DIR to keep the servers' logs)
 # Needs: etcd and etcdctl (Debian etcd-server, etcd-client; installed if missing, as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -99,6 +100,9 @@ for system in "${SYSTEMS[@]}"; do
     line+=" | last/second $ratio | RSS $(rss_mib "${members[@]}") MiB | disk $disk MiB"
     echo "$line"
     RESULTS+=("$line")
+    if [ -n "${KEEP_LOGS:-}" ]; then
+      mkdir -p "$KEEP_LOGS/$system-$mode" && cp "$dir"/*.log "$dir"/*.json "$KEEP_LOGS/$system-$mode/" 2>/dev/null || true
+    fi
     stop_members
   done
 done

@@ -205,6 +205,13 @@ impl NodeBuilder {
         self
     }
 
+    /// sled's page cache of the state database: writes to a state larger than it page
+    /// nodes in and out of the database file.
+    pub fn state_cache_bytes(mut self, bytes: u64) -> Self {
+        self.store.state_cache_bytes = bytes;
+        self
+    }
+
     /// sled cache sizes, automatic defragmentation and the snapshot cadence (replaces
     /// what [`NodeBuilder::snapshot_every_entries`] set).
     pub fn store_options(mut self, options: StoreOptions) -> Self {

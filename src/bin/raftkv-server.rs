@@ -98,6 +98,7 @@ async fn serve(config: Config, inherited: Inherited) -> raftkv::Result<()> {
             },
             ..raftkv::ProposerConfig::default()
         })
+        .state_cache_bytes(config.state_cache_mb.saturating_mul(1 << 20))
         .auto_defrag(AutoDefrag {
             ratio: config.auto_defrag_ratio,
             ..AutoDefrag::default()

@@ -61,6 +61,9 @@ raftkv-server: a raftkv node speaking etcd's v3 gRPC API
   --lease-checkpoint-ms N       how often the leader records every lease's remaining TTL
                                 (default 5000); a leader change costs an idle lease at
                                 most this much extra life
+  --state-cache-mb N            sled's page cache of the state database, in MiB
+                                (default 1024); a state larger than it is paged in
+                                and out of the database file, which slows writes
   --auto-defrag-ratio N         rewrite the state database once its file is N times its
                                 size at the last rewrite (taken as at least 64 MiB),
                                 giving back the space sled keeps; 0: only on
@@ -70,6 +73,10 @@ raftkv-server: a raftkv node speaking etcd's v3 gRPC API
                                 (for the ablation benchmark, README \"Performance\")
   --log FILTER                  tracing filter (default: RUST_LOG, else info)
 ";
+
+/// `--state-cache-mb` unless given: sled's own default cache size, and the library's
+/// (`StoreOptions::default`).
+pub const DEFAULT_STATE_CACHE_MB: u64 = 1024;
 
 /// The server's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +113,8 @@ pub struct Config {
     pub lease_checkpoint: Duration,
     /// Automatic defragmentation's growth ratio (0: off).
     pub auto_defrag_ratio: u64,
+    /// sled's page cache of the state database, in MiB.
+    pub state_cache_mb: u64,
     /// `--proposer direct`: each request its own log entry, no group commit.
     pub direct_proposals: bool,
     /// Log filter.
@@ -241,6 +250,7 @@ impl Config {
         let mut quota_backend_bytes: u64 = 2 << 30;
         let mut lease_checkpoint = Duration::from_millis(5000);
         let mut auto_defrag_ratio = 2;
+        let mut state_cache_mb = DEFAULT_STATE_CACHE_MB;
         let mut log = None;
         let mut direct_proposals = false;
         while let Some(flag) = args.next() {
@@ -293,6 +303,16 @@ impl Config {
                             flag,
                             value,
                             reason: "must be 0 (off) or at least 2".into(),
+                        });
+                    }
+                }
+                "--state-cache-mb" => {
+                    state_cache_mb = parse_num(&flag, &value)?;
+                    if state_cache_mb == 0 {
+                        return Err(ConfigError::InvalidValue {
+                            flag,
+                            value,
+                            reason: "must be at least 1".into(),
                         });
                     }
                 }
@@ -365,6 +385,7 @@ impl Config {
             quota_backend_bytes,
             lease_checkpoint,
             auto_defrag_ratio,
+            state_cache_mb,
             direct_proposals,
             log,
         })
@@ -392,12 +413,14 @@ mod tests {
         assert_eq!(c.advertise_peer_url, "http://127.0.0.1:2380");
         assert_eq!(c.advertise_client_urls, vec!["http://127.0.0.1:2379".to_string()]);
         assert_eq!(c.auto_defrag_ratio, 2);
+        assert_eq!(c.state_cache_mb, DEFAULT_STATE_CACHE_MB);
         let off = Config::from_args(args(
             "--id 1 --data-dir /tmp/d --listen-client 127.0.0.1:1 --listen-peer 127.0.0.1:2 \
-             --auto-defrag-ratio 0",
+             --auto-defrag-ratio 0 --state-cache-mb 256",
         ))
         .unwrap();
         assert_eq!(off.auto_defrag_ratio, 0);
+        assert_eq!(off.state_cache_mb, 256);
     }
 
     #[test]
@@ -465,6 +488,8 @@ mod tests {
                 "0 (off) or at least 2",
             ),
             (format!("--id 1 {base} --auto-defrag-ratio -2"), "invalid value"),
+            (format!("--id 1 {base} --state-cache-mb 0"), "at least 1"),
+            (format!("--id 1 {base} --state-cache-mb lots"), "invalid value"),
         ];
         for (line, expected) in cases {
             let err = Config::from_args(args(&line)).unwrap_err().to_string();
