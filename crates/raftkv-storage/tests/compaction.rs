@@ -9,14 +9,12 @@ use openraft::RaftSnapshotBuilder;
 use openraft::storage::RaftStateMachine;
 use raftkv_core::kv::{DeleteRangeRequest, KeyValue, RangeRequest};
 use raftkv_core::{Command, Error, RequestError};
-use raftkv_storage::Store;
 use raftkv_storage::compactor::MAX_DELETIONS_PER_BATCH;
 use std::sync::atomic::Ordering;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod support;
 
-use support::{Log, delete, open, put, read_all, read_key, wait_physical, wait_until};
+use support::{Log, delete, install_snapshot, open, put, read_all, read_key, wait_physical, wait_until};
 
 fn is_compacted(result: Result<Vec<KeyValue>, Error>) -> bool {
     matches!(result, Err(Error::Request(RequestError::Compacted { .. })))
@@ -151,20 +149,6 @@ async fn compaction_runs_in_chunks_of_at_most_a_thousand_deletions() {
     assert_eq!(read_all(&store, current).unwrap().len(), 2);
 }
 
-async fn install(follower: &mut Store, snapshot: raftkv_core::types::Snapshot) {
-    let mut incoming = follower.state_machine.begin_receiving_snapshot().await.unwrap();
-    let mut data = Vec::new();
-    let mut source = snapshot.snapshot;
-    source.read_to_end(&mut data).await.unwrap();
-    incoming.write_all(&data).await.unwrap();
-    incoming.flush().await.unwrap();
-    follower
-        .state_machine
-        .install_snapshot(&snapshot.meta, incoming)
-        .await
-        .unwrap();
-}
-
 /// A snapshot build pins the compact revision it captured: compaction proceeds up to it
 /// and waits there (even past a newer compaction) until the build ends; then it goes on.
 /// A receiver of the snapshot reads every revision from that compact revision to the
@@ -234,7 +218,7 @@ async fn a_snapshot_build_holds_compaction_back_and_its_snapshot_reads_correctly
 
     for (dir, snapshot) in dirs[1..].iter().zip([snapshot, unpinned_early]) {
         let mut follower = open(dir.path());
-        install(&mut follower, snapshot).await;
+        install_snapshot(&mut follower, snapshot).await;
         assert_eq!(follower.shared.revision(), captured);
         assert_eq!(follower.shared.compact_revision(), compact_before);
         let check = |when: &str| {

@@ -11,6 +11,8 @@ use raftkv_core::types::Entry;
 use raftkv_storage::{Store, StoreOptions};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
+mod support;
+
 fn put(i: u64, key: &str, value: &str) -> Entry {
     Entry {
         log_id: LogId::new(raftkv_core::types::leader_id(1, 1), i),
@@ -47,17 +49,7 @@ async fn snapshot_captures_a_point_and_installs_elsewhere() {
         .apply_committed([put(1, "stale", "s"), put(2, "k01", "mine")])
         .await
         .unwrap();
-    let mut incoming = follower.state_machine.begin_receiving_snapshot().await.unwrap();
-    let mut data = Vec::new();
-    let mut source = snapshot.snapshot;
-    source.read_to_end(&mut data).await.unwrap();
-    incoming.write_all(&data).await.unwrap();
-    incoming.flush().await.unwrap();
-    follower
-        .state_machine
-        .install_snapshot(&snapshot.meta, incoming)
-        .await
-        .unwrap();
+    support::install_snapshot(&mut follower, snapshot).await;
 
     assert_eq!(
         follower.reader.revision(),
@@ -277,17 +269,7 @@ async fn a_snapshot_is_due_after_the_entries_and_as_many_bytes_as_the_last_one()
     // Installed elsewhere: counted from the installed file.
     let other = tempfile::tempdir().unwrap();
     let mut follower = Store::open(other.path(), options).unwrap();
-    let mut incoming = follower.state_machine.begin_receiving_snapshot().await.unwrap();
-    let mut data = Vec::new();
-    let mut source = snapshot.snapshot;
-    source.read_to_end(&mut data).await.unwrap();
-    incoming.write_all(&data).await.unwrap();
-    incoming.flush().await.unwrap();
-    follower
-        .state_machine
-        .install_snapshot(&snapshot.meta, incoming)
-        .await
-        .unwrap();
+    support::install_snapshot(&mut follower, snapshot).await;
     assert_eq!(follower.shared.snapshot_cadence().last_snapshot_bytes(), bytes);
     assert!(!follower.shared.snapshot_cadence().is_due());
 }

@@ -103,3 +103,20 @@ pub async fn wait_until(what: &str, condition: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
+
+/// Copy `snapshot` into a file `follower` receives, as the network would, and install it.
+pub async fn install_snapshot(follower: &mut Store, snapshot: raftkv_core::types::Snapshot) {
+    use openraft::storage::RaftStateMachine;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut incoming = follower.state_machine.begin_receiving_snapshot().await.unwrap();
+    let mut data = Vec::new();
+    let mut source = snapshot.snapshot;
+    source.read_to_end(&mut data).await.unwrap();
+    incoming.write_all(&data).await.unwrap();
+    incoming.flush().await.unwrap();
+    follower
+        .state_machine
+        .install_snapshot(&snapshot.meta, incoming)
+        .await
+        .unwrap();
+}
