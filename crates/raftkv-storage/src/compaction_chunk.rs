@@ -175,8 +175,9 @@ mod tests {
         (all, each)
     }
 
-    /// A crash can stop compaction after any sled batch. Compacting with a budget of 3
-    /// deletions, every batch boundary is checked: reads at every revision >= C are
+    /// A crash can stop compaction after any chunk's commit (a chunk is written as plain
+    /// inserts and removes, its progress record last: `tree_writes.rs`). Compacting with a
+    /// budget of 3 deletions, every chunk boundary is checked: reads at every revision >= C are
     /// exactly what they were, and the compaction still completes from there.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_batch_boundary_leaves_reads_at_and_above_the_compact_revision_unchanged() {
