@@ -12,7 +12,7 @@ use raftkv_core::{Command, Error, RequestError};
 use raftkv_storage::compactor::MAX_DELETIONS_PER_BATCH;
 use std::sync::atomic::Ordering;
 
-mod support;
+use crate::support;
 
 use support::{Log, delete, install_snapshot, open, put, read_all, read_key, wait_physical, wait_until};
 

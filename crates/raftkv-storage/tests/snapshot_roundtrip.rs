@@ -11,7 +11,7 @@ use raftkv_core::types::Entry;
 use raftkv_storage::{Store, StoreOptions};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-mod support;
+use crate::support;
 
 fn put(i: u64, key: &str, value: &str) -> Entry {
     Entry {
