@@ -12,7 +12,7 @@ use raftkv_core::{Command, Error, RequestError};
 use raftkv_storage::compactor::MAX_DELETIONS_PER_BATCH;
 use std::sync::atomic::Ordering;
 
-use crate::support;
+mod support;
 
 use support::{Log, delete, install_snapshot, open, put, read_all, read_key, wait_physical, wait_until};
 
@@ -170,13 +170,7 @@ async fn a_snapshot_build_holds_compaction_back_and_its_snapshot_reads_correctly
         .await;
 
     // Built at once, before any physical compaction: its receiver has work to do.
-    let unpinned_early = leader
-        .state_machine
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let unpinned_early = support::build_snapshot(&mut leader).await;
     let mut builder = leader.state_machine.get_snapshot_builder().await;
     let captured = leader.shared.revision();
     assert_eq!(builder.revision(), captured);

@@ -295,7 +295,7 @@ impl Running {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "crash_sigkill::crash_child_writer",
+                "crash_child_writer",
                 "--ignored",
                 "--nocapture",
                 "--test-threads=1",

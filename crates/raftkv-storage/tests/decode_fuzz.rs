@@ -55,6 +55,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
@@ -63,7 +65,7 @@ use std::time::{Duration, Instant};
 
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::storage::RaftStateMachine;
-use openraft::{EntryPayload, Membership, RaftSnapshotBuilder, SnapshotMeta, Vote};
+use openraft::{EntryPayload, Membership, SnapshotMeta, Vote};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -1434,13 +1436,7 @@ async fn leader_snapshot(dir: &std::path::Path) -> (Vec<u8>, raftkv_core::types:
     }];
     entries.extend((2..=12).map(|i| put_entry(i, &format!("k{}", i % 5), &format!("v{i}"))));
     leader.state_machine.apply_committed(entries).await.unwrap();
-    let snapshot = leader
-        .state_machine
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let snapshot = support::build_snapshot(&mut leader).await;
     let mut bytes = Vec::new();
     let mut file = snapshot.snapshot;
     file.read_to_end(&mut bytes).await.unwrap();
@@ -1621,13 +1617,7 @@ fn valid_values_near_the_byte_limit_decode() {
         let mut leader = Store::open(leader_dir.path(), StoreOptions::default()).unwrap();
         let entries = (1..=1000).map(|i| put_entry(i, &format!("key-{i}"), &format!("value-{i}")));
         leader.state_machine.apply_committed(entries).await.unwrap();
-        let snapshot = leader
-            .state_machine
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        let snapshot = support::build_snapshot(&mut leader).await;
         let mut bytes = Vec::new();
         let mut file = snapshot.snapshot;
         file.read_to_end(&mut bytes).await.unwrap();

@@ -108,7 +108,7 @@ fn fsync_is_called_for_small_and_blob_entries() {
         .arg(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "fsync_strace::strace_child_appender",
+            "strace_child_appender",
             "--ignored",
             "--nocapture",
             "--test-threads=1",

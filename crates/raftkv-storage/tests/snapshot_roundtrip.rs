@@ -11,7 +11,7 @@ use raftkv_core::types::Entry;
 use raftkv_storage::{Store, StoreOptions};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use crate::support;
+mod support;
 
 fn put(i: u64, key: &str, value: &str) -> Entry {
     Entry {
@@ -122,13 +122,7 @@ async fn corrupt_or_foreign_snapshots_are_refused() {
         .apply_committed((1..=20).map(|i| put(i, &format!("k{i}"), "v")))
         .await
         .unwrap();
-    let snapshot = leader
-        .state_machine
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let snapshot = support::build_snapshot(&mut leader).await;
     let mut data = Vec::new();
     let mut source = snapshot.snapshot;
     source.read_to_end(&mut data).await.unwrap();
@@ -226,13 +220,7 @@ async fn a_snapshot_is_due_after_the_entries_and_as_many_bytes_as_the_last_one()
         "10 entries, no snapshot yet"
     );
 
-    let snapshot = store
-        .state_machine
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let snapshot = support::build_snapshot(&mut store).await;
     let bytes = store.shared.snapshot_cadence().last_snapshot_bytes();
     assert!(
         bytes > 10_000,

@@ -104,6 +104,19 @@ pub async fn wait_until(what: &str, condition: impl Fn() -> bool) {
     }
 }
 
+/// Build a snapshot of `store`'s state now, as openraft would ask for one.
+pub async fn build_snapshot(store: &mut Store) -> raftkv_core::types::Snapshot {
+    use openraft::RaftSnapshotBuilder;
+    use openraft::storage::RaftStateMachine;
+    store
+        .state_machine
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap()
+}
+
 /// Copy `snapshot` into a file `follower` receives, as the network would, and install it.
 pub async fn install_snapshot(follower: &mut Store, snapshot: raftkv_core::types::Snapshot) {
     use openraft::storage::RaftStateMachine;
