@@ -13,7 +13,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::support;
+mod support;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

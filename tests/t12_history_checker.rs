@@ -8,7 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::support::history;
+#[path = "support/history.rs"]
+mod history;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

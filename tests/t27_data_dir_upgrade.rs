@@ -15,7 +15,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support;
+mod support;
 
 use raftkv::*;
 

@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::support;
+mod support;
 
 use std::time::Duration;
 
