@@ -160,6 +160,7 @@ impl StateShared {
             old.number() + 1,
             self.cache_bytes,
             self.sync_stats.clone(),
+            self.dir_lock.clone(),
         );
         let copied = fresh.and_then(|fresh| {
             let filled = copy_all(&old, &fresh).and_then(|records| {
@@ -329,6 +330,43 @@ mod tests {
         assert_eq!(contents(&shared.tree()), expected);
         assert_eq!(shared.tree().get(b"k0001").unwrap().unwrap().as_ref(), b"v1");
         assert!(shared.tree().get(b"k0002").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_store_reopened_while_a_dropped_one_still_defragments_opens_the_result() {
+        // The compactor's automatic defragmentation holds the store past its owner's
+        // drop; a reopen at that moment must wait for it, not clean up under it.
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            auto_defrag: AutoDefrag::OFF,
+            ..StoreOptions::default()
+        };
+        let store = Store::open(dir.path(), options).unwrap();
+        let shared = store.shared.clone();
+        write(&shared, |b| {
+            for i in 0..1000 {
+                b.insert(format!("k{i:04}").as_bytes(), &b"v"[..]);
+            }
+        });
+        let expected = contents(&shared.tree());
+        let (copied_tx, copied_rx) = std::sync::mpsc::channel();
+        let background = std::thread::spawn(move || {
+            let report = shared.defragment_with(false, || {
+                copied_tx.send(()).unwrap();
+                // Widens the window a reopen without the directory lock raced into.
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            });
+            report.map(|r| r.generation)
+        });
+        copied_rx.recv().unwrap();
+        drop(store);
+        let reopened = Store::open(dir.path(), options).unwrap();
+        assert_eq!(background.join().unwrap().unwrap(), 1);
+        assert_eq!(reopened.shared.tree().number(), 1);
+        assert_eq!(contents(&reopened.shared.tree()), expected);
+        drop(reopened);
+        let again = Store::open(dir.path(), options).unwrap();
+        assert_eq!(contents(&again.shared.tree()), expected);
     }
 
     #[test]

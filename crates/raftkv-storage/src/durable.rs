@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::blob_watch::{BlobChanges, BlobWatch};
+use crate::data_dir_lock::DataDirLock;
 use crate::error::Result;
 
 /// Counters of real syncs, for tests and metrics.
@@ -40,6 +41,8 @@ pub struct DurableDb {
     /// available (then every sync syncs every blob file).
     blob_watch: Option<BlobWatch>,
     stats: Arc<SyncStats>,
+    /// Declared last: released once sled's files are closed (`data_dir_lock.rs`).
+    dir_lock: Option<Arc<DataDirLock>>,
 }
 
 impl DurableDb {
@@ -70,6 +73,7 @@ impl DurableDb {
             data_file,
             blob_watch,
             stats,
+            dir_lock: None,
         };
         this.sync_all_blobs()?;
         // Make the directory entries sled just created durable as well.
@@ -79,6 +83,13 @@ impl DurableDb {
         }
         this.sync()?;
         Ok(this)
+    }
+
+    /// Keep `dir_lock` (the store's hold on its data directory) until this database is
+    /// closed.
+    pub fn holding(mut self, dir_lock: Arc<DataDirLock>) -> Self {
+        self.dir_lock = Some(dir_lock);
+        self
     }
 
     /// The sled database.
@@ -147,9 +158,10 @@ impl DurableDb {
     }
 }
 
-/// sled holds an exclusive file lock while a `Db` is open. A node that was just shut
-/// down in this process may still be dropping its handles on other threads, so wait (with
-/// a deadline) for the lock instead of failing the restart.
+/// sled holds an exclusive file lock while a `Db` is open. A store's databases are
+/// ordered by its data directory lock (`data_dir_lock.rs`); this wait (with a deadline)
+/// covers a `DurableDb` opened on its own, whose previous user may still be dropping its
+/// handles on other threads.
 fn open_waiting_for_lock(dir: &Path, cache_bytes: u64) -> Result<sled::Db> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {

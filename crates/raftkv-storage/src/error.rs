@@ -31,6 +31,14 @@ pub enum Error {
         /// The version this build reads.
         supported: u32,
     },
+    /// Another store holds the data directory (`data_dir_lock.rs`).
+    #[error("data directory {} is in use by {by}", dir.display())]
+    DataDirInUse {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// Who holds it, and what to do.
+        by: String,
+    },
     /// An operation gave up because something replaced what it worked on.
     #[error("interrupted: {0}")]
     Interrupted(String),

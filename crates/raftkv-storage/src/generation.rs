@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::data_dir_lock::DataDirLock;
 use crate::durable::{DurableDb, SyncStats, sync_dir};
 use crate::error::{Error, Result};
 
@@ -51,8 +52,11 @@ pub struct Generation {
     /// (`tree_writes.rs`); a defragmentation's or an install's own loading is not counted.
     inserted: AtomicU64,
     removed: AtomicU64,
-    /// Declared last: runs after the tree and the database are closed.
+    /// Runs after the tree and the database are closed.
     removal: RemoveOnDrop,
+    /// Declared last: the data directory stays locked until the files are closed and a
+    /// retired directory is removed (`data_dir_lock.rs`).
+    _dir_lock: Arc<DataDirLock>,
 }
 
 impl Deref for Generation {
@@ -65,12 +69,13 @@ impl Deref for Generation {
 
 impl Generation {
     /// Open generation `number` under `data_dir` (creating it if absent), with its
-    /// schema checked.
+    /// schema checked; `dir_lock` is the store's hold on `data_dir`.
     pub(crate) fn open(
         data_dir: &Path,
         number: u64,
         cache_bytes: u64,
         stats: Arc<SyncStats>,
+        dir_lock: Arc<DataDirLock>,
     ) -> Result<Self> {
         let dir = generation_dir(data_dir, number);
         let db = DurableDb::open_with_stats(&dir, cache_bytes, stats)?;
@@ -120,6 +125,7 @@ impl Generation {
                 dir,
                 armed: AtomicBool::new(false),
             },
+            _dir_lock: dir_lock,
         })
     }
 
@@ -129,9 +135,10 @@ impl Generation {
         number: u64,
         cache_bytes: u64,
         stats: Arc<SyncStats>,
+        dir_lock: Arc<DataDirLock>,
     ) -> Result<Self> {
         remove_dir_if_present(&generation_dir(data_dir, number))?;
-        Self::open(data_dir, number, cache_bytes, stats)
+        Self::open(data_dir, number, cache_bytes, stats, dir_lock)
     }
 
     /// The generation's number.
@@ -291,6 +298,10 @@ fn file_bytes(dir: &Path) -> u64 {
 mod tests {
     use super::*;
 
+    fn lock(dir: &tempfile::TempDir) -> Arc<DataDirLock> {
+        DataDirLock::acquire(dir.path(), std::time::Duration::from_secs(10)).unwrap()
+    }
+
     #[test]
     fn current_defaults_to_zero_and_commit_switches_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -306,7 +317,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let stats = Arc::new(SyncStats::default());
         {
-            let g = Generation::create(dir.path(), 0, 1 << 20, stats.clone()).unwrap();
+            let g = Generation::create(dir.path(), 0, 1 << 20, stats.clone(), lock(&dir)).unwrap();
             assert_eq!(
                 crate::read_schema(g.db.db(), "t").unwrap(),
                 Some(crate::STATE_LAYOUT_VERSION)
@@ -321,13 +332,15 @@ mod tests {
             g.sync().unwrap();
         }
         {
-            let g = Generation::open(dir.path(), 0, 1 << 20, stats.clone()).unwrap();
+            let g = Generation::open(dir.path(), 0, 1 << 20, stats.clone(), lock(&dir)).unwrap();
             assert_eq!(crate::read_schema(g.db.db(), "t").unwrap(), Some(2));
             assert_eq!(crate::applied_state::AppliedState::read(&g).unwrap().revision, 9);
             crate::write_schema(g.db.db(), 3).unwrap();
             g.sync().unwrap();
         }
-        let refused = Generation::open(dir.path(), 0, 1 << 20, stats).err().unwrap();
+        let refused = Generation::open(dir.path(), 0, 1 << 20, stats, lock(&dir))
+            .err()
+            .unwrap();
         assert!(matches!(
             refused,
             Error::Schema {
@@ -346,7 +359,7 @@ mod tests {
     fn a_retired_generation_is_removed_when_its_last_handle_goes() {
         let dir = tempfile::tempdir().unwrap();
         let stats = Arc::new(SyncStats::default());
-        let g1 = Arc::new(Generation::create(dir.path(), 1, 1 << 20, stats.clone()).unwrap());
+        let g1 = Arc::new(Generation::create(dir.path(), 1, 1 << 20, stats.clone(), lock(&dir)).unwrap());
         g1.insert(b"k", b"v").unwrap();
         let reader = g1.clone();
         g1.retire();

@@ -20,6 +20,9 @@
 //!   1,000 deletions, resuming after a restart from its persisted progress, and holding
 //!   back while a snapshot build streams the tree (`compaction_pins.rs`).
 //! - `snapshots/` holds the current snapshot file ([`snapshot`]).
+//! - `LOCK` is held while a store of the directory is open, by every part that keeps a
+//!   database open, so a reopen waits for the previous store to close wholly and a
+//!   second process is kept out ([`data_dir_lock`]).
 //!
 //! **Watches** are served by every replica from its own applied stream: after each applied
 //! batch the state machine publishes the batch's events to the [`WatchHub`]
@@ -67,6 +70,7 @@ pub mod compactor;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod crash_midway_tests;
+pub mod data_dir_lock;
 pub mod defrag;
 pub mod durable;
 pub mod error;
@@ -108,6 +112,7 @@ use raftkv_core::codec;
 
 use applied_state::AppliedState;
 pub use compactor::CompactionStats;
+pub use data_dir_lock::DataDirLock;
 pub use defrag::{AutoDefrag, DefragReport, DefragStats};
 pub use durable::{DurableDb, SyncStats};
 pub use error::{Error, Result};
@@ -130,6 +135,11 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub const STATE_LAYOUT_VERSION: u32 = 2;
 
 const SCHEMA_KEY: &[u8] = b"schema";
+
+/// How long [`Store::open`] waits for a store of the same directory that this process
+/// dropped to close: its background threads finish their current step first, and an
+/// automatic defragmentation of a large database takes seconds.
+const PREVIOUS_STORE_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Sizes of sled's page caches, and when to defragment.
 #[derive(Debug, Clone, Copy)]
@@ -212,7 +222,10 @@ pub(crate) fn write_schema(db: &sled::Tree, version: u32) -> Result<()> {
 impl Store {
     /// Open (or create) the store in `dir`.
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Self> {
-        let log_db = Arc::new(DurableDb::open(&dir.join("log"), options.log_cache_bytes)?);
+        std::fs::create_dir_all(dir)?;
+        let dir_lock = DataDirLock::acquire(dir, PREVIOUS_STORE_CLOSE_WAIT)?;
+        let log_db =
+            Arc::new(DurableDb::open(&dir.join("log"), options.log_cache_bytes)?.holding(dir_lock.clone()));
         check_schema(&log_db.db().open_tree(log_store::SCHEMA)?, "log database")?;
         let snapshot_dir = dir.join("snapshots");
         std::fs::create_dir_all(&snapshot_dir)?;
@@ -220,7 +233,13 @@ impl Store {
         let number = generation::current(dir)?;
         generation::remove_others(dir, number)?;
         let sync_stats = Arc::new(SyncStats::default());
-        let tree = Generation::open(dir, number, options.state_cache_bytes, sync_stats.clone())?;
+        let tree = Generation::open(
+            dir,
+            number,
+            options.state_cache_bytes,
+            sync_stats.clone(),
+            dir_lock.clone(),
+        )?;
         let state = AppliedState::read(&tree)?;
         // A crash may have left the first writes of the apply after `state`: undo them
         // before anything reads the tree, so that openraft's replay starts from exactly
@@ -276,6 +295,7 @@ impl Store {
             watch_hub: WatchHub::new(revision),
             key_index,
             snapshot_cadence,
+            dir_lock,
         });
         compactor::spawn(&shared, compactor_woken)?;
         if let Some(every) = options.state_sync_interval {

@@ -102,7 +102,8 @@ struct Purger {
 }
 
 impl Purger {
-    fn spawn(entries: sled::Tree) -> Result<Self> {
+    /// `db` is held until the thread ends: it owns the store's hold on the data directory.
+    fn spawn(db: Arc<DurableDb>, entries: sled::Tree) -> Result<Self> {
         let (up_to, rx) = channel::unbounded::<u64>();
         std::thread::Builder::new()
             .name("raftkv-log-purge".into())
@@ -115,6 +116,8 @@ impl Purger {
                         tracing::warn!(error = %e, index, "deleting purged log entries failed");
                     }
                 }
+                drop(entries);
+                drop(db);
             })?;
         Ok(Self { up_to })
     }
@@ -216,7 +219,7 @@ impl LogStore {
             );
         }
         let syncer = Arc::new(Syncer::spawn(db.clone())?);
-        let purger = Arc::new(Purger::spawn(entries.clone())?);
+        let purger = Arc::new(Purger::spawn(db.clone(), entries.clone())?);
         if let Some(purged) = last_purged {
             // Whatever a crash kept of the purged entries goes now.
             purger.submit(purged.index)?;

@@ -320,6 +320,7 @@ pub(crate) fn install(shared: &StateShared, meta: &SnapshotMetaOf, mut file: Fil
         old.number() + 1,
         shared.cache_bytes,
         shared.sync_stats.clone(),
+        shared.dir_lock.clone(),
     )?;
 
     let (header, raw) = reader.next()?;

@@ -20,6 +20,7 @@ use raftkv_core::kv::Revision;
 
 use crate::compaction_pins::CompactionPins;
 use crate::compactor::{CompactionStats, CompactorWake};
+use crate::data_dir_lock::DataDirLock;
 use crate::defrag::{AutoDefrag, DefragStats};
 use crate::durable::SyncStats;
 use crate::error::Result;
@@ -80,6 +81,9 @@ pub struct StateShared {
     pub(crate) key_index: KeyIndex,
     /// When the next snapshot is due (`snapshot_cadence.rs`).
     pub(crate) snapshot_cadence: SnapshotCadence,
+    /// The store's hold on its data directory, for the generations it creates
+    /// (`data_dir_lock.rs`).
+    pub(crate) dir_lock: Arc<DataDirLock>,
 }
 
 impl StateShared {

@@ -150,7 +150,14 @@ mod tests {
     use super::*;
 
     fn generation(dir: &tempfile::TempDir) -> Generation {
-        Generation::create(dir.path(), 0, 1 << 20, Default::default()).unwrap()
+        Generation::create(
+            dir.path(),
+            0,
+            1 << 20,
+            Default::default(),
+            crate::data_dir_lock::DataDirLock::acquire(dir.path(), std::time::Duration::ZERO).unwrap(),
+        )
+        .unwrap()
     }
 
     #[test]

@@ -8,7 +8,7 @@ use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, LogId, RaftSnapshotBuilder};
 use raftkv_core::kv::{PutRequest, RangeRequest};
 use raftkv_core::types::Entry;
-use raftkv_storage::{Store, StoreOptions};
+use raftkv_storage::{DataDirLock, Store, StoreOptions};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 mod support;
@@ -168,20 +168,10 @@ fn a_data_directory_of_another_schema_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     drop(open(dir.path()));
     {
-        // The store's background threads release sled's file lock shortly after the drop.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let db = loop {
-            match sled::open(dir.path().join("state")) {
-                Ok(db) => break db,
-                Err(e)
-                    if std::time::Instant::now() < deadline
-                        && e.to_string().contains("could not acquire lock") =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                Err(e) => panic!("{e}"),
-            }
-        };
+        // The store's background threads close it shortly after the drop: its lock on
+        // the directory says when.
+        let _closed = DataDirLock::acquire(dir.path(), std::time::Duration::from_secs(10)).unwrap();
+        let db = sled::open(dir.path().join("state")).unwrap();
         db.insert(b"schema", &7u32.to_be_bytes()).unwrap();
         db.flush().unwrap();
     }
