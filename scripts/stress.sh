@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# The flake budget: run test binaries N times in a row and print how many runs passed.
+# The flake budget: run test files N times in a row and print how many runs passed.
 #
 # Usage: ./scripts/stress.sh [-n RUNS] [TEST ...]
-#   TEST: a test binary's name (tests/<TEST>.rs), e.g. t05_quorum_loss. Without any, the
-#   process-cluster set: t04 t05 t07 t13-t18 t21-t25.
-#   RUNS: runs per binary (default 3).
+#   TEST: a test file's module in the `behaviour` test binary (tests/<TEST>.rs), e.g.
+#   t05_quorum_loss. Without any, the process-cluster set: t04 t05 t07 t13-t18 t21-t25.
+#   RUNS: runs per file (default 3).
 #
-# Builds once (the same features as ./scripts/test.sh), then runs each binary RUNS times
-# back to back with CI=true. The output of a failed run is kept in
+# Builds once (the same features as ./scripts/test.sh), then runs each file's tests RUNS
+# times back to back with CI=true. The output of a failed run is kept in
 # target/stress/<TEST>-<run>.log. Exits non-zero when any run failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,9 +26,7 @@ else
     t25_read_after_leader_restart)
 fi
 
-test_args=()
-for t in "${tests[@]}"; do test_args+=(--test "$t"); done
-cargo test --locked --features failpoints --no-run "${test_args[@]}" 2>&1 | tail -n 3
+cargo test --locked --features failpoints --no-run --test behaviour 2>&1 | tail -n 3
 
 logs="${CARGO_TARGET_DIR:-target}/stress"
 mkdir -p "$logs"
@@ -40,7 +38,7 @@ for t in "${tests[@]}"; do
   for i in $(seq 1 "$runs"); do
     log="$logs/$t-$i.log"
     t0=$(date +%s)
-    if CI=true cargo test --locked --features failpoints --test "$t" >"$log" 2>&1; then
+    if CI=true cargo test --locked --features failpoints --test behaviour "$t::" >"$log" 2>&1; then
       passed[$t]=$((passed[$t] + 1))
       rm -f "$log"
       echo "$t run $i/$runs: ok ($(($(date +%s) - t0)) s)"
@@ -51,7 +49,7 @@ for t in "${tests[@]}"; do
   done
 done
 
-echo "== stress: passes per test binary ($runs runs each, $(($(date +%s) - start)) s in all, $(nproc) cores, $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
+echo "== stress: passes per test file ($runs runs each, $(($(date +%s) - start)) s in all, $(nproc) cores, $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
 for t in "${tests[@]}"; do
   printf '%-36s %d/%d\n' "$t" "${passed[$t]}" "$runs"
 done

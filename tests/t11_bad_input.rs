@@ -15,7 +15,7 @@
 //! (a valid Forward to the leader) legitimately writes and is left out of the "nothing
 //! changed" check.
 
-mod support;
+use crate::support;
 
 use std::fmt::Debug;
 use std::future::{Future, poll_fn};
@@ -932,7 +932,7 @@ const CHILD_ENV: &str = "T11_NESTED_FORWARD_CHILD";
 async fn nested_forward_in_child() -> Outcome {
     let output = tokio::process::Command::new(std::env::current_exe().unwrap())
         .args([
-            "child_nested_forward",
+            "t11_bad_input::child_nested_forward",
             "--exact",
             "--nocapture",
             "--test-threads=1",

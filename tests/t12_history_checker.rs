@@ -8,8 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "support/history.rs"]
-mod history;
+use crate::support::history;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

@@ -13,12 +13,12 @@
 //! Run (release build, the numbers in RELIABILITY.md):
 //!
 //! ```text
-//! RAFTKV_SOAK_SECS=1200 cargo test --release --features failpoints --test t19_soak -- --ignored --nocapture
+//! RAFTKV_SOAK_SECS=1200 cargo test --release --features failpoints --test behaviour t19_soak:: -- --ignored --nocapture
 //! ```
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::Path;

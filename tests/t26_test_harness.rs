@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -157,7 +157,7 @@ fn a_test_process_killed_outright_takes_its_servers_along() {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "--exact",
-        "victim_starts_servers_and_waits_to_be_killed",
+        "t26_test_harness::victim_starts_servers_and_waits_to_be_killed",
         "--nocapture",
         "--test-threads=1",
     ])

@@ -15,7 +15,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-mod support;
+use crate::support;
 
 use raftkv::*;
 
