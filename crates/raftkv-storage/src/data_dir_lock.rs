@@ -32,6 +32,9 @@ use crate::error::{Error, Result};
 const LOCK_FILE: &str = "LOCK";
 /// How often a lock held by another process is tried again.
 const OTHER_PROCESS_POLL: Duration = Duration::from_millis(10);
+/// At most this long for another process: one that is closing lets go within it, and a
+/// second server started on a directory in use should hear so soon.
+const OTHER_PROCESS_WAIT: Duration = Duration::from_secs(10);
 
 /// Directories this process holds a [`DataDirLock`] on (canonical paths).
 static HELD: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
@@ -47,8 +50,9 @@ pub struct DataDirLock {
 }
 
 impl DataDirLock {
-    /// Lock `dir` (which must exist), waiting up to `wait` for a store that still holds
-    /// it (of this process, or of another one that is closing) to let go.
+    /// Lock `dir` (which must exist), waiting up to `wait` for a store of this process
+    /// that still holds it to close, and up to `wait` or 10 s, whichever is shorter, for
+    /// another process that holds it to let go.
     pub fn acquire(dir: &Path, wait: Duration) -> Result<Arc<Self>> {
         let dir = dir.canonicalize()?;
         let deadline = Instant::now() + wait;
@@ -57,6 +61,7 @@ impl DataDirLock {
             .truncate(false)
             .write(true)
             .open(dir.join(LOCK_FILE))?;
+        let other_process_deadline = Instant::now() + wait.min(OTHER_PROCESS_WAIT);
         let mut waiting_for_another_process = false;
         let mut held = HELD.lock();
         loop {
@@ -71,9 +76,9 @@ impl DataDirLock {
             }
             match file.try_lock() {
                 Ok(()) => break,
-                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                Err(TryLockError::WouldBlock) if Instant::now() < other_process_deadline => {
                     if !waiting_for_another_process {
-                        tracing::warn!(dir = %dir.display(), ?wait, "the data directory is locked by another process; waiting for it to let go");
+                        tracing::warn!(dir = %dir.display(), "the data directory is locked by another process; waiting for it to let go");
                         waiting_for_another_process = true;
                     }
                     // No wake-up crosses processes: poll, without blocking this
@@ -84,7 +89,8 @@ impl DataDirLock {
                     return Err(Error::DataDirInUse {
                         dir,
                         by: format!(
-                            "another process, still after {wait:?} (stop it, or give this one another data directory)"
+                            "another process, still after {:?} (stop it, or give this one another data directory)",
+                            wait.min(OTHER_PROCESS_WAIT)
                         ),
                     });
                 }
