@@ -299,20 +299,29 @@ mod tests {
         tree.iter().map(Result::unwrap).collect()
     }
 
-    #[test]
-    fn writes_made_during_the_copy_are_caught_up_before_the_switch() {
-        let dir = tempfile::tempdir().unwrap();
-        let options = StoreOptions {
+    fn no_auto_defrag() -> StoreOptions {
+        StoreOptions {
             auto_defrag: AutoDefrag::OFF,
             ..StoreOptions::default()
-        };
-        let store = Store::open(dir.path(), options).unwrap();
-        let shared = store.shared.clone();
-        write(&shared, |b| {
+        }
+    }
+
+    /// A store without automatic defragmentation holding `k0000`..`k0999` = `v0`.
+    fn store_of_1000_keys(dir: &tempfile::TempDir) -> Store {
+        let store = Store::open(dir.path(), no_auto_defrag()).unwrap();
+        write(&store.shared, |b| {
             for i in 0..1000 {
                 b.insert(format!("k{i:04}").as_bytes(), &b"v0"[..]);
             }
         });
+        store
+    }
+
+    #[test]
+    fn writes_made_during_the_copy_are_caught_up_before_the_switch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_of_1000_keys(&dir);
+        let shared = store.shared.clone();
         let mut expected = Vec::new();
         let report = shared
             .defragment_with(false, || {
@@ -337,17 +346,8 @@ mod tests {
         // The compactor's automatic defragmentation holds the store past its owner's
         // drop; a reopen at that moment must wait for it, not clean up under it.
         let dir = tempfile::tempdir().unwrap();
-        let options = StoreOptions {
-            auto_defrag: AutoDefrag::OFF,
-            ..StoreOptions::default()
-        };
-        let store = Store::open(dir.path(), options).unwrap();
+        let store = store_of_1000_keys(&dir);
         let shared = store.shared.clone();
-        write(&shared, |b| {
-            for i in 0..1000 {
-                b.insert(format!("k{i:04}").as_bytes(), &b"v"[..]);
-            }
-        });
         let expected = contents(&shared.tree());
         let (copied_tx, copied_rx) = std::sync::mpsc::channel();
         let background = std::thread::spawn(move || {
@@ -360,12 +360,12 @@ mod tests {
         });
         copied_rx.recv().unwrap();
         drop(store);
-        let reopened = Store::open(dir.path(), options).unwrap();
+        let reopened = Store::open(dir.path(), no_auto_defrag()).unwrap();
         assert_eq!(background.join().unwrap().unwrap(), 1);
         assert_eq!(reopened.shared.tree().number(), 1);
         assert_eq!(contents(&reopened.shared.tree()), expected);
         drop(reopened);
-        let again = Store::open(dir.path(), options).unwrap();
+        let again = Store::open(dir.path(), no_auto_defrag()).unwrap();
         assert_eq!(contents(&again.shared.tree()), expected);
     }
 
