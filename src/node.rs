@@ -98,7 +98,7 @@ impl Default for NodeBuilder {
             limits: Limits::default(),
             proposer: ProposerConfig::default(),
             store: StoreOptions::default(),
-            request_timeout: Duration::from_secs(5),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
             // Chosen from measurements on a busy 2-core machine (README "Failover"): a
             // follower stands 1.05-1.4 s after the last heartbeat (openraft waits the
             // lease, the maximum, then the randomized timeout); the leader refuses writes
@@ -228,7 +228,7 @@ impl NodeBuilder {
         self
     }
 
-    /// Deadline of one request (default 5 s).
+    /// Deadline of one request (default [`DEFAULT_REQUEST_TIMEOUT`], 7 s).
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
@@ -596,6 +596,13 @@ pub(crate) struct NodeInner {
     /// When an append from a leader last arrived ([`Node::current_leader`]).
     pub(crate) leader_contact: LeaderContact,
 }
+
+/// Default deadline of one request, etcd's: it gives a proposal 5 s for queueing,
+/// computation and disk, plus two election timeouts of its default 1 s for a leader
+/// change. Clients give up sooner (etcdctl and our client after 5 s); what the longer
+/// server deadline buys is that a slow request the client still waits for (one prefix
+/// delete of 200,000 keys takes ~3.5 s to apply here) is answered, not "outcome unknown".
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
 
 /// Default interval of lease checkpoints.
 pub const DEFAULT_LEASE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);

@@ -54,7 +54,7 @@ raftkv-server: a raftkv node speaking etcd's v3 gRPC API
   --name NAME                   member name
   --heartbeat-ms N              Raft heartbeat interval (default 100)
   --election-timeout-ms N       election timeout minimum; maximum is twice it (default 350)
-  --request-timeout-ms N        deadline of one request (default 5000)
+  --request-timeout-ms N        deadline of one request (default 7000, etcd's)
   --snapshot-every N            snapshot after at least N log entries (default 10000)
                                 and as many bytes written as the last snapshot holds
   --quota-backend-bytes N       disk quota; past it NOSPACE is raised (default 2 GiB)
@@ -245,7 +245,8 @@ impl Config {
         let mut advertise_peer_url = None;
         let mut heartbeat = Duration::from_millis(100);
         let mut election_timeout = Duration::from_millis(350);
-        let mut request_timeout = Duration::from_millis(5000);
+        // etcd's default (`raftkv::DEFAULT_REQUEST_TIMEOUT` says why).
+        let mut request_timeout = Duration::from_millis(7000);
         let mut snapshot_every = 10_000;
         let mut quota_backend_bytes: u64 = 2 << 30;
         let mut lease_checkpoint = Duration::from_millis(5000);
