@@ -64,8 +64,8 @@ pub use lease::LeaseGrant;
 pub use lock::{LockKey, lock_key};
 pub use membership::Member;
 pub use node::{
-    Bootstrap, DEFAULT_LEASE_CHECKPOINT_INTERVAL, DEFAULT_QUOTA_BYTES, DEFAULT_REQUEST_TIMEOUT, MAX_APPLY_LAG, Node, NodeBuilder,
-    NodeMetrics, StorageStats,
+    Bootstrap, DEFAULT_LEASE_CHECKPOINT_INTERVAL, DEFAULT_QUOTA_BYTES, DEFAULT_REQUEST_TIMEOUT,
+    MAX_APPLY_LAG, Node, NodeBuilder, NodeMetrics, StorageStats,
 };
 pub use raftkv_core::kv::*;
 pub use raftkv_core::lease::LeaseInfo;

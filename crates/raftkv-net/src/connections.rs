@@ -16,6 +16,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::MAX_PEER_MESSAGE_BYTES;
 use crate::faults::{Lost, NetFaults};
+use crate::forward_pipe::ForwardPipes;
 use crate::peer_protocol::{self, StampRequests};
 
 /// A peer-protocol client whose requests carry this build's protocol version.
@@ -62,7 +63,7 @@ impl PeerError {
         }
     }
 
-    fn rpc(status: tonic::Status) -> Self {
+    pub(crate) fn rpc(status: tonic::Status) -> Self {
         if peer_protocol::is_refusal(&status) {
             return PeerError::Refused(status.message().to_string());
         }
@@ -104,6 +105,7 @@ pub struct PeerConnections {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     connect_timeout: Duration,
     faults: NetFaults,
+    forward_pipes: ForwardPipes,
 }
 
 impl PeerConnections {
@@ -113,6 +115,7 @@ impl PeerConnections {
             channels: Arc::default(),
             connect_timeout,
             faults: NetFaults::default(),
+            forward_pipes: ForwardPipes::default(),
         }
     }
 
@@ -184,24 +187,33 @@ impl PeerConnections {
         codec::decode(&checked(answer)?.data).map_err(|e| PeerError::Codec(e.to_string()))
     }
 
-    /// Forward a validated client write to the leader at `url`; returns the leader's
-    /// answer and the term of the entry that carried it.
+    /// Forward a validated client write to the leader at `url` (over its forward stream,
+    /// `forward_pipe.rs`); returns the leader's answer and the term of the entry that
+    /// carried it.
     pub async fn forward(
         &self,
         url: &str,
         command: &Command,
         timeout: Duration,
     ) -> Result<Result<(Response, u64), Error>, PeerError> {
-        let data = codec::encode(command).map_err(|e| PeerError::Codec(e.to_string()))?;
-        let mut request = tonic::Request::new(RaftBytes { data });
-        request.set_timeout(timeout);
-        let mut client = self.client(url)?;
-        let answer = self
-            .call(url, timeout, async {
-                client.forward(request).await.map_err(PeerError::rpc)
-            })
-            .await?;
-        codec::decode(&checked(answer)?.data).map_err(|e| PeerError::Codec(e.to_string()))
+        let size = codec::encoded_len(command).map_err(|e| PeerError::Codec(e.to_string()))?;
+        self.call(url, timeout, async {
+            let answer = self
+                .forward_pipes
+                .send(url, || self.client(url), command.clone(), size)?;
+            match tokio::time::timeout(timeout, answer).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(_)) => Err(PeerError::Rpc {
+                    code: tonic::Code::Unknown,
+                    message: format!("the forward stream to {url} stopped with the write in flight"),
+                }),
+                Err(_) => Err(PeerError::Rpc {
+                    code: tonic::Code::DeadlineExceeded,
+                    message: format!("no answer from the leader at {url} within {timeout:?}"),
+                }),
+            }
+        })
+        .await
     }
 }
 

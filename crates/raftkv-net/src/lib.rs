@@ -47,6 +47,7 @@ mod election_service;
 #[cfg(feature = "failpoints")]
 mod fault_service;
 mod faults;
+mod forward_pipe;
 mod kv_service;
 mod lease_service;
 mod lock_service;

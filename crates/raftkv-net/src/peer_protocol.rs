@@ -18,7 +18,8 @@ pub const HEADER: &str = "raftkv-peer-protocol";
 
 /// The version this build speaks. 1: builds on openraft 0.9 (they sent no header).
 /// 2: openraft 0.10 (streamed appends, pre-vote, leadership transfer).
-pub const VERSION: u32 = 2;
+/// 3: followers forward writes over `ForwardStream`.
+pub const VERSION: u32 = 3;
 
 /// What a peer's message says it speaks: 1 when it names no version (a build from
 /// before the header), `None` when the value is not a number.
@@ -133,7 +134,7 @@ mod tests {
     fn a_request_of_another_or_no_version_is_refused_with_what_to_do() {
         for (header, names) in [
             (None, "version 1"),
-            (Some("3"), "version 3"),
+            (Some("2"), "version 2"),
             (Some("two"), "an unreadable version"),
         ] {
             let status = refuse_other_versions(request_with(header)).expect_err("refused");

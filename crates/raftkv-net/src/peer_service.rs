@@ -232,6 +232,24 @@ impl<F: ForwardTarget, SM: KvStateMachine> RaftPeer for PeerService<F, SM> {
         Ok(stamp_answer(GrpcResponse::new(encode(&result)?)))
     }
 
+    type ForwardStreamStream = AnswerStream;
+
+    /// Each forwarded write is proposed as it arrives, beside the others; answers go back
+    /// as they complete, batched as they queue (`forward_pipe.rs` is the other end). A
+    /// message that does not decode ends the input there; the writes in flight are still
+    /// answered, then the stream ends.
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn forward_stream(
+        &self,
+        request: Request<Streaming<RaftBytes>>,
+    ) -> Result<GrpcResponse<Self::ForwardStreamStream>, Status> {
+        let inbound = request.into_inner();
+        let (out, answers) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(serve_forward_stream(self.forward.clone(), inbound, out));
+        let answers = tokio_stream::wrappers::ReceiverStream::new(answers);
+        Ok(stamp_answer(GrpcResponse::new(Box::pin(answers))))
+    }
+
     #[tracing::instrument(level = "info", skip_all)]
     async fn change_membership(
         &self,
@@ -247,5 +265,59 @@ impl<F: ForwardTarget, SM: KvStateMachine> RaftPeer for PeerService<F, SM> {
         let call: LeaseCall = decode(&request.into_inner().data)?;
         let result = self.forward.lease_forwarded(call).await;
         Ok(stamp_answer(GrpcResponse::new(encode(&result)?)))
+    }
+}
+
+/// The leader's side of one forward stream (see [`RaftPeer::forward_stream`]).
+async fn serve_forward_stream<F: ForwardTarget>(
+    forward: Arc<F>,
+    mut inbound: Streaming<RaftBytes>,
+    out: tokio::sync::mpsc::Sender<Result<RaftBytes, Status>>,
+) {
+    type Answer = (u64, Result<(Response, u64), Error>);
+    let (done, mut completed) = tokio::sync::mpsc::unbounded_channel::<Answer>();
+    let mut reading = true;
+    let mut in_flight: usize = 0;
+    while reading || in_flight > 0 {
+        tokio::select! {
+            message = inbound.message(), if reading => match message {
+                Ok(Some(message)) => match codec::decode::<Vec<(u64, Command)>>(&message.data) {
+                    Ok(writes) => {
+                        for (id, command) in writes {
+                            in_flight += 1;
+                            let (forward, done) = (forward.clone(), done.clone());
+                            tokio::spawn(async move {
+                                let answer = forward.propose_forwarded(command).await;
+                                let _ = done.send((id, answer));
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "undecodable message in a forward stream: ending its input");
+                        reading = false;
+                    }
+                },
+                Ok(None) | Err(_) => reading = false,
+            },
+            Some(first) = completed.recv() => {
+                // Bounded like the follower's batches: every answer fits a message alone.
+                let mut bytes = codec::encoded_len(&first).unwrap_or(0);
+                let mut batch = vec![first];
+                while batch.len() < 1024 && bytes < 4 << 20 {
+                    match completed.try_recv() {
+                        Ok(answer) => {
+                            bytes += codec::encoded_len(&answer).unwrap_or(0);
+                            batch.push(answer);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                in_flight -= batch.len();
+                if out.send(encode(&batch)).await.is_err() {
+                    // The follower is gone: nobody is left to answer.
+                    return;
+                }
+            }
+        }
     }
 }
