@@ -65,6 +65,14 @@ impl KvBackend for Node {
 }
 
 impl ForwardTarget for Node {
+    fn stopping(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut shutdown = self.inner.shutdown.subscribe();
+        async move {
+            // An error means the node is gone: stopping too.
+            let _ = shutdown.wait_for(|stopping| *stopping).await;
+        }
+    }
+
     async fn propose_forwarded(&self, command: Command) -> Result<(Response, u64)> {
         // A leader does not trust a follower's checks. Followers forward client requests,
         // compactions and their own published client URLs; batches are made only by the

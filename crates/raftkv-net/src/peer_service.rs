@@ -39,6 +39,10 @@ pub trait ForwardTarget: Send + Sync + 'static {
     /// An append (replication or heartbeat) arrived from a leader: the node counts a
     /// leader it knows as alive only while these keep coming.
     fn heard_from_leader(&self) {}
+    /// Resolves once the node is shutting down. A forward stream never ends on its own:
+    /// it stops taking writes then, answers those in flight and ends, so the server can
+    /// drain (and a stopping leader does not hold its election back meanwhile).
+    fn stopping(&self) -> impl Future<Output = ()> + Send + 'static;
 }
 
 /// Makes the file a snapshot from the leader is received into (the storage's snapshot
@@ -268,28 +272,29 @@ impl<F: ForwardTarget, SM: KvStateMachine> RaftPeer for PeerService<F, SM> {
     }
 }
 
-/// The leader's side of one forward stream (see [`RaftPeer::forward_stream`]).
+/// The leader's side of one forward stream (see [`RaftPeer::forward_stream`]). The
+/// proposals run inside this task (no task per write: each would cost a wake-up and a
+/// hand-off back); a proposal submitted before the follower went away still completes
+/// in the proposer, only its answer has nobody to go to.
 async fn serve_forward_stream<F: ForwardTarget>(
     forward: Arc<F>,
     mut inbound: Streaming<RaftBytes>,
     out: tokio::sync::mpsc::Sender<Result<RaftBytes, Status>>,
 ) {
-    type Answer = (u64, Result<(Response, u64), Error>);
-    let (done, mut completed) = tokio::sync::mpsc::unbounded_channel::<Answer>();
+    use futures_util::FutureExt;
+    let mut in_flight = futures_util::stream::FuturesUnordered::new();
     let mut reading = true;
-    let mut in_flight: usize = 0;
-    while reading || in_flight > 0 {
+    let stopping = forward.stopping();
+    tokio::pin!(stopping);
+    while reading || !in_flight.is_empty() {
         tokio::select! {
+            () = &mut stopping, if reading => reading = false,
             message = inbound.message(), if reading => match message {
                 Ok(Some(message)) => match codec::decode::<Vec<(u64, Command)>>(&message.data) {
                     Ok(writes) => {
                         for (id, command) in writes {
-                            in_flight += 1;
-                            let (forward, done) = (forward.clone(), done.clone());
-                            tokio::spawn(async move {
-                                let answer = forward.propose_forwarded(command).await;
-                                let _ = done.send((id, answer));
-                            });
+                            let forward = forward.clone();
+                            in_flight.push(async move { (id, forward.propose_forwarded(command).await) });
                         }
                     }
                     Err(e) => {
@@ -299,20 +304,20 @@ async fn serve_forward_stream<F: ForwardTarget>(
                 },
                 Ok(None) | Err(_) => reading = false,
             },
-            Some(first) = completed.recv() => {
-                // Bounded like the follower's batches: every answer fits a message alone.
+            Some(first) = in_flight.next(), if !in_flight.is_empty() => {
+                // Every answer ready now goes in one message, bounded like the follower's
+                // batches (every answer fits a message alone).
                 let mut bytes = codec::encoded_len(&first).unwrap_or(0);
                 let mut batch = vec![first];
                 while batch.len() < 1024 && bytes < 4 << 20 {
-                    match completed.try_recv() {
-                        Ok(answer) => {
+                    match in_flight.next().now_or_never() {
+                        Some(Some(answer)) => {
                             bytes += codec::encoded_len(&answer).unwrap_or(0);
                             batch.push(answer);
                         }
-                        Err(_) => break,
+                        _ => break,
                     }
                 }
-                in_flight -= batch.len();
                 if out.send(encode(&batch)).await.is_err() {
                     // The follower is gone: nobody is left to answer.
                     return;
