@@ -129,6 +129,26 @@ wait_until_writable() {
   exit 1
 }
 
+# The position (0-based) of the leader among ENDPOINTS (comma-separated URLs), by etcd's
+# Status (both systems speak it).
+leader_position() {
+  # host:port, not http://host:port: raftkv refuses etcdctl's :authority for the latter
+  # on this call (noted in the etcd compatibility issue).
+  local endpoints=${1//http:\/\//}
+  ETCDCTL_API=3 etcdctl --endpoints="$endpoints" endpoint status -w json | python3 -c '
+import json, sys
+st = json.load(sys.stdin)
+leader = st[0]["Status"]["leader"]
+print([s["Status"]["header"]["member_id"] for s in st].index(leader))'
+}
+
+# The leader's URL among ENDPOINTS (comma-separated URLs).
+leader_endpoint() {
+  local -a urls
+  IFS=, read -r -a urls <<<"$1"
+  echo "${urls[$(leader_position "$1")]}"
+}
+
 # CPU seconds (user + system) of the given pids so far.
 cpu_seconds() {
   python3 - "$@" <<'EOF'

@@ -5,7 +5,8 @@
 # workloads run against each, alternating, and one table is printed, with the physical
 # floor (fdatasync of 4 KiB on the data filesystem, loopback round trip), and for the
 # put workloads the CPU seconds all three members of each system spent per 1,000
-# acknowledged writes (user + system, from /proc).
+# acknowledged writes (user + system, from /proc). put-c1 writes through the first
+# member (leader or follower, as the election fell), put-c1-leader through the leader.
 #
 # Usage: benches/compare-etcd.sh [DURATION]   (default 20s per workload and system)
 #        BASELINE_SERVER=/path/to/older/raftkv-server benches/compare-etcd.sh [DURATION]
@@ -18,7 +19,7 @@ source benches/cluster.sh
 make_work_dir raftkv-compare
 DURATION="${1:-20s}"
 
-install_missing etcd:etcd-server
+install_missing etcd:etcd-server etcdctl:etcd-client
 build_release
 
 # raftkv
@@ -58,6 +59,7 @@ field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.ar
 
 WORKLOADS=(
   "put-c1|put --clients 1 --conns 1 --value-size 256 --key-space 100000"
+  "put-c1-leader|put --clients 1 --conns 1 --value-size 256 --key-space 100000"
   "put-c16|put --clients 16 --conns 8 --value-size 256 --key-space 100000"
   "put-c64|put --clients 64 --conns 8 --value-size 256 --key-space 100000"
   "get-lin-c64|get --clients 64 --conns 8 --consistency l --key-space 10000 --prefill"
@@ -75,6 +77,9 @@ for w in "${WORKLOADS[@]}"; do
       etcd) ep=$ET_EP pids=$ET_PIDS ;;
       base) ep=$BASE_EP pids=$BASE_PIDS ;;
     esac
+    # put-c1 talks to the first member, the leader or a follower as the election fell;
+    # put-c1-leader to the leader alone (a follower adds a forward hop to every write).
+    case $label in *-leader) ep=$(leader_endpoint "$ep") ;; esac
     # shellcheck disable=SC2086
     run "$system" "$ep" "$pids" "$label" $args
   done

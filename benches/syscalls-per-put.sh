@@ -26,18 +26,6 @@ ET_PIDS=("${PIDS[@]:3}")
 wait_until_writable "$RK_EP" "$WORK/raftkv-*.log"
 wait_until_writable "$ET_EP" "$WORK/etcd-*.log"
 
-# The position (0-based) of the leader among ENDPOINTS, by etcd's Status (both speak it).
-leader_position() {
-  # host:port, not http://host:port: raftkv refuses etcdctl's :authority for the latter
-  # on this call (noted in the etcd compatibility issue).
-  local endpoints=${1//http:\/\//}
-  ETCDCTL_API=3 etcdctl --endpoints="$endpoints" endpoint status -w json | python3 -c '
-import json, sys
-st = json.load(sys.stdin)
-leader = st[0]["Status"]["leader"]
-print([s["Status"]["header"]["member_id"] for s in st].index(leader))'
-}
-
 # Per-put counts of one member's syscalls from an `strace -c` summary file.
 per_put() {
   python3 - "$1" "$PUTS" <<'EOF'
