@@ -81,6 +81,7 @@ pub struct NodeBuilder {
     election_timeout: (Duration, Duration),
     peer_listen: Option<Listen>,
     client_listen: Option<Listen>,
+    metrics_listen: Vec<Listen>,
     advertise_peer_url: Option<String>,
     advertise_client_urls: Vec<String>,
     bootstrap: Bootstrap,
@@ -107,6 +108,7 @@ impl Default for NodeBuilder {
             election_timeout: (Duration::from_millis(350), Duration::from_millis(700)),
             peer_listen: None,
             client_listen: None,
+            metrics_listen: Vec::new(),
             advertise_peer_url: None,
             advertise_client_urls: Vec::new(),
             bootstrap: Bootstrap::SingleNode,
@@ -158,6 +160,20 @@ impl NodeBuilder {
     /// Serve etcd's KV gRPC API on an already bound listener.
     pub fn client_listener(mut self, listener: std::net::TcpListener) -> Self {
         self.client_listen = Some(Listen::Bound(listener));
+        self
+    }
+
+    /// Serve etcd's HTTP health endpoints (`/health`, `/livez`, `/readyz`) on `addr` as
+    /// well as on the client address: etcd's `--listen-metrics-urls`, where probes go
+    /// when the client port is for clients alone. May be given more than once.
+    pub fn listen_metrics(mut self, addr: std::net::SocketAddr) -> Self {
+        self.metrics_listen.push(Listen::Addr(addr));
+        self
+    }
+
+    /// [`NodeBuilder::listen_metrics`] on an already bound listener.
+    pub fn metrics_listener(mut self, listener: std::net::TcpListener) -> Self {
+        self.metrics_listen.push(Listen::Bound(listener));
         self
     }
 
@@ -297,6 +313,10 @@ impl NodeBuilder {
             Some(l) => Some(l.bind().await.map_err(|e| io("binding the client address", e))?),
             None => None,
         };
+        let mut metrics_listeners = Vec::new();
+        for l in self.metrics_listen {
+            metrics_listeners.push(l.bind().await.map_err(|e| io("binding a metrics address", e))?);
+        }
         let peer_url = match (&self.advertise_peer_url, &peer_listener) {
             (Some(url), _) => url.clone(),
             (None, Some(l)) => format!("http://{}", l.local_addr().map_err(|e| io("peer address", e))?),
@@ -430,8 +450,12 @@ impl NodeBuilder {
         if let Some(listener) = client_listener {
             let backend = Arc::new(node.clone());
             let cluster = ClusterService::new(backend.clone());
+            // HTTP/1.1 too: curl, load balancers and Kubernetes probe the health
+            // endpoints with it (`raftkv_net::HttpProbesLayer`); gRPC stays HTTP/2.
             let router = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
+                .accept_http1(true)
+                .layer(raftkv_net::HttpProbesLayer::new(backend.clone()))
                 .add_service(KvServer::new(KvService::new(backend.clone())))
                 .add_service(WatchServer::new(WatchService::new(backend.clone())))
                 .add_service(LeaseServer::new(LeaseService::new(backend.clone())))
@@ -440,6 +464,15 @@ impl NodeBuilder {
                 .add_service(ClusterServer::new(cluster.clone()))
                 .add_service(MaintenanceServer::new(cluster));
             spawn_server(&node, "client", router, listener, shutdown_rx.clone());
+        }
+        for listener in metrics_listeners {
+            // The probes alone: no gRPC service is routed here.
+            let router = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .accept_http1(true)
+                .layer(raftkv_net::HttpProbesLayer::new(Arc::new(node.clone())))
+                .add_routes(tonic::service::Routes::default());
+            spawn_server(&node, "metrics", router, listener, shutdown_rx.clone());
         }
 
         let initialized = raft
@@ -522,13 +555,24 @@ fn adds_data(command: &raftkv_core::Command) -> bool {
     }
 }
 
-fn spawn_server(
+fn spawn_server<L, ResBody>(
     node: &Node,
     what: &'static str,
-    router: tonic::transport::server::Router,
+    router: tonic::transport::server::Router<L>,
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
-) {
+) where
+    L: tower_layer::Layer<tonic::service::Routes> + Send + 'static,
+    L::Service: tower_service::Service<http::Request<tonic::body::Body>, Response = http::Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    <L::Service as tower_service::Service<http::Request<tonic::body::Body>>>::Future: Send,
+    <L::Service as tower_service::Service<http::Request<tonic::body::Body>>>::Error:
+        Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let handle = tokio::spawn(async move {
         let stop = async move {

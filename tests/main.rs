@@ -45,3 +45,4 @@ mod t27_data_dir_upgrade;
 mod t28_leadership_transfer;
 mod t29_leader_writes_while_replicating;
 mod t30_slow_follower;
+mod t31_health_probes;

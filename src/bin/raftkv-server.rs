@@ -78,6 +78,9 @@ async fn serve(config: Config, inherited: Inherited) -> raftkv::Result<()> {
         Some(listener) => builder.client_listener(listener),
         None => builder.listen_client(config.listen_client),
     };
+    for addr in &config.listen_metrics {
+        builder = builder.listen_metrics(*addr);
+    }
     let mut builder = builder
         .advertise_peer_url(config.advertise_peer_url.clone())
         .advertise_client_urls(config.advertise_client_urls.clone())

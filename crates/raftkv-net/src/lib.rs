@@ -29,6 +29,8 @@
 //!   encoded once for all the watchers that get it. [`WatchServer`] serves it (by hand,
 //!   in place of the generated server, to send those pre-encoded responses).
 //!
+//! - [`HttpProbesLayer`]: etcd's HTTP health endpoints (`/health`, `/livez`, `/readyz`)
+//!   on the client port, in front of the gRPC services.
 //! - [`NetFaults`]: test-only network faults (loss, delay, duplication, partitions) that
 //!   every outgoing peer call goes through; a zero-sized no-op unless the `failpoints`
 //!   feature is on, which also serves `FaultService` on the peer port to switch them.
@@ -48,6 +50,7 @@ mod election_service;
 mod fault_service;
 mod faults;
 mod forward_pipe;
+mod http_probes;
 mod kv_service;
 mod lease_service;
 mod lock_service;
@@ -69,6 +72,7 @@ pub use election_service::{
 #[cfg(feature = "failpoints")]
 pub use fault_service::FaultService;
 pub use faults::{FaultCounts, Lost, NetFaultPlan, NetFaults};
+pub use http_probes::{HttpProbes, HttpProbesLayer, ProbeBackend};
 pub use kv_service::{KvBackend, KvService};
 pub use lease_service::{LeaseBackend, LeaseService};
 pub use lock_service::{LockBackend, LockService};

@@ -49,6 +49,9 @@ raftkv-server: a raftkv node speaking etcd's v3 gRPC API
   --initial-cluster LIST        bootstrap members: 1=http://127.0.0.1:2380,2=...
                                 (the same on every member; omit for a single node)
   --join                        do not bootstrap: wait to be added by a member
+  --listen-metrics-urls LIST    more addresses for the HTTP health endpoints (/health,
+                                /livez, /readyz; also on the client address), as
+                                etcd's flag: http://127.0.0.1:2381[,...]
   --advertise-client-urls LIST  client URLs published (default http://<listen-client>)
   --advertise-peer-url URL      peer URL (default: from --initial-cluster, else http://<listen-peer>)
   --name NAME                   member name
@@ -91,6 +94,8 @@ pub struct Config {
     pub listen_client: SocketAddr,
     /// Peer listen address.
     pub listen_peer: SocketAddr,
+    /// Where else the HTTP health endpoints are served (etcd's `--listen-metrics-urls`).
+    pub listen_metrics: Vec<SocketAddr>,
     /// Bootstrap members (id -> peer URL); empty for a single-node bootstrap.
     pub initial_cluster: BTreeMap<u64, String>,
     /// Wait to be added instead of bootstrapping.
@@ -152,6 +157,34 @@ fn parse_url(flag: &str, value: &str) -> Result<String, ConfigError> {
         });
     }
     Ok(value.to_string())
+}
+
+/// `http://host:port[,...]`, as etcd's `--listen-metrics-urls` takes them: an IP address
+/// and port each (etcd refuses host names there too); `https://` waits for TLS.
+fn parse_listen_urls(flag: &str, value: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+    let invalid = |url: &str, reason: &str| ConfigError::InvalidValue {
+        flag: flag.into(),
+        value: url.into(),
+        reason: reason.into(),
+    };
+    value
+        .split(',')
+        .filter(|u| !u.trim().is_empty())
+        .map(|url| {
+            let url = url.trim();
+            if url.starts_with("https://") {
+                return Err(invalid(url, "TLS is not supported yet: use http://"));
+            }
+            let addr = url
+                .strip_prefix("http://")
+                .ok_or_else(|| invalid(url, "expected a URL such as http://127.0.0.1:2381"))?;
+            addr.trim_end_matches('/')
+                .parse()
+                .map_err(|e: std::net::AddrParseError| {
+                    invalid(url, &format!("{e} (an IP address and a port)"))
+                })
+        })
+        .collect()
 }
 
 /// A member id: decimal, or hexadecimal with `0x` (etcdctl prints ids in hex).
@@ -239,6 +272,7 @@ impl Config {
         let mut data_dir = None;
         let mut listen_client = None;
         let mut listen_peer = None;
+        let mut listen_metrics = Vec::new();
         let mut initial_cluster = BTreeMap::new();
         let mut join = false;
         let mut advertise_client_urls = Vec::new();
@@ -271,6 +305,7 @@ impl Config {
                 "--data-dir" => data_dir = Some(PathBuf::from(value)),
                 "--listen-client" => listen_client = Some(parse_addr(&flag, &value)?),
                 "--listen-peer" => listen_peer = Some(parse_addr(&flag, &value)?),
+                "--listen-metrics-urls" => listen_metrics = parse_listen_urls(&flag, &value)?,
                 "--initial-cluster" => initial_cluster = parse_initial_cluster(&value)?,
                 "--advertise-client-urls" => {
                     advertise_client_urls = value
@@ -375,6 +410,7 @@ impl Config {
             data_dir: data_dir.ok_or(ConfigError::Missing("--data-dir"))?,
             listen_client,
             listen_peer,
+            listen_metrics,
             initial_cluster,
             join,
             advertise_client_urls,
@@ -422,6 +458,19 @@ mod tests {
         .unwrap();
         assert_eq!(off.auto_defrag_ratio, 0);
         assert_eq!(off.state_cache_mb, 256);
+        assert!(off.listen_metrics.is_empty());
+        let probed = Config::from_args(args(
+            "--id 1 --data-dir /tmp/d --listen-client 127.0.0.1:1 --listen-peer 127.0.0.1:2 \
+             --listen-metrics-urls http://127.0.0.1:2381,http://[::1]:2381/",
+        ))
+        .unwrap();
+        assert_eq!(
+            probed.listen_metrics,
+            vec![
+                "127.0.0.1:2381".parse::<SocketAddr>().unwrap(),
+                "[::1]:2381".parse().unwrap()
+            ]
+        );
     }
 
     #[test]
@@ -491,6 +540,18 @@ mod tests {
             (format!("--id 1 {base} --auto-defrag-ratio -2"), "invalid value"),
             (format!("--id 1 {base} --state-cache-mb 0"), "at least 1"),
             (format!("--id 1 {base} --state-cache-mb lots"), "invalid value"),
+            (
+                format!("--id 1 {base} --listen-metrics-urls https://127.0.0.1:2381"),
+                "TLS is not supported yet",
+            ),
+            (
+                format!("--id 1 {base} --listen-metrics-urls http://localhost:2381"),
+                "an IP address and a port",
+            ),
+            (
+                format!("--id 1 {base} --listen-metrics-urls 127.0.0.1:2381"),
+                "expected a URL",
+            ),
         ];
         for (line, expected) in cases {
             let err = Config::from_args(args(&line)).unwrap_err().to_string();

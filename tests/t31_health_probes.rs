@@ -1,0 +1,241 @@
+//! etcd's HTTP health endpoints on the client port, as probes call them (plain HTTP/1.1
+//! GETs): `/health` with its alarm, leader and read checks and their `exclude` /
+//! `serializable` options, `/livez` and `/readyz` with their named checks, the answers to
+//! other methods and paths; on the client port and on a metrics listener; on a healthy
+//! cluster, with a NOSPACE alarm, and on a member
+//! left alone; and, where etcd 3.4 is installed, the same requests against etcd.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::support;
+
+use std::time::Duration;
+
+use raftkv_client::{AlarmAction, AlarmType, Client};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+/// Deadline of every wait in this test.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// One HTTP/1.1 answer.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `METHOD path` on `url` (`http://host:port`) over HTTP/1.1, one connection, bounded.
+async fn http(method: &str, url: &str, path: &str) -> Answer {
+    let addr = url.trim_start_matches("http://");
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.unwrap();
+        raw
+    };
+    let raw = tokio::time::timeout(WAIT, exchange)
+        .await
+        .unwrap_or_else(|_| panic!("{method} {url}{path}: no answer within {WAIT:?}"));
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(": "))
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    Answer {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+/// GET `path` until the answer satisfies `check`; fail after [`WAIT`] with the last one.
+async fn get_until(url: &str, path: &str, what: &str, check: impl Fn(&Answer) -> bool) -> Answer {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let answer = http("GET", url, path).await;
+        if check(&answer) {
+            return answer;
+        }
+        assert!(Instant::now() < deadline, "{what}: last answer {answer:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_livez_and_readyz_answer_as_etcd_does() {
+    let dir = tempfile::tempdir().unwrap();
+    // Each member also serves the probes on a metrics listener of its own (etcd's
+    // `--listen-metrics-urls`), bound here so no other process can take its port.
+    let metrics_urls = std::sync::Mutex::new(Vec::new());
+    let nodes = support::start_cluster_with(3, dir.path(), |b| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        metrics_urls
+            .lock()
+            .unwrap()
+            .push(format!("http://{}", listener.local_addr().unwrap()));
+        b.metrics_listener(listener)
+    })
+    .await;
+    let metrics_urls = metrics_urls.into_inner().unwrap();
+    let leader = support::wait_for_agreed_leader(&nodes, WAIT).await;
+    let urls: Vec<String> = nodes.iter().map(|n| n.client_urls()[0].clone()).collect();
+
+    // The metrics listener: the same probes, and nothing else (no gRPC routed there).
+    for url in &metrics_urls {
+        let health = http("GET", url, "/health").await;
+        assert_eq!(
+            (health.status, health.body.as_str()),
+            (200, r#"{"health":"true","reason":""}"#)
+        );
+        assert_eq!(http("GET", url, "/readyz").await.body, "ok\n");
+        assert_eq!(http("GET", url, "/nope").await.status, 404);
+    }
+
+    // Healthy: every member, every endpoint.
+    for url in &urls {
+        let health = http("GET", url, "/health").await;
+        assert_eq!(
+            (health.status, health.body.as_str()),
+            (200, r#"{"health":"true","reason":""}"#),
+            "{url}"
+        );
+        assert_eq!(health.header("content-type"), Some("text/plain; charset=utf-8"));
+        let live = http("GET", url, "/livez").await;
+        assert_eq!((live.status, live.body.as_str()), (200, "ok\n"), "{url}");
+        let ready = http("GET", url, "/readyz?verbose").await;
+        assert_eq!(
+            (ready.status, ready.body.as_str()),
+            (
+                200,
+                "[+]data_corruption ok\n[+]linearizable_read ok\n[+]serializable_read ok\nok\n"
+            ),
+            "{url}"
+        );
+        let one = http("GET", url, "/readyz/linearizable_read").await;
+        assert_eq!((one.status, one.body.as_str()), (200, "ok\n"));
+    }
+    let url = &urls[0];
+    let post = http("POST", url, "/health").await;
+    assert_eq!((post.status, post.body.as_str()), (405, "Method Not Allowed\n"));
+    assert_eq!(post.header("allow"), Some("GET"));
+    for path in ["/nope", "/readyz/bogus", "/livez/linearizable_read"] {
+        let missing = http("GET", url, path).await;
+        assert_eq!(
+            (missing.status, missing.body.as_str()),
+            (404, "404 page not found\n"),
+            "{path}"
+        );
+    }
+
+    // gRPC on the same port is untouched.
+    let client = Client::connect(urls.clone()).await.unwrap();
+    client.put("k", "v").await.unwrap();
+
+    // NOSPACE on the leader (raftkv keeps alarms per member): /health is false unless
+    // the alarm is excluded; /readyz looks only for CORRUPT.
+    let leader_url = nodes
+        .iter()
+        .find(|n| n.id() == leader)
+        .map(|n| n.client_urls()[0].clone())
+        .unwrap();
+    let at_leader = Client::connect([leader_url.clone()]).await.unwrap();
+    at_leader
+        .alarm(AlarmAction::Activate, leader, AlarmType::NoSpace)
+        .await
+        .unwrap();
+    let alarmed = http("GET", &leader_url, "/health").await;
+    assert_eq!(
+        (alarmed.status, alarmed.body.as_str()),
+        (503, "{\"health\":\"false\",\"reason\":\"ALARM NOSPACE\"}\n")
+    );
+    let excluded = http("GET", &leader_url, "/health?exclude=NOSPACE").await;
+    assert_eq!(excluded.status, 200, "{excluded:?}");
+    assert_eq!(http("GET", &leader_url, "/readyz").await.status, 200);
+    at_leader
+        .alarm(AlarmAction::Deactivate, leader, AlarmType::NoSpace)
+        .await
+        .unwrap();
+    assert_eq!(http("GET", &leader_url, "/health").await.status, 200);
+
+    // A member left alone: no quorum, so the cluster is not healthy from its side, but
+    // the member itself is alive and serves local reads.
+    let alone = nodes.iter().find(|n| n.id() != leader).unwrap();
+    let alone_url = alone.client_urls()[0].clone();
+    for node in nodes.iter().filter(|n| n.id() != alone.id()) {
+        node.shutdown().await;
+    }
+    let unhealthy = get_until(&alone_url, "/health", "/health false on a lone member", |a| {
+        a.status == 503
+    })
+    .await;
+    assert!(
+        unhealthy.body == "{\"health\":\"false\",\"reason\":\"RAFT NO LEADER\"}\n"
+            || unhealthy
+                .body
+                .starts_with("{\"health\":\"false\",\"reason\":\"RANGE ERROR:"),
+        "{unhealthy:?}"
+    );
+    let local = http("GET", &alone_url, "/health?serializable=true").await;
+    assert_eq!(
+        (local.status, local.body.as_str()),
+        (200, r#"{"health":"true","reason":""}"#)
+    );
+    assert_eq!(http("GET", &alone_url, "/livez").await.status, 200);
+    let not_ready = http("GET", &alone_url, "/readyz").await;
+    assert_eq!(not_ready.status, 503, "{not_ready:?}");
+    assert!(
+        not_ready
+            .body
+            .starts_with("[+]data_corruption ok\n[-]linearizable_read failed: ")
+            && not_ready.body.ends_with("[+]serializable_read ok\n\n"),
+        "{not_ready:?}"
+    );
+    let without_quorum_check = http("GET", &alone_url, "/readyz?exclude=linearizable_read").await;
+    assert_eq!(without_quorum_check.status, 200, "{without_quorum_check:?}");
+}
+
+/// The same requests against etcd 3.4, where installed: the answers raftkv copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_answers_health_requests_the_same_way() {
+    if !support::etcd::available() {
+        eprintln!("etcd not installed: skipped");
+        return;
+    }
+    let _turn = support::ClusterTurn::take();
+    let etcd = support::etcd::EtcdCluster::start(1).await;
+    let url = &etcd.client_urls[0];
+    let health = http("GET", url, "/health").await;
+    // etcd 3.4 has no `reason` field (3.5 added it; raftkv answers as 3.5).
+    assert_eq!(
+        (health.status, health.body.as_str()),
+        (200, r#"{"health":"true"}"#)
+    );
+    assert_eq!(health.header("content-type"), Some("text/plain; charset=utf-8"));
+    let post = http("POST", url, "/health").await;
+    assert_eq!((post.status, post.body.as_str()), (405, "Method Not Allowed\n"));
+    assert_eq!(post.header("allow"), Some("GET"));
+    assert_eq!(post.header("x-content-type-options"), Some("nosniff"));
+    let missing = http("GET", url, "/nope").await;
+    assert_eq!(
+        (missing.status, missing.body.as_str()),
+        (404, "404 page not found\n")
+    );
+}
