@@ -162,6 +162,12 @@ impl ForwardTarget for Node {
     }
 }
 
+impl raftkv_net::MetricsSource for Node {
+    fn prometheus_text(&self) -> String {
+        crate::metrics::render(self)
+    }
+}
+
 impl LeaderStatus for Node {
     fn has_leader(&self) -> bool {
         self.current_leader().is_some()

@@ -141,6 +141,15 @@ impl Node {
     /// Propose `command` on the leader (here, or forwarded), following leader changes
     /// while nothing can have been proposed, until the request deadline.
     pub(crate) async fn propose_command(&self, command: Command) -> Result<(Response, u64)> {
+        let counters = &self.inner.counters;
+        let _pending = counters.proposing();
+        let outcome = self.propose_uncounted(command).await;
+        counters.finished(&outcome);
+        outcome
+    }
+
+    /// [`Node::propose_command`] without the proposal counters.
+    async fn propose_uncounted(&self, command: Command) -> Result<(Response, u64)> {
         let size = codec::encoded_len(&command).map_err(|e| Error::Internal(e.to_string()))?;
         let deadline = Instant::now() + self.inner.request_timeout;
         let unknown = || {

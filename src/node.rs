@@ -408,6 +408,7 @@ impl NodeBuilder {
             },
             leases: LeaseManager::new(self.lease_checkpoint_interval, self.election_timeout.1),
             leader_contact: LeaderContact::new(),
+            counters: crate::metrics::ServerCounters::default(),
         });
         let node = Node { inner };
 
@@ -520,6 +521,10 @@ impl NodeBuilder {
             shutdown_rx.clone(),
         ));
         tokio::spawn(crate::lease::run(
+            Arc::downgrade(&node.inner),
+            shutdown_rx.clone(),
+        ));
+        tokio::spawn(crate::metrics::count_leader_changes(
             Arc::downgrade(&node.inner),
             shutdown_rx.clone(),
         ));
@@ -639,6 +644,8 @@ pub(crate) struct NodeInner {
     pub(crate) leases: LeaseManager,
     /// When an append from a leader last arrived ([`Node::current_leader`]).
     pub(crate) leader_contact: LeaderContact,
+    /// Proposals and leader changes, for `/metrics` (`metrics.rs`).
+    pub(crate) counters: crate::metrics::ServerCounters,
 }
 
 /// Default deadline of one request, etcd's: it gives a proposal 5 s for queueing,
@@ -660,7 +667,7 @@ pub const MAX_APPLY_LAG: u64 = 5000;
 
 /// The disk quota and this member's NOSPACE alarm.
 pub(crate) struct Quota {
-    bytes: u64,
+    pub(crate) bytes: u64,
     alarm: AtomicBool,
     /// When the disk usage was last measured (ms since the epoch): at most once a second.
     checked_at_ms: AtomicU64,

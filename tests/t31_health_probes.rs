@@ -66,6 +66,81 @@ async fn http(method: &str, url: &str, path: &str) -> Answer {
     }
 }
 
+/// Parse Prometheus' text exposition format strictly: every sample belongs to the family
+/// its `# TYPE` line names (counter, gauge or histogram here), names and labels are well
+/// formed, no series twice, histogram buckets never decrease and `+Inf` equals `_count`.
+/// Returns each series (`name{labels}`) with its value.
+fn parse_prometheus(text: &str) -> std::collections::BTreeMap<String, f64> {
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n.chars().enumerate().all(|(i, c)| {
+                c == '_' || c == ':' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())
+            })
+    };
+    let mut series = std::collections::BTreeMap::new();
+    let mut family: Option<(String, String)> = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(name_ok(name), "{line}");
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            family = Some((name.to_string(), kind.to_string()));
+            continue;
+        }
+        if line.starts_with("# HELP ") || line.is_empty() {
+            continue;
+        }
+        assert!(!line.starts_with('#'), "unknown comment {line}");
+        let (key, value) = line.rsplit_once(' ').unwrap();
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("value of {line}")),
+        };
+        let name = key.split('{').next().unwrap();
+        if let Some(labels) = key.strip_prefix(name).filter(|l| !l.is_empty()) {
+            let inner = labels
+                .strip_prefix('{')
+                .and_then(|l| l.strip_suffix('}'))
+                .unwrap();
+            for pair in inner.split(',') {
+                let (k, v) = pair.split_once('=').unwrap();
+                assert!(
+                    name_ok(k) && v.len() >= 2 && v.starts_with('"') && v.ends_with('"'),
+                    "{line}"
+                );
+            }
+        }
+        let (family_name, kind) = family
+            .as_ref()
+            .unwrap_or_else(|| panic!("{line} before any TYPE"));
+        let belongs = match kind.as_str() {
+            "histogram" => [
+                format!("{family_name}_bucket"),
+                format!("{family_name}_sum"),
+                format!("{family_name}_count"),
+            ]
+            .contains(&name.to_string()),
+            _ => name == family_name,
+        };
+        assert!(belongs, "{line} outside its family {family_name}");
+        assert!(series.insert(key.to_string(), value).is_none(), "{key} twice");
+    }
+    // Histograms: cumulative buckets, +Inf = _count.
+    for (key, value) in &series {
+        if let Some(family) = key.strip_suffix("_bucket{le=\"+Inf\"}") {
+            assert_eq!(Some(value), series.get(&format!("{family}_count")), "{family}");
+            let mut last = 0.0;
+            for (k, v) in series.range(format!("{family}_bucket{{")..format!("{family}_bucket|")) {
+                let _ = k;
+                assert!(*v >= 0.0);
+                last = f64::max(last, *v);
+            }
+            assert!(last <= *value, "{family}");
+        }
+    }
+    series
+}
+
 /// GET `path` until the answer satisfies `check`; fail after [`WAIT`] with the last one.
 async fn get_until(url: &str, path: &str, what: &str, check: impl Fn(&Answer) -> bool) -> Answer {
     let deadline = Instant::now() + WAIT;
@@ -149,6 +224,44 @@ async fn health_livez_and_readyz_answer_as_etcd_does() {
     let client = Client::connect(urls.clone()).await.unwrap();
     client.put("k", "v").await.unwrap();
 
+    // /metrics, on the client port and the metrics listener, under etcd's names.
+    let mut leaders = 0.0;
+    for (url, metrics_url) in urls.iter().zip(&metrics_urls) {
+        let scrape = http("GET", url, "/metrics").await;
+        assert_eq!(scrape.status, 200, "{scrape:?}");
+        assert_eq!(
+            scrape.header("content-type"),
+            Some("text/plain; version=0.0.4; charset=utf-8")
+        );
+        let m = parse_prometheus(&scrape.body);
+        let get = |k: &str| {
+            *m.get(k)
+                .unwrap_or_else(|| panic!("{k} missing from {url}/metrics"))
+        };
+        assert_eq!(get("etcd_server_has_leader"), 1.0);
+        leaders += get("etcd_server_is_leader");
+        assert_eq!(get("etcd_server_is_learner"), 0.0);
+        assert!(get("etcd_server_leader_changes_seen_total") >= 1.0);
+        assert!(get("etcd_server_proposals_committed_total") >= get("etcd_server_proposals_applied_total"));
+        assert!(get("etcd_server_proposals_applied_total") >= 1.0);
+        // Members publish their client URLs through the log as they start; those
+        // proposals may still be in flight, or have failed before a leader was known.
+        assert!(get("etcd_server_proposals_pending") >= 0.0);
+        assert!(get("etcd_server_proposals_failed_total") >= 0.0);
+        assert!(get("etcd_mvcc_db_total_size_in_bytes") > 0.0);
+        assert!(get("etcd_debugging_mvcc_current_revision") >= 2.0);
+        assert!(get("etcd_disk_wal_fsync_duration_seconds_count") >= 1.0);
+        assert!(get("etcd_disk_wal_fsync_duration_seconds_sum") > 0.0);
+        assert!(m.contains_key("etcd_disk_backend_commit_duration_seconds_bucket{le=\"0.001\"}"));
+        assert!(get("process_resident_memory_bytes") > 0.0 && get("process_open_fds") > 0.0);
+        assert!(get("process_start_time_seconds") > 1.7e9);
+        let id = nodes.iter().find(|n| url == &n.client_urls()[0]).unwrap().id();
+        assert_eq!(get(&format!("etcd_server_id{{server_id=\"{id:x}\"}}")), 1.0);
+        let again = parse_prometheus(&http("GET", metrics_url, "/metrics").await.body);
+        assert!(again.contains_key("etcd_server_is_leader"));
+    }
+    assert_eq!(leaders, 1.0, "exactly one member says it leads");
+
     // NOSPACE on the leader (raftkv keeps alarms per member): /health is false unless
     // the alarm is excluded; /readyz looks only for CORRUPT.
     let leader_url = nodes
@@ -210,6 +323,33 @@ async fn health_livez_and_readyz_answer_as_etcd_does() {
     );
     let without_quorum_check = http("GET", &alone_url, "/readyz?exclude=linearizable_read").await;
     assert_eq!(without_quorum_check.status, 200, "{without_quorum_check:?}");
+
+    // A write it cannot commit: pending while it waits, failed once its deadline passes.
+    let scrape = |url: String| async move { parse_prometheus(&http("GET", &url, "/metrics").await.body) };
+    // It forgets its leader once no append came for an election timeout.
+    let before = get_until(&alone_url, "/metrics", "has_leader 0 on the lone member", |a| {
+        parse_prometheus(&a.body)["etcd_server_has_leader"] == 0.0
+    })
+    .await;
+    let before = parse_prometheus(&before.body);
+    let stuck = tokio::spawn({
+        let alone = alone.clone();
+        async move { alone.put("stuck", "v").await }
+    });
+    get_until(
+        &alone_url,
+        "/metrics",
+        "the stuck write counted as pending",
+        |a| parse_prometheus(&a.body)["etcd_server_proposals_pending"] >= 1.0,
+    )
+    .await;
+    assert!(stuck.await.unwrap().is_err(), "no quorum, no commit");
+    let after = scrape(alone_url.clone()).await;
+    assert_eq!(after["etcd_server_proposals_pending"], 0.0);
+    assert!(
+        after["etcd_server_proposals_failed_total"] >= before["etcd_server_proposals_failed_total"] + 1.0,
+        "{after:?}"
+    );
 }
 
 /// The same requests against etcd 3.4, where installed: the answers raftkv copies.

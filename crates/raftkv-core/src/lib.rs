@@ -34,6 +34,7 @@
 pub mod codec;
 pub mod command;
 pub mod error;
+pub mod histogram;
 pub mod kv;
 pub mod lease;
 pub mod membership;
@@ -45,6 +46,7 @@ pub mod watermark;
 
 pub use command::{Command, Response};
 pub use error::{Error, RequestError, Result};
+pub use histogram::{Histogram, HistogramSnapshot};
 pub use kv::*;
 pub use lease::{LeaseAnswer, LeaseCall, LeaseInfo};
 pub use membership::MembershipChange;

@@ -30,7 +30,7 @@
 //!   in place of the generated server, to send those pre-encoded responses).
 //!
 //! - [`HttpProbesLayer`]: etcd's HTTP health endpoints (`/health`, `/livez`, `/readyz`)
-//!   on the client port, in front of the gRPC services.
+//!   and `/metrics` ([`MetricsSource`]) on the client port, in front of the gRPC services.
 //! - [`NetFaults`]: test-only network faults (loss, delay, duplication, partitions) that
 //!   every outgoing peer call goes through; a zero-sized no-op unless the `failpoints`
 //!   feature is on, which also serves `FaultService` on the peer port to switch them.
@@ -72,7 +72,7 @@ pub use election_service::{
 #[cfg(feature = "failpoints")]
 pub use fault_service::FaultService;
 pub use faults::{FaultCounts, Lost, NetFaultPlan, NetFaults};
-pub use http_probes::{HttpProbes, HttpProbesLayer, ProbeBackend};
+pub use http_probes::{HttpProbes, HttpProbesLayer, MetricsSource, ProbeBackend};
 pub use kv_service::{KvBackend, KvService};
 pub use lease_service::{LeaseBackend, LeaseService};
 pub use lock_service::{LockBackend, LockService};

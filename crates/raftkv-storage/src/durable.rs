@@ -18,6 +18,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use raftkv_core::Histogram;
 
 use crate::blob_watch::{BlobChanges, BlobWatch};
 use crate::data_dir_lock::DataDirLock;
@@ -30,6 +33,10 @@ pub struct SyncStats {
     pub syncs: AtomicU64,
     /// Blob files fdatasync'ed.
     pub blob_files_synced: AtomicU64,
+    /// How long each `sync()` took (sled's flush, the fdatasync and any blob files):
+    /// `etcd_disk_wal_fsync_duration_seconds` for the log,
+    /// `etcd_disk_backend_commit_duration_seconds` for the state machine.
+    pub durations: Histogram,
 }
 
 /// A sled database plus the file handles that make its writes durable.
@@ -105,10 +112,12 @@ impl DurableDb {
     /// Flush sled and make everything written so far durable (see the module doc).
     /// Blocking: call it from a thread that may block.
     pub fn sync(&self) -> Result<()> {
+        let started = Instant::now();
         self.db.flush()?;
         self.data_file.sync_data()?;
         self.sync_new_blobs()?;
         self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        self.stats.durations.observe(started.elapsed());
         Ok(())
     }
 

@@ -128,6 +128,17 @@ async fn run_check<B: ProbeBackend>(backend: &B, check: Check) -> Result<(), Str
     }
 }
 
+/// `/metrics`: Prometheus' text exposition format, with the content type its Go client
+/// answers a scraper that did not ask for protobuf.
+pub(super) fn metrics(text_format: String) -> Response<Body> {
+    let mut answer = Response::new(Body::new(http_body_util::Full::new(Bytes::from(text_format))));
+    answer.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    answer
+}
+
 /// A plain-text answer with the headers Go's `http.Error` sets.
 pub(super) fn text(status: StatusCode, body: String) -> Response<Body> {
     let mut answer = Response::new(Body::new(http_body_util::Full::new(Bytes::from(body))));

@@ -1,4 +1,4 @@
-//! [`ProbeBackend`]: what the health endpoints ask of a member, implemented for every
+//! [`ProbeBackend`]: what the health and metrics endpoints ask of a member, implemented for every
 //! backend of the gRPC services (the node) in terms of the calls they already serve.
 
 use std::future::Future;
@@ -22,9 +22,22 @@ pub trait ProbeBackend: Send + Sync + 'static {
     /// One keys-only read of at most one key, serializable or linearizable; the error is
     /// etcd's text for it.
     fn read_one_key(&self, serializable: bool) -> impl Future<Output = Result<(), String>> + Send;
+    /// The member's metrics in Prometheus' text format, for `/metrics`.
+    fn metrics_text(&self) -> String;
 }
 
-impl<B: KvBackend + ClusterBackend + LeaderStatus> ProbeBackend for B {
+/// Where `/metrics` comes from: the member's metrics in Prometheus' text exposition
+/// format 0.0.4 (the node renders them under etcd's names).
+pub trait MetricsSource: Send + Sync + 'static {
+    /// Every metric, rendered now.
+    fn prometheus_text(&self) -> String;
+}
+
+impl<B: KvBackend + ClusterBackend + LeaderStatus + MetricsSource> ProbeBackend for B {
+    fn metrics_text(&self) -> String {
+        self.prometheus_text()
+    }
+
     async fn active_alarms(&self) -> Result<Vec<i32>, String> {
         match self.alarm(0, 0, 0).await {
             Ok((_, alarms)) => Ok(alarms.into_iter().map(|a| a.alarm).collect()),

@@ -1,4 +1,4 @@
-//! etcd's HTTP health endpoints beside the gRPC services on the client port:
+//! etcd's HTTP health and metrics endpoints beside the gRPC services on the client port:
 //! `/health` (etcd 3.4/3.5), `/livez` and `/readyz` (etcd 3.5), as load balancers,
 //! Kubernetes probes and monitoring scripts call them (plain HTTP/1.1 or HTTP/2 GETs).
 //!
@@ -20,6 +20,7 @@
 //!   check first); 503 with a `[+]`/`[-]<check> failed: <reason>` line per check. Checks
 //!   run in name order (etcd runs them in Go's random map order).
 //! - Methods other than GET: 405 `Method Not Allowed` with `Allow: GET`.
+//! - `/metrics`: the member's [`MetricsSource`] text, `text/plain; version=0.0.4`.
 //!
 //! Parts: [`ProbeBackend`] (what a probe asks of the member, `backend.rs`), the paths and
 //! query options (`routes.rs`), the checks and their answers (`answers.rs`), and here the
@@ -40,9 +41,9 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use tonic::body::Body;
 use tower_service::Service;
 
-pub use backend::ProbeBackend;
+pub use backend::{MetricsSource, ProbeBackend};
 
-use answers::{checks, health, text};
+use answers::{checks, health, metrics, text};
 use routes::{Query, Route};
 
 /// A tower layer that serves the probes in front of the gRPC router.
@@ -149,6 +150,8 @@ where
             answer: Box::pin(async move {
                 match Route::of(&path) {
                     None => text(StatusCode::NOT_FOUND, "404 page not found\n".into()),
+                    // Any method, as Prometheus' Go handler serves it.
+                    Some(Route::Metrics) => metrics(backend.metrics_text()),
                     Some(_) if method != Method::GET => {
                         let mut answer = text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n".into());
                         answer

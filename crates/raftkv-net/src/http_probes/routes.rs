@@ -1,4 +1,4 @@
-//! The probe paths (`/health`, `/livez[/<check>]`, `/readyz[/<check>]`) and the query
+//! The paths (`/health`, `/livez[/<check>]`, `/readyz[/<check>]`, `/metrics`) and the query
 //! options they read, decoded as Go's `net/url` decodes them.
 
 use std::collections::BTreeSet;
@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Route {
     Health,
+    Metrics,
     /// `/livez` or `/readyz`, all their checks or one.
     Checks(Endpoint, Option<Check>),
 }
@@ -52,6 +53,7 @@ impl Route {
     pub(super) fn of(path: &str) -> Option<Route> {
         let (endpoint, rest) = match path {
             "/health" => return Some(Route::Health),
+            "/metrics" => return Some(Route::Metrics),
             _ if path.starts_with("/livez") => (Endpoint::Livez, &path["/livez".len()..]),
             _ if path.starts_with("/readyz") => (Endpoint::Readyz, &path["/readyz".len()..]),
             _ => return None,

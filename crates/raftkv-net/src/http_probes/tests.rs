@@ -37,6 +37,9 @@ impl ProbeBackend for Member {
             self.linearizable.clone()
         }
     }
+    fn metrics_text(&self) -> String {
+        "up 1\n".into()
+    }
 }
 
 fn healthy() -> Member {
@@ -100,6 +103,16 @@ async fn grpc_passes_through_and_other_paths_are_not_found() {
         (404, "404 page not found\n".into())
     );
     assert_eq!(ask(healthy(), "GET", "/healthz", None).await.0, 404);
+    assert_eq!(
+        ask(healthy(), "GET", "/metrics", None).await,
+        (200, "up 1\n".into())
+    );
+    assert_eq!(ask(healthy(), "POST", "/metrics", None).await.0, 200);
+    assert_eq!(
+        ask(healthy(), "GET", "/metrics", None).await,
+        (200, "up 1\n".into())
+    );
+    assert_eq!(ask(healthy(), "POST", "/metrics", None).await.0, 200);
     assert_eq!(ask(healthy(), "GET", "/livezz", None).await.0, 404);
     assert_eq!(
         ask(healthy(), "PUT", "/livez", None).await,

@@ -1,0 +1,248 @@
+//! The member's metrics in Prometheus' text format, under etcd's names, types and help
+//! texts (etcd 3.4's `etcdserver/metrics.go`, `wal/metrics.go`, `mvcc/backend/metrics.go`,
+//! `mvcc/metrics.go`), so etcd's dashboards and alerts read a raftkv member unchanged;
+//! served at `/metrics` by `raftkv_net::HttpProbesLayer`.
+//!
+//! Almost everything is read at scrape time from state the node keeps anyway (Raft's
+//! metrics, the watermarks, the quota, `/proc/self`): nothing is recorded per request
+//! except what [`ServerCounters`] counts per proposal (two relaxed atomic adds) and one
+//! histogram observation per disk sync (`raftkv_storage`'s `SyncStats::durations`).
+//!
+//! Not exported yet (the operations issue): peer round-trip times and traffic, the gRPC
+//! server counters, the apply and snapshot histograms.
+
+use std::fmt::Write as _;
+use std::sync::Weak;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use openraft::async_runtime::WatchReceiver;
+use raftkv_core::{Error, HistogramSnapshot, NodeId};
+use tokio::sync::watch;
+
+use crate::node::{Node, NodeInner};
+
+/// Counters of proposals and leader changes, kept by the node.
+#[derive(Debug, Default)]
+pub(crate) struct ServerCounters {
+    leader_changes: AtomicU64,
+    proposals_pending: AtomicI64,
+    proposals_failed: AtomicU64,
+}
+
+/// A proposal in flight: counted in `etcd_server_proposals_pending` until dropped.
+pub(crate) struct PendingProposal<'a>(&'a ServerCounters);
+
+impl Drop for PendingProposal<'_> {
+    fn drop(&mut self) {
+        self.0.proposals_pending.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl ServerCounters {
+    /// Count a proposal as pending until the returned guard is dropped.
+    pub(crate) fn proposing(&self) -> PendingProposal<'_> {
+        self.proposals_pending.fetch_add(1, Ordering::Relaxed);
+        PendingProposal(self)
+    }
+
+    /// Count `outcome` in `etcd_server_proposals_failed_total` if the proposal failed to
+    /// commit (no leader, timed out, shut down, a storage failure), as etcd counts it;
+    /// a request the state machine refused (compacted, no such lease) did commit.
+    pub(crate) fn finished<T>(&self, outcome: &Result<T, Error>) {
+        let failed = match outcome {
+            Ok(_) => false,
+            // Refused before proposing, or answered by the state machine: not failures.
+            Err(
+                Error::Request(_)
+                | Error::TooManyRequests { .. }
+                | Error::NoSpace
+                | Error::LeaderTransferTimeout,
+            ) => false,
+            // No leader, timed out, outcome unknown, shut down, storage or internal errors.
+            Err(_) => true,
+        };
+        if failed {
+            self.proposals_failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Count leader changes as etcd does (each time a leader is seen that differs from the
+/// last one seen, the first election included), until the node is gone or stops.
+pub(crate) async fn count_leader_changes(inner: Weak<NodeInner>, mut shutdown: watch::Receiver<bool>) {
+    let Some(mut server) = inner.upgrade().map(|i| i.raft.server_metrics()) else {
+        return;
+    };
+    let mut last: Option<NodeId> = None;
+    loop {
+        let leader = server.borrow_watched().current_leader;
+        if let Some(leader) = leader.filter(|l| Some(*l) != last) {
+            last = Some(leader);
+            match inner.upgrade() {
+                Some(inner) => inner.counters.leader_changes.fetch_add(1, Ordering::Relaxed),
+                None => return,
+            };
+        }
+        tokio::select! {
+            changed = server.changed() => if changed.is_err() { return },
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// Every metric of `node`, in Prometheus' text exposition format 0.0.4.
+pub(crate) fn render(node: &Node) -> String {
+    let inner = &node.inner;
+    let metrics = node.metrics();
+    let mut out = Text::default();
+    let gauge01 = |b: bool| if b { 1.0 } else { 0.0 };
+
+    out.single(
+        "etcd_server_has_leader",
+        "gauge",
+        "Whether or not a leader exists. 1 is existence, 0 is not.",
+        gauge01(metrics.leader.is_some()),
+    );
+    out.single(
+        "etcd_server_is_leader",
+        "gauge",
+        "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+        gauge01(metrics.leader == Some(metrics.id)),
+    );
+    out.single(
+        "etcd_server_is_learner",
+        "gauge",
+        "Whether or not this member is a learner. 1 if is, 0 otherwise.",
+        gauge01(metrics.learners.contains(&metrics.id)),
+    );
+    let counters = &inner.counters;
+    out.single(
+        "etcd_server_leader_changes_seen_total",
+        "counter",
+        "The number of leader changes seen.",
+        counters.leader_changes.load(Ordering::Relaxed) as f64,
+    );
+    out.single(
+        "etcd_server_proposals_committed_total",
+        "gauge",
+        "The total number of consensus proposals committed.",
+        metrics.committed as f64,
+    );
+    out.single(
+        "etcd_server_proposals_applied_total",
+        "gauge",
+        "The total number of consensus proposals applied.",
+        metrics.applied as f64,
+    );
+    out.single(
+        "etcd_server_proposals_pending",
+        "gauge",
+        "The current number of pending proposals to commit.",
+        counters.proposals_pending.load(Ordering::Relaxed).max(0) as f64,
+    );
+    out.single(
+        "etcd_server_proposals_failed_total",
+        "counter",
+        "The total number of failed proposals seen.",
+        counters.proposals_failed.load(Ordering::Relaxed) as f64,
+    );
+    out.single(
+        "etcd_server_quota_backend_bytes",
+        "gauge",
+        "Current backend storage quota size in bytes.",
+        inner.quota.bytes as f64,
+    );
+    out.labeled(
+        "etcd_server_id",
+        "gauge",
+        "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
+        &format!("server_id=\"{:x}\"", metrics.id),
+        1.0,
+    );
+    out.labeled(
+        "etcd_server_version",
+        "gauge",
+        "Which version is running. 1 for 'server_version' label with current version.",
+        &format!("server_version=\"{}\"", raftkv_net::API_VERSION),
+        1.0,
+    );
+
+    let disk = node.disk_usage() as f64;
+    out.single(
+        "etcd_mvcc_db_total_size_in_bytes",
+        "gauge",
+        "Total size of the underlying database physically allocated in bytes.",
+        disk,
+    );
+    out.single(
+        "etcd_debugging_mvcc_db_total_size_in_bytes",
+        "gauge",
+        "Total size of the underlying database physically allocated in bytes.",
+        disk,
+    );
+    out.single(
+        "etcd_debugging_mvcc_current_revision",
+        "gauge",
+        "The current revision of store.",
+        metrics.revision as f64,
+    );
+
+    out.histogram(
+        "etcd_disk_wal_fsync_duration_seconds",
+        "The latency distributions of fsync called by WAL.",
+        &inner.log.sync_stats().durations.snapshot(),
+    );
+    out.histogram(
+        "etcd_disk_backend_commit_duration_seconds",
+        "The latency distributions of commit called by backend.",
+        &inner.shared.sync_stats().durations.snapshot(),
+    );
+
+    crate::process_metrics::render(&mut out);
+    out.text
+}
+
+/// The text being written, one metric family after another.
+#[derive(Default)]
+pub(crate) struct Text {
+    text: String,
+}
+
+impl Text {
+    /// A family of one sample without labels.
+    pub(crate) fn single(&mut self, name: &str, kind: &str, help: &str, value: f64) {
+        let _ = writeln!(
+            self.text,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+            number(value)
+        );
+    }
+
+    /// A family of one sample with these labels (`a="x",b="y"`).
+    pub(crate) fn labeled(&mut self, name: &str, kind: &str, help: &str, labels: &str, value: f64) {
+        let _ = writeln!(
+            self.text,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{{labels}}} {}",
+            number(value)
+        );
+    }
+
+    fn histogram(&mut self, name: &str, help: &str, h: &HistogramSnapshot) {
+        let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (bound, count) in &h.buckets {
+            let _ = writeln!(self.text, "{name}_bucket{{le=\"{}\"}} {count}", number(*bound));
+        }
+        let _ = writeln!(self.text, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
+        let _ = writeln!(self.text, "{name}_sum {}", number(h.sum_seconds));
+        let _ = writeln!(self.text, "{name}_count {}", h.count);
+    }
+}
+
+/// A sample value as Go's Prometheus client writes it (`1`, `0.001`, `2.5e+09`).
+fn number(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{}", value as i64)
+    } else {
+        format!("{value}")
+    }
+}
