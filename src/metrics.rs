@@ -8,8 +8,9 @@
 //! except what [`ServerCounters`] counts per proposal (two relaxed atomic adds) and one
 //! histogram observation per disk sync (`raftkv_storage`'s `SyncStats::durations`).
 //!
-//! Not exported yet (the operations issue): peer round-trip times and traffic, the gRPC
-//! server counters, the apply and snapshot histograms.
+//! The gRPC server counters come from `raftkv_net::GrpcCounters`, counted by the client
+//! port's layer. Not exported yet (the operations issue): peer round-trip times and
+//! traffic, the apply and snapshot histograms.
 
 use std::fmt::Write as _;
 use std::sync::Weak;
@@ -198,6 +199,7 @@ pub(crate) fn render(node: &Node) -> String {
         &inner.shared.sync_stats().durations.snapshot(),
     );
 
+    inner.grpc_counters.render(&mut out.text);
     crate::process_metrics::render(&mut out);
     out.text
 }

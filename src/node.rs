@@ -409,6 +409,7 @@ impl NodeBuilder {
             leases: LeaseManager::new(self.lease_checkpoint_interval, self.election_timeout.1),
             leader_contact: LeaderContact::new(),
             counters: crate::metrics::ServerCounters::default(),
+            grpc_counters: Arc::default(),
         });
         let node = Node { inner };
 
@@ -456,7 +457,10 @@ impl NodeBuilder {
             let router = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .accept_http1(true)
-                .layer(raftkv_net::HttpProbesLayer::new(backend.clone()))
+                .layer(
+                    raftkv_net::HttpProbesLayer::new(backend.clone())
+                        .counting_grpc(node.inner.grpc_counters.clone()),
+                )
                 .add_service(KvServer::new(KvService::new(backend.clone())))
                 .add_service(WatchServer::new(WatchService::new(backend.clone())))
                 .add_service(LeaseServer::new(LeaseService::new(backend.clone())))
@@ -646,6 +650,8 @@ pub(crate) struct NodeInner {
     pub(crate) leader_contact: LeaderContact,
     /// Proposals and leader changes, for `/metrics` (`metrics.rs`).
     pub(crate) counters: crate::metrics::ServerCounters,
+    /// gRPC calls on the client port, for `/metrics`.
+    pub(crate) grpc_counters: Arc<raftkv_net::GrpcCounters>,
 }
 
 /// Default deadline of one request, etcd's: it gives a proposal 5 s for queueing,

@@ -262,6 +262,45 @@ async fn health_livez_and_readyz_answer_as_etcd_does() {
     }
     assert_eq!(leaders, 1.0, "exactly one member says it leads");
 
+    // The gRPC server counters, as go-grpc-prometheus labels them: a Put answered OK and
+    // a Range refused (a future revision: OutOfRange) on one member.
+    let url = &urls[1];
+    let series = |method: &str, code: &str| {
+        format!(
+            "grpc_server_handled_total{{grpc_code=\"{code}\",grpc_method=\"{method}\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"}}"
+        )
+    };
+    let before = parse_prometheus(&http("GET", url, "/metrics").await.body);
+    let mut kv = raftkv_proto::etcdserverpb::kv_client::KvClient::connect(url.clone())
+        .await
+        .unwrap();
+    kv.put(raftkv_proto::etcdserverpb::PutRequest {
+        key: b"counted".to_vec(),
+        value: b"v".to_vec(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let refused = kv
+        .range(raftkv_proto::etcdserverpb::RangeRequest {
+            key: b"counted".to_vec(),
+            revision: 1 << 40,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused:?}");
+    let after = parse_prometheus(&http("GET", url, "/metrics").await.body);
+    let grew = |key: &str| after[key] - before[key];
+    assert_eq!(grew(&series("Put", "OK")), 1.0);
+    assert_eq!(grew(&series("Range", "OutOfRange")), 1.0);
+    assert_eq!(
+        grew(
+            "grpc_server_started_total{grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"}"
+        ),
+        1.0
+    );
+
     // NOSPACE on the leader (raftkv keeps alarms per member): /health is false unless
     // the alarm is excluded; /readyz looks only for CORRUPT.
     let leader_url = nodes

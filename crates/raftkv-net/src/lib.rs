@@ -50,6 +50,7 @@ mod election_service;
 mod fault_service;
 mod faults;
 mod forward_pipe;
+mod grpc_metrics;
 mod http_probes;
 mod kv_service;
 mod lease_service;
@@ -72,6 +73,7 @@ pub use election_service::{
 #[cfg(feature = "failpoints")]
 pub use fault_service::FaultService;
 pub use faults::{FaultCounts, Lost, NetFaultPlan, NetFaults};
+pub use grpc_metrics::GrpcCounters;
 pub use http_probes::{HttpProbes, HttpProbesLayer, MetricsSource, ProbeBackend};
 pub use kv_service::{KvBackend, KvService};
 pub use lease_service::{LeaseBackend, LeaseService};

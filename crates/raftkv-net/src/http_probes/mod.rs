@@ -43,18 +43,26 @@ use tower_service::Service;
 
 pub use backend::{MetricsSource, ProbeBackend};
 
+use crate::grpc_metrics::{Call, GrpcCounters};
 use answers::{checks, health, metrics, text};
 use routes::{Query, Route};
 
 /// A tower layer that serves the probes in front of the gRPC router.
 pub struct HttpProbesLayer<B> {
     backend: Arc<B>,
+    grpc: Option<Arc<GrpcCounters>>,
 }
 
 impl<B> HttpProbesLayer<B> {
     /// Probes answered from `backend`.
     pub fn new(backend: Arc<B>) -> Self {
-        Self { backend }
+        Self { backend, grpc: None }
+    }
+
+    /// Also count the gRPC calls that pass through, into `counters`.
+    pub fn counting_grpc(mut self, counters: Arc<GrpcCounters>) -> Self {
+        self.grpc = Some(counters);
+        self
     }
 }
 
@@ -62,6 +70,7 @@ impl<B> Clone for HttpProbesLayer<B> {
     fn clone(&self) -> Self {
         Self {
             backend: self.backend.clone(),
+            grpc: self.grpc.clone(),
         }
     }
 }
@@ -72,6 +81,7 @@ impl<B, S> tower_layer::Layer<S> for HttpProbesLayer<B> {
     fn layer(&self, inner: S) -> Self::Service {
         HttpProbes {
             backend: self.backend.clone(),
+            grpc: self.grpc.clone(),
             inner,
         }
     }
@@ -80,6 +90,7 @@ impl<B, S> tower_layer::Layer<S> for HttpProbesLayer<B> {
 /// The service [`HttpProbesLayer`] makes: probes here, gRPC to `inner`.
 pub struct HttpProbes<B, S> {
     backend: Arc<B>,
+    grpc: Option<Arc<GrpcCounters>>,
     inner: S,
 }
 
@@ -87,6 +98,7 @@ impl<B, S: Clone> Clone for HttpProbes<B, S> {
     fn clone(&self) -> Self {
         Self {
             backend: self.backend.clone(),
+            grpc: self.grpc.clone(),
             inner: self.inner.clone(),
         }
     }
@@ -98,8 +110,8 @@ pin_project_lite::pin_project! {
     /// The future of [`HttpProbes`]: the inner service's, or a probe's answer.
     #[project = AnswerProj]
     pub enum Answer<F> {
-        /// A gRPC call.
-        Grpc { #[pin] call: F },
+        /// A gRPC call (counted, if it is a served method and counting is on).
+        Grpc { #[pin] call: F, counted: Option<Call> },
         /// A probe (or a refusal of a non-gRPC request).
         Probe { answer: ProbeFuture },
     }
@@ -113,7 +125,13 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            AnswerProj::Grpc { call } => call.poll(cx),
+            AnswerProj::Grpc { call, counted } => match call.poll(cx) {
+                Poll::Ready(Ok(response)) => Poll::Ready(Ok(match counted.take() {
+                    Some(counted) => counted.answered(response),
+                    None => response,
+                })),
+                other => other,
+            },
             AnswerProj::Probe { answer } => answer.as_mut().poll(cx).map(Ok),
         }
     }
@@ -138,8 +156,10 @@ where
             .get(header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
         if grpc {
+            let counted = self.grpc.as_ref().and_then(|c| c.start(req.uri().path()));
             return Answer::Grpc {
                 call: self.inner.call(req),
+                counted,
             };
         }
         let backend = self.backend.clone();

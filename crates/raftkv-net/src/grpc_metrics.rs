@@ -1,0 +1,416 @@
+//! [`GrpcCounters`]: the gRPC server counters etcd exports through go-grpc-prometheus,
+//! `grpc_server_started_total` and `grpc_server_handled_total`, with its labels
+//! (`grpc_type`, `grpc_service`, `grpc_method`, and `grpc_code` for handled calls), so
+//! etcd's dashboards and the etcd-mixin alert on failed gRPC requests read raftkv.
+//!
+//! Counted by [`crate::HttpProbesLayer`] on the client port: a call is started when it
+//! reaches the services and handled when its status is known: from the response headers
+//! for a trailers-only answer (tonic's errors), else from the trailers as the body ends.
+//! A stream the client abandons before its trailers is counted `Canceled`, the status its
+//! handler would see. Like go-grpc-prometheus, every served method is reported from the
+//! start, with zeros; a path that is no served method is not counted (tonic answers it
+//! `Unimplemented`).
+//!
+//! Cost per call: a scan of the method table (the KV methods come first), two relaxed
+//! atomic adds, and for answers with trailers one boxed body wrapper.
+
+use std::fmt::Write as _;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderMap, Response};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use tonic::body::Body;
+
+/// A served method: its path, service, name and gRPC type, as go-grpc-prometheus labels
+/// them.
+struct Method {
+    path: &'static str,
+    service: &'static str,
+    name: &'static str,
+    kind: &'static str,
+}
+
+const fn method(path: &'static str, service: &'static str, name: &'static str, kind: &'static str) -> Method {
+    Method {
+        path,
+        service,
+        name,
+        kind,
+    }
+}
+
+/// Every method the client port serves, the hot ones first.
+const METHODS: &[Method] = &[
+    method("/etcdserverpb.KV/Put", "etcdserverpb.KV", "Put", "unary"),
+    method("/etcdserverpb.KV/Range", "etcdserverpb.KV", "Range", "unary"),
+    method("/etcdserverpb.KV/Txn", "etcdserverpb.KV", "Txn", "unary"),
+    method(
+        "/etcdserverpb.KV/DeleteRange",
+        "etcdserverpb.KV",
+        "DeleteRange",
+        "unary",
+    ),
+    method("/etcdserverpb.KV/Compact", "etcdserverpb.KV", "Compact", "unary"),
+    method(
+        "/etcdserverpb.Watch/Watch",
+        "etcdserverpb.Watch",
+        "Watch",
+        "bidi_stream",
+    ),
+    method(
+        "/etcdserverpb.Lease/LeaseGrant",
+        "etcdserverpb.Lease",
+        "LeaseGrant",
+        "unary",
+    ),
+    method(
+        "/etcdserverpb.Lease/LeaseRevoke",
+        "etcdserverpb.Lease",
+        "LeaseRevoke",
+        "unary",
+    ),
+    method(
+        "/etcdserverpb.Lease/LeaseKeepAlive",
+        "etcdserverpb.Lease",
+        "LeaseKeepAlive",
+        "bidi_stream",
+    ),
+    method(
+        "/etcdserverpb.Lease/LeaseTimeToLive",
+        "etcdserverpb.Lease",
+        "LeaseTimeToLive",
+        "unary",
+    ),
+    method(
+        "/etcdserverpb.Lease/LeaseLeases",
+        "etcdserverpb.Lease",
+        "LeaseLeases",
+        "unary",
+    ),
+    method(
+        "/etcdserverpb.Cluster/MemberAdd",
+        "etcdserverpb.Cluster",
+        "MemberAdd",
+        "unary",
+    ),
+    method(
+        "/etcdserverpb.Cluster/MemberRemove",
+        "etcdserverpb.Cluster",
+        "MemberRemove",
+        "unary",
+    ),
+    method(
+        "/etcdserverpb.Cluster/MemberUpdate",
+        "etcdserverpb.Cluster",
+        "MemberUpdate",
+        "unary",
+    ),
+    method(
+        "/etcdserverpb.Cluster/MemberList",
+        "etcdserverpb.Cluster",
+        "MemberList",
+        "unary",
+    ),
+    method(
+        "/etcdserverpb.Cluster/MemberPromote",
+        "etcdserverpb.Cluster",
+        "MemberPromote",
+        "unary",
+    ),
+    method(
+        "/etcdserverpb.Maintenance/Alarm",
+        "etcdserverpb.Maintenance",
+        "Alarm",
+        "unary",
+    ),
+    method(
+        "/etcdserverpb.Maintenance/Status",
+        "etcdserverpb.Maintenance",
+        "Status",
+        "unary",
+    ),
+    method(
+        "/etcdserverpb.Maintenance/Defragment",
+        "etcdserverpb.Maintenance",
+        "Defragment",
+        "unary",
+    ),
+    method(
+        "/etcdserverpb.Maintenance/HashKV",
+        "etcdserverpb.Maintenance",
+        "HashKV",
+        "unary",
+    ),
+    method(
+        "/etcdserverpb.Maintenance/Snapshot",
+        "etcdserverpb.Maintenance",
+        "Snapshot",
+        "server_stream",
+    ),
+    method(
+        "/etcdserverpb.Maintenance/MoveLeader",
+        "etcdserverpb.Maintenance",
+        "MoveLeader",
+        "unary",
+    ),
+    method("/v3lockpb.Lock/Lock", "v3lockpb.Lock", "Lock", "unary"),
+    method("/v3lockpb.Lock/Unlock", "v3lockpb.Lock", "Unlock", "unary"),
+    method(
+        "/v3electionpb.Election/Campaign",
+        "v3electionpb.Election",
+        "Campaign",
+        "unary",
+    ),
+    method(
+        "/v3electionpb.Election/Proclaim",
+        "v3electionpb.Election",
+        "Proclaim",
+        "unary",
+    ),
+    method(
+        "/v3electionpb.Election/Leader",
+        "v3electionpb.Election",
+        "Leader",
+        "unary",
+    ),
+    method(
+        "/v3electionpb.Election/Observe",
+        "v3electionpb.Election",
+        "Observe",
+        "server_stream",
+    ),
+    method(
+        "/v3electionpb.Election/Resign",
+        "v3electionpb.Election",
+        "Resign",
+        "unary",
+    ),
+];
+
+/// gRPC's status codes by number, as go-grpc-prometheus names them.
+const CODES: [&str; 17] = [
+    "OK",
+    "Canceled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+];
+const CANCELED: usize = 1;
+const UNKNOWN: usize = 2;
+
+/// Started and handled calls per served method (and per code).
+#[derive(Debug)]
+pub struct GrpcCounters {
+    started: Box<[AtomicU64]>,
+    /// `handled[method * CODES.len() + code]`.
+    handled: Box<[AtomicU64]>,
+}
+
+impl Default for GrpcCounters {
+    fn default() -> Self {
+        Self {
+            started: METHODS.iter().map(|_| AtomicU64::new(0)).collect(),
+            handled: (0..METHODS.len() * CODES.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        }
+    }
+}
+
+impl GrpcCounters {
+    /// Count a call to `path` as started; `None` for a path that is no served method.
+    pub(crate) fn start(self: &Arc<Self>, path: &str) -> Option<Call> {
+        let method = METHODS.iter().position(|m| m.path == path)?;
+        self.started[method].fetch_add(1, Ordering::Relaxed);
+        Some(Call {
+            counters: self.clone(),
+            method,
+        })
+    }
+
+    fn handled(&self, method: usize, code: usize) {
+        let code = if code < CODES.len() { code } else { UNKNOWN };
+        if let Some(counter) = self.handled.get(method * CODES.len() + code) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Both families in Prometheus' text format, as go-grpc-prometheus writes them.
+    pub fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP grpc_server_handled_total Total number of RPCs completed on the server, regardless of success or failure.\n# TYPE grpc_server_handled_total counter"
+        );
+        for (i, m) in METHODS.iter().enumerate() {
+            for (code, name) in CODES.iter().enumerate() {
+                let n = self.handled[i * CODES.len() + code].load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "grpc_server_handled_total{{grpc_code=\"{name}\",grpc_method=\"{}\",grpc_service=\"{}\",grpc_type=\"{}\"}} {n}",
+                    m.name, m.service, m.kind
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP grpc_server_started_total Total number of RPCs started on the server.\n# TYPE grpc_server_started_total counter"
+        );
+        for (i, m) in METHODS.iter().enumerate() {
+            let n = self.started[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "grpc_server_started_total{{grpc_method=\"{}\",grpc_service=\"{}\",grpc_type=\"{}\"}} {n}",
+                m.name, m.service, m.kind
+            );
+        }
+    }
+}
+
+/// A started call, counted as handled once its status is known.
+pub(crate) struct Call {
+    counters: Arc<GrpcCounters>,
+    method: usize,
+}
+
+impl Call {
+    /// Count the call from a trailers-only answer now, or from the body's trailers later.
+    pub(crate) fn answered(self, response: Response<Body>) -> Response<Body> {
+        if let Some(code) = grpc_status(response.headers()) {
+            self.counters.handled(self.method, code);
+            return response;
+        }
+        response.map(|body| {
+            Body::new(CountedBody {
+                inner: body,
+                call: Some(self),
+            })
+        })
+    }
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<usize> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+/// A response body that counts its call when the trailers pass, or when dropped first.
+struct CountedBody {
+    inner: Body,
+    call: Option<Call>,
+}
+
+impl CountedBody {
+    fn count(&mut self, code: usize) {
+        if let Some(call) = self.call.take() {
+            call.counters.handled(call.method, code);
+        }
+    }
+}
+
+impl HttpBody for CountedBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    let code = grpc_status(trailers).unwrap_or(UNKNOWN);
+                    self.count(code);
+                }
+            }
+            Poll::Ready(Some(Err(status))) => self.count(status.code() as usize),
+            Poll::Ready(None) => self.count(UNKNOWN),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for CountedBody {
+    fn drop(&mut self) {
+        self.count(CANCELED);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[test]
+    fn every_method_is_reported_from_the_start() {
+        let mut out = String::new();
+        GrpcCounters::default().render(&mut out);
+        assert!(out.contains(
+            "grpc_server_handled_total{grpc_code=\"Unavailable\",grpc_method=\"Range\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"} 0\n"
+        ));
+        assert!(out.contains(
+            "grpc_server_started_total{grpc_method=\"Watch\",grpc_service=\"etcdserverpb.Watch\",grpc_type=\"bidi_stream\"} 0\n"
+        ));
+        assert_eq!(
+            out.lines().filter(|l| !l.starts_with('#')).count(),
+            METHODS.len() * 18
+        );
+    }
+
+    #[tokio::test]
+    async fn calls_are_counted_by_their_status_wherever_it_comes() {
+        let counters = Arc::new(GrpcCounters::default());
+        assert!(counters.start("/etcdserverpb.KV/Nope").is_none());
+        // Trailers-only (an error answered at once).
+        let call = counters.start("/etcdserverpb.KV/Put").unwrap();
+        let mut refused = Response::new(Body::empty());
+        refused.headers_mut().insert("grpc-status", "14".parse().unwrap());
+        let _ = call.answered(refused);
+        // Status in the trailers after the message.
+        let call = counters.start("/etcdserverpb.KV/Put").unwrap();
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", "0".parse().unwrap());
+        let body = http_body_util::Full::new(Bytes::from_static(b"msg"))
+            .map_err(|never| match never {})
+            .with_trailers(async move { Some(Ok::<_, tonic::Status>(trailers)) });
+        let answered = call.answered(Response::new(Body::new(body)));
+        answered.into_body().collect().await.unwrap();
+        // A stream dropped before its trailers.
+        let call = counters.start("/etcdserverpb.Watch/Watch").unwrap();
+        drop(call.answered(Response::new(Body::new(http_body_util::Full::new(
+            Bytes::from_static(b"e"),
+        )))));
+        let code = |m: usize, c: &str| {
+            let c = CODES.iter().position(|n| *n == c).unwrap();
+            counters.handled[m * CODES.len() + c].load(Ordering::Relaxed)
+        };
+        assert_eq!(counters.started[0].load(Ordering::Relaxed), 2);
+        assert_eq!((code(0, "Unavailable"), code(0, "OK")), (1, 1));
+        assert_eq!(code(5, "Canceled"), 1);
+    }
+}
