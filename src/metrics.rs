@@ -95,64 +95,115 @@ pub(crate) async fn count_leader_changes(inner: Weak<NodeInner>, mut shutdown: w
 pub(crate) fn render(node: &Node) -> String {
     let inner = &node.inner;
     let metrics = node.metrics();
-    let mut out = Text::default();
-    let gauge01 = |b: bool| if b { 1.0 } else { 0.0 };
-
-    out.single(
-        "etcd_server_has_leader",
-        "gauge",
-        "Whether or not a leader exists. 1 is existence, 0 is not.",
-        gauge01(metrics.leader.is_some()),
-    );
-    out.single(
-        "etcd_server_is_leader",
-        "gauge",
-        "Whether or not this member is a leader. 1 if is, 0 otherwise.",
-        gauge01(metrics.leader == Some(metrics.id)),
-    );
-    out.single(
-        "etcd_server_is_learner",
-        "gauge",
-        "Whether or not this member is a learner. 1 if is, 0 otherwise.",
-        gauge01(metrics.learners.contains(&metrics.id)),
-    );
     let counters = &inner.counters;
-    out.single(
-        "etcd_server_leader_changes_seen_total",
-        "counter",
-        "The number of leader changes seen.",
-        counters.leader_changes.load(Ordering::Relaxed) as f64,
-    );
-    out.single(
-        "etcd_server_proposals_committed_total",
-        "gauge",
-        "The total number of consensus proposals committed.",
-        metrics.committed as f64,
-    );
-    out.single(
-        "etcd_server_proposals_applied_total",
-        "gauge",
-        "The total number of consensus proposals applied.",
-        metrics.applied as f64,
-    );
-    out.single(
-        "etcd_server_proposals_pending",
-        "gauge",
-        "The current number of pending proposals to commit.",
-        counters.proposals_pending.load(Ordering::Relaxed).max(0) as f64,
-    );
-    out.single(
-        "etcd_server_proposals_failed_total",
-        "counter",
-        "The total number of failed proposals seen.",
-        counters.proposals_failed.load(Ordering::Relaxed) as f64,
-    );
-    out.single(
-        "etcd_server_quota_backend_bytes",
-        "gauge",
-        "Current backend storage quota size in bytes.",
-        inner.quota.bytes as f64,
-    );
+    let shared = &inner.shared;
+    let hub = shared.watch_hub();
+    let disk = node.disk_usage() as f64;
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
+    // (name, type, etcd's help text, value)
+    let families: [(&str, &str, &str, f64); 16] = [
+        (
+            "etcd_server_has_leader",
+            "gauge",
+            "Whether or not a leader exists. 1 is existence, 0 is not.",
+            flag(metrics.leader.is_some()),
+        ),
+        (
+            "etcd_server_is_leader",
+            "gauge",
+            "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+            flag(metrics.leader == Some(metrics.id)),
+        ),
+        (
+            "etcd_server_is_learner",
+            "gauge",
+            "Whether or not this member is a learner. 1 if is, 0 otherwise.",
+            flag(metrics.learners.contains(&metrics.id)),
+        ),
+        (
+            "etcd_server_leader_changes_seen_total",
+            "counter",
+            "The number of leader changes seen.",
+            load(&counters.leader_changes),
+        ),
+        (
+            "etcd_server_proposals_committed_total",
+            "gauge",
+            "The total number of consensus proposals committed.",
+            metrics.committed as f64,
+        ),
+        (
+            "etcd_server_proposals_applied_total",
+            "gauge",
+            "The total number of consensus proposals applied.",
+            metrics.applied as f64,
+        ),
+        (
+            "etcd_server_proposals_pending",
+            "gauge",
+            "The current number of pending proposals to commit.",
+            counters.proposals_pending.load(Ordering::Relaxed).max(0) as f64,
+        ),
+        (
+            "etcd_server_proposals_failed_total",
+            "counter",
+            "The total number of failed proposals seen.",
+            load(&counters.proposals_failed),
+        ),
+        (
+            "etcd_server_quota_backend_bytes",
+            "gauge",
+            "Current backend storage quota size in bytes.",
+            inner.quota.bytes as f64,
+        ),
+        (
+            "etcd_mvcc_db_total_size_in_bytes",
+            "gauge",
+            "Total size of the underlying database physically allocated in bytes.",
+            disk,
+        ),
+        (
+            "etcd_debugging_mvcc_db_total_size_in_bytes",
+            "gauge",
+            "Total size of the underlying database physically allocated in bytes.",
+            disk,
+        ),
+        (
+            "etcd_debugging_mvcc_current_revision",
+            "gauge",
+            "The current revision of store.",
+            metrics.revision as f64,
+        ),
+        (
+            "etcd_debugging_mvcc_keys_total",
+            "gauge",
+            "Total number of keys.",
+            shared.key_index().len() as f64,
+        ),
+        (
+            "etcd_debugging_mvcc_watcher_total",
+            "gauge",
+            "Total number of watchers.",
+            hub.watchers() as f64,
+        ),
+        (
+            "etcd_debugging_mvcc_slow_watcher_total",
+            "gauge",
+            "Total number of unsynced slow watchers.",
+            hub.unsynced_watchers() as f64,
+        ),
+        (
+            "raftkv_defrag_runs_total",
+            "counter",
+            "Rewrites of the state database (Defragment calls and automatic ones).",
+            load(&shared.defrag_stats().runs),
+        ),
+    ];
+    let mut out = Text::default();
+    for (name, kind, help, value) in families {
+        out.single(name, kind, help, value);
+    }
     out.labeled(
         "etcd_server_id",
         "gauge",
@@ -167,27 +218,6 @@ pub(crate) fn render(node: &Node) -> String {
         &format!("server_version=\"{}\"", raftkv_net::API_VERSION),
         1.0,
     );
-
-    let disk = node.disk_usage() as f64;
-    out.single(
-        "etcd_mvcc_db_total_size_in_bytes",
-        "gauge",
-        "Total size of the underlying database physically allocated in bytes.",
-        disk,
-    );
-    out.single(
-        "etcd_debugging_mvcc_db_total_size_in_bytes",
-        "gauge",
-        "Total size of the underlying database physically allocated in bytes.",
-        disk,
-    );
-    out.single(
-        "etcd_debugging_mvcc_current_revision",
-        "gauge",
-        "The current revision of store.",
-        metrics.revision as f64,
-    );
-
     out.histogram(
         "etcd_disk_wal_fsync_duration_seconds",
         "The latency distributions of fsync called by WAL.",
@@ -196,12 +226,57 @@ pub(crate) fn render(node: &Node) -> String {
     out.histogram(
         "etcd_disk_backend_commit_duration_seconds",
         "The latency distributions of commit called by backend.",
-        &inner.shared.sync_stats().durations.snapshot(),
+        &shared.sync_stats().durations.snapshot(),
     );
-
+    render_group_commit(node, &mut out);
     inner.grpc_counters.render(&mut out.text);
     crate::process_metrics::render(&mut out);
     out.text
+}
+
+/// raftkv's own counters of group commit, syncs and read-index batching.
+fn render_group_commit(node: &Node, out: &mut Text) {
+    let stats = node.storage_stats();
+    let families: [(&str, &str, u64); 7] = [
+        (
+            "raftkv_proposer_entries_total",
+            "Log entries the group-commit proposer proposed.",
+            stats.proposals,
+        ),
+        (
+            "raftkv_proposer_requests_total",
+            "Client requests those entries carried (per entry: the group-commit batch).",
+            stats.proposed_requests,
+        ),
+        (
+            "raftkv_log_appends_total",
+            "Log appends (one per batch of entries Raft hands the log).",
+            stats.log_appends,
+        ),
+        (
+            "raftkv_log_syncs_total",
+            "Log syncs (sled's flush and an fdatasync); appends per sync: how many share one.",
+            stats.log_syncs,
+        ),
+        (
+            "raftkv_state_syncs_total",
+            "Syncs of the state machine database (in the background, and before a log purge).",
+            stats.state_syncs,
+        ),
+        (
+            "raftkv_read_index_rounds_total",
+            "Read-index rounds run to confirm leadership for linearizable reads.",
+            stats.read_index_rounds,
+        ),
+        (
+            "raftkv_read_index_reads_total",
+            "Linearizable reads those rounds served.",
+            stats.read_index_reads,
+        ),
+    ];
+    for (name, help, value) in families {
+        out.single(name, "counter", help, value as f64);
+    }
 }
 
 /// The text being written, one metric family after another.

@@ -254,6 +254,11 @@ async fn health_livez_and_readyz_answer_as_etcd_does() {
         assert!(get("etcd_disk_wal_fsync_duration_seconds_sum") > 0.0);
         assert!(m.contains_key("etcd_disk_backend_commit_duration_seconds_bucket{le=\"0.001\"}"));
         assert!(get("process_resident_memory_bytes") > 0.0 && get("process_open_fds") > 0.0);
+        assert!(get("etcd_debugging_mvcc_keys_total") >= 1.0);
+        assert_eq!(get("etcd_debugging_mvcc_watcher_total"), 0.0);
+        // Group commit: at least one request per entry.
+        assert!(get("raftkv_proposer_requests_total") >= get("raftkv_proposer_entries_total"));
+        assert!(get("raftkv_log_syncs_total") >= 1.0);
         assert!(get("process_start_time_seconds") > 1.7e9);
         let id = nodes.iter().find(|n| url == &n.client_urls()[0]).unwrap().id();
         assert_eq!(get(&format!("etcd_server_id{{server_id=\"{id:x}\"}}")), 1.0);
