@@ -82,7 +82,13 @@ start_raftkv_cluster() {
     cluster+="${cluster:+,}$i=http://127.0.0.1:$p"
     RK_ENDPOINTS+="${RK_ENDPOINTS:+,}http://127.0.0.1:$c"
     if [ "$i" = 1 ]; then RK_EP1="http://127.0.0.1:$c"; fi
-    args[$i]="--id $i --data-dir $dir/raftkv-$i --listen-client 127.0.0.1:$c --listen-peer 127.0.0.1:$p"
+    # Member names 1, 2, 3 are their ids. Builds before etcd's flags (BASELINE_SERVER)
+    # took --id and bare listen addresses.
+    if "$SERVER" --help 2>/dev/null | grep -q -- --listen-client-urls; then
+      args[$i]="--name $i --data-dir $dir/raftkv-$i --listen-client-urls http://127.0.0.1:$c --listen-peer-urls http://127.0.0.1:$p"
+    else
+      args[$i]="--id $i --data-dir $dir/raftkv-$i --listen-client 127.0.0.1:$c --listen-peer 127.0.0.1:$p"
+    fi
   done
   for i in 1 2 3; do
     # shellcheck disable=SC2086

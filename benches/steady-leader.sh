@@ -10,7 +10,7 @@
 # fits (no compaction runs).
 #
 # Usage: benches/steady-leader.sh [MINUTES] [CLIENTS]   (default 10, 64)
-#        SERVER_FLAGS="--snapshot-every 100000" benches/steady-leader.sh   (extra flags
+#        SERVER_FLAGS="--snapshot-count 100000" benches/steady-leader.sh   (extra flags
 #        for every member)
 # Output, with the members' logs: target/steady-leader/ (OUT= to change).
 # Exit status 0 when both counts are 0, 1 when either is not, 2 when the cluster or the

@@ -260,7 +260,10 @@ async fn run_node(args: &[String]) -> Res<()> {
     let [id, data_dir, client, peer, cluster] = args else {
         return Err("usage: --node ID DATA_DIR CLIENT_ADDR PEER_ADDR INITIAL_CLUSTER".into());
     };
-    let members: BTreeMap<u64, String> = raftkv_server::config::parse_initial_cluster(cluster)?;
+    // Numeric names, so the members' ids are 1, 2, 3.
+    let members: BTreeMap<u64, String> = raftkv_server::config::urls::members_by_id(
+        &raftkv_server::config::parse_initial_cluster(cluster, "etcd-cluster")?,
+    );
     let node = Node::builder()
         .id(id.parse()?)
         .data_dir(data_dir)

@@ -80,7 +80,7 @@ pub struct NodeBuilder {
     heartbeat_interval: Duration,
     election_timeout: (Duration, Duration),
     peer_listen: Option<Listen>,
-    client_listen: Option<Listen>,
+    client_listen: Vec<Listen>,
     metrics_listen: Vec<Listen>,
     advertise_peer_url: Option<String>,
     advertise_client_urls: Vec<String>,
@@ -107,7 +107,7 @@ impl Default for NodeBuilder {
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: (Duration::from_millis(350), Duration::from_millis(700)),
             peer_listen: None,
-            client_listen: None,
+            client_listen: Vec::new(),
             metrics_listen: Vec::new(),
             advertise_peer_url: None,
             advertise_client_urls: Vec::new(),
@@ -151,15 +151,16 @@ impl NodeBuilder {
         self
     }
 
-    /// Serve etcd's KV gRPC API on `addr`.
+    /// Serve etcd's gRPC API on `addr`. May be given more than once (etcd's
+    /// `--listen-client-urls` often lists a loopback and a public address).
     pub fn listen_client(mut self, addr: std::net::SocketAddr) -> Self {
-        self.client_listen = Some(Listen::Addr(addr));
+        self.client_listen.push(Listen::Addr(addr));
         self
     }
 
-    /// Serve etcd's KV gRPC API on an already bound listener.
+    /// Serve etcd's gRPC API on an already bound listener.
     pub fn client_listener(mut self, listener: std::net::TcpListener) -> Self {
-        self.client_listen = Some(Listen::Bound(listener));
+        self.client_listen.push(Listen::Bound(listener));
         self
     }
 
@@ -309,10 +310,10 @@ impl NodeBuilder {
             Some(l) => Some(l.bind().await.map_err(|e| io("binding the peer address", e))?),
             None => None,
         };
-        let client_listener = match self.client_listen {
-            Some(l) => Some(l.bind().await.map_err(|e| io("binding the client address", e))?),
-            None => None,
-        };
+        let mut client_listeners = Vec::new();
+        for l in self.client_listen {
+            client_listeners.push(l.bind().await.map_err(|e| io("binding a client address", e))?);
+        }
         let mut metrics_listeners = Vec::new();
         for l in self.metrics_listen {
             metrics_listeners.push(l.bind().await.map_err(|e| io("binding a metrics address", e))?);
@@ -322,13 +323,18 @@ impl NodeBuilder {
             (None, Some(l)) => format!("http://{}", l.local_addr().map_err(|e| io("peer address", e))?),
             (None, None) => String::new(),
         };
-        let client_urls = match (self.advertise_client_urls.is_empty(), &client_listener) {
-            (false, _) => self.advertise_client_urls.clone(),
-            (true, Some(l)) => vec![format!(
-                "http://{}",
-                l.local_addr().map_err(|e| io("client address", e))?
-            )],
-            (true, None) => Vec::new(),
+        let client_urls = if self.advertise_client_urls.is_empty() {
+            client_listeners
+                .iter()
+                .map(|l| {
+                    Ok(format!(
+                        "http://{}",
+                        l.local_addr().map_err(|e| io("client address", e))?
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            self.advertise_client_urls.clone()
         };
 
         let data_dir_for_quota = data_dir.clone();
@@ -449,7 +455,7 @@ impl NodeBuilder {
             ));
             spawn_server(&node, "peer", router, listener, shutdown_rx.clone());
         }
-        if let Some(listener) = client_listener {
+        for listener in client_listeners {
             let backend = Arc::new(node.clone());
             let cluster = ClusterService::new(backend.clone());
             // HTTP/1.1 too: curl, load balancers and Kubernetes probe the health

@@ -46,3 +46,4 @@ mod t28_leadership_transfer;
 mod t29_leader_writes_while_replicating;
 mod t30_slow_follower;
 mod t31_health_probes;
+mod t32_etcd_command_line;

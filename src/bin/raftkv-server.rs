@@ -13,7 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use raftkv::{AutoDefrag, Node};
 use raftkv_server::socket_activation::{self, Inherited};
-use raftkv_server::{Config, ConfigError, InheritedAddrs, logging, signals};
+use raftkv_server::{Config, ConfigError, InheritedAddrs, Loaded, logging, signals};
 
 fn main() -> ExitCode {
     // First, while this is the only thread: it edits the environment.
@@ -28,10 +28,11 @@ fn main() -> ExitCode {
         peer: inherited.peer_addr(),
         client: inherited.client_addr(),
     };
-    let config = match Config::from_args_and_sockets(std::env::args().skip(1), addrs) {
-        Ok(c) => c,
-        Err(ConfigError::Help) => {
-            println!("{}", raftkv_server::config::USAGE);
+    // Before anything touches the disk: a bad configuration exits 2 having written nothing.
+    let Loaded { config, warnings } = match Config::load(std::env::args().skip(1), addrs) {
+        Ok(loaded) => loaded,
+        Err(ConfigError::Help(text)) => {
+            println!("{text}");
             return ExitCode::SUCCESS;
         }
         Err(e) => {
@@ -40,6 +41,9 @@ fn main() -> ExitCode {
         }
     };
     logging::init(config.log.as_deref());
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
     // A panic is a bug: stop the whole process (a restart recovers from what is durable)
     // rather than keep serving with one task or thread missing.
     let default_hook = std::panic::take_hook();
@@ -76,7 +80,10 @@ async fn serve(config: Config, inherited: Inherited) -> raftkv::Result<()> {
     };
     builder = match inherited.client {
         Some(listener) => builder.client_listener(listener),
-        None => builder.listen_client(config.listen_client),
+        None => config
+            .listen_client
+            .iter()
+            .fold(builder, |builder, addr| builder.listen_client(*addr)),
     };
     for addr in &config.listen_metrics {
         builder = builder.listen_metrics(*addr);
@@ -92,6 +99,8 @@ async fn serve(config: Config, inherited: Inherited) -> raftkv::Result<()> {
         )
         .snapshot_every_entries(config.snapshot_every)
         .quota_backend_bytes(config.quota_backend_bytes)
+        .max_request_bytes(config.max_request_bytes)
+        .max_txn_ops(config.max_txn_ops)
         .lease_checkpoint_interval(config.lease_checkpoint)
         .proposer(raftkv::ProposerConfig {
             mode: if config.direct_proposals {
@@ -119,7 +128,12 @@ async fn serve(config: Config, inherited: Inherited) -> raftkv::Result<()> {
         node.peer_url(),
         node.client_urls().join(",")
     );
-    tracing::info!(id = config.id, data_dir = %config.data_dir.display(), "serving");
+    tracing::info!(
+        id = format_args!("{:x}", config.id),
+        name = %config.name,
+        data_dir = %config.data_dir.display(),
+        "serving"
+    );
     tokio::select! {
         () = signals::terminate() => {}
         fatal = node.fatal_error() => {

@@ -137,7 +137,8 @@ impl ProcessCluster {
         for (id, client_port, peer_port) in ports {
             // No --listen-* flags: the listeners are inherited (LISTEN_FDS).
             let mut args: Vec<String> = vec![
-                "--id".into(),
+                // A numeric name is the member's id (raftkv's one extension to etcd's form).
+                "--name".into(),
                 id.to_string(),
                 "--data-dir".into(),
                 dir.path().join(format!("node-{id}")).display().to_string(),

@@ -3,19 +3,17 @@
 //! The `raftkv-server` binary (in the root package, so integration tests can run it as a
 //! real process) is a thin `main` over this crate and the `raftkv` library:
 //!
-//! - [`config`]: the command line (`--id`, `--data-dir`, `--listen-client`,
-//!   `--listen-peer`, `--initial-cluster 1=http://127.0.0.1:2380,...`, `--join`, ...),
-//!   parsed into a typed [`Config`] with clear errors.
+//! - [`config`]: etcd's command line (`--name`, `--initial-cluster name=url,...`,
+//!   `--listen-client-urls`, ...), its `ETCD_<FLAG>` variables and its YAML config file,
+//!   parsed into a typed [`Config`] with clear errors; etcd's flags raftkv lacks are
+//!   refused or warned about by name.
 //! - [`socket_activation`]: listening sockets inherited the systemd way (`LISTEN_FDS`),
-//!   which replace `--listen-peer` / `--listen-client`.
+//!   which replace `--listen-peer-urls` / `--listen-client-urls`.
 //! - [`signals`]: SIGTERM / SIGINT as a future, for a clean shutdown.
-//! - [`logging`]: `tracing` to stderr, filtered by `RUST_LOG` or `--log`.
+//! - [`logging`]: `tracing` to stderr, filtered by `--log`, `--log-level` or `RUST_LOG`.
 //!
 //! It does not depend on the `raftkv` library (the library's package holds the binary,
 //! and a dependency back would be a cycle).
-//!
-//! ## Caveats
-//! - No metrics / health HTTP endpoint yet.
 
 #![warn(missing_docs)]
 
@@ -24,4 +22,4 @@ pub mod logging;
 pub mod signals;
 pub mod socket_activation;
 
-pub use config::{Config, ConfigError, InheritedAddrs};
+pub use config::{Config, ConfigError, InheritedAddrs, Loaded};

@@ -1,0 +1,221 @@
+//! What the operator said, before any default or check: one struct read from the command
+//! line (with `ETCD_<FLAG>` variables, through clap) or from an etcd YAML config file
+//! (through serde, keys = flag names). Every field is optional so that [`super::resolve`]
+//! can tell "not given" from "given the default".
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// The flags raftkv implements: etcd's names first, then raftkv's own.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Parser, Deserialize)]
+#[command(
+    name = "raftkv-server",
+    about = "A raftkv member speaking etcd's v3 gRPC API. Takes etcd's flags; each flag \
+             can also be set as ETCD_<FLAG> (upper case, - as _), and a flag given both \
+             ways is refused, as etcd does. --config-file replaces flags and variables.",
+    disable_version_flag = true
+)]
+#[serde(rename_all = "kebab-case")]
+pub struct Settings {
+    /// etcd YAML config file (keys are the flag names); replaces flags and variables.
+    #[arg(long, env = "ETCD_CONFIG_FILE", value_name = "PATH")]
+    #[serde(skip)]
+    pub config_file: Option<String>,
+
+    /// Human-readable name of this member (its entry in --initial-cluster).
+    #[arg(long, env = "ETCD_NAME", help_heading = "Member")]
+    pub name: Option<String>,
+    /// Path to the data directory [default: <name>.etcd].
+    #[arg(long, env = "ETCD_DATA_DIR", value_name = "DIR", help_heading = "Member")]
+    pub data_dir: Option<String>,
+    /// Entries applied between snapshots (raftkv also waits for as many bytes written as
+    /// the last snapshot held) [default: 10000].
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", value_name = "N", help_heading = "Member")]
+    pub snapshot_count: Option<u64>,
+    /// Time between heartbeats, in ms [default: 100].
+    #[arg(
+        long,
+        env = "ETCD_HEARTBEAT_INTERVAL",
+        value_name = "MS",
+        help_heading = "Member"
+    )]
+    pub heartbeat_interval: Option<u64>,
+    /// Election timeout in ms; a follower waits between it and twice it [default: 350].
+    #[arg(
+        long,
+        env = "ETCD_ELECTION_TIMEOUT",
+        value_name = "MS",
+        help_heading = "Member"
+    )]
+    pub election_timeout: Option<u64>,
+    /// URLs to serve the Raft peer protocol on (one) [default: http://localhost:2380].
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_PEER_URLS",
+        value_name = "URLS",
+        help_heading = "Member"
+    )]
+    pub listen_peer_urls: Option<String>,
+    /// URLs to serve etcd's gRPC API (and /health, /metrics) on [default: http://localhost:2379].
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_CLIENT_URLS",
+        value_name = "URLS",
+        help_heading = "Member"
+    )]
+    pub listen_client_urls: Option<String>,
+    /// Backend size at which the NOSPACE alarm is raised; 0: 2 GiB; negative: no quota.
+    #[arg(
+        long,
+        env = "ETCD_QUOTA_BACKEND_BYTES",
+        value_name = "BYTES",
+        allow_negative_numbers = true,
+        help_heading = "Member"
+    )]
+    pub quota_backend_bytes: Option<i64>,
+    /// Largest client request accepted, in bytes [default: 1572864].
+    #[arg(
+        long,
+        env = "ETCD_MAX_REQUEST_BYTES",
+        value_name = "BYTES",
+        help_heading = "Member"
+    )]
+    pub max_request_bytes: Option<u32>,
+    /// Most operations in one transaction [default: 128].
+    #[arg(long, env = "ETCD_MAX_TXN_OPS", value_name = "N", help_heading = "Member")]
+    pub max_txn_ops: Option<u32>,
+
+    /// This member's peer URL as the others reach it [default: its --initial-cluster entry].
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+        value_name = "URLS",
+        help_heading = "Clustering"
+    )]
+    pub initial_advertise_peer_urls: Option<String>,
+    /// Members at bootstrap: name=peer-url,... (the same on every member); ids are
+    /// etcd's, except that a positive decimal name is the id itself
+    /// [default: <name>=<initial-advertise-peer-urls>].
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_CLUSTER",
+        value_name = "LIST",
+        help_heading = "Clustering"
+    )]
+    pub initial_cluster: Option<String>,
+    /// new: bootstrap the cluster; existing: join one that added this member [default: new].
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_CLUSTER_STATE",
+        value_name = "STATE",
+        help_heading = "Clustering"
+    )]
+    pub initial_cluster_state: Option<String>,
+    /// Cluster token; member ids derive from it and the peer URLs [default: etcd-cluster].
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_CLUSTER_TOKEN",
+        value_name = "TOKEN",
+        help_heading = "Clustering"
+    )]
+    pub initial_cluster_token: Option<String>,
+    /// Client URLs published to the cluster [default: the listen client URLs].
+    #[arg(
+        long,
+        env = "ETCD_ADVERTISE_CLIENT_URLS",
+        value_name = "URLS",
+        help_heading = "Clustering"
+    )]
+    pub advertise_client_urls: Option<String>,
+    /// periodic or revision (auto compaction is not implemented yet: retention must be 0).
+    #[arg(
+        long,
+        env = "ETCD_AUTO_COMPACTION_MODE",
+        value_name = "MODE",
+        help_heading = "Clustering"
+    )]
+    pub auto_compaction_mode: Option<String>,
+    /// Auto compaction retention; 0 disables it [default: 0].
+    #[arg(
+        long,
+        env = "ETCD_AUTO_COMPACTION_RETENTION",
+        value_name = "RETENTION",
+        help_heading = "Clustering"
+    )]
+    #[serde(default, deserialize_with = "scalar_as_string")]
+    pub auto_compaction_retention: Option<String>,
+
+    /// basic, or extensive (extensive's handling-time histogram is not served yet) [default: basic].
+    #[arg(long, env = "ETCD_METRICS", value_name = "LEVEL", help_heading = "Monitoring")]
+    pub metrics: Option<String>,
+    /// More URLs serving /metrics, /health, /livez and /readyz only.
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_METRICS_URLS",
+        value_name = "URLS",
+        help_heading = "Monitoring"
+    )]
+    pub listen_metrics_urls: Option<String>,
+    /// debug, info, warn, error, panic or fatal [default: info].
+    #[arg(long, env = "ETCD_LOG_LEVEL", value_name = "LEVEL", help_heading = "Logging")]
+    pub log_level: Option<String>,
+
+    /// this member's id, for --initial-cluster-state existing (the id `etcdctl
+    /// member add` printed, decimal or 0x-hex).
+    #[arg(long, env = "ETCD_ID", value_name = "ID", help_heading = "raftkv")]
+    pub id: Option<String>,
+    /// deadline of one client request, in ms [default: 7000].
+    #[arg(
+        long,
+        env = "ETCD_REQUEST_TIMEOUT_MS",
+        value_name = "MS",
+        help_heading = "raftkv"
+    )]
+    pub request_timeout_ms: Option<u64>,
+    /// how often the leader records every lease's remaining TTL, in ms; a leader
+    /// change gives an idle lease at most this much extra life [default: 5000].
+    #[arg(
+        long,
+        env = "ETCD_LEASE_CHECKPOINT_MS",
+        value_name = "MS",
+        help_heading = "raftkv"
+    )]
+    pub lease_checkpoint_ms: Option<u64>,
+    /// sled's page cache of the state database, in MiB [default: 1024].
+    #[arg(
+        long,
+        env = "ETCD_STATE_CACHE_MB",
+        value_name = "MIB",
+        help_heading = "raftkv"
+    )]
+    pub state_cache_mb: Option<u64>,
+    /// rewrite the state database once its file is N times its size at the last
+    /// rewrite (taken as at least 64 MiB); 0: only on Defragment [default: 2].
+    #[arg(
+        long,
+        env = "ETCD_AUTO_DEFRAG_RATIO",
+        value_name = "N",
+        help_heading = "raftkv"
+    )]
+    pub auto_defrag_ratio: Option<u64>,
+    /// group-commit (requests batched into log entries) or direct (one entry
+    /// each, for the ablation benchmark) [default: group-commit].
+    #[arg(long, env = "ETCD_PROPOSER", value_name = "MODE", help_heading = "raftkv")]
+    pub proposer: Option<String>,
+    /// a tracing filter (e.g. raftkv=debug,openraft=info); beats --log-level.
+    #[arg(long, env = "ETCD_LOG", value_name = "FILTER", help_heading = "raftkv")]
+    pub log: Option<String>,
+}
+
+/// A YAML scalar as text (`auto-compaction-retention: 1` and `"1h"` both mean something).
+fn scalar_as_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let value = Option::<serde_yaml_ng::Value>::deserialize(d)?;
+    match value {
+        None | Some(serde_yaml_ng::Value::Null) => Ok(None),
+        Some(serde_yaml_ng::Value::String(s)) => Ok(Some(s)),
+        Some(serde_yaml_ng::Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "expected a number or a string, got {other:?}"
+        ))),
+    }
+}
