@@ -254,20 +254,21 @@ impl ClusterBackend for Node {
             .into());
         };
         let id = self.new_member_id(peer_url)?;
-        // openraft adds a learner first; the new node is not running yet, so do not wait
-        // for it to catch up.
-        self.change_members(MembershipChange::AddLearner {
-            id,
-            peer_url: peer_url.clone(),
-            wait: false,
-        })
-        .await?;
-        if !is_learner {
-            // etcd adds a voter at once. The joint configuration still commits with the
-            // old members' quorum plus the new majority of running members.
-            self.change_members(MembershipChange::Promote(BTreeSet::from([id])))
-                .await?;
-        }
+        let change = if is_learner {
+            // The new node is not running yet: do not wait for it to catch up.
+            MembershipChange::AddLearner {
+                id,
+                peer_url: peer_url.clone(),
+                wait: false,
+            }
+        } else {
+            // etcd adds a voter at once; the quorum grows with it.
+            MembershipChange::AddVoter {
+                id,
+                peer_url: peer_url.clone(),
+            }
+        };
+        self.change_members(change).await?;
         let added = MemberInfo {
             id,
             name: String::new(),

@@ -143,15 +143,19 @@ impl Node {
         let raft = &self.inner.raft;
         let outcome = match change {
             MembershipChange::AddLearner { id, peer_url, wait } => {
-                check_peer_url(&peer_url)?;
-                if self
-                    .members()?
-                    .iter()
-                    .any(|m| m.peer_url == peer_url && m.id != id)
-                {
-                    return Err(RequestError::PeerUrlExists.into());
-                }
+                self.check_new_peer_url(id, &peer_url)?;
                 raft.add_learner(id, MemberNode::new(peer_url), wait)
+                    .await
+                    .map(|_| ())
+            }
+            MembershipChange::AddVoter { id, peer_url } => {
+                // No in-sync check, unlike Promote: etcd adds the voter before it runs.
+                // Openraft adds members as learners first; the learner need not answer.
+                self.check_new_peer_url(id, &peer_url)?;
+                raft.add_learner(id, MemberNode::new(peer_url), false)
+                    .await
+                    .map_err(map_write_error)?;
+                raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
                     .await
                     .map(|_| ())
             }
@@ -213,6 +217,19 @@ impl Node {
             }
         };
         outcome.map_err(map_write_error)
+    }
+
+    /// A new member's peer URL: well formed and nobody else's.
+    fn check_new_peer_url(&self, id: NodeId, peer_url: &str) -> Result<()> {
+        check_peer_url(peer_url)?;
+        if self
+            .members()?
+            .iter()
+            .any(|m| m.peer_url == peer_url && m.id != id)
+        {
+            return Err(RequestError::PeerUrlExists.into());
+        }
+        Ok(())
     }
 
     /// The current members.

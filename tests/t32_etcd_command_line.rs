@@ -164,15 +164,16 @@ struct Member {
 }
 
 /// Start the three members of `program` (two from flags and variables, the third from a
-/// config file), run the session, stop them; its observable results as text.
+/// config file), run the session, add a fourth the etcd way, stop them; the observable
+/// results as text.
 fn session(program: &str, ports: &[(ReservedPort, ReservedPort)], dir: &Path) -> (Vec<String>, Vec<String>) {
-    let cluster: Vec<String> = ports
+    let cluster: Vec<String> = ports[..3]
         .iter()
         .enumerate()
         .map(|(i, (_, p))| format!("m{i}=http://127.0.0.1:{}", p.port()))
         .collect();
     let cluster = cluster.join(",");
-    let members: Vec<Member> = ports
+    let members: Vec<Member> = ports[..3]
         .iter()
         .enumerate()
         .map(|(i, (c, p))| {
@@ -268,6 +269,9 @@ fn session(program: &str, ports: &[(ReservedPort, ReservedPort)], dir: &Path) ->
     for endpoint in &endpoints {
         results.push(format!("health {}", health(endpoint)));
     }
+    let (joined, mut joiner) = join_fourth_member(program, &ports[3], dir, &all);
+    results.extend(joined);
+    children.append(&mut joiner);
     drop(children);
     let logs: Vec<String> = members
         .iter()
@@ -276,11 +280,108 @@ fn session(program: &str, ports: &[(ReservedPort, ReservedPort)], dir: &Path) ->
     (results, logs)
 }
 
+/// The etcd way to grow a cluster: `etcdctl member add m3 --peer-urls=...` prints the
+/// variables to start the member with (name, initial cluster, state `existing`, no id);
+/// the member starts with them and its listen flags, and must find its id, catch up and
+/// serve. Its results, with the id `member add` made at random masked.
+fn join_fourth_member(
+    program: &str,
+    (client, peer): &(ReservedPort, ReservedPort),
+    dir: &Path,
+    endpoints: &str,
+) -> (Vec<String>, Vec<OwnedChild>) {
+    let (client, peer) = (
+        format!("http://127.0.0.1:{}", client.port()),
+        format!("http://127.0.0.1:{}", peer.port()),
+    );
+    // etcd refuses MemberAdd for its first 5 s of health ("unhealthy cluster").
+    let deadline = Instant::now() + START_DEADLINE;
+    let mut failures = Vec::new();
+    let printed = loop {
+        let (ok, out) = etcdctl(
+            endpoints,
+            &["member", "add", "m3", &format!("--peer-urls={peer}")],
+        );
+        if ok {
+            break out;
+        }
+        failures.push(out);
+        assert!(
+            Instant::now() < deadline,
+            "{program}: member add failed: {failures:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let added_id = printed
+        .split_whitespace()
+        .skip_while(|w| *w != "Member")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    let env: Vec<(String, String)> = printed
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| k.starts_with("ETCD_"))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+        .collect();
+    let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "ETCD_NAME",
+            "ETCD_INITIAL_CLUSTER",
+            "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+            "ETCD_INITIAL_CLUSTER_STATE"
+        ],
+        "{program}: {printed}"
+    );
+    let args = strings(&[
+        "--data-dir",
+        &dir.join("m3").display().to_string(),
+        "--listen-client-urls",
+        &client,
+        "--advertise-client-urls",
+        &client,
+        "--listen-peer-urls",
+        &peer,
+    ]);
+    let mut cmd = child::command(program, &args, &[]);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("m3.log")).unwrap());
+    let children = vec![OwnedChild::spawn(cmd).unwrap()];
+    let m3 = client.trim_start_matches("http://");
+    let listed = loop {
+        let (ok, out) = etcdctl(endpoints, &["member", "list"]);
+        let started = ok
+            && out
+                .lines()
+                .any(|l| l.contains(", started, m3, ") && !l.contains(", , "));
+        if started && etcdctl(m3, &["get", "greeting"]).1.trim() == "greeting\nhello" {
+            break out;
+        }
+        let log = std::fs::read_to_string(dir.join("m3.log")).unwrap_or_default();
+        assert!(
+            Instant::now() < deadline,
+            "{program}: m3 did not join: {out}\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut results: Vec<String> = listed
+        .lines()
+        .map(|l| format!("after join: {}", l.replacen(&added_id, "ADDED", 1)))
+        .collect();
+    results.sort();
+    results.push(format!("member add printed {} variables", env.len()));
+    results.push(format!("m3 health {}", health(m3)));
+    (results, children)
+}
+
 #[test]
 fn the_same_flags_variables_and_config_file_give_the_same_cluster() {
     let Some(programs) = programs() else { return };
     let _turn = support::ClusterTurn::take();
-    let ports: Vec<(ReservedPort, ReservedPort)> = (0..3)
+    let ports: Vec<(ReservedPort, ReservedPort)> = (0..4)
         .map(|_| (ReservedPort::new(), ReservedPort::new()))
         .collect();
     let mut answers = Vec::new();

@@ -69,9 +69,26 @@ fn main() -> ExitCode {
     }
 }
 
+/// How long a joining member asks the others for its id before giving up.
+const MEMBER_LOOKUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
 async fn serve(config: Config, inherited: Inherited) -> raftkv::Result<()> {
+    let id = match config.id {
+        Some(id) => id,
+        None => {
+            let id = raftkv_net::find_own_id(
+                &config.existing_peers,
+                &config.advertise_peer_url,
+                MEMBER_LOOKUP_DEADLINE,
+            )
+            .await
+            .map_err(|e| raftkv::Error::Internal(e.to_string()))?;
+            tracing::info!(id = format_args!("{id:x}"), "found this member's id at the peers");
+            id
+        }
+    };
     let mut builder = Node::builder()
-        .id(config.id)
+        .id(id)
         .name(config.name.clone())
         .data_dir(&config.data_dir);
     builder = match inherited.peer {
@@ -124,12 +141,12 @@ async fn serve(config: Config, inherited: Inherited) -> raftkv::Result<()> {
     // The one line on stdout: scripts and the test harness wait for it.
     println!(
         "raftkv-server ready: id={} peer={} client={}",
-        config.id,
+        id,
         node.peer_url(),
         node.client_urls().join(",")
     );
     tracing::info!(
-        id = format_args!("{:x}", config.id),
+        id = format_args!("{id:x}"),
         name = %config.name,
         data_dir = %config.data_dir.display(),
         "serving"

@@ -30,4 +30,13 @@ pub enum MembershipChange {
         /// Its new peer URL.
         peer_url: String,
     },
+    /// Add a voter reachable at `peer_url` at once, running or not, as etcd's `MemberAdd`
+    /// does (the quorum grows with it: start it soon). Last, so the older variants keep
+    /// their encoding; a leader of an older build refuses it as undecodable.
+    AddVoter {
+        /// The new member.
+        id: NodeId,
+        /// Its peer URL.
+        peer_url: String,
+    },
 }

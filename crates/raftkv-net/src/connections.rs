@@ -255,4 +255,17 @@ impl PeerConnections {
             .await?;
         codec::decode(&checked(answer)?.data).map_err(|e| PeerError::Codec(e.to_string()))
     }
+
+    /// The membership the member at `url` knows: (id, peer URL) of each member.
+    pub async fn members(&self, url: &str, timeout: Duration) -> Result<Vec<(u64, String)>, PeerError> {
+        let mut request = tonic::Request::new(RaftBytes { data: Vec::new() });
+        request.set_timeout(timeout);
+        let mut client = self.client(url)?;
+        let answer = self
+            .call(url, timeout, async {
+                client.members(request).await.map_err(PeerError::rpc)
+            })
+            .await?;
+        codec::decode(&checked(answer)?.data).map_err(|e| PeerError::Codec(e.to_string()))
+    }
 }

@@ -29,6 +29,8 @@
 //!   encoded once for all the watchers that get it. [`WatchServer`] serves it (by hand,
 //!   in place of the generated server, to send those pre-encoded responses).
 //!
+//! - [`find_own_id`]: a member joining a running cluster asks the others for the id
+//!   `MemberAdd` gave it, by its peer URL (etcd's `--initial-cluster-state existing`).
 //! - [`HttpProbesLayer`]: etcd's HTTP health endpoints (`/health`, `/livez`, `/readyz`)
 //!   and `/metrics` ([`MetricsSource`]) on the client port, in front of the gRPC services.
 //! - [`NetFaults`]: test-only network faults (loss, delay, duplication, partitions) that
@@ -55,6 +57,7 @@ mod http_probes;
 mod kv_service;
 mod lease_service;
 mod lock_service;
+mod member_lookup;
 mod network;
 pub mod peer_protocol;
 mod peer_service;
@@ -78,6 +81,7 @@ pub use http_probes::{HttpProbes, HttpProbesLayer, MetricsSource, ProbeBackend};
 pub use kv_service::{KvBackend, KvService};
 pub use lease_service::{LeaseBackend, LeaseService};
 pub use lock_service::{LockBackend, LockService};
+pub use member_lookup::{MemberLookupError, find_own_id};
 pub use network::{PeerClient, PeerNetwork};
 pub use peer_service::{ForwardTarget, PeerService, SnapshotInbox, leader_read_index, read_index_error};
 pub use require_leader::{LeaderStatus, MAX_NO_LEADER_TIMEOUTS, REQUIRE_LEADER_KEY, requires_leader};

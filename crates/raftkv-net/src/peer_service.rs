@@ -270,6 +270,20 @@ impl<F: ForwardTarget, SM: KvStateMachine> RaftPeer for PeerService<F, SM> {
         let result = self.forward.lease_forwarded(call).await;
         Ok(stamp_answer(GrpcResponse::new(encode(&result)?)))
     }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn members(&self, _request: Request<RaftBytes>) -> Result<GrpcResponse<RaftBytes>, Status> {
+        let members: Vec<(u64, String)> = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, node)| (*id, node.peer_url.clone()))
+            .collect();
+        Ok(stamp_answer(GrpcResponse::new(encode(&members)?)))
+    }
 }
 
 /// The leader's side of one forward stream (see [`RaftPeer::forward_stream`]). The

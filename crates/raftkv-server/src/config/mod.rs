@@ -83,8 +83,9 @@ pub const DEFAULT_STATE_CACHE_MB: u64 = 1024;
 /// The server's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Member id.
-    pub id: u64,
+    /// Member id; `None` for a joining member without `--id`, which asks
+    /// [`Config::existing_peers`] for it.
+    pub id: Option<u64>,
     /// Member name.
     pub name: String,
     /// Data directory.
@@ -99,6 +100,8 @@ pub struct Config {
     pub initial_cluster: BTreeMap<u64, String>,
     /// Wait to be added instead of bootstrapping (`--initial-cluster-state existing`).
     pub join: bool,
+    /// When joining: the other members' peer URLs (from `--initial-cluster`).
+    pub existing_peers: Vec<String>,
     /// Client URLs to publish.
     pub advertise_client_urls: Vec<String>,
     /// Peer URL.

@@ -174,21 +174,24 @@ pub fn resolve(
             .map(|id| parse_member_id("--id", id))
             .transpose()?;
     let id = match (join, given_id) {
-        (true, Some(id)) => id,
-        (true, None) => {
-            return Err(ConfigError::Conflict(
-                "--initial-cluster-state existing: pass this member's id as --id (the ID \
-                 `etcdctl member add` printed); raftkv does not look it up from the peers yet"
-                    .into(),
-            ));
-        }
+        // Joining: the id MemberAdd chose, given or looked up from the peers.
+        (true, given) => given,
         (false, Some(id)) if id != own.id => {
             return Err(ConfigError::Conflict(format!(
                 "--id {id:#x} differs from the id --initial-cluster gives member {name} ({:#x})",
                 own.id
             )));
         }
-        (false, _) => own.id,
+        (false, _) => Some(own.id),
+    };
+    let existing_peers = if join {
+        members
+            .iter()
+            .filter(|m| m.name != name)
+            .map(|m| m.peer_url.clone())
+            .collect()
+    } else {
+        Vec::new()
     };
 
     let advertise_client_urls = match s.advertise_client_urls.as_deref() {
@@ -265,6 +268,7 @@ pub fn resolve(
             members_by_id(&members)
         },
         join,
+        existing_peers,
         advertise_client_urls,
         advertise_peer_url: own.peer_url.clone(),
         heartbeat,

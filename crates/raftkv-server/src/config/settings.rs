@@ -160,8 +160,8 @@ pub struct Settings {
     #[arg(long, env = "ETCD_LOG_LEVEL", value_name = "LEVEL", help_heading = "Logging")]
     pub log_level: Option<String>,
 
-    /// this member's id, for --initial-cluster-state existing (the id `etcdctl
-    /// member add` printed, decimal or 0x-hex).
+    /// This member's id when joining (--initial-cluster-state existing), decimal or
+    /// 0x-hex; without it the id `etcdctl member add` made is asked of the other members.
     #[arg(long, env = "ETCD_ID", value_name = "ID", help_heading = "raftkv")]
     pub id: Option<String>,
     /// deadline of one client request, in ms [default: 7000].

@@ -36,9 +36,12 @@ fn etcds_clustering_guide_command_line() {
     assert_eq!(c.advertise_peer_url, "http://10.0.1.11:2380");
     assert_eq!(c.advertise_client_urls, vec!["http://10.0.1.11:2379".to_string()]);
     assert_eq!(c.initial_cluster.len(), 3);
-    assert_eq!(c.id, etcd_member_id(&["http://10.0.1.11:2380"], "etcd-cluster-1"));
     assert_eq!(
-        c.initial_cluster.get(&c.id).map(String::as_str),
+        c.id,
+        Some(etcd_member_id(&["http://10.0.1.11:2380"], "etcd-cluster-1"))
+    );
+    assert_eq!(
+        c.initial_cluster.get(&c.id.unwrap()).map(String::as_str),
         Some("http://10.0.1.11:2380")
     );
     assert!(!c.join);
@@ -63,7 +66,7 @@ fn numeric_names_are_ids_and_defaults_make_a_single_member() {
     let c = config(
         "--name 2 --data-dir /tmp/d --initial-cluster 1=http://127.0.0.1:2480,2=http://127.0.0.1:2380",
     );
-    assert_eq!(c.id, 2);
+    assert_eq!(c.id, Some(2));
     assert_eq!(c.initial_cluster.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
     let alone = config("");
     assert_eq!(alone.name, "default");
@@ -72,7 +75,7 @@ fn numeric_names_are_ids_and_defaults_make_a_single_member() {
     assert_eq!(alone.initial_cluster.len(), 1);
     assert_eq!(
         alone.id,
-        etcd_member_id(&["http://127.0.0.1:2380"], "etcd-cluster")
+        Some(etcd_member_id(&["http://127.0.0.1:2380"], "etcd-cluster"))
     );
     assert_eq!(
         (alone.heartbeat, alone.election_timeout),
@@ -97,15 +100,23 @@ fn go_flag_forms_are_accepted() {
 }
 
 #[test]
-fn existing_members_need_their_id() {
+fn existing_members_take_their_id_or_look_it_up() {
     let c = config(&format!(
         "--name infra2 {THREE} --initial-cluster-state existing --id 0x1f"
     ));
     assert!(c.join);
-    assert_eq!(c.id, 0x1f);
+    assert_eq!(c.id, Some(0x1f));
     assert!(c.initial_cluster.is_empty());
     assert_eq!(c.advertise_peer_url, "http://10.0.1.12:2380");
-    assert!(error(&format!("--name infra2 {THREE} --initial-cluster-state existing")).contains("--id"));
+    let lookup = config(&format!("--name infra2 {THREE} --initial-cluster-state existing"));
+    assert_eq!(lookup.id, None);
+    assert_eq!(
+        lookup.existing_peers,
+        vec![
+            "http://10.0.1.10:2380".to_string(),
+            "http://10.0.1.11:2380".to_string()
+        ]
+    );
 }
 
 #[test]
@@ -257,7 +268,7 @@ fn a_config_file_replaces_flags() {
     assert_eq!(c.name, "infra0");
     assert_eq!(c.data_dir, PathBuf::from("/var/lib/etcd"));
     assert_eq!(c.heartbeat, Duration::from_millis(50));
-    assert_eq!(c.id, etcd_member_id(&["http://10.0.1.10:2380"], "tok"));
+    assert_eq!(c.id, Some(etcd_member_id(&["http://10.0.1.10:2380"], "tok")));
     let warnings = loaded.warnings.join("\n");
     for expected in [
         "--name is ignored",
