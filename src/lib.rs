@@ -44,6 +44,7 @@
 
 #![warn(missing_docs)]
 
+mod auto_compaction;
 mod backend;
 mod disk_usage;
 mod election;
@@ -61,6 +62,7 @@ mod read_index;
 mod snapshot_trigger;
 mod watch;
 
+pub use auto_compaction::AutoCompaction;
 pub use election::LeaderKey;
 pub use lease::LeaseGrant;
 pub use lock::{LockKey, lock_key};

@@ -91,6 +91,35 @@ pub(crate) async fn count_leader_changes(inner: Weak<NodeInner>, mut shutdown: w
     }
 }
 
+/// Probes every other member's round trip every [`raftkv_net::PROBE_INTERVAL`]
+/// (`etcd_network_peer_round_trip_time_seconds`), and drops the traffic series of
+/// members that left. Runs until `shutdown` or until the node is gone.
+pub(crate) async fn probe_peers(inner: Weak<NodeInner>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let Some(node) = inner.upgrade() else { return };
+        let id = node.raft.metrics().borrow_watched().id;
+        let peers: Vec<(NodeId, String)> = node
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(peer, _)| **peer != id)
+            .map(|(peer, member)| (*peer, member.peer_url.clone()))
+            .collect();
+        let traffic = node.connections.traffic();
+        traffic.retain(|peer| peers.iter().any(|(p, _)| *p == peer));
+        let connections = node.connections.clone();
+        drop(node);
+        connections.probe_round_trips(&peers).await;
+        tokio::select! {
+            () = tokio::time::sleep(raftkv_net::PROBE_INTERVAL) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
 /// Every metric of `node`, in Prometheus' text exposition format 0.0.4.
 pub(crate) fn render(node: &Node) -> String {
     let inner = &node.inner;
@@ -230,6 +259,7 @@ pub(crate) fn render(node: &Node) -> String {
     );
     render_group_commit(node, &mut out);
     inner.grpc_counters.render(&mut out.text);
+    inner.connections.traffic().render(&mut out.text);
     crate::process_metrics::render(&mut out);
     out.text
 }

@@ -89,6 +89,8 @@ pub struct NodeBuilder {
     quota_bytes: u64,
     watch: WatchConfig,
     lease_checkpoint_interval: Duration,
+    auto_compaction: crate::AutoCompaction,
+    metrics_extensive: bool,
 }
 
 impl Default for NodeBuilder {
@@ -116,6 +118,8 @@ impl Default for NodeBuilder {
             quota_bytes: DEFAULT_QUOTA_BYTES,
             watch: WatchConfig::default(),
             lease_checkpoint_interval: DEFAULT_LEASE_CHECKPOINT_INTERVAL,
+            auto_compaction: crate::AutoCompaction::Off,
+            metrics_extensive: false,
         }
     }
 }
@@ -233,6 +237,20 @@ impl NodeBuilder {
     /// what [`NodeBuilder::snapshot_every_entries`] set).
     pub fn store_options(mut self, options: StoreOptions) -> Self {
         self.store = options;
+        self
+    }
+
+    /// Also serve `grpc_server_handling_seconds`, the handling-time histogram of every
+    /// gRPC method (etcd's `--metrics extensive`; default off: two clock reads per call).
+    pub fn metrics_extensive(mut self, extensive: bool) -> Self {
+        self.metrics_extensive = extensive;
+        self
+    }
+
+    /// What the leader compacts by itself, as etcd's `--auto-compaction-mode` and
+    /// `--auto-compaction-retention` (default: nothing, only on request).
+    pub fn auto_compaction(mut self, mode: crate::AutoCompaction) -> Self {
+        self.auto_compaction = mode;
         self
     }
 
@@ -415,7 +433,11 @@ impl NodeBuilder {
             leases: LeaseManager::new(self.lease_checkpoint_interval, self.election_timeout.1),
             leader_contact: LeaderContact::new(),
             counters: crate::metrics::ServerCounters::default(),
-            grpc_counters: Arc::default(),
+            grpc_counters: Arc::new(if self.metrics_extensive {
+                raftkv_net::GrpcCounters::extensive()
+            } else {
+                raftkv_net::GrpcCounters::default()
+            }),
         });
         let node = Node { inner };
 
@@ -428,6 +450,7 @@ impl NodeBuilder {
                     let shared = node.inner.shared.clone();
                     Arc::new(move || shared.receiving_snapshot_file())
                 },
+                node.inner.connections.traffic().clone(),
             ))
             .max_decoding_message_size(raftkv_net::MAX_PEER_MESSAGE_BYTES)
             .max_encoding_message_size(raftkv_net::MAX_PEER_MESSAGE_BYTES);
@@ -536,6 +559,15 @@ impl NodeBuilder {
         ));
         tokio::spawn(crate::metrics::count_leader_changes(
             Arc::downgrade(&node.inner),
+            shutdown_rx.clone(),
+        ));
+        tokio::spawn(crate::metrics::probe_peers(
+            Arc::downgrade(&node.inner),
+            shutdown_rx.clone(),
+        ));
+        tokio::spawn(crate::auto_compaction::run(
+            Arc::downgrade(&node.inner),
+            self.auto_compaction,
             shutdown_rx.clone(),
         ));
         if !client_urls.is_empty() {

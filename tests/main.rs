@@ -47,3 +47,5 @@ mod t29_leader_writes_while_replicating;
 mod t30_slow_follower;
 mod t31_health_probes;
 mod t32_etcd_command_line;
+mod t33_auto_compaction;
+mod t34_etcd_mixin_metrics;

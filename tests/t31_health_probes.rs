@@ -20,10 +20,10 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// One HTTP/1.1 answer.
 #[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: String,
 }
 
 impl Answer {
@@ -36,7 +36,7 @@ impl Answer {
 }
 
 /// `METHOD path` on `url` (`http://host:port`) over HTTP/1.1, one connection, bounded.
-async fn http(method: &str, url: &str, path: &str) -> Answer {
+pub(crate) async fn http(method: &str, url: &str, path: &str) -> Answer {
     let addr = url.trim_start_matches("http://");
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -70,7 +70,7 @@ async fn http(method: &str, url: &str, path: &str) -> Answer {
 /// its `# TYPE` line names (counter, gauge or histogram here), names and labels are well
 /// formed, no series twice, histogram buckets never decrease and `+Inf` equals `_count`.
 /// Returns each series (`name{labels}`) with its value.
-fn parse_prometheus(text: &str) -> std::collections::BTreeMap<String, f64> {
+pub(crate) fn parse_prometheus(text: &str) -> std::collections::BTreeMap<String, f64> {
     let name_ok = |n: &str| {
         !n.is_empty()
             && n.chars().enumerate().all(|(i, c)| {

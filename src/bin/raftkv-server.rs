@@ -12,6 +12,7 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use raftkv::{AutoDefrag, Node};
+use raftkv_server::config::AutoCompactionConfig;
 use raftkv_server::socket_activation::{self, Inherited};
 use raftkv_server::{Config, ConfigError, InheritedAddrs, Loaded, logging, signals};
 
@@ -118,6 +119,12 @@ async fn serve(config: Config, inherited: Inherited) -> raftkv::Result<()> {
         .quota_backend_bytes(config.quota_backend_bytes)
         .max_request_bytes(config.max_request_bytes)
         .max_txn_ops(config.max_txn_ops)
+        .metrics_extensive(config.metrics_extensive)
+        .auto_compaction(match config.auto_compaction {
+            AutoCompactionConfig::Off => raftkv::AutoCompaction::Off,
+            AutoCompactionConfig::Periodic(retention) => raftkv::AutoCompaction::Periodic { retention },
+            AutoCompactionConfig::Revisions(retain) => raftkv::AutoCompaction::revisions(retain),
+        })
         .lease_checkpoint_interval(config.lease_checkpoint)
         .proposer(raftkv::ProposerConfig {
             mode: if config.direct_proposals {

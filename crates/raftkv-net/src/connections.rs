@@ -18,6 +18,7 @@ use crate::MAX_PEER_MESSAGE_BYTES;
 use crate::faults::{Lost, NetFaults};
 use crate::forward_pipe::ForwardPipes;
 use crate::peer_protocol::{self, StampRequests};
+use crate::peer_traffic::{PROBE_INTERVAL, PeerTraffic};
 
 /// A peer-protocol client whose requests carry this build's protocol version.
 pub type PeerRpcClient = RaftPeerClient<InterceptedService<Channel, StampRequests>>;
@@ -106,6 +107,7 @@ pub struct PeerConnections {
     connect_timeout: Duration,
     faults: NetFaults,
     forward_pipes: ForwardPipes,
+    traffic: PeerTraffic,
 }
 
 impl PeerConnections {
@@ -116,7 +118,13 @@ impl PeerConnections {
             connect_timeout,
             faults: NetFaults::default(),
             forward_pipes: ForwardPipes::default(),
+            traffic: PeerTraffic::default(),
         }
+    }
+
+    /// The per-peer network metrics of everything sent through these connections.
+    pub fn traffic(&self) -> &PeerTraffic {
+        &self.traffic
     }
 
     /// The test-only network faults every peer call goes through (a no-op without the
@@ -267,5 +275,31 @@ impl PeerConnections {
             })
             .await?;
         codec::decode(&checked(answer)?.data).map_err(|e| PeerError::Codec(e.to_string()))
+    }
+
+    /// One empty exchange with `url` (the round-trip probe).
+    pub async fn probe(&self, url: &str, timeout: Duration) -> Result<(), PeerError> {
+        let mut request = tonic::Request::new(RaftBytes { data: Vec::new() });
+        request.set_timeout(timeout);
+        let mut client = self.client(url)?;
+        let answer = self
+            .call(url, timeout, async {
+                client.probe(request).await.map_err(PeerError::rpc)
+            })
+            .await?;
+        checked(answer).map(|_| ())
+    }
+
+    /// Probe each of `peers` (id, peer URL) once and record the round trips in
+    /// [`PeerConnections::traffic`]; a probe that fails counts as a failed call.
+    pub async fn probe_round_trips(&self, peers: &[(raftkv_core::types::NodeId, String)]) {
+        for (id, url) in peers {
+            let counters = self.traffic.peer(*id);
+            let started = std::time::Instant::now();
+            match self.probe(url, PROBE_INTERVAL).await {
+                Ok(()) => counters.round_trip.observe(started.elapsed()),
+                Err(_) => counters.failed(),
+            }
+        }
     }
 }

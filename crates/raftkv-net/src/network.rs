@@ -3,6 +3,7 @@
 //! vote and pre-vote, leadership transfer, and snapshots streamed in bounded chunks.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::Stream;
@@ -22,6 +23,7 @@ use tonic::Code;
 use crate::append_split::{PART_BYTES, UnaryFold, last_log_id, split_by_bytes};
 use crate::connections::{PeerConnections, PeerError, PeerRpcClient, checked};
 use crate::faults::NetFaults;
+use crate::peer_traffic::PeerCounters;
 
 /// Snapshot chunk size: big enough to stream fast, small enough to bound memory.
 const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
@@ -45,6 +47,8 @@ pub struct PeerClient {
     pub(crate) peer_url: String,
     pub(crate) client: Result<PeerRpcClient, PeerError>,
     pub(crate) faults: NetFaults,
+    /// etcd's per-peer network metrics (bytes each way, failed calls).
+    pub(crate) traffic: Arc<PeerCounters>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
@@ -56,6 +60,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             peer_url: node.peer_url.clone(),
             client: self.connections.client(&node.peer_url),
             faults: self.connections.faults().clone(),
+            traffic: self.connections.traffic().peer(target),
         }
     }
 }
@@ -147,13 +152,18 @@ impl PeerClient {
         if let Some(after) = duplicate {
             send_duplicate(rpc, client.clone(), data.clone(), after, timeout);
         }
+        self.traffic.sent(data.len());
         let mut req = tonic::Request::new(RaftBytes { data });
         req.set_timeout(timeout);
-        let answer = rpc.send(client, req).await.map_err(from_status)?;
+        let answer = rpc.send(client, req).await.map_err(|status| {
+            self.traffic.failed();
+            from_status(status)
+        })?;
         self.faults
             .after_response(&self.peer_url)
             .map_err(|lost| network(&lost))?;
         let answer = checked(answer).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        self.traffic.received(answer.data.len());
         let result: Result<Resp, E> = codec::decode(&answer.data).map_err(|e| network(&e))?;
         result.map_err(|e| network(&e))
     }
@@ -261,6 +271,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             .max(64 * 1024);
         // Two chunks in flight at most: memory stays bounded whatever the snapshot size.
         let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(2);
+        let traffic = self.traffic.clone();
         let reader = tokio::spawn(async move {
             let mut header = Some(header);
             loop {
@@ -275,6 +286,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 }
                 data.truncate(filled);
                 let last = filled < chunk_bytes;
+                traffic.sent(filled + header.as_ref().map_or(0, Vec::len));
                 let chunk = SnapshotChunk {
                     header: header.take().unwrap_or_default(),
                     data,
@@ -302,10 +314,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             Ok(Err(e)) => return Err(StreamingError::Network(NetworkError::new(&e))),
             Err(e) => return Err(StreamingError::Network(NetworkError::new(&e))),
         }
-        let answer = sent.map_err(|status| match from_status(status) {
-            RPCError::Unreachable(u) => StreamingError::Unreachable(u),
-            RPCError::Network(n) => StreamingError::Network(n),
-            other => StreamingError::Network(NetworkError::new(&other)),
+        let answer = sent.map_err(|status| {
+            self.traffic.failed();
+            match from_status(status) {
+                RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                RPCError::Network(n) => StreamingError::Network(n),
+                other => StreamingError::Network(NetworkError::new(&other)),
+            }
         })?;
         self.faults
             .after_response(&self.peer_url)

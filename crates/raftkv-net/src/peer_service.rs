@@ -10,6 +10,7 @@ use futures_util::{Stream, StreamExt};
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{LinearizableReadError, RaftError};
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
+use openraft::vote::RaftLeaderId;
 use raftkv_core::codec;
 use raftkv_core::types::{KvStateMachine, Raft, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
 use raftkv_core::{Command, Error, LeaseAnswer, LeaseCall, MembershipChange, Response};
@@ -19,6 +20,7 @@ use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response as GrpcResponse, Status, Streaming};
 
 use crate::peer_protocol::stamp_answer;
+use crate::peer_traffic::{PeerCounters, PeerTraffic};
 
 /// Where forwarded writes go: the local node's proposer (validated again here: a leader
 /// does not trust a follower's checks).
@@ -55,19 +57,47 @@ pub struct PeerService<F, SM: KvStateMachine> {
     forward: Arc<F>,
     read_floor: u64,
     inbox: SnapshotInbox,
+    traffic: PeerTraffic,
 }
 
 impl<F: ForwardTarget, SM: KvStateMachine> PeerService<F, SM> {
     /// Serve the peer protocol for `raft`, proposing forwarded writes through `forward`;
     /// read indexes it answers as leader are at least `read_floor` (see
-    /// [`leader_read_index`]); snapshots are received into files from `inbox`.
-    pub fn new(raft: Raft<SM>, forward: Arc<F>, read_floor: u64, inbox: SnapshotInbox) -> Self {
+    /// [`leader_read_index`]); snapshots are received into files from `inbox`. Raft's
+    /// messages from a peer (appends, votes: they name their sender) and the answers to
+    /// them are counted in `traffic`, as the bytes received from and sent to that peer.
+    pub fn new(
+        raft: Raft<SM>,
+        forward: Arc<F>,
+        read_floor: u64,
+        inbox: SnapshotInbox,
+        traffic: PeerTraffic,
+    ) -> Self {
         Self {
             raft,
             forward,
             read_floor,
             inbox,
+            traffic,
         }
+    }
+
+    /// Count a Raft message of `bytes` from the member `vote` names (its leader or
+    /// candidate); its counters, for the answer.
+    fn received_from(&self, vote: &Vote, bytes: usize) -> Arc<PeerCounters> {
+        let counters = self.traffic.peer(*vote.leader_id().node_id());
+        counters.received(bytes);
+        counters
+    }
+
+    /// Encode an answer to a counted message, counting it as sent.
+    fn answer<T: serde::Serialize>(
+        counters: &PeerCounters,
+        answer: &T,
+    ) -> Result<GrpcResponse<RaftBytes>, Status> {
+        let encoded = encode(answer)?;
+        counters.sent(encoded.data.len());
+        Ok(stamp_answer(GrpcResponse::new(encoded)))
     }
 }
 
@@ -120,10 +150,12 @@ type AnswerStream = Pin<Box<dyn Stream<Item = Result<RaftBytes, Status>> + Send>
 #[tonic::async_trait]
 impl<F: ForwardTarget, SM: KvStateMachine> RaftPeer for PeerService<F, SM> {
     async fn append_entries(&self, request: Request<RaftBytes>) -> Result<GrpcResponse<RaftBytes>, Status> {
-        let rpc: AppendEntriesRequest<TypeConfig> = decode(&request.into_inner().data)?;
+        let data = request.into_inner().data;
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(&data)?;
+        let from = self.received_from(&rpc.vote, data.len());
         self.forward.heard_from_leader();
         let result = self.raft.append_entries(rpc).await;
-        Ok(stamp_answer(GrpcResponse::new(encode(&result)?)))
+        Self::answer(&from, &result)
     }
 
     type StreamAppendStream = AnswerStream;
@@ -135,11 +167,17 @@ impl<F: ForwardTarget, SM: KvStateMachine> RaftPeer for PeerService<F, SM> {
         request: Request<Streaming<RaftBytes>>,
     ) -> Result<GrpcResponse<Self::StreamAppendStream>, Status> {
         let contact = self.forward.clone();
+        // One leader per stream: its counters, once its first message names it.
+        let from: Arc<std::sync::OnceLock<Arc<PeerCounters>>> = Arc::default();
+        let (traffic, from_requests) = (self.traffic.clone(), from.clone());
         let requests = request
             .into_inner()
             .map(move |message| match message {
                 Ok(bytes) => match codec::decode::<AppendEntriesRequest<TypeConfig>>(&bytes.data) {
                     Ok(rpc) => {
+                        from_requests
+                            .get_or_init(|| traffic.peer(*rpc.vote.leader_id().node_id()))
+                            .received(bytes.data.len());
                         contact.heard_from_leader();
                         Some(rpc)
                     }
@@ -152,20 +190,30 @@ impl<F: ForwardTarget, SM: KvStateMachine> RaftPeer for PeerService<F, SM> {
             })
             .take_while(|rpc| std::future::ready(rpc.is_some()))
             .filter_map(std::future::ready);
-        let answers = self.raft.stream_append(requests).map(|answer| encode(&answer));
+        let answers = self.raft.stream_append(requests).map(move |answer| {
+            let encoded = encode(&answer);
+            if let (Ok(bytes), Some(counters)) = (&encoded, from.get()) {
+                counters.sent(bytes.data.len());
+            }
+            encoded
+        });
         Ok(stamp_answer(GrpcResponse::new(Box::pin(answers))))
     }
 
     async fn vote(&self, request: Request<RaftBytes>) -> Result<GrpcResponse<RaftBytes>, Status> {
-        let rpc: VoteRequest<TypeConfig> = decode(&request.into_inner().data)?;
+        let data = request.into_inner().data;
+        let rpc: VoteRequest<TypeConfig> = decode(&data)?;
+        let from = self.received_from(&rpc.vote, data.len());
         let result = self.raft.vote(rpc).await;
-        Ok(stamp_answer(GrpcResponse::new(encode(&result)?)))
+        Self::answer(&from, &result)
     }
 
     async fn pre_vote(&self, request: Request<RaftBytes>) -> Result<GrpcResponse<RaftBytes>, Status> {
-        let rpc: VoteRequest<TypeConfig> = decode(&request.into_inner().data)?;
+        let data = request.into_inner().data;
+        let rpc: VoteRequest<TypeConfig> = decode(&data)?;
+        let from = self.received_from(&rpc.vote, data.len());
         let result = self.raft.pre_vote(rpc).await;
-        Ok(stamp_answer(GrpcResponse::new(encode(&result)?)))
+        Self::answer(&from, &result)
     }
 
     #[tracing::instrument(level = "info", skip_all)]
@@ -283,6 +331,10 @@ impl<F: ForwardTarget, SM: KvStateMachine> RaftPeer for PeerService<F, SM> {
             .map(|(id, node)| (*id, node.peer_url.clone()))
             .collect();
         Ok(stamp_answer(GrpcResponse::new(encode(&members)?)))
+    }
+
+    async fn probe(&self, _request: Request<RaftBytes>) -> Result<GrpcResponse<RaftBytes>, Status> {
+        Ok(stamp_answer(GrpcResponse::new(RaftBytes { data: Vec::new() })))
     }
 }
 

@@ -36,6 +36,7 @@ use crate::append_split::{PART_BYTES, fold_stream_part, last_log_id, split_by_by
 use crate::connections::{PeerRpcClient, checked};
 use crate::faults::NetFaults;
 use crate::network::{PeerClient, RaftRpc, from_status, network, send_duplicate};
+use crate::peer_traffic::PeerCounters;
 
 /// Parts sent and not yet answered, at most.
 pub(crate) const MAX_IN_FLIGHT_PARTS: usize = 64;
@@ -77,22 +78,22 @@ where
     let (wire_tx, wire_rx) = mpsc::channel::<RaftBytes>(MAX_IN_FLIGHT_PARTS);
     let (sent_tx, sent_rx) = mpsc::channel::<Sent>(MAX_IN_FLIGHT_PARTS);
     let wait = option.soft_ttl().max(MIN_ANSWER_WAIT);
-    let sender = tokio::spawn(send_parts(
-        input,
-        wire_tx,
-        sent_tx,
-        grpc.clone(),
-        client.faults.clone(),
-        client.peer_url.clone(),
-        wait,
-    ));
+    let peer = Peer {
+        faults: client.faults.clone(),
+        url: client.peer_url.clone(),
+        traffic: client.traffic.clone(),
+    };
+    let sender = tokio::spawn(send_parts(input, wire_tx, sent_tx, grpc.clone(), peer, wait));
     let guard = AbortOnDrop(sender);
     let answers = grpc
         .stream_append(tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(
             wire_rx,
         )))
         .await
-        .map_err(from_status)?;
+        .map_err(|status| {
+            client.traffic.failed();
+            from_status(status)
+        })?;
     let answers = checked(answers).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
     let state = Answers {
         answers,
@@ -100,6 +101,7 @@ where
         faults: client.faults.clone(),
         peer_url: client.peer_url.clone(),
         wait,
+        traffic: client.traffic.clone(),
         previous_last: None,
         _sender: guard,
     };
@@ -111,6 +113,14 @@ where
             Some((answer, go_on.then_some(state)))
         },
     )))
+}
+
+/// The follower's side of things both halves need: its URL, the fault plan and its
+/// traffic counters.
+struct Peer {
+    faults: NetFaults,
+    url: String,
+    traffic: Arc<PeerCounters>,
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -127,8 +137,7 @@ async fn send_parts<S>(
     sent: mpsc::Sender<Sent>,
     // For the fault plan's out-of-band duplicates only.
     grpc: PeerRpcClient,
-    faults: NetFaults,
-    peer_url: String,
+    peer: Peer,
     wait: Duration,
 ) where
     S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Unpin,
@@ -152,7 +161,7 @@ async fn send_parts<S>(
                     return;
                 }
             };
-            match faults.before_request(&peer_url, wait, true).await {
+            match peer.faults.before_request(&peer.url, wait, true).await {
                 Ok(None) => {}
                 Ok(Some(after)) => {
                     send_duplicate(RaftRpc::AppendEntries, grpc.clone(), data.clone(), after, wait)
@@ -172,6 +181,7 @@ async fn send_parts<S>(
                 final_part: i + 1 == count,
                 _bytes: bytes,
             };
+            peer.traffic.sent(data.len());
             if sent.send(record).await.is_err() || wire.send(RaftBytes { data }).await.is_err() {
                 return;
             }
@@ -185,6 +195,7 @@ struct Answers {
     faults: NetFaults,
     peer_url: String,
     wait: Duration,
+    traffic: Arc<PeerCounters>,
     /// The last log id of the request's parts answered so far.
     previous_last: Option<LogId>,
     _sender: AbortOnDrop,
@@ -206,7 +217,10 @@ impl Answers {
             };
             let answer = match self.read_answer().await {
                 Ok(answer) => answer,
-                Err(e) => return Some((Err(e), false)),
+                Err(e) => {
+                    self.traffic.failed();
+                    return Some((Err(e), false));
+                }
             };
             // Answered: its bytes no longer count against the in-flight budget.
             drop(in_flight);
@@ -226,6 +240,7 @@ impl Answers {
             .map_err(|_| RPCError::Network(NetworkError::new(&Timeout(self.wait))))?
             .map_err(from_status)?
             .ok_or_else(|| network(&StreamEnded))?;
+        self.traffic.received(message.data.len());
         self.faults
             .after_response(&self.peer_url)
             .map_err(|lost| network(&lost))?;

@@ -9,6 +9,7 @@
 //! set both on the command line and in the environment is refused, an unknown `ETCD_*`
 //! variable is warned about, the config file replaces both.
 
+mod compaction;
 mod file;
 mod resolve;
 pub mod settings;
@@ -26,6 +27,7 @@ use std::time::Duration;
 use clap::CommandFactory;
 use clap::parser::ValueSource;
 
+pub use compaction::{AutoCompactionConfig, parse_go_duration};
 pub use resolve::InheritedAddrs;
 pub use settings::Settings;
 pub use urls::{InitialMember, etcd_member_id, parse_initial_cluster};
@@ -116,6 +118,10 @@ pub struct Config {
     pub snapshot_every: u64,
     /// Disk quota in bytes.
     pub quota_backend_bytes: u64,
+    /// What the leader compacts by itself.
+    pub auto_compaction: AutoCompactionConfig,
+    /// `--metrics extensive`: also the gRPC handling-time histogram.
+    pub metrics_extensive: bool,
     /// Largest request accepted.
     pub max_request_bytes: usize,
     /// Most operations per transaction.
@@ -240,7 +246,7 @@ impl Config {
             <Settings as clap::FromArgMatches>::from_arg_matches(&matches)
                 .map_err(|e| ConfigError::Parse(e.to_string()))?
         };
-        let config = resolve::resolve(settings, inherited, &mut warnings)?;
+        let config = resolve::resolve(settings, inherited)?;
         Ok(Loaded { config, warnings })
     }
 }

@@ -10,6 +10,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use super::compaction::parse_auto_compaction;
 use super::settings::Settings;
 use super::urls::{
     members_by_id, parse_advertise_urls, parse_initial_cluster, parse_listen_urls, parse_member_id,
@@ -79,18 +80,8 @@ fn log_filter(level: &str) -> Result<String, ConfigError> {
     }
 }
 
-/// Whether an `--auto-compaction-retention` turns compaction off ("0", "0h", "0s"...).
-fn retention_is_zero(retention: &str) -> bool {
-    let digits = retention.trim_end_matches(|c: char| c.is_ascii_alphabetic());
-    !digits.is_empty() && digits.chars().all(|c| c == '0' || c == '.')
-}
-
 /// Apply defaults and checks.
-pub fn resolve(
-    s: Settings,
-    inherited: InheritedAddrs,
-    warnings: &mut Vec<String>,
-) -> Result<Config, ConfigError> {
+pub fn resolve(s: Settings, inherited: InheritedAddrs) -> Result<Config, ConfigError> {
     let name = s.name.unwrap_or_else(|| "default".to_string());
     if name.is_empty() {
         return Err(invalid("--name", "", "must not be empty"));
@@ -213,30 +204,15 @@ pub fn resolve(
         negative if negative < 0 => u64::MAX,
         bytes => bytes.unsigned_abs(),
     };
-    let mode = s.auto_compaction_mode.unwrap_or_else(|| "periodic".to_string());
-    if mode != "periodic" && mode != "revision" {
-        return Err(invalid(
-            "--auto-compaction-mode",
-            mode,
-            "expected periodic or revision",
-        ));
-    }
-    let retention = s.auto_compaction_retention.unwrap_or_else(|| "0".to_string());
-    if !retention_is_zero(&retention) {
-        return Err(ConfigError::Unsupported {
-            flag: format!("--auto-compaction-retention={retention}"),
-            reason: "auto compaction is not implemented yet (compact with etcdctl compact)".into(),
-        });
-    }
-    match s.metrics.as_deref() {
-        None | Some("basic") => {}
-        Some("extensive") => warnings.push(
-            "--metrics=extensive: the grpc_server_handling_seconds histogram is not served yet; \
-             the basic metrics are"
-                .into(),
-        ),
+    let auto_compaction = parse_auto_compaction(
+        s.auto_compaction_mode.as_deref().unwrap_or("periodic"),
+        s.auto_compaction_retention.as_deref().unwrap_or("0"),
+    )?;
+    let metrics_extensive = match s.metrics.as_deref() {
+        None | Some("basic") => false,
+        Some("extensive") => true,
         Some(other) => return Err(invalid("--metrics", other, "expected basic or extensive")),
-    }
+    };
     let auto_defrag_ratio = s.auto_defrag_ratio.unwrap_or(2);
     if auto_defrag_ratio == 1 {
         return Err(invalid(
@@ -279,6 +255,8 @@ pub fn resolve(
         )?),
         snapshot_every: positive("--snapshot-count", s.snapshot_count.unwrap_or(10_000))?,
         quota_backend_bytes,
+        auto_compaction,
+        metrics_extensive,
         max_request_bytes: positive(
             "--max-request-bytes",
             u64::from(s.max_request_bytes.unwrap_or(1_572_864)),

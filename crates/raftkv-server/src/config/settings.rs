@@ -127,7 +127,8 @@ pub struct Settings {
         help_heading = "Clustering"
     )]
     pub advertise_client_urls: Option<String>,
-    /// periodic or revision (auto compaction is not implemented yet: retention must be 0).
+    /// periodic: keep about the retention's time of history; revision: keep that many
+    /// revisions [default: periodic].
     #[arg(
         long,
         env = "ETCD_AUTO_COMPACTION_MODE",
@@ -135,7 +136,8 @@ pub struct Settings {
         help_heading = "Clustering"
     )]
     pub auto_compaction_mode: Option<String>,
-    /// Auto compaction retention; 0 disables it [default: 0].
+    /// Auto compaction retention: hours (a whole number) or a duration such as 30m in
+    /// periodic mode, revisions in revision mode; 0 disables it [default: 0].
     #[arg(
         long,
         env = "ETCD_AUTO_COMPACTION_RETENTION",
@@ -145,7 +147,7 @@ pub struct Settings {
     #[serde(default, deserialize_with = "scalar_as_string")]
     pub auto_compaction_retention: Option<String>,
 
-    /// basic, or extensive (extensive's handling-time histogram is not served yet) [default: basic].
+    /// basic, or extensive: also grpc_server_handling_seconds [default: basic].
     #[arg(long, env = "ETCD_METRICS", value_name = "LEVEL", help_heading = "Monitoring")]
     pub metrics: Option<String>,
     /// More URLs serving /metrics, /health, /livez and /readyz only.

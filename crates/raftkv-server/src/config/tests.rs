@@ -85,6 +85,11 @@ fn numeric_names_are_ids_and_defaults_make_a_single_member() {
     assert_eq!(alone.quota_backend_bytes, 2 << 30);
     assert_eq!(alone.state_cache_mb, DEFAULT_STATE_CACHE_MB);
     assert_eq!(alone.log, None);
+    assert_eq!(alone.auto_compaction, AutoCompactionConfig::Off);
+    assert_eq!(
+        config("--auto-compaction-retention 1h30m").auto_compaction,
+        AutoCompactionConfig::Periodic(Duration::from_secs(5400))
+    );
 }
 
 #[test]
@@ -147,10 +152,6 @@ fn unimplemented_etcd_flags_are_refused_or_warned_about_by_name() {
         ),
         ("--force-new-cluster", "--force-new-cluster is not supported"),
         ("--proxy on", "--proxy is not supported"),
-        (
-            "--auto-compaction-retention 1h",
-            "auto compaction is not implemented yet",
-        ),
         ("--enable-v2=maybe", "expected true or false"),
     ] {
         let err = error(line);
@@ -200,6 +201,11 @@ fn bad_configurations_name_the_flag() {
         ),
         ("--listen-metrics-urls 127.0.0.1:2381", "expected a URL"),
         ("--metrics some", "expected basic or extensive"),
+        (
+            "--auto-compaction-mode revision --auto-compaction-retention 1h",
+            "whole number of revisions",
+        ),
+        ("--auto-compaction-mode daily", "expected periodic or revision"),
         ("--log-level loud", "--log-level"),
         ("--lease-checkpoint-ms 0", "must be positive"),
         ("--auto-defrag-ratio 1", "0 (off) or at least 2"),
