@@ -131,7 +131,7 @@ pub(crate) fn render(node: &Node) -> String {
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
     // (name, type, etcd's help text, value)
-    let families: [(&str, &str, &str, f64); 16] = [
+    let families: [(&str, &str, &str, f64); 17] = [
         (
             "etcd_server_has_leader",
             "gauge",
@@ -221,6 +221,12 @@ pub(crate) fn render(node: &Node) -> String {
             "gauge",
             "Total number of unsynced slow watchers.",
             hub.unsynced_watchers() as f64,
+        ),
+        (
+            "etcd_server_slow_apply_total",
+            "counter",
+            "The total number of slow apply requests (likely overloaded from slow disk).",
+            shared.slow_applies() as f64,
         ),
         (
             "raftkv_defrag_runs_total",

@@ -111,6 +111,10 @@ use raftkv_core::Watermark;
 use raftkv_core::codec;
 
 use applied_state::AppliedState;
+/// An applied command slower than this is logged and counted as etcd does (its
+/// `--experimental-warning-apply-duration` default).
+pub const SLOW_APPLY: std::time::Duration = std::time::Duration::from_millis(100);
+
 pub use compactor::CompactionStats;
 pub use data_dir_lock::DataDirLock;
 pub use defrag::{AutoDefrag, DefragReport, DefragStats};
@@ -291,6 +295,7 @@ impl Store {
             pins: Default::default(),
             compactor: compactor_wake,
             compaction_stats: Default::default(),
+            slow_applies: Default::default(),
             compaction_budget: AtomicU64::new(u64::MAX),
             watch_hub: WatchHub::new(revision),
             key_index,

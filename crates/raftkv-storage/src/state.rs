@@ -73,6 +73,9 @@ pub struct StateShared {
     pub(crate) compactor: CompactorWake,
     /// Counters of the compactor (relaxed atomics: statistics only).
     pub(crate) compaction_stats: CompactionStats,
+    /// Commands whose apply took longer than [`crate::SLOW_APPLY`] (etcd's
+    /// `etcd_server_slow_apply_total`).
+    pub(crate) slow_applies: std::sync::atomic::AtomicU64,
     /// Test hook: chunks the compactor may still commit (`u64::MAX`: no limit).
     pub(crate) compaction_budget: AtomicU64,
     /// This replica's watchers and the events apply publishes to them.
@@ -194,6 +197,11 @@ impl StateShared {
     /// Counters of defragmentation (manual and automatic).
     pub fn defrag_stats(&self) -> &DefragStats {
         &self.defrag_stats
+    }
+
+    /// Commands whose apply took longer than [`crate::SLOW_APPLY`].
+    pub fn slow_applies(&self) -> u64 {
+        self.slow_applies.load(Ordering::Relaxed)
     }
 
     /// The active generation's number and the size of its database file now.

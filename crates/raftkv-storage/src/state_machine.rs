@@ -111,7 +111,17 @@ impl StateMachine {
                     self.last_membership = StoredMembership::new(Some(log_id), m);
                     Response::Empty
                 }
-                EntryPayload::Normal(command) => apply_command(&mut applier, command, log_id.leader_id.term)?,
+                EntryPayload::Normal(command) => {
+                    // etcd's "apply request took too long" (its warning-apply-duration).
+                    let started = std::time::Instant::now();
+                    let response = apply_command(&mut applier, command, log_id.leader_id.term)?;
+                    let took = started.elapsed();
+                    if took > crate::SLOW_APPLY {
+                        tracing::warn!(?took, index = log_id.index, "apply request took too long");
+                        self.shared.slow_applies.fetch_add(1, Ordering::Relaxed);
+                    }
+                    response
+                }
             };
             responses.push(response);
         }

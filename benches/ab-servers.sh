@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# A/B of two raftkv-server builds on one machine: one three-member cluster each, both up
+# at once, runs alternating (A first in odd rounds, B first in even ones, so neither
+# build always gets the machine's better moment). Per run: put throughput, p50/p99 (ms)
+# and the members' CPU seconds per 1,000 writes.
+#
+# Usage: A=/path/to/raftkv-server B=/path/to/raftkv-server [ROUNDS=6] [DUR=10] \
+#          [WORKLOADS="c64-all"] benches/ab-servers.sh
+# Workloads: c64-all (64 clients over all members), c1-leader, c1-follower (one client,
+# one connection, to the leader or to a follower). Either build may predate etcd's flags
+# (cluster.sh starts each with the flags it speaks).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+source benches/cluster.sh
+install_missing etcdctl:etcd-client python3:python3
+make_work_dir ab
+build_release
+declare -A EPS PID LEAD FOL
+for sys in A B; do
+  mkdir -p "$WORK/$sys"; PIDS=()
+  SERVER=${!sys} start_raftkv_cluster "$WORK/$sys"
+  wait_until_writable "$RK_ENDPOINTS" "$WORK/$sys/*.log"
+  EPS[$sys]=$RK_ENDPOINTS; PID[$sys]="${PIDS[*]}"
+  read -r l f < <(etcdctl --endpoints="${RK_ENDPOINTS//http:\/\//}" endpoint status -w json | python3 -c '
+import json,sys
+s=json.load(sys.stdin); l=[e["Endpoint"] for e in s if e["Status"]["header"]["member_id"]==e["Status"]["leader"]][0]
+f=[e["Endpoint"] for e in s if e["Endpoint"]!=l][0]; print(l,f)')
+  LEAD[$sys]=http://$l; FOL[$sys]=http://$f
+done
+for round in $(seq "${ROUNDS:-6}"); do
+  for w in ${WORKLOADS:-c64-all}; do
+    order="A B"; if [ $((round % 2)) = 0 ]; then order="B A"; fi
+    for sys in $order; do
+      case $w in
+        c1-follower) ep=${FOL[$sys]}; args="--clients 1 --conns 1";;
+        c1-leader) ep=${LEAD[$sys]}; args="--clients 1 --conns 1";;
+        c64-all) ep=${EPS[$sys]}; args="--clients 64 --conns 8";;
+        *) echo "unknown workload $w" >&2; exit 2;;
+      esac
+      # shellcheck disable=SC2086
+      c0=$(cpu_seconds ${PID[$sys]})
+      # shellcheck disable=SC2086
+      out=$("$BENCH" put --endpoints "$ep" $args --value-size 256 --key-space 100000 --duration "${DUR:-10}s" 2>&1)
+      # shellcheck disable=SC2086
+      c1=$(cpu_seconds ${PID[$sys]})
+      thr=$(echo "$out" | grep -oP 'throughput:\s+\K[0-9,.]+' | tr -d ,)
+      p50=$(echo "$out" | grep -oP 'p50 \K[0-9.]+'); p99=$(echo "$out" | grep -oP 'p99 \K[0-9.]+')
+      python3 -c "import sys; thr=float(sys.argv[1]); cpu=float(sys.argv[3])-float(sys.argv[2]); print(f'round $round %-12s $sys {thr:8.0f} ops/s p50 {sys.argv[4]} p99 {sys.argv[5]} cpu/1000 {cpu/(thr*${DUR:-10})*1000:.3f}' % '$w')" "$thr" "$c0" "$c1" "$p50" "$p99"
+    done
+  done
+done
