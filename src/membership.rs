@@ -133,7 +133,11 @@ impl Node {
     /// Make `change` on this node, which must lead.
     pub(crate) async fn change_members_here(&self, change: MembershipChange) -> Result<()> {
         let metrics = self.metrics();
-        if metrics.leader != Some(self.id()) {
+        // openraft's view, not the lease-checked one: a leader just elected may not have
+        // heard its quorum's first acknowledgement yet, and openraft refuses the change
+        // itself if it is no longer leader.
+        let raft_leader = self.inner.raft.metrics().borrow_watched().current_leader;
+        if raft_leader != Some(self.id()) {
             return Err(Error::NotLeader {
                 leader_id: metrics.leader,
                 leader_client_urls: Vec::new(),

@@ -3,6 +3,7 @@
 //! client address is given),
 //! bootstrapping or joining a cluster, publishing this member's client URLs, shutdown.
 
+use openraft::Instant as _;
 use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -814,16 +815,30 @@ impl Node {
         &self.inner.raft
     }
 
-    /// The leader as this node sees it now: itself if it leads, else the leader openraft
-    /// names, but only while appends or heartbeats from a leader keep arriving (within
-    /// `election_timeout_max`). With pre-vote, a member cut off from the cluster keeps
-    /// its last leader in openraft's metrics (a failed pre-vote changes nothing); etcd's
-    /// members forget the leader after an election timeout, and clients that require a
-    /// leader rely on that.
+    /// The leader as this node sees it now, counted only while it is in touch (within
+    /// `election_timeout_max`, the leader lease): a follower's leader while its appends
+    /// or heartbeats keep arriving; this node, when it leads, while a quorum has
+    /// acknowledged it (alone in the membership it is its own quorum). With pre-vote, a
+    /// member cut off from the cluster keeps its last leader in openraft's metrics (a
+    /// failed pre-vote changes nothing), and a leader cut off keeps calling itself
+    /// leader until it hears of a newer term; etcd's members forget the leader after an
+    /// election timeout and its leaders step down (CheckQuorum), and probes and clients
+    /// that require a leader rely on that.
     pub fn current_leader(&self) -> Option<NodeId> {
-        let leader = self.inner.raft.metrics().borrow_watched().current_leader?;
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow_watched();
+        let leader = m.current_leader?;
         let lease = Duration::from_millis(self.inner.raft.config().election_timeout_max);
-        (leader == self.id() || self.inner.leader_contact.within(lease)).then_some(leader)
+        let in_touch = if leader == self.id() {
+            let voters = m.membership_config.membership().voter_ids().count();
+            voters <= 1
+                || m.last_quorum_acked
+                    .as_ref()
+                    .is_some_and(|acked| acked.elapsed() < lease)
+        } else {
+            self.inner.leader_contact.within(lease)
+        };
+        in_touch.then_some(leader)
     }
 
     /// Raft state right now.

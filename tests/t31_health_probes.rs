@@ -423,3 +423,40 @@ async fn etcd_answers_health_requests_the_same_way() {
         (404, "404 page not found\n")
     );
 }
+
+/// A leader cut off from its followers stops counting as a leader once no quorum has
+/// acknowledged it for the leader lease (etcd's leader steps down, CheckQuorum): its
+/// `/health` says `RAFT NO LEADER` and its metrics say no leader, not a read timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_left_alone_says_there_is_no_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = support::start_cluster(3, dir.path()).await;
+    let leader_id = cluster[0].wait_for_leader(WAIT).await.unwrap();
+    let leader = cluster.iter().find(|n| n.id() == leader_id).unwrap().clone();
+    let url = leader.client_urls()[0].clone();
+    get_until(&url, "/health", "a healthy leader", |a| a.status == 200).await;
+    let scrape = parse_prometheus(&http("GET", &url, "/metrics").await.body);
+    assert_eq!(
+        (scrape["etcd_server_has_leader"], scrape["etcd_server_is_leader"]),
+        (1.0, 1.0)
+    );
+    for node in cluster.iter().filter(|n| n.id() != leader_id) {
+        node.shutdown().await;
+    }
+    let alone = get_until(&url, "/health", "RAFT NO LEADER on the lone leader", |a| {
+        a.status == 503 && a.body.contains("RAFT NO LEADER")
+    })
+    .await;
+    assert_eq!(
+        alone.body,
+        "{\"health\":\"false\",\"reason\":\"RAFT NO LEADER\"}\n"
+    );
+    let scrape = parse_prometheus(&http("GET", &url, "/metrics").await.body);
+    assert_eq!(
+        (scrape["etcd_server_has_leader"], scrape["etcd_server_is_leader"]),
+        (0.0, 0.0)
+    );
+    let local = http("GET", &url, "/health?serializable=true").await;
+    assert_eq!(local.status, 200, "{local:?}");
+    leader.shutdown().await;
+}

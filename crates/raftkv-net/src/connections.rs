@@ -145,9 +145,21 @@ impl PeerConnections {
             .before_request(url, timeout, false)
             .await
             .map_err(PeerError::lost)?;
-        let answer = call.await?;
+        let answer = call.await.inspect_err(|_| {
+            if let Some(counters) = self.traffic.by_url(url) {
+                counters.failed();
+            }
+        })?;
         self.faults.after_response(url).map_err(PeerError::lost)?;
         Ok(answer)
+    }
+
+    /// Count a unary call's bytes for the peer at `url` (if its id is known).
+    fn count_bytes(&self, url: &str, sent: usize, received: usize) {
+        if let Some(counters) = self.traffic.by_url(url) {
+            counters.sent(sent);
+            counters.received(received);
+        }
     }
 
     /// The channel to `url`, created on first use.
@@ -192,7 +204,9 @@ impl PeerConnections {
                 client.read_index(request).await.map_err(PeerError::rpc)
             })
             .await?;
-        codec::decode(&checked(answer)?.data).map_err(|e| PeerError::Codec(e.to_string()))
+        let answer = checked(answer)?;
+        self.count_bytes(url, 0, answer.data.len());
+        codec::decode(&answer.data).map_err(|e| PeerError::Codec(e.to_string()))
     }
 
     /// Forward a validated client write to the leader at `url` (over its forward stream,
@@ -206,9 +220,9 @@ impl PeerConnections {
     ) -> Result<Result<(Response, u64), Error>, PeerError> {
         let size = codec::encoded_len(command).map_err(|e| PeerError::Codec(e.to_string()))?;
         self.call(url, timeout, async {
-            let answer = self
-                .forward_pipes
-                .send(url, || self.client(url), command.clone(), size)?;
+            let answer =
+                self.forward_pipes
+                    .send(url, || self.client(url), command.clone(), size, &self.traffic)?;
             match tokio::time::timeout(timeout, answer).await {
                 Ok(Ok(answer)) => answer,
                 Ok(Err(_)) => Err(PeerError::Rpc {
@@ -234,6 +248,7 @@ impl PeerConnections {
         timeout: Duration,
     ) -> Result<Result<(), Error>, PeerError> {
         let data = codec::encode(change).map_err(|e| PeerError::Codec(e.to_string()))?;
+        let sent = data.len();
         let mut request = tonic::Request::new(RaftBytes { data });
         request.set_timeout(timeout);
         let mut client = self.client(url)?;
@@ -242,7 +257,9 @@ impl PeerConnections {
                 client.change_membership(request).await.map_err(PeerError::rpc)
             })
             .await?;
-        codec::decode(&checked(answer)?.data).map_err(|e| PeerError::Codec(e.to_string()))
+        let answer = checked(answer)?;
+        self.count_bytes(url, sent, answer.data.len());
+        codec::decode(&answer.data).map_err(|e| PeerError::Codec(e.to_string()))
     }
 
     /// Ask the leader at `url` to answer a lease call (keep-alive, time-to-live).
@@ -253,6 +270,7 @@ impl PeerConnections {
         timeout: Duration,
     ) -> Result<Result<LeaseAnswer, Error>, PeerError> {
         let data = codec::encode(call).map_err(|e| PeerError::Codec(e.to_string()))?;
+        let sent = data.len();
         let mut request = tonic::Request::new(RaftBytes { data });
         request.set_timeout(timeout);
         let mut client = self.client(url)?;
@@ -261,7 +279,9 @@ impl PeerConnections {
                 client.lease(request).await.map_err(PeerError::rpc)
             })
             .await?;
-        codec::decode(&checked(answer)?.data).map_err(|e| PeerError::Codec(e.to_string()))
+        let answer = checked(answer)?;
+        self.count_bytes(url, sent, answer.data.len());
+        codec::decode(&answer.data).map_err(|e| PeerError::Codec(e.to_string()))
     }
 
     /// The membership the member at `url` knows: (id, peer URL) of each member.
@@ -294,7 +314,7 @@ impl PeerConnections {
     /// [`PeerConnections::traffic`]; a probe that fails counts as a failed call.
     pub async fn probe_round_trips(&self, peers: &[(raftkv_core::types::NodeId, String)]) {
         for (id, url) in peers {
-            let counters = self.traffic.peer(*id);
+            let counters = self.traffic.peer_at(*id, url);
             let started = std::time::Instant::now();
             match self.probe(url, PROBE_INTERVAL).await {
                 Ok(()) => counters.round_trip.observe(started.elapsed()),

@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::connections::{PeerError, PeerRpcClient, checked};
+use crate::peer_traffic::{PeerCounters, PeerTraffic};
 
 /// The leader's answer to one forwarded write: its response and the term of its entry.
 pub(crate) type ForwardAnswer = Result<(Response, u64), Error>;
@@ -53,13 +54,15 @@ pub(crate) struct ForwardPipes {
 
 impl ForwardPipes {
     /// Queue `command` (`size`: its encoded length) for the leader at `url`; the receiver
-    /// gets the answer. `client` makes the peer client if the URL has no pipe yet.
+    /// gets the answer. `client` makes the peer client if the URL has no pipe yet; its
+    /// bytes count in `traffic` for the leader at `url`.
     pub(crate) fn send(
         &self,
         url: &str,
         client: impl FnOnce() -> Result<PeerRpcClient, PeerError>,
         command: Command,
         size: usize,
+        traffic: &PeerTraffic,
     ) -> Result<oneshot::Receiver<Result<ForwardAnswer, PeerError>>, PeerError> {
         let (reply, answer) = oneshot::channel();
         let queued = Queued { command, size, reply };
@@ -75,7 +78,12 @@ impl ForwardPipes {
         let (pipe, queue) = mpsc::unbounded_channel();
         // The receiver is alive: this send cannot fail.
         let _ = pipe.send(queued);
-        tokio::spawn(run_pipe(url.to_string(), client()?, queue));
+        let traffic = PipeTraffic {
+            traffic: traffic.clone(),
+            url: url.to_string(),
+            counters: None,
+        };
+        tokio::spawn(run_pipe(url.to_string(), client()?, queue, traffic));
         pipes.insert(url.to_string(), pipe);
         Ok(answer)
     }
@@ -84,7 +92,12 @@ impl ForwardPipes {
 /// The pipe's task: opens the stream when there is something to send, sends what is
 /// queued in batches, hands each answer to its writer; on a broken stream fails the
 /// writes in flight and starts over with the next.
-async fn run_pipe(url: String, mut client: PeerRpcClient, mut queue: mpsc::UnboundedReceiver<Queued>) {
+async fn run_pipe(
+    url: String,
+    mut client: PeerRpcClient,
+    mut queue: mpsc::UnboundedReceiver<Queued>,
+    mut traffic: PipeTraffic,
+) {
     let mut next_id: u64 = 0;
     while let Some(first) = queue.recv().await {
         let (out, out_queue) = mpsc::channel::<RaftBytes>(16);
@@ -92,7 +105,7 @@ async fn run_pipe(url: String, mut client: PeerRpcClient, mut queue: mpsc::Unbou
         // The first batch waits in the channel while the stream opens.
         let batch = take_batch(first, &mut queue);
         if let Some(message) = encode_batch(batch, &mut waiting, &mut next_id) {
-            let _ = out.try_send(message);
+            let _ = out.try_send(traffic.sent(message));
         }
         let opened = client
             .forward_stream(ReceiverStream::new(out_queue))
@@ -102,6 +115,7 @@ async fn run_pipe(url: String, mut client: PeerRpcClient, mut queue: mpsc::Unbou
         let mut answers = match opened {
             Ok(answers) => answers,
             Err(e) => {
+                traffic.failed();
                 fail_all(&mut waiting, &e);
                 continue;
             }
@@ -112,7 +126,7 @@ async fn run_pipe(url: String, mut client: PeerRpcClient, mut queue: mpsc::Unbou
                     let Some(queued) = queued else { return };
                     let batch = take_batch(queued, &mut queue);
                     if let Some(message) = encode_batch(batch, &mut waiting, &mut next_id)
-                        && out.send(message).await.is_err()
+                        && out.send(traffic.sent(message)).await.is_err()
                     {
                         fail_all(&mut waiting, &broken(&url, "the stream closed"));
                         break;
@@ -120,6 +134,7 @@ async fn run_pipe(url: String, mut client: PeerRpcClient, mut queue: mpsc::Unbou
                 }
                 answer = answers.message() => match answer {
                     Ok(Some(message)) => {
+                        traffic.received(&message);
                         if let Err(e) = hand_out(&message.data, &mut waiting) {
                             fail_all(&mut waiting, &e);
                             break;
@@ -130,11 +145,48 @@ async fn run_pipe(url: String, mut client: PeerRpcClient, mut queue: mpsc::Unbou
                         break;
                     }
                     Err(status) => {
+                        traffic.failed();
                         fail_all(&mut waiting, &broken(&url, status.message()));
                         break;
                     }
                 },
             }
+        }
+    }
+}
+
+/// A pipe's bytes and failures, counted for its leader once the leader's id is known
+/// (the round-trip probes learn every member's URL).
+struct PipeTraffic {
+    traffic: PeerTraffic,
+    url: String,
+    counters: Option<Arc<PeerCounters>>,
+}
+
+impl PipeTraffic {
+    fn counters(&mut self) -> Option<&PeerCounters> {
+        if self.counters.is_none() {
+            self.counters = self.traffic.by_url(&self.url);
+        }
+        self.counters.as_deref()
+    }
+
+    fn sent(&mut self, message: RaftBytes) -> RaftBytes {
+        if let Some(counters) = self.counters() {
+            counters.sent(message.data.len());
+        }
+        message
+    }
+
+    fn received(&mut self, message: &RaftBytes) {
+        if let Some(counters) = self.counters() {
+            counters.received(message.data.len());
+        }
+    }
+
+    fn failed(&mut self) {
+        if let Some(counters) = self.counters() {
+            counters.failed();
         }
     }
 }

@@ -11,6 +11,10 @@
 //! start, with zeros; a path that is no served method is not counted (tonic answers it
 //! `Unimplemented`).
 //!
+//! Also etcd's `etcd_network_client_grpc_{received,sent}_bytes_total`: the data bytes of
+//! the calls' request bodies ([`CountedRequest`], a pass-through wrapper, not boxed) and
+//! response bodies (gRPC's 5-byte frame headers included; etcd counts the messages).
+//!
 //! With etcd's `--metrics extensive` ([`GrpcCounters::extensive`]), also
 //! `grpc_server_handling_seconds{grpc_type,grpc_service,grpc_method}`: from the call's
 //! arrival to its status, Prometheus' default buckets, as go-grpc-prometheus times it.
@@ -232,6 +236,9 @@ pub struct GrpcCounters {
     handled: Box<[AtomicU64]>,
     /// Per method, with `--metrics extensive` only.
     handling: Option<Box<[Histogram]>>,
+    /// gRPC body bytes received from clients and sent to them.
+    received_bytes: AtomicU64,
+    sent_bytes: AtomicU64,
 }
 
 impl Default for GrpcCounters {
@@ -242,6 +249,8 @@ impl Default for GrpcCounters {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             handling: None,
+            received_bytes: AtomicU64::new(0),
+            sent_bytes: AtomicU64::new(0),
         }
     }
 }
@@ -278,8 +287,26 @@ impl GrpcCounters {
         }
     }
 
-    /// Both families in Prometheus' text format, as go-grpc-prometheus writes them.
+    /// The families in Prometheus' text format, as go-grpc-prometheus and etcd write them.
     pub fn render(&self, out: &mut String) {
+        for (name, help, counter) in [
+            (
+                "etcd_network_client_grpc_received_bytes_total",
+                "The total number of bytes received from grpc clients.",
+                &self.received_bytes,
+            ),
+            (
+                "etcd_network_client_grpc_sent_bytes_total",
+                "The total number of bytes sent to grpc clients.",
+                &self.sent_bytes,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                counter.load(Ordering::Relaxed)
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP grpc_server_handled_total Total number of RPCs completed on the server, regardless of success or failure.\n# TYPE grpc_server_handled_total counter"
@@ -382,6 +409,11 @@ impl HttpBody for CountedBody {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(call)) = (frame.data_ref(), &self.call) {
+                    call.counters
+                        .sent_bytes
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
                 if let Some(trailers) = frame.trailers_ref() {
                     let code = grpc_status(trailers).unwrap_or(UNKNOWN);
                     self.count(code);
@@ -409,6 +441,53 @@ impl Drop for CountedBody {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// A request body counting its data bytes into `counters`
+    /// (`etcd_network_client_grpc_received_bytes_total`); with none, a plain pass-through.
+    /// Not boxed: the gRPC router takes it as it is.
+    pub struct CountedRequest<B> {
+        #[pin]
+        inner: B,
+        counters: Option<Arc<GrpcCounters>>,
+    }
+}
+
+impl<B> CountedRequest<B> {
+    /// `inner`, counted into `counters` if any.
+    pub(crate) fn new(inner: B, counters: Option<Arc<GrpcCounters>>) -> Self {
+        Self { inner, counters }
+    }
+}
+
+impl<B: HttpBody<Data = Bytes>> HttpBody for CountedRequest<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(counters)) = (&polled, this.counters.as_ref())
+            && let Some(data) = frame.data_ref()
+        {
+            counters
+                .received_bytes
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -425,10 +504,18 @@ mod tests {
         assert!(out.contains(
             "grpc_server_started_total{grpc_method=\"Watch\",grpc_service=\"etcdserverpb.Watch\",grpc_type=\"bidi_stream\"} 0\n"
         ));
+        // 17 codes handled and one started per method, and the two byte counters.
         assert_eq!(
             out.lines().filter(|l| !l.starts_with('#')).count(),
-            METHODS.len() * 18
+            METHODS.len() * 18 + 2
         );
+        assert!(out.contains("etcd_network_client_grpc_received_bytes_total 0\n"));
+        assert!(!out.contains("grpc_server_handling_seconds"), "extensive only");
+        let mut extensive = String::new();
+        GrpcCounters::extensive().render(&mut extensive);
+        assert!(extensive.contains(
+            "grpc_server_handling_seconds_bucket{grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\",le=\"0.005\"} 0\n"
+        ));
     }
 
     #[tokio::test]

@@ -60,7 +60,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             peer_url: node.peer_url.clone(),
             client: self.connections.client(&node.peer_url),
             faults: self.connections.faults().clone(),
-            traffic: self.connections.traffic().peer(target),
+            traffic: self.connections.traffic().peer_at(target, &node.peer_url),
         }
     }
 }

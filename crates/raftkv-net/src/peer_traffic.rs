@@ -5,8 +5,9 @@
 //! - `etcd_network_peer_sent_bytes_total{To}` / `etcd_network_peer_received_bytes_total{From}`:
 //!   the peer protocol's message bytes this member sent to a peer and received from it:
 //!   Raft's messages both ways (appends, votes, snapshots, and their answers; a message
-//!   to this member names its sender). Not counted yet: client writes a follower
-//!   forwards to the leader, and its read-index, lease and membership calls.
+//!   to this member names its sender), and the calls members make by URL: writes a
+//!   follower forwards, read-index, lease and membership calls (counted by the caller,
+//!   both ways).
 //! - `etcd_network_peer_sent_failures_total{To}`: calls to a peer that failed on the way
 //!   (unreachable, timed out, broken stream).
 //! - `etcd_network_peer_round_trip_time_seconds{To}`: round trips of a small probe sent to
@@ -19,7 +20,7 @@
 //! atomic adds on the replication path; the map of peers is locked only when a client
 //! for a peer is made and when the metrics are rendered.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,24 +83,52 @@ impl PeerCounters {
 /// Every peer's counters. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct PeerTraffic {
-    peers: Arc<Mutex<BTreeMap<NodeId, Arc<PeerCounters>>>>,
+    peers: Arc<Mutex<Peers>>,
+}
+
+#[derive(Debug, Default)]
+struct Peers {
+    by_id: BTreeMap<NodeId, Arc<PeerCounters>>,
+    /// Peer URL -> id, for calls made by URL (forwarded writes, read index, leases).
+    ids: HashMap<String, NodeId>,
 }
 
 impl PeerTraffic {
     /// The counters of `peer`, made on first use.
     pub fn peer(&self, peer: NodeId) -> Arc<PeerCounters> {
-        self.peers.lock().entry(peer).or_default().clone()
+        self.peers.lock().by_id.entry(peer).or_default().clone()
+    }
+
+    /// The counters of `peer`, reached at `url` (so calls by URL count for it too).
+    pub fn peer_at(&self, peer: NodeId, url: &str) -> Arc<PeerCounters> {
+        let mut peers = self.peers.lock();
+        peers.ids.insert(url.to_string(), peer);
+        peers.by_id.entry(peer).or_default().clone()
+    }
+
+    /// The counters of the peer at `url`, if its id is known.
+    pub fn by_url(&self, url: &str) -> Option<Arc<PeerCounters>> {
+        let peers = self.peers.lock();
+        let id = peers.ids.get(url)?;
+        peers.by_id.get(id).cloned()
     }
 
     /// Forget peers no longer in the membership (their series leave the scrape).
     pub fn retain(&self, members: impl Fn(NodeId) -> bool) {
-        self.peers.lock().retain(|id, _| members(*id));
+        let mut peers = self.peers.lock();
+        peers.by_id.retain(|id, _| members(*id));
+        peers.ids.retain(|_, id| members(*id));
     }
 
     /// The families in Prometheus' text format, HELP texts as etcd's.
     pub fn render(&self, out: &mut String) {
-        let peers: Vec<(NodeId, Arc<PeerCounters>)> =
-            self.peers.lock().iter().map(|(id, c)| (*id, c.clone())).collect();
+        let peers: Vec<(NodeId, Arc<PeerCounters>)> = self
+            .peers
+            .lock()
+            .by_id
+            .iter()
+            .map(|(id, c)| (*id, c.clone()))
+            .collect();
         // (name, help, label, which counter)
         type Family = (
             &'static str,
@@ -151,5 +180,46 @@ impl PeerTraffic {
             let _ = writeln!(out, "{name}_sum{{To=\"{id:x}\"}} {}", h.sum_seconds);
             let _ = writeln!(out, "{name}_count{{To=\"{id:x}\"}} {}", h.count);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_are_found_by_url_and_rendered_by_hex_id() {
+        let traffic = PeerTraffic::default();
+        assert!(
+            traffic.by_url("http://b:2380").is_none(),
+            "unknown until registered"
+        );
+        traffic.peer_at(0xab, "http://b:2380").sent(10);
+        let counters = traffic.by_url("http://b:2380");
+        assert!(counters.is_some_and(|c| c.sent_bytes.load(Ordering::Relaxed) == 10));
+        traffic.peer(0xab).round_trip.observe(Duration::from_micros(150));
+        let mut text = String::new();
+        traffic.render(&mut text);
+        assert!(
+            text.contains("etcd_network_peer_sent_bytes_total{To=\"ab\"} 10\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("etcd_network_peer_received_bytes_total{From=\"ab\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("etcd_network_peer_round_trip_time_seconds_bucket{To=\"ab\",le=\"0.0001\"} 0\n")
+                && text.contains(
+                    "etcd_network_peer_round_trip_time_seconds_bucket{To=\"ab\",le=\"0.0002\"} 1\n"
+                ),
+            "{text}"
+        );
+        // A member that left takes its series and its URL along.
+        traffic.retain(|id| id != 0xab);
+        assert!(traffic.by_url("http://b:2380").is_none());
+        let mut text = String::new();
+        traffic.render(&mut text);
+        assert!(!text.contains("To=\"ab\""), "{text}");
     }
 }

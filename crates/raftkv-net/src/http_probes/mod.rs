@@ -43,7 +43,7 @@ use tower_service::Service;
 
 pub use backend::{MetricsSource, ProbeBackend};
 
-use crate::grpc_metrics::{Call, GrpcCounters};
+use crate::grpc_metrics::{Call, CountedRequest, GrpcCounters};
 use answers::{checks, health, metrics, text};
 use routes::{Query, Route};
 
@@ -140,7 +140,7 @@ where
 impl<B, S, ReqBody> Service<Request<ReqBody>> for HttpProbes<B, S>
 where
     B: ProbeBackend,
-    S: Service<Request<ReqBody>, Response = Response<Body>>,
+    S: Service<Request<CountedRequest<ReqBody>>, Response = Response<Body>>,
 {
     type Response = Response<Body>;
     type Error = S::Error;
@@ -157,8 +157,11 @@ where
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
         if grpc {
             let counted = self.grpc.as_ref().and_then(|c| c.start(req.uri().path()));
+            let counters = counted.as_ref().map(|_| self.grpc.clone()).unwrap_or_default();
             return Answer::Grpc {
-                call: self.inner.call(req),
+                call: self
+                    .inner
+                    .call(req.map(|body| CountedRequest::new(body, counters))),
                 counted,
             };
         }

@@ -54,14 +54,14 @@ fn healthy() -> Member {
 #[derive(Clone)]
 struct Grpc;
 
-impl Service<Request<()>> for Grpc {
+impl<B> Service<Request<B>> for Grpc {
     type Response = Response<Body>;
     type Error = Infallible;
     type Future = std::future::Ready<Result<Response<Body>, Infallible>>;
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
-    fn call(&mut self, _: Request<()>) -> Self::Future {
+    fn call(&mut self, _: Request<B>) -> Self::Future {
         std::future::ready(Ok(Response::new(Body::new(http_body_util::Full::new(
             Bytes::from("grpc"),
         )))))
