@@ -97,17 +97,8 @@ pub(crate) async fn count_leader_changes(inner: Weak<NodeInner>, mut shutdown: w
 pub(crate) async fn probe_peers(inner: Weak<NodeInner>, mut shutdown: watch::Receiver<bool>) {
     loop {
         let Some(node) = inner.upgrade() else { return };
-        let id = node.raft.metrics().borrow_watched().id;
-        let peers: Vec<(NodeId, String)> = node
-            .raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .membership()
-            .nodes()
-            .filter(|(peer, _)| **peer != id)
-            .map(|(peer, member)| (*peer, member.peer_url.clone()))
-            .collect();
+        let mut peers = raftkv_net::member_peer_urls(&node.raft);
+        peers.retain(|(peer, _)| *peer != node.id);
         let traffic = node.connections.traffic();
         traffic.retain(|peer| peers.iter().any(|(p, _)| *p == peer));
         let connections = node.connections.clone();

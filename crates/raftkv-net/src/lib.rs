@@ -84,7 +84,9 @@ pub use lease_service::{LeaseBackend, LeaseService};
 pub use lock_service::{LockBackend, LockService};
 pub use member_lookup::{MemberLookupError, find_own_id};
 pub use network::{PeerClient, PeerNetwork};
-pub use peer_service::{ForwardTarget, PeerService, SnapshotInbox, leader_read_index, read_index_error};
+pub use peer_service::{
+    ForwardTarget, PeerService, SnapshotInbox, leader_read_index, member_peer_urls, read_index_error,
+};
 pub use peer_traffic::{ETCD_PEER_RTT_BUCKETS, PROBE_INTERVAL, PeerCounters, PeerTraffic};
 pub use require_leader::{LeaderStatus, MAX_NO_LEADER_TIMEOUTS, REQUIRE_LEADER_KEY, requires_leader};
 pub use watch_server::WatchServer;

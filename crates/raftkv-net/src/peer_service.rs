@@ -12,7 +12,9 @@ use openraft::error::{LinearizableReadError, RaftError};
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use openraft::vote::RaftLeaderId;
 use raftkv_core::codec;
-use raftkv_core::types::{KvStateMachine, Raft, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
+use raftkv_core::types::{
+    KvStateMachine, NodeId, Raft, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote,
+};
 use raftkv_core::{Command, Error, LeaseAnswer, LeaseCall, MembershipChange, Response};
 use raftkv_proto::raftkvpeer::raft_peer_server::RaftPeer;
 use raftkv_proto::raftkvpeer::{RaftBytes, ReadIndexRequest, ReadIndexResponse, SnapshotChunk};
@@ -99,6 +101,18 @@ impl<F: ForwardTarget, SM: KvStateMachine> PeerService<F, SM> {
         counters.sent(encoded.data.len());
         Ok(stamp_answer(GrpcResponse::new(encoded)))
     }
+}
+
+/// Every member of `raft`'s membership (voters and learners) with its peer URL, as this
+/// member knows it now.
+pub fn member_peer_urls<SM: KvStateMachine>(raft: &Raft<SM>) -> Vec<(NodeId, String)> {
+    raft.metrics()
+        .borrow_watched()
+        .membership_config
+        .membership()
+        .nodes()
+        .map(|(id, node)| (*id, node.peer_url.clone()))
+        .collect()
 }
 
 /// The read index this node can serve reads at as leader: openraft's read log id (the
@@ -321,15 +335,7 @@ impl<F: ForwardTarget, SM: KvStateMachine> RaftPeer for PeerService<F, SM> {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn members(&self, _request: Request<RaftBytes>) -> Result<GrpcResponse<RaftBytes>, Status> {
-        let members: Vec<(u64, String)> = self
-            .raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .membership()
-            .nodes()
-            .map(|(id, node)| (*id, node.peer_url.clone()))
-            .collect();
+        let members = member_peer_urls(&self.raft);
         Ok(stamp_answer(GrpcResponse::new(encode(&members)?)))
     }
 

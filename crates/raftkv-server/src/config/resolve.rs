@@ -57,6 +57,19 @@ fn listen_addrs(
     }
 }
 
+/// A listen address others can be told to use in place of an advertised URL: not the
+/// unspecified address (0.0.0.0 or ::), which means "every interface" to a listener and
+/// nothing to a client.
+fn reachable(advertise_flag: &str, addr: SocketAddr) -> Result<SocketAddr, ConfigError> {
+    if addr.ip().is_unspecified() {
+        return Err(ConfigError::Conflict(format!(
+            "{advertise_flag} is required when listening on {addr} (every interface): \
+             nobody can connect to that address"
+        )));
+    }
+    Ok(addr)
+}
+
 fn positive(flag: &str, value: u64) -> Result<u64, ConfigError> {
     if value == 0 {
         return Err(invalid(flag, "0", "must be positive"));
@@ -140,12 +153,14 @@ pub fn resolve(s: Settings, inherited: InheritedAddrs) -> Result<Config, ConfigE
         },
         None => None,
     };
-    let cluster_text = s.initial_cluster.clone().unwrap_or_else(|| {
-        let url = advertise_peer
-            .clone()
-            .unwrap_or_else(|| format!("http://{listen_peer}"));
-        format!("{name}={url}")
-    });
+    let cluster_text = match (&s.initial_cluster, &advertise_peer) {
+        (Some(cluster), _) => cluster.clone(),
+        (None, Some(url)) => format!("{name}={url}"),
+        (None, None) => format!(
+            "{name}=http://{}",
+            reachable("--initial-advertise-peer-urls", listen_peer)?
+        ),
+    };
     let members = parse_initial_cluster(&cluster_text, &token)?;
     let own = members.iter().find(|m| m.name == name).ok_or_else(|| {
         ConfigError::Conflict(format!(
@@ -187,7 +202,10 @@ pub fn resolve(s: Settings, inherited: InheritedAddrs) -> Result<Config, ConfigE
 
     let advertise_client_urls = match s.advertise_client_urls.as_deref() {
         Some(urls) => parse_advertise_urls("--advertise-client-urls", urls)?,
-        None => listen_client.iter().map(|a| format!("http://{a}")).collect(),
+        None => listen_client
+            .iter()
+            .map(|a| Ok(format!("http://{}", reachable("--advertise-client-urls", *a)?)))
+            .collect::<Result<_, ConfigError>>()?,
     };
 
     let heartbeat = Duration::from_millis(s.heartbeat_interval.unwrap_or(100));

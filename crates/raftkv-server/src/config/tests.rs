@@ -93,6 +93,16 @@ fn numeric_names_are_ids_and_defaults_make_a_single_member() {
 }
 
 #[test]
+fn every_interface_needs_advertised_urls() {
+    let c = config(
+        "--listen-client-urls http://0.0.0.0:2379 --advertise-client-urls http://10.0.0.1:2379 \
+         --listen-peer-urls http://0.0.0.0:2380 --initial-advertise-peer-urls http://10.0.0.1:2380",
+    );
+    assert_eq!(c.advertise_peer_url, "http://10.0.0.1:2380");
+    assert_eq!(c.listen_peer, "0.0.0.0:2380".parse().unwrap());
+}
+
+#[test]
 fn go_flag_forms_are_accepted() {
     let c = config(
         "-name=x --data-dir=/tmp/d -heartbeat-interval 50 --election-timeout=500 --quota-backend-bytes=-1 --log-level warn",
@@ -213,6 +223,14 @@ fn bad_configurations_name_the_flag() {
         ("--proposer fast", "group-commit or direct"),
         ("--id 7", "differs from the id --initial-cluster gives"),
         ("--id 0", "non-zero"),
+        (
+            "--listen-client-urls http://0.0.0.0:2379",
+            "--advertise-client-urls is required when listening on 0.0.0.0:2379",
+        ),
+        (
+            "--listen-peer-urls http://[::]:2380",
+            "--initial-advertise-peer-urls is required when listening on [::]:2380",
+        ),
     ];
     for (line, expected) in cases {
         let err = error(line);
