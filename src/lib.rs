@@ -76,5 +76,7 @@ pub use raftkv_core::lease::LeaseInfo;
 pub use raftkv_core::validate::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS, Limits};
 pub use raftkv_core::watch::{Event, EventType, INVALID_WATCH_ID, WatchId, WatchRequest, WatchResponse};
 pub use raftkv_core::{Error, IndexCell, ProposalMode, ProposerConfig, RequestError, Result, Watermark};
+/// TLS for the client and peer ports ([`NodeBuilder::client_tls`], [`NodeBuilder::peer_tls`]).
+pub use raftkv_net::tls;
 pub use raftkv_storage::{AutoDefrag, DefragReport, StoreOptions, WatchConfig};
 pub use watch::{WatchCounts, WatchStream};

@@ -15,6 +15,7 @@ use raftkv_core::types::{MemberNode, NodeId};
 use raftkv_core::validate::Limits;
 use raftkv_core::{Error, Proposer, ProposerConfig, Result, Watermark};
 use raftkv_net::WatchServer;
+use raftkv_net::tls::{ClientTls, ServerTls};
 use raftkv_net::{
     ClusterService, ElectionService, KvService, LeaseService, LockService, PeerConnections, PeerNetwork,
     PeerService, WatchService,
@@ -81,8 +82,15 @@ pub struct NodeBuilder {
     heartbeat_interval: Duration,
     election_timeout: (Duration, Duration),
     peer_listen: Option<Listen>,
-    client_listen: Vec<Listen>,
-    metrics_listen: Vec<Listen>,
+    /// Client and metrics listeners, each with whether it speaks TLS.
+    client_listen: Vec<(Listen, bool)>,
+    metrics_listen: Vec<(Listen, bool)>,
+    /// TLS of the client (and https metrics) listeners.
+    client_tls: Option<ServerTls>,
+    /// TLS of the peer listener.
+    peer_tls: Option<ServerTls>,
+    /// TLS of connections to members with `https://` peer URLs.
+    peer_dial_tls: Option<ClientTls>,
     advertise_peer_url: Option<String>,
     advertise_client_urls: Vec<String>,
     bootstrap: Bootstrap,
@@ -112,6 +120,9 @@ impl Default for NodeBuilder {
             peer_listen: None,
             client_listen: Vec::new(),
             metrics_listen: Vec::new(),
+            client_tls: None,
+            peer_tls: None,
+            peer_dial_tls: None,
             advertise_peer_url: None,
             advertise_client_urls: Vec::new(),
             bootstrap: Bootstrap::SingleNode,
@@ -159,13 +170,48 @@ impl NodeBuilder {
     /// Serve etcd's gRPC API on `addr`. May be given more than once (etcd's
     /// `--listen-client-urls` often lists a loopback and a public address).
     pub fn listen_client(mut self, addr: std::net::SocketAddr) -> Self {
-        self.client_listen.push(Listen::Addr(addr));
+        self.client_listen.push((Listen::Addr(addr), false));
         self
     }
 
     /// Serve etcd's gRPC API on an already bound listener.
     pub fn client_listener(mut self, listener: std::net::TcpListener) -> Self {
-        self.client_listen.push(Listen::Bound(listener));
+        self.client_listen.push((Listen::Bound(listener), false));
+        self
+    }
+
+    /// [`NodeBuilder::listen_client`] over TLS ([`NodeBuilder::client_tls`]): an
+    /// `https://` client URL.
+    pub fn listen_client_tls(mut self, addr: std::net::SocketAddr) -> Self {
+        self.client_listen.push((Listen::Addr(addr), true));
+        self
+    }
+
+    /// [`NodeBuilder::client_listener`] over TLS.
+    pub fn client_listener_tls(mut self, listener: std::net::TcpListener) -> Self {
+        self.client_listen.push((Listen::Bound(listener), true));
+        self
+    }
+
+    /// The TLS of the `_tls` client and metrics listeners: etcd's `--cert-file`,
+    /// `--key-file`, `--trusted-ca-file`, `--client-cert-auth`.
+    pub fn client_tls(mut self, tls: ServerTls) -> Self {
+        self.client_tls = Some(tls);
+        self
+    }
+
+    /// TLS on the peer listener (etcd's `--peer-cert-file`, `--peer-key-file`,
+    /// `--peer-trusted-ca-file`, `--peer-client-cert-auth`): it accepts only TLS, and
+    /// the default advertised peer URL is `https://`.
+    pub fn peer_tls(mut self, server: ServerTls) -> Self {
+        self.peer_tls = Some(server);
+        self
+    }
+
+    /// How members with `https://` peer URLs are dialed: the member's peer certificate
+    /// as its client certificate, theirs checked against the peer CA.
+    pub fn peer_dial_tls(mut self, client: ClientTls) -> Self {
+        self.peer_dial_tls = Some(client);
         self
     }
 
@@ -173,13 +219,19 @@ impl NodeBuilder {
     /// well as on the client address: etcd's `--listen-metrics-urls`, where probes go
     /// when the client port is for clients alone. May be given more than once.
     pub fn listen_metrics(mut self, addr: std::net::SocketAddr) -> Self {
-        self.metrics_listen.push(Listen::Addr(addr));
+        self.metrics_listen.push((Listen::Addr(addr), false));
         self
     }
 
     /// [`NodeBuilder::listen_metrics`] on an already bound listener.
     pub fn metrics_listener(mut self, listener: std::net::TcpListener) -> Self {
-        self.metrics_listen.push(Listen::Bound(listener));
+        self.metrics_listen.push((Listen::Bound(listener), false));
+        self
+    }
+
+    /// [`NodeBuilder::listen_metrics`] over the client TLS (an `https://` metrics URL).
+    pub fn listen_metrics_tls(mut self, addr: std::net::SocketAddr) -> Self {
+        self.metrics_listen.push((Listen::Addr(addr), true));
         self
     }
 
@@ -329,25 +381,48 @@ impl NodeBuilder {
             Some(l) => Some(l.bind().await.map_err(|e| io("binding the peer address", e))?),
             None => None,
         };
+        let client_tls = |secure: bool| -> Result<Option<ServerTls>> {
+            match (secure, &self.client_tls) {
+                (false, _) => Ok(None),
+                (true, Some(tls)) => Ok(Some(tls.clone())),
+                (true, None) => Err(Error::Internal(
+                    "a TLS client or metrics listener needs NodeBuilder::client_tls".into(),
+                )),
+            }
+        };
         let mut client_listeners = Vec::new();
-        for l in self.client_listen {
-            client_listeners.push(l.bind().await.map_err(|e| io("binding a client address", e))?);
+        for (l, secure) in self.client_listen {
+            let tls = client_tls(secure)?;
+            client_listeners.push((
+                l.bind().await.map_err(|e| io("binding a client address", e))?,
+                tls,
+            ));
         }
         let mut metrics_listeners = Vec::new();
-        for l in self.metrics_listen {
-            metrics_listeners.push(l.bind().await.map_err(|e| io("binding a metrics address", e))?);
+        for (l, secure) in self.metrics_listen {
+            let tls = client_tls(secure)?;
+            metrics_listeners.push((
+                l.bind().await.map_err(|e| io("binding a metrics address", e))?,
+                tls,
+            ));
         }
+        let scheme = |tls: bool| if tls { "https" } else { "http" };
         let peer_url = match (&self.advertise_peer_url, &peer_listener) {
             (Some(url), _) => url.clone(),
-            (None, Some(l)) => format!("http://{}", l.local_addr().map_err(|e| io("peer address", e))?),
+            (None, Some(l)) => format!(
+                "{}://{}",
+                scheme(self.peer_tls.is_some()),
+                l.local_addr().map_err(|e| io("peer address", e))?
+            ),
             (None, None) => String::new(),
         };
         let client_urls = if self.advertise_client_urls.is_empty() {
             client_listeners
                 .iter()
-                .map(|l| {
+                .map(|(l, tls)| {
                     Ok(format!(
-                        "http://{}",
+                        "{}://{}",
+                        scheme(tls.is_some()),
                         l.local_addr().map_err(|e| io("client address", e))?
                     ))
                 })
@@ -396,7 +471,9 @@ impl NodeBuilder {
         }
         .validate()
         .map_err(|e| Error::Internal(e.to_string()))?;
-        let connections = PeerConnections::new(Duration::from_millis(500));
+        let peer_server_tls = self.peer_tls.clone();
+        let connections =
+            PeerConnections::new(Duration::from_millis(500)).with_tls(self.peer_dial_tls.clone());
         let network = PeerNetwork::new(connections.clone());
         let raft = Raft::new(self.id, Arc::new(config), network, store.log, store.state_machine)
             .await
@@ -477,7 +554,13 @@ impl NodeBuilder {
                     raftkv_storage::failpoints::fired,
                 ),
             ));
-            spawn_server(&node, "peer", router, listener, shutdown_rx.clone());
+            spawn_server(
+                &node,
+                "peer",
+                router,
+                (listener, peer_server_tls),
+                shutdown_rx.clone(),
+            );
         }
         for listener in client_listeners {
             let backend = Arc::new(node.clone());
@@ -603,11 +686,14 @@ fn adds_data(command: &raftkv_core::Command) -> bool {
     }
 }
 
+/// How long a client has to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn spawn_server<L, ResBody>(
     node: &Node,
     what: &'static str,
     router: tonic::transport::server::Router<L>,
-    listener: TcpListener,
+    (listener, tls): (TcpListener, Option<ServerTls>),
     mut shutdown: watch::Receiver<bool>,
 ) where
     L: tower_layer::Layer<tonic::service::Routes> + Send + 'static,
@@ -621,12 +707,21 @@ fn spawn_server<L, ResBody>(
     ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     ResBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let handle = tokio::spawn(async move {
         let stop = async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         };
-        if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop).await {
+        let served = match tls {
+            Some(tls) => {
+                let incoming = raftkv_net::tls::incoming(listener, tls, TLS_HANDSHAKE_TIMEOUT);
+                router.serve_with_incoming_shutdown(incoming, stop).await
+            }
+            None => {
+                let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                router.serve_with_incoming_shutdown(incoming, stop).await
+            }
+        };
+        if let Err(e) = served {
             tracing::error!(server = what, error = %e, "server stopped");
         }
     });

@@ -11,10 +11,11 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use raftkv::tls::{ClientTls, ServerTls};
 use raftkv::{AutoDefrag, Node};
 use raftkv_server::config::AutoCompactionConfig;
 use raftkv_server::socket_activation::{self, Inherited};
-use raftkv_server::{Config, ConfigError, InheritedAddrs, Loaded, logging, signals};
+use raftkv_server::{Config, ConfigError, InheritedAddrs, Loaded, TlsConfig, logging, signals};
 
 fn main() -> ExitCode {
     // First, while this is the only thread: it edits the environment.
@@ -45,6 +46,15 @@ fn main() -> ExitCode {
     for warning in &warnings {
         tracing::warn!("{warning}");
     }
+    // The certificates are read now, so that a missing or bad file is a configuration
+    // error (exit 2, nothing written) rather than a failure after start.
+    let tls = match Tls::load(&config.tls) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("raftkv-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
     // A panic is a bug: stop the whole process (a restart recovers from what is durable)
     // rather than keep serving with one task or thread missing.
     let default_hook = std::panic::take_hook();
@@ -60,7 +70,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config, inherited)) {
+    match runtime.block_on(serve(config, inherited, tls)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "raftkv-server failed");
@@ -73,7 +83,46 @@ fn main() -> ExitCode {
 /// How long a joining member asks the others for its id before giving up.
 const MEMBER_LOOKUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
-async fn serve(config: Config, inherited: Inherited) -> raftkv::Result<()> {
+/// The TLS configurations the flags asked for, loaded.
+struct Tls {
+    client: Option<ServerTls>,
+    peer: Option<ServerTls>,
+    peer_client: Option<ClientTls>,
+}
+
+impl Tls {
+    fn load(config: &TlsConfig) -> Result<Self, String> {
+        let server = |settings: &Option<raftkv::tls::TlsSettings>, alpn, flags: &str| {
+            settings
+                .as_ref()
+                .map(|s| ServerTls::new(s, alpn))
+                .transpose()
+                .map_err(|e| format!("{flags}: {e}"))
+        };
+        Ok(Self {
+            client: server(
+                &config.client,
+                raftkv::tls::CLIENT_PORT_ALPN,
+                "client TLS (--cert-file, --key-file, --trusted-ca-file)",
+            )?,
+            peer: server(
+                &config.peer_server,
+                raftkv::tls::PEER_PORT_ALPN,
+                "peer TLS (--peer-cert-file, --peer-key-file, --peer-trusted-ca-file)",
+            )?,
+            peer_client: config
+                .peer_client
+                .as_ref()
+                .map(ClientTls::new)
+                .transpose()
+                .map_err(|e| {
+                    format!("peer TLS for dialing members (--peer-client-cert-file or --peer-cert-file): {e}")
+                })?,
+        })
+    }
+}
+
+async fn serve(config: Config, inherited: Inherited, tls: Tls) -> raftkv::Result<()> {
     let id = match config.id {
         Some(id) => id,
         None => {
@@ -81,6 +130,7 @@ async fn serve(config: Config, inherited: Inherited) -> raftkv::Result<()> {
                 &config.existing_peers,
                 &config.advertise_peer_url,
                 MEMBER_LOOKUP_DEADLINE,
+                tls.peer_client.clone(),
             )
             .await
             .map_err(|e| raftkv::Error::Internal(e.to_string()))?;
@@ -94,17 +144,35 @@ async fn serve(config: Config, inherited: Inherited) -> raftkv::Result<()> {
         .data_dir(&config.data_dir);
     builder = match inherited.peer {
         Some(listener) => builder.peer_listener(listener),
-        None => builder.listen_peer(config.listen_peer),
+        None => builder.listen_peer(config.listen_peer.addr),
     };
-    builder = match inherited.client {
-        Some(listener) => builder.client_listener(listener),
-        None => config
-            .listen_client
-            .iter()
-            .fold(builder, |builder, addr| builder.listen_client(*addr)),
+    builder = match (inherited.client, config.listen_client.first()) {
+        (Some(listener), Some(url)) if url.tls => builder.client_listener_tls(listener),
+        (Some(listener), _) => builder.client_listener(listener),
+        (None, _) => config.listen_client.iter().fold(builder, |builder, url| {
+            if url.tls {
+                builder.listen_client_tls(url.addr)
+            } else {
+                builder.listen_client(url.addr)
+            }
+        }),
     };
-    for addr in &config.listen_metrics {
-        builder = builder.listen_metrics(*addr);
+    for url in &config.listen_metrics {
+        builder = if url.tls {
+            builder.listen_metrics_tls(url.addr)
+        } else {
+            builder.listen_metrics(url.addr)
+        };
+    }
+    if let Some(client) = tls.client {
+        builder = builder.client_tls(client);
+    }
+    if let Some(server) = tls.peer {
+        builder = builder.peer_tls(server);
+    }
+    // Also for a plaintext peer listener: members may have https:// peer URLs.
+    if let Some(client) = tls.peer_client {
+        builder = builder.peer_dial_tls(client);
     }
     let mut builder = builder
         .advertise_peer_url(config.advertise_peer_url.clone())

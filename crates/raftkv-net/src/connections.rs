@@ -19,6 +19,7 @@ use crate::faults::{Lost, NetFaults};
 use crate::forward_pipe::ForwardPipes;
 use crate::peer_protocol::{self, StampRequests};
 use crate::peer_traffic::{PROBE_INTERVAL, PeerTraffic};
+use crate::tls::ClientTls;
 
 /// A peer-protocol client whose requests carry this build's protocol version.
 pub type PeerRpcClient = RaftPeerClient<InterceptedService<Channel, StampRequests>>;
@@ -108,6 +109,8 @@ pub struct PeerConnections {
     faults: NetFaults,
     forward_pipes: ForwardPipes,
     traffic: PeerTraffic,
+    /// How `https://` peers are dialed; `None`: such URLs are refused.
+    tls: Option<ClientTls>,
 }
 
 impl PeerConnections {
@@ -119,7 +122,14 @@ impl PeerConnections {
             faults: NetFaults::default(),
             forward_pipes: ForwardPipes::default(),
             traffic: PeerTraffic::default(),
+            tls: None,
         }
+    }
+
+    /// Dial `https://` peer URLs with this TLS configuration.
+    pub fn with_tls(mut self, tls: Option<ClientTls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// The per-peer network metrics of everything sent through these connections.
@@ -167,16 +177,29 @@ impl PeerConnections {
         if let Some(channel) = self.channels.lock().get(url) {
             return Ok(channel.clone());
         }
-        let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|e| PeerError::InvalidUrl {
-                url: url.to_string(),
-                detail: e.to_string(),
-            })?
+        let invalid = |detail: String| PeerError::InvalidUrl {
+            url: url.to_string(),
+            detail,
+        };
+        // tonic refuses `https://` without TLS settings of its own: the endpoint gets
+        // `http://` and the connector does TLS for the same host and port.
+        let (dial, tls) = match url.strip_prefix("https://") {
+            Some(rest) => match &self.tls {
+                Some(tls) => (format!("http://{rest}"), Some(tls)),
+                None => return Err(invalid("an https peer URL, but no peer TLS is configured".into())),
+            },
+            None => (url.to_string(), None),
+        };
+        let endpoint = Endpoint::from_shared(dial)
+            .map_err(|e| invalid(e.to_string()))?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5));
-        let channel = endpoint.connect_lazy();
+        let channel = match tls {
+            Some(tls) => endpoint.connect_with_connector_lazy(tls.connector()),
+            None => endpoint.connect_lazy(),
+        };
         Ok(self
             .channels
             .lock()

@@ -33,6 +33,8 @@
 //!   `MemberAdd` gave it, by its peer URL (etcd's `--initial-cluster-state existing`).
 //! - [`HttpProbesLayer`]: etcd's HTTP health endpoints (`/health`, `/livez`, `/readyz`)
 //!   and `/metrics` ([`MetricsSource`]) on the client port, in front of the gRPC services.
+//! - [`tls`]: TLS on the client and peer ports as etcd configures it (rustls): mutual
+//!   TLS between members, certificates re-read when renewed on disk.
 //! - [`NetFaults`]: test-only network faults (loss, delay, duplication, partitions) that
 //!   every outgoing peer call goes through; a zero-sized no-op unless the `failpoints`
 //!   feature is on, which also serves `FaultService` on the peer port to switch them.
@@ -40,7 +42,9 @@
 //! openraft's messages travel as bincode bytes inside protobuf (see `proto/peer.proto`).
 //!
 //! ## Caveats
-//! - No TLS or authentication between peers yet: bind peer ports to trusted networks.
+//! - Without peer TLS (`https://` peer URLs and `--peer-client-cert-auth`), anyone who
+//!   reaches a peer port can speak Raft to it: bind plaintext peer ports to trusted
+//!   networks.
 
 #![warn(missing_docs)]
 
@@ -64,6 +68,7 @@ mod peer_service;
 mod peer_traffic;
 mod require_leader;
 mod stream_append;
+pub mod tls;
 mod watch_server;
 mod watch_service;
 

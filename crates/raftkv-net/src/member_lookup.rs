@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::PeerConnections;
+use crate::tls::ClientTls;
 
 /// Why the lookup found no id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,11 +36,12 @@ pub async fn find_own_id(
     peers: &[String],
     own_peer_url: &str,
     deadline: Duration,
+    tls: Option<ClientTls>,
 ) -> Result<u64, MemberLookupError> {
     if peers.is_empty() {
         return Err(MemberLookupError::NoPeers);
     }
-    let connections = PeerConnections::new(Duration::from_secs(2));
+    let connections = PeerConnections::new(Duration::from_secs(2)).with_tls(tls);
     let started = Instant::now();
     let mut answers = Vec::new();
     loop {

@@ -11,19 +11,35 @@ use serde_yaml_ng::{Mapping, Value};
 use super::settings::Settings;
 use super::{ConfigError, unsupported};
 
-/// The keys of etcd's `*-transport-security:` sections; setting any is asking for TLS.
-const TRANSPORT_SECURITY_KEYS: &[&str] = &[
-    "cert-file",
-    "key-file",
-    "client-cert-file",
-    "client-key-file",
-    "client-cert-auth",
-    "trusted-ca-file",
-    "auto-tls",
-    "crl-file",
-    "allowed-cn",
-    "allowed-hostname",
-    "skip-client-san-verification",
+/// The flag each key of etcd's `client-transport-security:` section stands for.
+const CLIENT_SECURITY_KEYS: &[(&str, &str)] = &[
+    ("cert-file", "cert-file"),
+    ("key-file", "key-file"),
+    ("client-cert-file", "client-cert-file"),
+    ("client-key-file", "client-key-file"),
+    ("client-cert-auth", "client-cert-auth"),
+    ("trusted-ca-file", "trusted-ca-file"),
+    ("auto-tls", "auto-tls"),
+    ("crl-file", "client-crl-file"),
+    ("allowed-hostname", "client-cert-allowed-hostname"),
+];
+
+/// The flag each key of etcd's `peer-transport-security:` section stands for.
+const PEER_SECURITY_KEYS: &[(&str, &str)] = &[
+    ("cert-file", "peer-cert-file"),
+    ("key-file", "peer-key-file"),
+    ("client-cert-file", "peer-client-cert-file"),
+    ("client-key-file", "peer-client-key-file"),
+    ("client-cert-auth", "peer-client-cert-auth"),
+    ("trusted-ca-file", "peer-trusted-ca-file"),
+    ("auto-tls", "peer-auto-tls"),
+    ("crl-file", "peer-crl-file"),
+    ("allowed-cn", "peer-cert-allowed-cn"),
+    ("allowed-hostname", "peer-cert-allowed-hostname"),
+    (
+        "skip-client-san-verification",
+        "experimental-peer-skip-client-san-verification",
+    ),
 ];
 
 fn file_error(path: &Path, reason: impl Into<String>) -> ConfigError {
@@ -44,7 +60,7 @@ fn scalar_text(value: &Value) -> Option<String> {
     }
 }
 
-/// Whether a `*-transport-security` value asks for something (TLS off is `""` / false).
+/// Whether a `*-transport-security` value is set (etcd writes unset ones as `""` / false).
 fn is_set(value: &Value) -> bool {
     match value {
         Value::Null => false,
@@ -63,15 +79,21 @@ pub fn load(path: &Path, known: &[String], warnings: &mut Vec<String>) -> Result
         Value::Mapping(map) => map,
         _ => return Err(file_error(path, "expected a mapping of flag names to values")),
     };
-    let mut recognised = Mapping::new();
+    let mut flags = Vec::new();
     for (key, value) in entries {
         let Some(name) = key.as_str().map(str::to_string) else {
             return Err(file_error(path, format!("key {key:?} is not a string")));
         };
+        if name == "client-transport-security" || name == "peer-transport-security" {
+            flags.extend(flatten_transport_security(path, &name, value, warnings)?);
+        } else {
+            flags.push((name, value));
+        }
+    }
+    let mut recognised = Mapping::new();
+    for (name, value) in flags {
         if known.contains(&name) {
             recognised.insert(Value::String(name), value);
-        } else if name == "client-transport-security" || name == "peer-transport-security" {
-            check_transport_security(path, &name, &value, warnings)?;
         } else if let Some(flag) = unsupported::find(&name) {
             let text = scalar_text(&value)
                 .ok_or_else(|| file_error(path, format!("{name}: expected a single value")))?;
@@ -98,30 +120,35 @@ pub fn load(path: &Path, known: &[String], warnings: &mut Vec<String>) -> Result
     })
 }
 
-fn check_transport_security(
+/// A `*-transport-security:` section as the flags its keys stand for.
+fn flatten_transport_security(
     path: &Path,
     section: &str,
-    value: &Value,
+    value: Value,
     warnings: &mut Vec<String>,
-) -> Result<(), ConfigError> {
+) -> Result<Vec<(String, Value)>, ConfigError> {
+    let table = if section == "client-transport-security" {
+        CLIENT_SECURITY_KEYS
+    } else {
+        PEER_SECURITY_KEYS
+    };
     let entries = match value {
-        Value::Null => return Ok(()),
+        Value::Null => return Ok(Vec::new()),
         Value::Mapping(map) => map,
         _ => return Err(file_error(path, format!("invalid {section}: expected a mapping"))),
     };
+    let mut flags = Vec::new();
     for (key, value) in entries {
         let key = key.as_str().unwrap_or_default();
-        if !TRANSPORT_SECURITY_KEYS.contains(&key) {
-            warnings.push(format!(
+        match table.iter().find(|(k, _)| *k == key) {
+            // An empty value is etcd's "not set".
+            Some((_, flag)) if is_set(&value) => flags.push((flag.to_string(), value)),
+            Some(_) => {}
+            None => warnings.push(format!(
                 "config file {}: unknown key {section}.{key} is ignored",
                 path.display()
-            ));
-        } else if is_set(value) {
-            return Err(ConfigError::Unsupported {
-                flag: format!("{section}.{key}"),
-                reason: "TLS is not supported yet".into(),
-            });
+            )),
         }
     }
-    Ok(())
+    Ok(flags)
 }

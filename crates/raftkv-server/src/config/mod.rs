@@ -13,6 +13,7 @@ mod compaction;
 mod file;
 mod resolve;
 pub mod settings;
+mod tls;
 pub mod unsupported;
 pub mod urls;
 
@@ -20,7 +21,6 @@ pub mod urls;
 mod tests;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -30,7 +30,8 @@ use clap::parser::ValueSource;
 pub use compaction::{AutoCompactionConfig, parse_go_duration};
 pub use resolve::InheritedAddrs;
 pub use settings::Settings;
-pub use urls::{InitialMember, etcd_member_id, parse_initial_cluster};
+pub use tls::TlsConfig;
+pub use urls::{InitialMember, ListenUrl, etcd_member_id, parse_initial_cluster};
 
 /// A configuration that cannot be used; the binary prints it and exits with status 2.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,11 +94,11 @@ pub struct Config {
     /// Data directory.
     pub data_dir: PathBuf,
     /// Client (etcd API) listen addresses.
-    pub listen_client: Vec<SocketAddr>,
+    pub listen_client: Vec<ListenUrl>,
     /// Peer listen address.
-    pub listen_peer: SocketAddr,
+    pub listen_peer: ListenUrl,
     /// Where else the HTTP endpoints are served (etcd's `--listen-metrics-urls`).
-    pub listen_metrics: Vec<SocketAddr>,
+    pub listen_metrics: Vec<ListenUrl>,
     /// Bootstrap members (id -> peer URL); empty when joining.
     pub initial_cluster: BTreeMap<u64, String>,
     /// Wait to be added instead of bootstrapping (`--initial-cluster-state existing`).
@@ -136,6 +137,8 @@ pub struct Config {
     pub direct_proposals: bool,
     /// tracing filter (`--log`, else from `--log-level`; none: `RUST_LOG`, else info).
     pub log: Option<String>,
+    /// TLS of the client, metrics and peer URLs.
+    pub tls: TlsConfig,
 }
 
 /// A configuration and what to warn about once logging is up.

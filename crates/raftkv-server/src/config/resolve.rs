@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use super::compaction::parse_auto_compaction;
 use super::settings::Settings;
+use super::tls::resolve_tls;
 use super::urls::{
-    members_by_id, parse_advertise_urls, parse_initial_cluster, parse_listen_urls, parse_member_id,
+    ListenUrl, members_by_id, parse_advertise_urls, parse_initial_cluster, parse_listen_urls, parse_member_id,
 };
 use super::{Config, ConfigError, DEFAULT_STATE_CACHE_MB};
 
@@ -35,25 +36,28 @@ fn invalid(flag: &str, value: impl Into<String>, reason: impl Into<String>) -> C
     }
 }
 
-/// The addresses from the flag, or the inherited socket's; both must agree.
-fn listen_addrs(
+/// The URLs from the flag, or the inherited socket's address; both must agree (the
+/// flag's scheme says whether the inherited socket speaks TLS).
+fn listen_urls(
     flag: &str,
     given: Option<&str>,
     inherited: Option<SocketAddr>,
     default_port: u16,
-) -> Result<Vec<SocketAddr>, ConfigError> {
+) -> Result<Vec<ListenUrl>, ConfigError> {
     let given = given.map(|v| parse_listen_urls(flag, v)).transpose()?;
     match (given, inherited) {
-        (Some(given), Some(inherited)) if given != [inherited] => Err(ConfigError::Conflict(format!(
-            "{flag} {given:?} differs from the inherited socket's address {inherited} (LISTEN_FDS); \
-             drop the flag or pass the same address"
-        ))),
-        (_, Some(addr)) => Ok(vec![addr]),
-        (Some(given), None) => Ok(given),
-        (None, None) => Ok(vec![SocketAddr::new(
+        (Some(given), Some(inherited)) if given.iter().map(|u| u.addr).ne([inherited]) => {
+            Err(ConfigError::Conflict(format!(
+                "{flag} {given:?} differs from the inherited socket's address {inherited} (LISTEN_FDS); \
+                 drop the flag or pass the same address"
+            )))
+        }
+        (Some(given), _) => Ok(given),
+        (None, Some(addr)) => Ok(vec![ListenUrl::http(addr)]),
+        (None, None) => Ok(vec![ListenUrl::http(SocketAddr::new(
             IpAddr::V4(Ipv4Addr::LOCALHOST),
             default_port,
-        )]),
+        ))]),
     }
 }
 
@@ -95,16 +99,17 @@ fn log_filter(level: &str) -> Result<String, ConfigError> {
 
 /// Apply defaults and checks.
 pub fn resolve(s: Settings, inherited: InheritedAddrs) -> Result<Config, ConfigError> {
-    let name = s.name.unwrap_or_else(|| "default".to_string());
+    let name = s.name.clone().unwrap_or_else(|| "default".to_string());
     if name.is_empty() {
         return Err(invalid("--name", "", "must not be empty"));
     }
-    let data_dir = s.data_dir.unwrap_or_else(|| format!("{name}.etcd"));
+    let data_dir = s.data_dir.clone().unwrap_or_else(|| format!("{name}.etcd"));
     let token = s
         .initial_cluster_token
+        .clone()
         .unwrap_or_else(|| "etcd-cluster".to_string());
 
-    let peer_addrs = listen_addrs(
+    let peer_addrs = listen_urls(
         "--listen-peer-urls",
         s.listen_peer_urls.as_deref(),
         inherited.peer,
@@ -118,7 +123,7 @@ pub fn resolve(s: Settings, inherited: InheritedAddrs) -> Result<Config, ConfigE
         ));
     };
     let listen_peer = *listen_peer;
-    let listen_client = listen_addrs(
+    let listen_client = listen_urls(
         "--listen-client-urls",
         s.listen_client_urls.as_deref(),
         inherited.client,
@@ -157,8 +162,9 @@ pub fn resolve(s: Settings, inherited: InheritedAddrs) -> Result<Config, ConfigE
         (Some(cluster), _) => cluster.clone(),
         (None, Some(url)) => format!("{name}={url}"),
         (None, None) => format!(
-            "{name}=http://{}",
-            reachable("--initial-advertise-peer-urls", listen_peer)?
+            "{name}={}://{}",
+            listen_peer.scheme(),
+            reachable("--initial-advertise-peer-urls", listen_peer.addr)?
         ),
     };
     let members = parse_initial_cluster(&cluster_text, &token)?;
@@ -204,9 +210,22 @@ pub fn resolve(s: Settings, inherited: InheritedAddrs) -> Result<Config, ConfigE
         Some(urls) => parse_advertise_urls("--advertise-client-urls", urls)?,
         None => listen_client
             .iter()
-            .map(|a| Ok(format!("http://{}", reachable("--advertise-client-urls", *a)?)))
+            .map(|u| {
+                Ok(format!(
+                    "{}://{}",
+                    u.scheme(),
+                    reachable("--advertise-client-urls", u.addr)?
+                ))
+            })
             .collect::<Result<_, ConfigError>>()?,
     };
+
+    let tls = resolve_tls(
+        &s,
+        listen_client.iter().chain(&listen_metrics),
+        &listen_peer,
+        members.iter().map(|m| m.peer_url.as_str()),
+    )?;
 
     let heartbeat = Duration::from_millis(s.heartbeat_interval.unwrap_or(100));
     let election_timeout = Duration::from_millis(s.election_timeout.unwrap_or(350));
@@ -291,5 +310,6 @@ pub fn resolve(s: Settings, inherited: InheritedAddrs) -> Result<Config, ConfigE
         )?,
         direct_proposals,
         log,
+        tls,
     })
 }

@@ -147,6 +147,97 @@ pub struct Settings {
     #[serde(default, deserialize_with = "scalar_as_string")]
     pub auto_compaction_retention: Option<String>,
 
+    /// Client TLS certificate (PEM); needed by https:// client URLs.
+    #[arg(long, env = "ETCD_CERT_FILE", value_name = "PATH", help_heading = "Security")]
+    pub cert_file: Option<String>,
+    /// Client TLS private key (PEM).
+    #[arg(long, env = "ETCD_KEY_FILE", value_name = "PATH", help_heading = "Security")]
+    pub key_file: Option<String>,
+    /// CA certificates client certificates must chain to; setting it requires client
+    /// certificates, as in etcd.
+    #[arg(
+        long,
+        env = "ETCD_TRUSTED_CA_FILE",
+        value_name = "PATH",
+        help_heading = "Security"
+    )]
+    pub trusted_ca_file: Option<String>,
+    /// Require client certificates signed by --trusted-ca-file.
+    #[arg(long, env = "ETCD_CLIENT_CERT_AUTH", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", value_parser = go_bool,
+          help_heading = "Security")]
+    pub client_cert_auth: Option<bool>,
+    /// Peer TLS certificate (PEM): served on the peer URL and presented to other members.
+    #[arg(
+        long,
+        env = "ETCD_PEER_CERT_FILE",
+        value_name = "PATH",
+        help_heading = "Security"
+    )]
+    pub peer_cert_file: Option<String>,
+    /// Peer TLS private key (PEM).
+    #[arg(
+        long,
+        env = "ETCD_PEER_KEY_FILE",
+        value_name = "PATH",
+        help_heading = "Security"
+    )]
+    pub peer_key_file: Option<String>,
+    /// CA certificates of the members' certificates (both directions).
+    #[arg(
+        long,
+        env = "ETCD_PEER_TRUSTED_CA_FILE",
+        value_name = "PATH",
+        help_heading = "Security"
+    )]
+    pub peer_trusted_ca_file: Option<String>,
+    /// Require members to present certificates signed by --peer-trusted-ca-file.
+    #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", value_parser = go_bool,
+          help_heading = "Security")]
+    pub peer_client_cert_auth: Option<bool>,
+    /// Certificate presented when dialing other members [default: --peer-cert-file].
+    #[arg(
+        long,
+        env = "ETCD_PEER_CLIENT_CERT_FILE",
+        value_name = "PATH",
+        help_heading = "Security"
+    )]
+    pub peer_client_cert_file: Option<String>,
+    /// Its key [default: --peer-key-file].
+    #[arg(
+        long,
+        env = "ETCD_PEER_CLIENT_KEY_FILE",
+        value_name = "PATH",
+        help_heading = "Security"
+    )]
+    pub peer_client_key_file: Option<String>,
+    /// TLS 1.2 cipher suites by Go's names, comma-separated, in preference order
+    /// (TLS 1.3 suites are always on, as in Go) [default: rustls's AEAD suites].
+    #[arg(
+        long,
+        env = "ETCD_CIPHER_SUITES",
+        value_name = "LIST",
+        help_heading = "Security"
+    )]
+    pub cipher_suites: Option<String>,
+    /// TLS1.2 or TLS1.3 [default: TLS1.2].
+    #[arg(
+        long,
+        env = "ETCD_TLS_MIN_VERSION",
+        value_name = "VERSION",
+        help_heading = "Security"
+    )]
+    pub tls_min_version: Option<String>,
+    /// TLS1.2 or TLS1.3 [default: TLS1.3].
+    #[arg(
+        long,
+        env = "ETCD_TLS_MAX_VERSION",
+        value_name = "VERSION",
+        help_heading = "Security"
+    )]
+    pub tls_max_version: Option<String>,
+
     /// basic, or extensive: also grpc_server_handling_seconds [default: basic].
     #[arg(long, env = "ETCD_METRICS", value_name = "LEVEL", help_heading = "Monitoring")]
     pub metrics: Option<String>,
@@ -207,6 +298,11 @@ pub struct Settings {
     /// a tracing filter (e.g. raftkv=debug,openraft=info); beats --log-level.
     #[arg(long, env = "ETCD_LOG", value_name = "FILTER", help_heading = "raftkv")]
     pub log: Option<String>,
+}
+
+/// A Go boolean flag's value (`strconv.ParseBool`).
+fn go_bool(value: &str) -> Result<bool, String> {
+    super::unsupported::parse_go_bool(value).ok_or_else(|| format!("{value:?} is not true or false"))
 }
 
 /// A YAML scalar as text (`auto-compaction-retention: 1` and `"1h"` both mean something).

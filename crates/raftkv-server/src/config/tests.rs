@@ -31,7 +31,7 @@ fn etcds_clustering_guide_command_line() {
     ));
     assert_eq!(c.name, "infra1");
     assert_eq!(c.data_dir, PathBuf::from("infra1.etcd"));
-    assert_eq!(c.listen_peer, "10.0.1.11:2380".parse().unwrap());
+    assert_eq!(c.listen_peer.addr, "10.0.1.11:2380".parse().unwrap());
     assert_eq!(c.listen_client.len(), 2);
     assert_eq!(c.advertise_peer_url, "http://10.0.1.11:2380");
     assert_eq!(c.advertise_client_urls, vec!["http://10.0.1.11:2379".to_string()]);
@@ -70,8 +70,14 @@ fn numeric_names_are_ids_and_defaults_make_a_single_member() {
     assert_eq!(c.initial_cluster.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
     let alone = config("");
     assert_eq!(alone.name, "default");
-    assert_eq!(alone.listen_client, vec!["127.0.0.1:2379".parse().unwrap()]);
-    assert_eq!(alone.listen_peer, "127.0.0.1:2380".parse().unwrap());
+    assert_eq!(
+        alone.listen_client,
+        vec![ListenUrl::http("127.0.0.1:2379".parse().unwrap())]
+    );
+    assert_eq!(
+        alone.listen_peer,
+        ListenUrl::http("127.0.0.1:2380".parse().unwrap())
+    );
     assert_eq!(alone.initial_cluster.len(), 1);
     assert_eq!(
         alone.id,
@@ -99,7 +105,7 @@ fn every_interface_needs_advertised_urls() {
          --listen-peer-urls http://0.0.0.0:2380 --initial-advertise-peer-urls http://10.0.0.1:2380",
     );
     assert_eq!(c.advertise_peer_url, "http://10.0.0.1:2380");
-    assert_eq!(c.listen_peer, "0.0.0.0:2380".parse().unwrap());
+    assert_eq!(c.listen_peer.addr, "0.0.0.0:2380".parse().unwrap());
 }
 
 #[test]
@@ -152,8 +158,11 @@ fn unimplemented_etcd_flags_are_refused_or_warned_about_by_name() {
         "{warnings}"
     );
     for (line, expected) in [
-        ("--cert-file /etc/ssl/c.pem", "--cert-file is not supported: TLS"),
-        ("--client-cert-auth", "--client-cert-auth is not supported: TLS"),
+        (
+            "--auto-tls",
+            "--auto-tls is not supported: raftkv makes no self-signed",
+        ),
+        ("--client-crl-file /crl.pem", "--client-crl-file is not supported"),
         ("--wal-dir /wal", "--wal-dir is not supported"),
         ("--enable-v2=true", "--enable-v2 is not supported"),
         (
@@ -207,7 +216,7 @@ fn bad_configurations_name_the_flag() {
         ),
         (
             "--listen-client-urls https://127.0.0.1:2379",
-            "TLS is not supported yet",
+            "TLS key/cert (--cert-file, --key-file) must be provided for client url https://127.0.0.1:2379",
         ),
         ("--listen-metrics-urls 127.0.0.1:2381", "expected a URL"),
         ("--metrics some", "expected basic or extensive"),
@@ -245,7 +254,7 @@ fn inherited_sockets_replace_the_listen_flags() {
         client: Some("127.0.0.1:4002".parse().unwrap()),
     };
     let c = Config::load(args("--data-dir /tmp/d"), inherited).unwrap().config;
-    assert_eq!(c.listen_peer, inherited.peer.unwrap());
+    assert_eq!(c.listen_peer.addr, inherited.peer.unwrap());
     assert_eq!(c.advertise_client_urls, vec!["http://127.0.0.1:4002".to_string()]);
     assert_eq!(c.advertise_peer_url, "http://127.0.0.1:4001");
     assert!(Config::load(args("--listen-peer-urls http://127.0.0.1:4001"), inherited).is_ok());
@@ -301,12 +310,9 @@ fn a_config_file_replaces_flags() {
     ] {
         assert!(warnings.contains(expected), "{expected}: {warnings}");
     }
-    std::fs::write(&path, "client-transport-security:\n  cert-file: /etc/c.pem\n").unwrap();
+    std::fs::write(&path, "peer-transport-security:\n  auto-tls: true\n").unwrap();
     let err = error(&format!("--config-file {}", path.display()));
-    assert!(
-        err.contains("client-transport-security.cert-file is not supported"),
-        "{err}"
-    );
+    assert!(err.contains("--peer-auto-tls"), "{err}");
     std::fs::write(&path, "heartbeat-interval: fast\n").unwrap();
     let err = error(&format!("--config-file {}", path.display()));
     assert!(err.contains("heartbeat-interval: invalid type"), "{err}");

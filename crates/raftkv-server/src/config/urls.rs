@@ -52,11 +52,25 @@ fn split_url<'a>(flag: &str, url: &'a str) -> Result<(&'a str, &'a str), ConfigE
     Ok((scheme, rest))
 }
 
-fn refuse_tls(flag: &str, url: &str, scheme: &str) -> Result<(), ConfigError> {
-    if scheme == "https" {
-        return Err(invalid(flag, url, "TLS is not supported yet: use http://"));
+/// An address to listen on, and whether its URL asked for TLS (`https://`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenUrl {
+    /// The address to bind.
+    pub addr: SocketAddr,
+    /// `https://`: serve TLS.
+    pub tls: bool,
+}
+
+impl ListenUrl {
+    /// A plaintext listener on `addr`.
+    pub fn http(addr: SocketAddr) -> Self {
+        Self { addr, tls: false }
     }
-    Ok(())
+
+    /// The URL's scheme.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
 }
 
 /// Comma-separated URLs, blanks dropped.
@@ -66,18 +80,22 @@ fn split_list(value: &str) -> impl Iterator<Item = &str> {
 
 /// Addresses to listen on: `http://ip:port[,...]`; `localhost` is 127.0.0.1 (etcd binds
 /// other host names to nothing useful and warns; raftkv refuses them).
-pub fn parse_listen_urls(flag: &str, value: &str) -> Result<Vec<SocketAddr>, ConfigError> {
-    let addrs: Vec<SocketAddr> = split_list(value)
+pub fn parse_listen_urls(flag: &str, value: &str) -> Result<Vec<ListenUrl>, ConfigError> {
+    let addrs: Vec<ListenUrl> = split_list(value)
         .map(|url| {
             let (scheme, host_port) = split_url(flag, url)?;
-            refuse_tls(flag, url, scheme)?;
+            let tls = scheme == "https";
             if let Some(port) = host_port.strip_prefix("localhost:") {
                 let port: u16 = port.parse().map_err(|_| invalid(flag, url, "bad port"))?;
-                return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+                return Ok(ListenUrl {
+                    addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+                    tls,
+                });
             }
-            host_port
+            let addr = host_port
                 .parse()
-                .map_err(|e| invalid(flag, url, format!("{e} (an IP address or localhost, and a port)")))
+                .map_err(|e| invalid(flag, url, format!("{e} (an IP address or localhost, and a port)")))?;
+            Ok(ListenUrl { addr, tls })
         })
         .collect::<Result<_, _>>()?;
     if addrs.is_empty() {
@@ -90,8 +108,7 @@ pub fn parse_listen_urls(flag: &str, value: &str) -> Result<Vec<SocketAddr>, Con
 pub fn parse_advertise_urls(flag: &str, value: &str) -> Result<Vec<String>, ConfigError> {
     let urls: Vec<String> = split_list(value)
         .map(|url| {
-            let (scheme, _) = split_url(flag, url)?;
-            refuse_tls(flag, url, scheme)?;
+            split_url(flag, url)?;
             Ok(url.to_string())
         })
         .collect::<Result<_, _>>()?;
@@ -138,8 +155,7 @@ pub fn parse_initial_cluster(value: &str, token: &str) -> Result<Vec<InitialMemb
         if name.is_empty() {
             return Err(invalid(flag, part, "a member needs a name"));
         }
-        let (scheme, _) = split_url(flag, url)?;
-        refuse_tls(flag, url, scheme)?;
+        split_url(flag, url)?;
         if members.iter().any(|m| m.name == name) {
             return Err(invalid(
                 flag,
