@@ -49,3 +49,4 @@ mod t31_health_probes;
 mod t32_etcd_command_line;
 mod t33_auto_compaction;
 mod t34_etcd_mixin_metrics;
+mod t35_tls;

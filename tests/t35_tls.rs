@@ -1,0 +1,415 @@
+//! TLS on the client and peer ports, as a kubeadm control plane runs etcd: three
+//! `raftkv-server` members started with the flags kubeadm writes into its etcd static pod
+//! (TLS everywhere, client certificates required on both ports, plaintext metrics URL),
+//! certificates made at run time. What must hold:
+//! - the members form a cluster over mutual TLS and serve gRPC and `/health` over TLS to
+//!   a client with a certificate from the cluster's CA (kube-apiserver's health check: a
+//!   linearizable get of `/registry/health`), and etcdctl with `--cacert/--cert/--key`;
+//! - refused on the client port: no client certificate, one from another CA, an expired
+//!   one, plaintext; on the peer port: no client certificate, one from another CA;
+//! - a renewed server certificate is served from the next connection on, no restart.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// ring: the provider the server uses (its post-quantum-less default is deprecated).
+#![allow(deprecated)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use raftkv_proto::etcdserverpb::kv_client::KvClient;
+use raftkv_proto::etcdserverpb::{PutRequest, RangeRequest};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::support;
+use crate::support::certs::{Leaf, TestCa, Validity};
+use crate::support::child::{self, OwnedChild};
+use crate::support::ports::ReservedPort;
+use crate::support::process::SERVER_BIN;
+
+const START_DEADLINE: Duration = Duration::from_secs(60);
+const IO_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A TLS client configuration trusting `ca`, presenting `identity` if any.
+fn client_config(ca: &str, identity: Option<&Leaf>, alpn: &[u8]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let builder =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+    let mut config = match identity {
+        Some(leaf) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Arc::new(config)
+}
+
+/// What a TLS connection to `port` gave: the server's certificate and, for an HTTP/1.1
+/// `GET path`, the status line and body; or why it failed.
+struct Answer {
+    server_cert: Vec<u8>,
+    status: String,
+    body: String,
+}
+
+async fn https_get(port: u16, config: Arc<rustls::ClientConfig>, path: &str) -> Result<Answer, String> {
+    let exchange = async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut tls = tokio_rustls::TlsConnector::from(config)
+            .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        let server_cert = tls.get_ref().1.peer_certificates().unwrap_or_default()[0].to_vec();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+        tls.write_all(request.as_bytes())
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let mut answer = Vec::new();
+        tls.read_to_end(&mut answer)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let (head, body) = answer
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| format!("no HTTP answer: {answer:?}"))?;
+        Ok(Answer {
+            server_cert,
+            status: head.lines().next().unwrap_or_default().to_string(),
+            body: body.to_string(),
+        })
+    };
+    tokio::time::timeout(IO_DEADLINE, exchange)
+        .await
+        .unwrap_or_else(|_| Err("timed out".into()))
+}
+
+/// A TLS client on the peer port (HTTP/2 only, no request sent): refused, or still open
+/// when `IDLE` passes with nothing to read.
+async fn peer_port_refuses(port: u16, config: Arc<rustls::ClientConfig>) -> Result<String, ()> {
+    const IDLE: Duration = Duration::from_millis(1500);
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut tls = match tokio_rustls::TlsConnector::from(config)
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+    {
+        Ok(tls) => tls,
+        Err(e) => return Ok(format!("handshake: {e}")),
+    };
+    // TLS 1.3: the client's certificate is judged after the client's side of the
+    // handshake is done; a refusal arrives as an alert on the first read.
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(IDLE, tls.read(&mut byte)).await {
+        Ok(Ok(0)) => Ok("closed".into()),
+        Ok(Err(e)) => Ok(e.to_string()),
+        // The server spoke first (HTTP/2 SETTINGS) or said nothing: accepted.
+        Ok(Ok(_)) | Err(_) => Err(()),
+    }
+}
+
+fn etcdctl(endpoints: &str, certs: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg(format!("--cacert={}", certs.join("ca.crt").display()))
+        .arg(format!("--cert={}", certs.join("client.crt").display()))
+        .arg(format!("--key={}", certs.join("client.key").display()))
+        .args(["--dial-timeout=2s", "--command-timeout=5s"])
+        .args(args)
+        .output()
+        .expect("run etcdctl");
+    // `endpoint health` reports on stderr, `get` on stdout.
+    let text = [out.stdout, out.stderr].concat();
+    (out.status.success(), String::from_utf8_lossy(&text).into_owned())
+}
+
+struct Member {
+    client: ReservedPort,
+    peer: ReservedPort,
+    metrics: ReservedPort,
+}
+
+/// The command line kubeadm writes for its etcd static pod, on loopback ports.
+fn kubeadm_flags(name: &str, m: &Member, cluster: &str, data_dir: &Path, pki: &Path) -> Vec<String> {
+    let pki = |f: &str| pki.join(f).display().to_string();
+    let (c, p, x) = (m.client.port(), m.peer.port(), m.metrics.port());
+    [
+        format!("--advertise-client-urls=https://127.0.0.1:{c}"),
+        format!("--cert-file={}", pki("server.crt")),
+        "--client-cert-auth=true".into(),
+        format!("--data-dir={}", data_dir.display()),
+        "--experimental-initial-corrupt-check=true".into(),
+        "--experimental-watch-progress-notify-interval=5s".into(),
+        format!("--initial-advertise-peer-urls=https://127.0.0.1:{p}"),
+        format!("--initial-cluster={cluster}"),
+        format!("--key-file={}", pki("server.key")),
+        format!("--listen-client-urls=https://127.0.0.1:{c}"),
+        format!("--listen-metrics-urls=http://127.0.0.1:{x}"),
+        format!("--listen-peer-urls=https://127.0.0.1:{p}"),
+        format!("--name={name}"),
+        format!("--peer-cert-file={}", pki("peer.crt")),
+        "--peer-client-cert-auth=true".into(),
+        format!("--peer-key-file={}", pki("peer.key")),
+        format!("--peer-trusted-ca-file={}", pki("ca.crt")),
+        "--snapshot-count=10000".into(),
+        format!("--trusted-ca-file={}", pki("ca.crt")),
+    ]
+    .into()
+}
+
+/// Swap in a renewed certificate as cert-manager or kubeadm would: each file replaced
+/// whole by a rename.
+fn renew(leaf: &Leaf, cert: &PathBuf, key: &PathBuf) {
+    for (path, text) in [(key, &leaf.key_pem), (cert, &leaf.cert_pem)] {
+        let staged = path.with_extension("new");
+        std::fs::write(&staged, text).unwrap();
+        std::fs::rename(&staged, path).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_with_kubeadms_tls_flags_serves_only_trusted_clients() {
+    let _turn = support::ClusterTurn::take();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    std::fs::create_dir(&pki).unwrap();
+    let ca = TestCa::new("raftkv test CA");
+    let other_ca = TestCa::new("someone else's CA");
+    ca.write(&pki, "ca");
+    let (server_cert, server_key) = ca.leaf("member", Validity::Current).write(&pki, "server");
+    ca.leaf("peer", Validity::Current).write(&pki, "peer");
+    let client = ca.leaf("kube-apiserver-etcd-client", Validity::Current);
+    client.write(&pki, "client");
+
+    let members: Vec<Member> = (0..3)
+        .map(|_| Member {
+            client: ReservedPort::new(),
+            peer: ReservedPort::new(),
+            metrics: ReservedPort::new(),
+        })
+        .collect();
+    let cluster: Vec<String> = members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| format!("m{i}=https://127.0.0.1:{}", m.peer.port()))
+        .collect();
+    let cluster = cluster.join(",");
+    let mut children = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        let args = kubeadm_flags(
+            &format!("m{i}"),
+            m,
+            &cluster,
+            &dir.path().join(format!("m{i}")),
+            &pki,
+        );
+        let mut cmd = child::command(SERVER_BIN, &args, &[]);
+        cmd.stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join(format!("m{i}.log"))).unwrap());
+        children.push(OwnedChild::spawn(cmd).unwrap());
+    }
+    let logs = || {
+        (0..3)
+            .map(|i| std::fs::read_to_string(dir.path().join(format!("m{i}.log"))).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+
+    // Healthy (a leader elected over mutual TLS between members) on every member.
+    let trusted = client_config(&ca.pem(), Some(&client), b"http/1.1");
+    let deadline = Instant::now() + START_DEADLINE;
+    for m in &members {
+        loop {
+            match https_get(m.client.port(), trusted.clone(), "/health").await {
+                Ok(a) if a.status.contains("200") && a.body.starts_with(r#"{"health":"true""#) => break,
+                other => assert!(
+                    Instant::now() < deadline,
+                    "member on {} not healthy: {:?}\n{}",
+                    m.client.port(),
+                    other.map(|a| (a.status, a.body)),
+                    logs()
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    // gRPC over TLS: a put on one member, kube-apiserver's health check (a linearizable
+    // get of /registry/health) and the value read on another.
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca.pem()))
+        .identity(tonic::transport::Identity::from_pem(
+            &client.cert_pem,
+            &client.key_pem,
+        ))
+        .domain_name("127.0.0.1");
+    let kv = |port: u16| {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
+            .unwrap()
+            .tls_config(tls.clone())
+            .unwrap()
+            .timeout(IO_DEADLINE);
+        KvClient::new(endpoint.connect_lazy())
+    };
+    kv(members[0].client.port())
+        .put(PutRequest {
+            key: b"/registry/pods/default/web".to_vec(),
+            value: b"spec".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let health = kv(members[1].client.port())
+        .range(RangeRequest {
+            key: b"/registry/health".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.count, 0);
+    let read = kv(members[2].client.port())
+        .range(RangeRequest {
+            key: b"/registry/pods/default/web".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(read.kvs.first().map(|kv| kv.value.as_slice()), Some(&b"spec"[..]));
+
+    // etcdctl as operators run it against a kubeadm etcd.
+    if support::etcd::available() {
+        let endpoints: Vec<String> = members
+            .iter()
+            .map(|m| format!("https://127.0.0.1:{}", m.client.port()))
+            .collect();
+        let (ok, out) = etcdctl(&endpoints.join(","), &pki, &["endpoint", "health"]);
+        assert!(ok && out.matches("is healthy").count() == 3, "{out}");
+        let (ok, out) = etcdctl(&endpoints[2], &pki, &["get", "/registry/pods/default/web"]);
+        assert_eq!((ok, out.as_str()), (true, "/registry/pods/default/web\nspec\n"));
+    } else {
+        assert!(std::env::var("CI").is_err(), "etcdctl is required under CI=true");
+    }
+
+    // The metrics URL is plain HTTP, as kubeadm's probes expect.
+    let metrics_health = plain_get(members[0].metrics.port(), "/health").await;
+    assert!(metrics_health.starts_with("HTTP/1.1 200"), "{metrics_health}");
+
+    // Refused on the client port.
+    let port = members[0].client.port();
+    // (what, the client's configuration, the alert the server must send)
+    let refused = [
+        (
+            "no client certificate",
+            client_config(&ca.pem(), None, b"http/1.1"),
+            "CertificateRequired",
+        ),
+        (
+            "a certificate from another CA",
+            client_config(
+                &ca.pem(),
+                Some(&other_ca.leaf("intruder", Validity::Current)),
+                b"http/1.1",
+            ),
+            "UnknownCA",
+        ),
+        (
+            "an expired certificate",
+            client_config(
+                &ca.pem(),
+                Some(&ca.leaf("expired", Validity::Expired)),
+                b"http/1.1",
+            ),
+            "CertificateExpired",
+        ),
+    ];
+    for (what, config, alert) in refused {
+        match https_get(port, config, "/health").await {
+            Err(why) => assert!(why.contains(alert), "client port, {what}: {why}"),
+            Ok(answer) => panic!("client port, {what}: served {}", answer.status),
+        }
+    }
+    let plaintext = plain_get(port, "/health").await;
+    assert!(
+        !plaintext.starts_with("HTTP/1.1 200"),
+        "plaintext served: {plaintext:?}"
+    );
+
+    // Refused on the peer port; a member's certificate is accepted (the control).
+    let peer_port = members[0].peer.port();
+    let peer_leaf = Leaf {
+        cert_pem: std::fs::read_to_string(pki.join("peer.crt")).unwrap(),
+        key_pem: std::fs::read_to_string(pki.join("peer.key")).unwrap(),
+        der: Vec::new(),
+    };
+    assert!(
+        peer_port_refuses(peer_port, client_config(&ca.pem(), Some(&peer_leaf), b"h2"))
+            .await
+            .is_err(),
+        "a member's certificate was refused on the peer port"
+    );
+    for (what, identity, alert) in [
+        ("no client certificate", None, "CertificateRequired"),
+        (
+            "another CA",
+            Some(other_ca.leaf("intruder", Validity::Current)),
+            "UnknownCA",
+        ),
+    ] {
+        match peer_port_refuses(peer_port, client_config(&ca.pem(), identity.as_ref(), b"h2")).await {
+            Ok(why) => assert!(why.contains(alert), "peer port, {what}: {why}"),
+            Err(()) => panic!("peer port accepted {what}"),
+        }
+    }
+
+    // A renewed server certificate is served from the next connection on.
+    let renewed = ca.leaf("member-renewed", Validity::Current);
+    renew(&renewed, &server_cert, &server_key);
+    let answer = https_get(port, trusted.clone(), "/health").await.unwrap();
+    assert_eq!(
+        answer.server_cert, renewed.der,
+        "the old certificate is still served"
+    );
+    assert!(answer.status.contains("200"), "{}", answer.status);
+
+    // Still one cluster: the renewal touched no member's peer connections.
+    let answer = https_get(members[2].client.port(), trusted, "/health")
+        .await
+        .unwrap();
+    assert!(answer.body.starts_with(r#"{"health":"true""#), "{}", answer.body);
+    drop(children);
+}
+
+/// A plaintext HTTP/1.1 GET, bounded: the whole answer, or what went wrong.
+async fn plain_get(port: u16, path: &str) -> String {
+    let exchange = async {
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        tcp.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+        let mut answer = Vec::new();
+        tcp.read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&answer).into_owned())
+    };
+    match tokio::time::timeout(IO_DEADLINE, exchange).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => format!("error: {e}"),
+        Err(_) => "timed out".into(),
+    }
+}
