@@ -21,6 +21,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
 fi
 
+# The Kubernetes manifests, against Kubernetes' schemas (offline once installed).
+./scripts/validate-manifests.sh
+
 # `failpoints`: the servers the tests start serve the test-only fault-injection service
 # (network faults, storage failpoints) the reliability scenarios switch at run time.
 # The fault scenarios append their summary lines here; printed at the end.

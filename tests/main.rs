@@ -50,3 +50,4 @@ mod t32_etcd_command_line;
 mod t33_auto_compaction;
 mod t34_etcd_mixin_metrics;
 mod t35_tls;
+mod t36_statefulset;
