@@ -51,3 +51,4 @@ mod t33_auto_compaction;
 mod t34_etcd_mixin_metrics;
 mod t35_tls;
 mod t36_statefulset;
+mod t37_restore;

@@ -15,9 +15,12 @@ use raftkv::tls::{ClientTls, ServerTls};
 use raftkv::{AutoDefrag, Node};
 use raftkv_server::config::AutoCompactionConfig;
 use raftkv_server::socket_activation::{self, Inherited};
-use raftkv_server::{Config, ConfigError, InheritedAddrs, Loaded, TlsConfig, logging, signals};
+use raftkv_server::{Config, ConfigError, InheritedAddrs, Loaded, RestorePlan, TlsConfig, logging, signals};
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("restore") {
+        return restore(std::env::args().skip(2));
+    }
     // First, while this is the only thread: it edits the environment.
     let inherited = match socket_activation::take_inherited() {
         Ok(inherited) => inherited,
@@ -75,6 +78,56 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "raftkv-server failed");
             eprintln!("raftkv-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `raftkv-server restore SNAPSHOT ...`: seed a new member's data directory (etcdutl's
+/// `snapshot restore`). Exit 2 for a bad command line, 1 if the restore fails.
+fn restore(args: impl Iterator<Item = String>) -> ExitCode {
+    let plan = match RestorePlan::load(args) {
+        Ok(plan) => plan,
+        Err(ConfigError::Help(text)) => {
+            println!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("raftkv-server restore: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(Some("warn"));
+    let restored = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|runtime| {
+            runtime
+                .block_on(raftkv_storage::restore::restore(
+                    &plan.snapshot,
+                    &plan.data_dir,
+                    plan.id,
+                    &plan.members,
+                ))
+                .map_err(|e| e.to_string())
+        });
+    match restored {
+        Ok(report) => {
+            println!(
+                "restored {} into {}: member {:x} of cluster {:x} ({} members), revision {}, log index {}",
+                plan.snapshot.display(),
+                plan.data_dir.display(),
+                plan.id,
+                report.cluster_id,
+                plan.members.len(),
+                report.revision,
+                report.applied_index
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("raftkv-server restore: {e}");
             ExitCode::FAILURE
         }
     }

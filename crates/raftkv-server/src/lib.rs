@@ -22,4 +22,4 @@ pub mod logging;
 pub mod signals;
 pub mod socket_activation;
 
-pub use config::{Config, ConfigError, InheritedAddrs, Loaded, TlsConfig};
+pub use config::{Config, ConfigError, InheritedAddrs, Loaded, RestorePlan, TlsConfig};

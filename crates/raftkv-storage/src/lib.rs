@@ -88,6 +88,7 @@ mod lease_tests;
 pub mod log_store;
 pub mod mvcc;
 pub mod reader;
+pub mod restore;
 pub mod rollback;
 pub mod snapshot;
 pub mod snapshot_cadence;

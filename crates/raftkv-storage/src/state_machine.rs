@@ -191,7 +191,7 @@ impl StateMachine {
 /// The cluster id: a hash of the first membership (voter ids and peer URLs), the same on
 /// every member because every member applies the same first membership entry (or gets it
 /// in a snapshot). Never 0.
-fn cluster_id_of(m: &openraft::Membership<NodeId, MemberNode>) -> u64 {
+pub(crate) fn cluster_id_of(m: &openraft::Membership<NodeId, MemberNode>) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut mix = |bytes: &[u8]| {
         for &b in bytes {

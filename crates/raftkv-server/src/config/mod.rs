@@ -12,6 +12,7 @@
 mod compaction;
 mod file;
 mod resolve;
+pub mod restore;
 pub mod settings;
 mod tls;
 pub mod unsupported;
@@ -29,6 +30,7 @@ use clap::parser::ValueSource;
 
 pub use compaction::{AutoCompactionConfig, parse_go_duration};
 pub use resolve::InheritedAddrs;
+pub use restore::RestorePlan;
 pub use settings::Settings;
 pub use tls::TlsConfig;
 pub use urls::{InitialMember, ListenUrl, etcd_member_id, parse_initial_cluster};
