@@ -1,7 +1,9 @@
 //! TLS on the client and peer ports, as a kubeadm control plane runs etcd: three
-//! `raftkv-server` members started with the flags kubeadm writes into its etcd static pod
-//! (TLS everywhere, client certificates required on both ports, plaintext metrics URL),
-//! certificates made at run time. What must hold:
+//! members started with the flags kubeadm writes into its etcd static pod (TLS
+//! everywhere, client certificates required on both ports, plaintext metrics URL), the
+//! third from the same settings as an etcd YAML config file; certificates made at run
+//! time. One session against `raftkv-server` and one against etcd 3.4 must show the same.
+//! What must hold:
 //! - the members form a cluster over mutual TLS and serve gRPC and `/health` over TLS to
 //!   a client with a certificate from the cluster's CA (kube-apiserver's health check: a
 //!   linearizable get of `/registry/health`), and etcdctl with `--cacert/--cert/--key`;
@@ -101,7 +103,9 @@ async fn https_get(port: u16, config: Arc<rustls::ClientConfig>, path: &str) -> 
 /// A TLS client on the peer port (HTTP/2 only, no request sent): refused, or still open
 /// when `IDLE` passes with nothing to read.
 async fn peer_port_refuses(port: u16, config: Arc<rustls::ClientConfig>) -> Result<String, ()> {
-    const IDLE: Duration = Duration::from_millis(1500);
+    // An accepted connection answers at once (HTTP/2 SETTINGS): the wait costs only a
+    // refusal that is slow to arrive on a loaded machine.
+    const IDLE: Duration = Duration::from_secs(10);
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let mut tls = match tokio_rustls::TlsConnector::from(config)
         .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
@@ -169,6 +173,29 @@ fn kubeadm_flags(name: &str, m: &Member, cluster: &str, data_dir: &Path, pki: &P
         format!("--trusted-ca-file={}", pki("ca.crt")),
     ]
     .into()
+}
+
+/// kubeadm's flags as an etcd YAML config file: TLS under `client-transport-security:`
+/// and `peer-transport-security:`.
+fn config_file(name: &str, m: &Member, cluster: &str, data_dir: &Path, pki: &Path) -> String {
+    let pki = |f: &str| pki.join(f).display().to_string();
+    let (c, p, x) = (m.client.port(), m.peer.port(), m.metrics.port());
+    format!(
+        "name: {name}\ndata-dir: {data}\nlisten-client-urls: https://127.0.0.1:{c}\n\
+         advertise-client-urls: https://127.0.0.1:{c}\nlisten-peer-urls: https://127.0.0.1:{p}\n\
+         initial-advertise-peer-urls: https://127.0.0.1:{p}\ninitial-cluster: {cluster}\n\
+         listen-metrics-urls: http://127.0.0.1:{x}\nsnapshot-count: 10000\n\
+         client-transport-security:\n  cert-file: {server_crt}\n  key-file: {server_key}\n  \
+         client-cert-auth: true\n  trusted-ca-file: {ca}\n\
+         peer-transport-security:\n  cert-file: {peer_crt}\n  key-file: {peer_key}\n  \
+         client-cert-auth: true\n  trusted-ca-file: {ca}\n",
+        data = data_dir.display(),
+        server_crt = pki("server.crt"),
+        server_key = pki("server.key"),
+        peer_crt = pki("peer.crt"),
+        peer_key = pki("peer.key"),
+        ca = pki("ca.crt"),
+    )
 }
 
 /// Swap in a renewed certificate as cert-manager or kubeadm would: each file replaced
@@ -250,13 +277,15 @@ async fn session(program: &'static str, rustls_alerts: bool) -> Vec<String> {
     let cluster = cluster.join(",");
     let mut children = Vec::new();
     for (i, m) in members.iter().enumerate() {
-        let args = kubeadm_flags(
-            &format!("m{i}"),
-            m,
-            &cluster,
-            &dir.path().join(format!("m{i}")),
-            &pki,
-        );
+        let data_dir = dir.path().join(format!("m{i}"));
+        // The third member from a config file with etcd's TLS sections.
+        let args = if i < 2 {
+            kubeadm_flags(&format!("m{i}"), m, &cluster, &data_dir, &pki)
+        } else {
+            let file = dir.path().join("m2.yaml");
+            std::fs::write(&file, config_file("m2", m, &cluster, &data_dir, &pki)).unwrap();
+            vec![format!("--config-file={}", file.display())]
+        };
         let mut cmd = child::command(program, &args, &[]);
         cmd.stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join(format!("m{i}.log"))).unwrap());

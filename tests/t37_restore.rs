@@ -1,6 +1,7 @@
 //! Backup and restore into a new cluster, as etcd operators do it with `etcdctl snapshot
-//! save` and `etcdutl snapshot restore`: a three-member cluster holding 100,000 keys and
-//! a lease is saved through `Maintenance.Snapshot`; `raftkv-server restore` seeds three
+//! save` and `etcdutl snapshot restore`, here as the recovery from one surviving member:
+//! a three-member cluster holding 100,000 keys and a lease loses two members, the
+//! survivor (no quorum) is saved through `Maintenance.Snapshot`; `raftkv-server restore` seeds three
 //! new data directories (new names, ports and token) from the file; the new members,
 //! started with the same flags, serve the same keys at the same revision (HashKV equal),
 //! the lease, their own membership, and take writes. A second restore into a used data
@@ -108,11 +109,8 @@ async fn save_snapshot(url: &str, path: &Path) {
 
 /// (revision, hash, key count, a sample value) as a member serves them.
 async fn fingerprint(url: &str, revision: i64) -> (i64, u32, i64, Vec<u8>) {
-    let hash = MaintenanceClient::new(channel(url))
-        .hash_kv(HashKvRequest { revision })
-        .await
-        .unwrap()
-        .into_inner();
+    // The linearizable reads first: once answered, this member has applied everything
+    // committed before them, so its local HashKV covers the same writes.
     let mut kv = KvClient::new(channel(url));
     let count = kv
         .range(RangeRequest {
@@ -132,12 +130,33 @@ async fn fingerprint(url: &str, revision: i64) -> (i64, u32, i64, Vec<u8>) {
         .await
         .unwrap()
         .into_inner();
+    let hash = MaintenanceClient::new(channel(url))
+        .hash_kv(HashKvRequest { revision })
+        .await
+        .unwrap()
+        .into_inner();
     (
         count.header.unwrap().revision,
         hash.hash,
         count.count,
         sample.kvs.first().map(|kv| kv.value.clone()).unwrap_or_default(),
     )
+}
+
+/// The cluster id a member puts in its response headers.
+async fn cluster_id(url: &str) -> u64 {
+    KvClient::new(channel(url))
+        .range(RangeRequest {
+            key: b"/leased".to_vec(),
+            serializable: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .header
+        .unwrap()
+        .cluster_id
 }
 
 fn run_restore(args: &[String]) -> (Option<i32>, String) {
@@ -156,8 +175,8 @@ async fn a_snapshot_restores_into_a_new_cluster_with_the_same_data() {
     let snapshot = dir.path().join("backup.db");
 
     // The old cluster: 100,000 keys and a lease, saved, fingerprinted, stopped.
-    let (before, lease) = {
-        let cluster = ProcessCluster::start(3, &[]);
+    let (before, lease, old_cluster) = {
+        let mut cluster = ProcessCluster::start(3, &[]);
         cluster.agreed_leader(DEADLINE).await;
         let url = cluster.url(1);
         let lease = LeaseClient::new(channel(&url))
@@ -168,8 +187,14 @@ async fn a_snapshot_restores_into_a_new_cluster_with_the_same_data() {
             .id;
         fill(&url, lease).await;
         let revision = fingerprint(&url, 0).await.0;
+        let before = fingerprint(&url, revision).await;
+        // The survivor has applied everything: a linearizable read through it waited for
+        // that. Then the other two are lost.
+        assert_eq!(fingerprint(&cluster.url(2), revision).await, before);
+        cluster.kill(1);
+        cluster.kill(3);
         save_snapshot(&cluster.url(2), &snapshot).await;
-        (fingerprint(&url, revision).await, lease)
+        (before, lease, cluster_id(&cluster.url(2)).await)
     };
     assert_eq!(before.2, KEYS as i64);
 
@@ -252,9 +277,12 @@ async fn a_snapshot_restores_into_a_new_cluster_with_the_same_data() {
         }
     }
 
+    let new_cluster = cluster_id(&urls[0]).await;
     for url in &urls {
         assert_eq!(fingerprint(url, before.0).await, before, "{url}");
+        assert_eq!(cluster_id(url).await, new_cluster, "{url}");
     }
+    assert_ne!(new_cluster, old_cluster, "a restored cluster is a new cluster");
     let ttl = LeaseClient::new(channel(&urls[1]))
         .lease_time_to_live(LeaseTimeToLiveRequest {
             id: lease,

@@ -12,6 +12,10 @@
 //! cluster's published member records are dropped: the new members publish their own.
 //! A fresh snapshot is built from the result, so the one a member serves to a lagging
 //! peer carries the new membership.
+//!
+//! The directory is built as `<data_dir>.restoring` and renamed into place only once
+//! complete and synced: a restore that dies halfway leaves no data directory a server
+//! would start on (the next restore removes the leftover and starts over).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -84,11 +88,52 @@ pub async fn restore(
         last_membership: StoredMembership::new(Some(last), membership),
     };
 
-    let mut store = Store::open(data_dir, StoreOptions::default())?;
+    let staging = staging_dir(data_dir)?;
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)?;
+    }
+    seed(snapshot, &staging, id, &meta, cluster_id).await?;
+    // The store's background threads hold the directory until they stop: wait for that
+    // (by taking the lock ourselves), then move the finished directory into place.
+    drop(crate::DataDirLock::acquire(&staging, STORE_CLOSE_WAIT)?);
+    std::fs::rename(&staging, data_dir)?;
+    if let Some(parent) = data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(RestoreReport {
+        applied_index: last.index,
+        revision,
+        cluster_id,
+    })
+}
+
+/// How long the restore waits for its store's background threads to stop.
+const STORE_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `<data_dir>.restoring`, beside it.
+fn staging_dir(data_dir: &Path) -> Result<std::path::PathBuf> {
+    let name = data_dir.file_name().ok_or_else(|| Error::Corrupt {
+        what: "restore",
+        detail: format!("{} has no directory name", data_dir.display()),
+    })?;
+    let mut staging = name.to_os_string();
+    staging.push(".restoring");
+    Ok(data_dir.with_file_name(staging))
+}
+
+/// Build the member's data directory at `dir` (see the module doc).
+async fn seed(snapshot: &Path, dir: &Path, id: NodeId, meta: &SnapshotMeta, cluster_id: u64) -> Result<()> {
+    let Some(last) = meta.last_log_id else {
+        return Err(Error::Corrupt {
+            what: "snapshot",
+            detail: "it holds no applied entry".into(),
+        });
+    };
+    let mut store = Store::open(dir, StoreOptions::default())?;
     let file = tokio::fs::File::open(snapshot).await?;
     store
         .state_machine
-        .install_snapshot(&meta, file)
+        .install_snapshot(meta, file)
         .await
         .map_err(Error::Io)?;
     // The new cluster's identity: its id, and no published members of the old one.
@@ -109,11 +154,7 @@ pub async fn restore(
         .save_vote(&Vote::new(last.leader_id.term, id))
         .await
         .map_err(Error::Io)?;
-    Ok(RestoreReport {
-        applied_index: last.index,
-        revision,
-        cluster_id,
-    })
+    Ok(())
 }
 
 /// The snapshot file's metadata and revision, checking its format on the way.

@@ -106,6 +106,12 @@ impl SnapshotCadence {
     pub fn last_snapshot_bytes(&self) -> u64 {
         self.last_bytes.load(Ordering::Relaxed)
     }
+
+    /// Bytes apply wrote to the tree since the newest snapshot was captured (or since
+    /// this process opened the store, if that is later).
+    pub fn written_since_snapshot(&self) -> u64 {
+        self.written_since.load(Ordering::Relaxed)
+    }
 }
 
 #[cfg(test)]

@@ -111,6 +111,26 @@ impl StateShared {
         self.cluster_id.load(Ordering::Acquire)
     }
 
+    /// An estimate of the bytes of live data in the state database, for etcd's
+    /// `etcd_mvcc_db_total_size_in_use_in_bytes`: sled does not say how much of its file
+    /// is live, but a snapshot file holds exactly the live records (plus framing), so
+    /// the newest snapshot's size plus what apply wrote since. Deletions since that
+    /// snapshot are not subtracted: between snapshots this overestimates, which errs
+    /// toward "no fragmentation".
+    pub fn live_bytes_estimate(&self) -> u64 {
+        self.snapshot_cadence
+            .last_snapshot_bytes()
+            .saturating_add(self.snapshot_cadence.written_since_snapshot())
+    }
+
+    /// What a defragmentation would give back, estimated: the state database's file
+    /// beyond [`StateShared::live_bytes_estimate`].
+    pub fn reclaimable_bytes_estimate(&self) -> u64 {
+        self.tree()
+            .file_bytes()
+            .saturating_sub(self.live_bytes_estimate())
+    }
+
     /// The applied-index watermark.
     pub fn applied(&self) -> &Arc<Watermark> {
         &self.applied

@@ -107,3 +107,89 @@ impl tower_service::Service<http::Uri> for TlsConnector {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::path::Path;
+
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    };
+    use tower_service::Service as _;
+
+    use super::*;
+    use crate::tls::{ServerTls, TlsPolicy};
+
+    /// A CA, and a certificate it signs for `names` (server and client use).
+    fn leaf(
+        ca: &CertifiedIssuer<'static, KeyPair>,
+        names: &[&str],
+        dir: &Path,
+        file: &str,
+    ) -> (PathBuf, PathBuf) {
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, ca).unwrap();
+        let (cert_path, key_path) = (dir.join(format!("{file}.crt")), dir.join(format!("{file}.key")));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path)
+    }
+
+    use std::path::PathBuf;
+
+    /// A member dialing a peer checks that the peer's certificate names the host of its
+    /// peer URL: a certificate for `localhost` only is refused at `127.0.0.1`.
+    #[tokio::test]
+    async fn a_peer_certificate_must_name_the_host_dialed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let ca_path = dir.path().join("ca.crt");
+        std::fs::write(&ca_path, ca.pem()).unwrap();
+        let (server_cert, server_key) = leaf(&ca, &["localhost"], dir.path(), "server");
+        let (client_cert, client_key) = leaf(&ca, &["127.0.0.1"], dir.path(), "client");
+        let settings = |cert: PathBuf, key: PathBuf| TlsSettings {
+            cert_file: cert,
+            key_file: key,
+            trusted_ca_file: Some(ca_path.clone()),
+            client_cert_auth: true,
+            policy: TlsPolicy::default(),
+        };
+        let server = ServerTls::new(&settings(server_cert, server_key), &[b"h2"]).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = tokio_rustls::TlsAcceptor::from(server.current());
+                tokio::spawn(async move {
+                    let _ = acceptor.accept(tcp).await;
+                });
+            }
+        });
+        let mut connector = ClientTls::new(&settings(client_cert, client_key))
+            .unwrap()
+            .connector();
+        let wrong = connector
+            .call(format!("http://127.0.0.1:{port}").parse().unwrap())
+            .await
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            wrong.as_deref().is_some_and(|e| e.contains("not valid for name")),
+            "{wrong:?}"
+        );
+        let right = connector
+            .call(format!("http://localhost:{port}").parse().unwrap())
+            .await;
+        assert!(right.is_ok(), "{:?}", right.err());
+    }
+}

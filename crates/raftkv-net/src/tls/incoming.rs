@@ -1,8 +1,10 @@
 //! Accepting TLS connections for a tonic server: the accept loop hands each new socket
 //! to a task of its own for the handshake (bounded by a deadline), so a slow client, a
 //! plaintext client or a port scanner holds up no one else; only finished handshakes
-//! reach the server. The loop ends, closing the listening socket, when the server stops
-//! taking connections.
+//! reach the server. At most [`MAX_HANDSHAKES`] run at once: beyond that a new socket is
+//! closed at once, so a flood of idle connections costs bounded memory and descriptors.
+//! The loop ends, closing the listening socket, when the server stops taking
+//! connections.
 
 use std::time::Duration;
 
@@ -17,6 +19,8 @@ pub type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
 
 /// Handshakes finished but not yet taken by the server.
 const READY_BACKLOG: usize = 64;
+/// Handshakes in progress at most.
+pub const MAX_HANDSHAKES: usize = 1024;
 
 /// The TLS connections accepted on `listener`, for `serve_with_incoming`.
 pub fn incoming(
@@ -25,6 +29,7 @@ pub fn incoming(
     handshake_timeout: Duration,
 ) -> impl Stream<Item = Result<TlsStream, std::io::Error>> + Send + 'static {
     let (ready, stream) = tokio::sync::mpsc::channel(READY_BACKLOG);
+    let in_progress = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -41,10 +46,16 @@ pub fn incoming(
                     continue;
                 }
             };
+            let Ok(permit) = in_progress.clone().try_acquire_owned() else {
+                tracing::warn!(%remote, "rejected connection: {MAX_HANDSHAKES} TLS handshakes already in progress");
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
-            let acceptor = TlsAcceptor::from(tls.current());
-            let ready = ready.clone();
+            let (tls, ready) = (tls.clone(), ready.clone());
             tokio::spawn(async move {
+                let _permit = permit;
+                // Off the accept loop: it may stat the files and rebuild the configuration.
+                let acceptor = TlsAcceptor::from(tls.current());
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
                         let _ = ready.send(Ok(stream)).await;

@@ -17,12 +17,18 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use super::TlsError;
 
 /// What identifies one version of a file: modification time, length, inode (a
-/// Kubernetes secret update swaps a symlink, so the inode changes).
-type Stamp = Option<(SystemTime, u64, u64)>;
+/// Kubernetes secret update swaps a symlink, so the inode changes) and change time (a
+/// copy that keeps the old modification time and length still changes it).
+type Stamp = Option<(SystemTime, u64, u64, (i64, i64))>;
 
 fn stamp(path: &PathBuf) -> Stamp {
     let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len(), meta.ino()))
+    Some((
+        meta.modified().ok()?,
+        meta.len(),
+        meta.ino(),
+        (meta.ctime(), meta.ctime_nsec()),
+    ))
 }
 
 type Build<C> = Box<dyn Fn() -> Result<C, TlsError> + Send + Sync>;

@@ -220,6 +220,7 @@ pub struct Settings {
         value_name = "LIST",
         help_heading = "Security"
     )]
+    #[serde(default, deserialize_with = "string_or_list")]
     pub cipher_suites: Option<String>,
     /// TLS1.2 or TLS1.3 [default: TLS1.2].
     #[arg(
@@ -303,6 +304,29 @@ pub struct Settings {
 /// A Go boolean flag's value (`strconv.ParseBool`).
 fn go_bool(value: &str) -> Result<bool, String> {
     super::unsupported::parse_go_bool(value).ok_or_else(|| format!("{value:?} is not true or false"))
+}
+
+/// A comma-separated list as text, from a YAML string or sequence (etcd's config file
+/// takes `cipher-suites` as a list).
+fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let value = Option::<serde_yaml_ng::Value>::deserialize(d)?;
+    match value {
+        None | Some(serde_yaml_ng::Value::Null) => Ok(None),
+        Some(serde_yaml_ng::Value::String(s)) => Ok(Some(s)),
+        Some(serde_yaml_ng::Value::Sequence(items)) => items
+            .into_iter()
+            .map(|item| match item {
+                serde_yaml_ng::Value::String(s) => Ok(s),
+                other => Err(serde::de::Error::custom(format!(
+                    "expected a string, got {other:?}"
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|items| Some(items.join(","))),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "expected a string or a list, got {other:?}"
+        ))),
+    }
 }
 
 /// A YAML scalar as text (`auto-compaction-retention: 1` and `"1h"` both mean something).

@@ -144,32 +144,43 @@ pub fn resolve_tls<'a>(
             policy: policy.clone(),
         });
     }
-    if let Some(url) = peer_urls.find(|u| u.starts_with("https://")) {
-        let dial_pair = pair(
-            s.peer_client_cert_file.as_deref(),
-            s.peer_client_key_file.as_deref(),
-        )?;
-        let dial_pair = match dial_pair {
-            Some(pair) => Some(pair),
-            None => peer_pair()?,
-        };
-        let (cert_file, key_file) = dial_pair.ok_or_else(|| {
-            conflict(format!(
+    // Dialing members: with a peer certificate and CA, any https:// peer URL (members
+    // added later included) is dialed with TLS, as etcd does; an https:// URL among the
+    // initial members without them is refused now rather than failing at the first dial.
+    let dial_pair = match pair(
+        s.peer_client_cert_file.as_deref(),
+        s.peer_client_key_file.as_deref(),
+    )? {
+        Some(pair) => Some(pair),
+        None => peer_pair()?,
+    };
+    let https_peer = peer_urls.find(|u| u.starts_with("https://"));
+    let dial_ca = s
+        .peer_trusted_ca_file
+        .as_deref()
+        .filter(|f| !f.is_empty())
+        .map(PathBuf::from);
+    match (dial_pair, dial_ca, https_peer) {
+        (Some((cert_file, key_file)), Some(trusted_ca_file), _) => {
+            config.peer_client = Some(TlsSettings {
+                cert_file,
+                key_file,
+                trusted_ca_file: Some(trusted_ca_file),
+                client_cert_auth: false,
+                policy,
+            });
+        }
+        (None, _, Some(url)) => {
+            return Err(conflict(format!(
                 "peer url {url} uses TLS: --peer-cert-file and --peer-key-file (or --peer-client-cert-file and --peer-client-key-file) must be provided"
-            ))
-        })?;
-        let trusted_ca_file = peer_ca()?.ok_or_else(|| {
-            conflict(format!(
+            )));
+        }
+        (Some(_), None, Some(url)) => {
+            return Err(conflict(format!(
                 "peer url {url} uses TLS: --peer-trusted-ca-file must be provided (raftkv does not read the system's CA store)"
-            ))
-        })?;
-        config.peer_client = Some(TlsSettings {
-            cert_file,
-            key_file,
-            trusted_ca_file: Some(trusted_ca_file),
-            client_cert_auth: false,
-            policy,
-        });
+            )));
+        }
+        _ => {}
     }
     Ok(config)
 }
@@ -234,6 +245,16 @@ mod tests {
     }
 
     #[test]
+    fn peer_certificates_dial_https_members_added_later() {
+        // All initial members plaintext: a member added later with an https:// URL is
+        // still dialed with TLS.
+        let c =
+            load("--peer-cert-file /p.crt --peer-key-file /p.key --peer-trusted-ca-file /ca.crt").unwrap();
+        assert_eq!(c.tls.peer_client.unwrap().cert_file, PathBuf::from("/p.crt"));
+        assert!(c.tls.peer_server.is_none());
+    }
+
+    #[test]
     fn what_etcd_refuses_is_refused_with_its_words() {
         for (args, expected) in [
             (
@@ -280,16 +301,20 @@ mod tests {
              initial-advertise-peer-urls: https://127.0.0.1:2380\ninitial-cluster: cp1=https://127.0.0.1:2380\n\
              client-transport-security:\n  cert-file: /s.crt\n  key-file: /s.key\n  trusted-ca-file: /ca.crt\n  client-cert-auth: true\n  auto-tls: false\n\
              peer-transport-security:\n  cert-file: /p.crt\n  key-file: /p.key\n  trusted-ca-file: /ca.crt\n  client-cert-auth: true\n\
-             cipher-suites: TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\ntls-min-version: TLS1.2\n",
+             cipher-suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256]\ntls-min-version: TLS1.2\n",
         )
         .unwrap();
         let c = load(&format!("--config-file {}", path.display())).unwrap();
         let client = c.tls.client.unwrap();
         assert_eq!(client.cert_file, PathBuf::from("/s.crt"));
         assert!(client.client_cert_auth);
+        // etcd's config file takes the list as a YAML sequence.
         assert_eq!(
             client.policy.cipher_suites,
-            ["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"]
+            [
+                "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+                "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"
+            ]
         );
         assert_eq!(c.tls.peer_server.unwrap().cert_file, PathBuf::from("/p.crt"));
         assert_eq!(c.tls.peer_client.unwrap().key_file, PathBuf::from("/p.key"));
