@@ -31,7 +31,8 @@ use crate::support::ports::ReservedPort;
 use crate::support::process::{ProcessCluster, SERVER_BIN};
 
 const KEYS: usize = 100_000;
-const PER_TXN: usize = 128;
+// The old cluster takes transactions this large (`--max-txn-ops`): fewer round trips.
+const PER_TXN: usize = 1000;
 const DEADLINE: Duration = Duration::from_secs(60);
 
 fn channel(url: &str) -> Channel {
@@ -159,14 +160,20 @@ async fn cluster_id(url: &str) -> u64 {
         .cluster_id
 }
 
+/// `raftkv-server restore ARGS`, bounded: its exit code and output.
 fn run_restore(args: &[String]) -> (Option<i32>, String) {
-    let out = std::process::Command::new(SERVER_BIN)
-        .arg("restore")
-        .args(args)
-        .output()
-        .unwrap();
-    let text = [out.stdout, out.stderr].concat();
-    (out.status.code(), String::from_utf8_lossy(&text).into_owned())
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut all = vec!["restore".to_string()];
+    all.extend(args.iter().cloned());
+    let mut cmd = child::command(SERVER_BIN, &all, &[]);
+    // Both streams into one file, appending: neither overwrites the other.
+    let append = || std::fs::OpenOptions::new().append(true).open(out.path()).unwrap();
+    cmd.stdout(append()).stderr(append());
+    let mut child = OwnedChild::spawn(cmd).unwrap();
+    let status = child
+        .wait_timeout(Duration::from_secs(120))
+        .unwrap_or_else(|| panic!("restore {args:?} did not finish"));
+    (status.code(), std::fs::read_to_string(out.path()).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,7 +183,7 @@ async fn a_snapshot_restores_into_a_new_cluster_with_the_same_data() {
 
     // The old cluster: 100,000 keys and a lease, saved, fingerprinted, stopped.
     let (before, lease, old_cluster) = {
-        let mut cluster = ProcessCluster::start(3, &[]);
+        let mut cluster = ProcessCluster::start(3, &["--max-txn-ops", "1000"]);
         cluster.agreed_leader(DEADLINE).await;
         let url = cluster.url(1);
         let lease = LeaseClient::new(channel(&url))
@@ -221,10 +228,16 @@ async fn a_snapshot_restores_into_a_new_cluster_with_the_same_data() {
             ),
         ]
     };
-    for i in 0..3 {
-        let mut args = vec![snapshot.display().to_string()];
-        args.extend(member_flags(i));
-        let (code, out) = run_restore(&args);
+    // The three restores at once, as three operators on three machines would run them.
+    let restores: Vec<_> = (0..3)
+        .map(|i| {
+            let mut args = vec![snapshot.display().to_string()];
+            args.extend(member_flags(i));
+            std::thread::spawn(move || run_restore(&args))
+        })
+        .collect();
+    for (i, restore) in restores.into_iter().enumerate() {
+        let (code, out) = restore.join().unwrap();
         assert_eq!(code, Some(0), "restore r{i}: {out}");
     }
     let mut again = vec![snapshot.display().to_string()];
