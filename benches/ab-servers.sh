@@ -5,20 +5,24 @@
 # and the members' CPU seconds per 1,000 writes.
 #
 # Usage: A=/path/to/raftkv-server B=/path/to/raftkv-server [ROUNDS=6] [DUR=10] \
-#          [WORKLOADS="c64-all"] benches/ab-servers.sh
+#          [WORKLOADS="c64-all"] [A_PEER_TLS=1] [B_PEER_TLS=1] benches/ab-servers.sh
+# X_PEER_TLS=1: that cluster's members talk mutual TLS (https:// peer URLs, a CA and a
+# certificate made for the run); clients stay plaintext.
 # Workloads: c64-all (64 clients over all members), c1-leader, c1-follower (one client,
 # one connection, to the leader or to a follower). Either build may predate etcd's flags
 # (cluster.sh starts each with the flags it speaks).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source benches/cluster.sh
-install_missing etcdctl:etcd-client python3:python3
+install_missing etcdctl:etcd-client python3:python3 openssl:openssl
 make_work_dir ab
 build_release
 declare -A EPS PID LEAD FOL
 for sys in A B; do
   mkdir -p "$WORK/$sys"; PIDS=()
-  SERVER=${!sys} start_raftkv_cluster "$WORK/$sys"
+  tls_var=${sys}_PEER_TLS; peer_tls=""
+  if [ -n "${!tls_var:-}" ]; then peer_tls="$WORK/$sys-pki"; make_peer_certs "$peer_tls"; fi
+  SERVER=${!sys} RK_PEER_TLS=$peer_tls start_raftkv_cluster "$WORK/$sys"
   wait_until_writable "$RK_ENDPOINTS" "$WORK/$sys/*.log"
   EPS[$sys]=$RK_ENDPOINTS; PID[$sys]="${PIDS[*]}"
   read -r l f < <(etcdctl --endpoints="${RK_ENDPOINTS//http:\/\//}" endpoint status -w json | python3 -c '

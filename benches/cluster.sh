@@ -72,20 +72,25 @@ reserve_port() {
 # logged to DIR/raftkv-<i>.log, RK_EXTRA_FLAGS added to each); sets RK_ENDPOINTS (client URLs, comma-separated) and
 # RK_EP1 (member 1's) and appends the members to PIDS.
 start_raftkv_cluster() {
-  local dir=$1 cluster="" i c p
+  local dir=$1 cluster="" i c p scheme=http
   local -a args
+  if [ -n "${RK_PEER_TLS:-}" ]; then scheme=https; fi
   mkdir -p "$dir"
   RK_ENDPOINTS=""; RK_EP1=""
   for i in 1 2 3; do
     reserve_port; c=$RESERVED_PORT
     reserve_port; p=$RESERVED_PORT
-    cluster+="${cluster:+,}$i=http://127.0.0.1:$p"
+    cluster+="${cluster:+,}$i=$scheme://127.0.0.1:$p"
     RK_ENDPOINTS+="${RK_ENDPOINTS:+,}http://127.0.0.1:$c"
     if [ "$i" = 1 ]; then RK_EP1="http://127.0.0.1:$c"; fi
     # Member names 1, 2, 3 are their ids. Builds before etcd's flags (BASELINE_SERVER)
     # took --id and bare listen addresses.
     if "$SERVER" --help 2>/dev/null | grep -q -- --listen-client-urls; then
-      args[$i]="--name $i --data-dir $dir/raftkv-$i --listen-client-urls http://127.0.0.1:$c --listen-peer-urls http://127.0.0.1:$p"
+      args[$i]="--name $i --data-dir $dir/raftkv-$i --listen-client-urls http://127.0.0.1:$c --listen-peer-urls $scheme://127.0.0.1:$p"
+      if [ -n "${RK_PEER_TLS:-}" ]; then
+        args[$i]+=" --peer-cert-file $RK_PEER_TLS/peer.crt --peer-key-file $RK_PEER_TLS/peer.key"
+        args[$i]+=" --peer-trusted-ca-file $RK_PEER_TLS/ca.crt --peer-client-cert-auth=true"
+      fi
     else
       args[$i]="--id $i --data-dir $dir/raftkv-$i --listen-client 127.0.0.1:$c --listen-peer 127.0.0.1:$p"
     fi
@@ -95,6 +100,20 @@ start_raftkv_cluster() {
     "$SERVER" ${args[$i]} --initial-cluster "$cluster" --log warn ${RK_EXTRA_FLAGS:-} >"$dir/raftkv-$i.out" 2>"$dir/raftkv-$i.log" &
     PIDS+=($!); disown
   done
+}
+
+# A CA and a peer certificate for 127.0.0.1 (server and client use) in DIR, for
+# RK_PEER_TLS=DIR: start_raftkv_cluster then uses https:// peer URLs with mutual TLS.
+make_peer_certs() {
+  local dir=$1
+  mkdir -p "$dir"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj "/CN=bench CA" -keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=member" \
+    -keyout "$dir/peer.key" -out "$dir/peer.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' >"$dir/ext.cnf"
+  openssl x509 -req -in "$dir/peer.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
+    -days 1 -extfile "$dir/ext.cnf" -out "$dir/peer.crt" 2>/dev/null
 }
 
 # Start three etcd members with data under DIR (etcd's default durability, errors logged
