@@ -713,8 +713,12 @@ fn spawn_server<L, ResBody>(
         };
         let served = match tls {
             Some(tls) => {
-                let incoming = raftkv_net::tls::incoming(listener, tls, TLS_HANDSHAKE_TIMEOUT);
-                router.serve_with_incoming_shutdown(incoming, stop).await
+                let (incoming, accepting) = raftkv_net::tls::incoming(listener, tls, TLS_HANDSHAKE_TIMEOUT);
+                let served = router.serve_with_incoming_shutdown(incoming, stop).await;
+                // The incoming stream is gone: the accept task closes the port; wait for
+                // it, so the port is free once the node's shutdown returns.
+                let _ = accepting.await;
+                served
             }
             None => {
                 let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));

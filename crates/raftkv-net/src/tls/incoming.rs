@@ -22,15 +22,20 @@ const READY_BACKLOG: usize = 64;
 /// Handshakes in progress at most.
 pub const MAX_HANDSHAKES: usize = 1024;
 
-/// The TLS connections accepted on `listener`, for `serve_with_incoming`.
+/// The TLS connections accepted on `listener`, for `serve_with_incoming`, and the task
+/// that accepts them: it ends, closing the listening socket, once the stream is dropped
+/// (await it after the server returns to know the port is free).
 pub fn incoming(
     listener: TcpListener,
     tls: ServerTls,
     handshake_timeout: Duration,
-) -> impl Stream<Item = Result<TlsStream, std::io::Error>> + Send + 'static {
+) -> (
+    impl Stream<Item = Result<TlsStream, std::io::Error>> + Send + 'static,
+    tokio::task::JoinHandle<()>,
+) {
     let (ready, stream) = tokio::sync::mpsc::channel(READY_BACKLOG);
     let in_progress = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
-    tokio::spawn(async move {
+    let accepting = tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
@@ -68,5 +73,5 @@ pub fn incoming(
             });
         }
     });
-    tokio_stream::wrappers::ReceiverStream::new(stream)
+    (tokio_stream::wrappers::ReceiverStream::new(stream), accepting)
 }
