@@ -1102,6 +1102,10 @@ impl Node {
     /// Stop the servers and Raft and release the data directory (once every clone is
     /// dropped). In-flight requests fail; acknowledged writes are already durable.
     pub async fn shutdown(&self) {
+        // A member on its way out never stands for election: while its servers drain it
+        // stops hearing the leader, and a campaign then could make it leader for a moment
+        // (taking the others' votes) just before it goes.
+        self.inner.raft.runtime_config().elect(false);
         let _ = self.inner.shutdown.send(true);
         // Watch streams never finish on their own: end them, so the servers can drain.
         self.inner.shared.watch_hub().close();

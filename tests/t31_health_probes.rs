@@ -441,7 +441,15 @@ async fn a_leader_left_alone_says_there_is_no_leader() {
         (1.0, 1.0)
     );
     for node in cluster.iter().filter(|n| n.id() != leader_id) {
+        // A follower stops at once: the leader's append stream ends with it (it once
+        // waited out the servers' drain deadline, and campaigned meanwhile).
+        let started = Instant::now();
         node.shutdown().await;
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(3),
+            "a follower's shutdown took {took:?}"
+        );
     }
     let alone = get_until(&url, "/health", "RAFT NO LEADER on the lone leader", |a| {
         a.status == 503 && a.body.contains("RAFT NO LEADER")

@@ -184,8 +184,11 @@ impl<F: ForwardTarget, SM: KvStateMachine> RaftPeer for PeerService<F, SM> {
         // One leader per stream: its counters, once its first message names it.
         let from: Arc<std::sync::OnceLock<Arc<PeerCounters>>> = Arc::default();
         let (traffic, from_requests) = (self.traffic.clone(), from.clone());
+        // The leader never ends this stream: it ends here when the node stops (openraft
+        // answers what it took), or the server would wait out its drain deadline.
         let requests = request
             .into_inner()
+            .take_until(self.forward.stopping())
             .map(move |message| match message {
                 Ok(bytes) => match codec::decode::<AppendEntriesRequest<TypeConfig>>(&bytes.data) {
                     Ok(rpc) => {
