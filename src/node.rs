@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures_util::TryStreamExt as _;
 use raftkv_core::types::{MemberNode, NodeId};
 use raftkv_core::validate::Limits;
 use raftkv_core::{Error, Proposer, ProposerConfig, Result, Watermark};
@@ -559,6 +560,7 @@ impl NodeBuilder {
                 "peer",
                 router,
                 (listener, peer_server_tls),
+                Clients::Ours,
                 shutdown_rx.clone(),
             );
         }
@@ -581,7 +583,14 @@ impl NodeBuilder {
                 .add_service(ElectionServer::new(ElectionService::new(backend.clone())))
                 .add_service(ClusterServer::new(cluster.clone()))
                 .add_service(MaintenanceServer::new(cluster));
-            spawn_server(&node, "client", router, listener, shutdown_rx.clone());
+            spawn_server(
+                &node,
+                "client",
+                router,
+                listener,
+                Clients::Etcd,
+                shutdown_rx.clone(),
+            );
         }
         for listener in metrics_listeners {
             // The probes alone: no gRPC service is routed here.
@@ -590,7 +599,14 @@ impl NodeBuilder {
                 .accept_http1(true)
                 .layer(raftkv_net::HttpProbesLayer::new(Arc::new(node.clone())))
                 .add_routes(tonic::service::Routes::default());
-            spawn_server(&node, "metrics", router, listener, shutdown_rx.clone());
+            spawn_server(
+                &node,
+                "metrics",
+                router,
+                listener,
+                Clients::Ours,
+                shutdown_rx.clone(),
+            );
         }
 
         let initialized = raft
@@ -689,11 +705,29 @@ fn adds_data(command: &raftkv_core::Command) -> bool {
 /// How long a client has to finish its TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Which clients a listener serves: on the client port, etcd's Go clients may send an
+/// `:authority` that must be repaired first ([`raftkv_net::AuthorityFix`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Clients {
+    Etcd,
+    Ours,
+}
+
+impl Clients {
+    fn wrap<IO>(self, io: IO) -> raftkv_net::AuthorityFix<IO> {
+        match self {
+            Clients::Etcd => raftkv_net::AuthorityFix::new(io),
+            Clients::Ours => raftkv_net::AuthorityFix::passthrough(io),
+        }
+    }
+}
+
 fn spawn_server<L, ResBody>(
     node: &Node,
     what: &'static str,
     router: tonic::transport::server::Router<L>,
     (listener, tls): (TcpListener, Option<ServerTls>),
+    clients: Clients,
     mut shutdown: watch::Receiver<bool>,
 ) where
     L: tower_layer::Layer<tonic::service::Routes> + Send + 'static,
@@ -714,6 +748,7 @@ fn spawn_server<L, ResBody>(
         let served = match tls {
             Some(tls) => {
                 let (incoming, accepting) = raftkv_net::tls::incoming(listener, tls, TLS_HANDSHAKE_TIMEOUT);
+                let incoming = incoming.map_ok(move |io| clients.wrap(io));
                 let served = router.serve_with_incoming_shutdown(incoming, stop).await;
                 // The incoming stream is gone: the accept task closes the port; wait for
                 // it, so the port is free once the node's shutdown returns.
@@ -721,7 +756,9 @@ fn spawn_server<L, ResBody>(
                 served
             }
             None => {
-                let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                let incoming = tonic::transport::server::TcpIncoming::from(listener)
+                    .with_nodelay(Some(true))
+                    .map_ok(move |io| clients.wrap(io));
                 router.serve_with_incoming_shutdown(incoming, stop).await
             }
         };

@@ -228,6 +228,7 @@ async fn kubeadms_tls_flags_give_etcd_and_raftkv_the_same_session() {
     if support::etcd::available() {
         expected.push("etcdctl endpoint health: true, 3 healthy".into());
         expected.push(r#"etcdctl get: true "/registry/pods/default/web\nspec\n""#.into());
+        expected.push("etcdctl endpoint status: true, 3 members".into());
     }
     expected.extend(
         [
@@ -388,6 +389,12 @@ async fn session(program: &'static str, rustls_alerts: bool) -> Vec<String> {
         ));
         let (ok, out) = etcdctl(&endpoints[2], &pki, &["get", "/registry/pods/default/web"]);
         seen.push(format!("etcdctl get: {ok} {out:?}"));
+        // Dials each member with its `https://` URL as the HTTP/2 authority.
+        let (ok, out) = etcdctl(&endpoints.join(","), &pki, &["endpoint", "status"]);
+        seen.push(format!(
+            "etcdctl endpoint status: {ok}, {} members",
+            out.lines().filter(|l| l.starts_with("https://")).count()
+        ));
     }
 
     // The metrics URL is plain HTTP, as kubeadm's probes expect.

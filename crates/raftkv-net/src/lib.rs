@@ -33,6 +33,8 @@
 //!   `MemberAdd` gave it, by its peer URL (etcd's `--initial-cluster-state existing`).
 //! - [`HttpProbesLayer`]: etcd's HTTP health endpoints (`/health`, `/livez`, `/readyz`)
 //!   and `/metrics` ([`MetricsSource`]) on the client port, in front of the gRPC services.
+//! - [`AuthorityFix`]: lets etcdctl dial a member by its `http://` URL (grpc-go then sends
+//!   an HTTP/2 `:authority` the `h2` crate refuses; the client listener repairs it).
 //! - [`tls`]: TLS on the client and peer ports as etcd configures it (rustls): mutual
 //!   TLS between members, certificates re-read when renewed on disk.
 //! - [`NetFaults`]: test-only network faults (loss, delay, duplication, partitions) that
@@ -49,6 +51,7 @@
 #![warn(missing_docs)]
 
 mod append_split;
+mod authority_fix;
 mod cluster_service;
 mod connections;
 mod election_service;
@@ -72,6 +75,7 @@ pub mod tls;
 mod watch_server;
 mod watch_service;
 
+pub use authority_fix::AuthorityFix;
 pub use cluster_service::{
     API_VERSION, AlarmInfo, ClusterBackend, ClusterService, MemberInfo, SnapshotStream, StatusInfo,
 };
