@@ -363,24 +363,16 @@ impl ClusterBackend for Node {
     }
 
     async fn hash_kv(&self, revision: i64) -> Result<(ResponseHeader, u32, i64)> {
-        let req = RangeRequest::prefix("")
-            .with_revision(revision)
-            .with_serializable(true);
-        let state = Node::range(self, req).await?;
-        let mut hasher = crc32fast::Hasher::new();
-        for kv in &state.kvs {
-            hasher.update(&kv.key);
-            hasher.update(&kv.value);
-            hasher.update(&kv.create_revision.to_be_bytes());
-            hasher.update(&kv.mod_revision.to_be_bytes());
-            hasher.update(&kv.version.to_be_bytes());
-            hasher.update(&kv.lease.to_be_bytes());
-        }
-        Ok((
-            state.header,
-            hasher.finalize(),
-            self.inner.reader.compact_revision(),
-        ))
+        // A walk of the whole keyspace: off the async workers.
+        let reader = self.inner.reader.clone();
+        let (hash, scope) = tokio::task::spawn_blocking(move || crate::hash_kv::hash_kv(&reader, revision))
+            .await
+            .map_err(|e| Error::Internal(format!("hash task: {e}")))??;
+        let header = ResponseHeader {
+            revision: scope.current,
+            ..self.response_header()
+        };
+        Ok((header, hash, crate::hash_kv::etcd_compact_revision(scope.compact)))
     }
 
     async fn snapshot(&self) -> Result<SnapshotStream> {

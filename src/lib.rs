@@ -49,6 +49,7 @@ mod backend;
 mod disk_usage;
 mod election;
 mod failpoints;
+mod hash_kv;
 mod kv;
 mod leadership;
 mod lease;

@@ -52,3 +52,4 @@ mod t34_etcd_mixin_metrics;
 mod t35_tls;
 mod t36_statefulset;
 mod t37_restore;
+mod t38_hash_kv;

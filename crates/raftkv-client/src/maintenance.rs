@@ -95,11 +95,11 @@ pub struct AlarmResponse {
 pub struct HashKv {
     /// Header of the member that answered.
     pub header: ResponseHeader,
-    /// The hash of every key-value pair at the revision asked for. Equal on members that
-    /// hold the same state at that revision; the algorithm is the server's own, so only
-    /// compare hashes from the same server software.
+    /// etcd's hash of the history up to the revision asked for (the writes since the
+    /// compaction, and the live keys below it). Equal on members that hold the same
+    /// history; raftkv computes it as etcd 3.4 does, so the two compare too.
     pub hash: u32,
-    /// The member's compact revision.
+    /// The member's compact revision (-1: never compacted, as etcd answers).
     pub compact_revision: i64,
 }
 

@@ -76,6 +76,7 @@ pub mod durable;
 pub mod error;
 pub mod failpoints;
 pub mod generation;
+pub mod hash_history;
 pub mod key_index;
 #[cfg(test)]
 mod key_index_tests;
@@ -122,6 +123,7 @@ pub use defrag::{AutoDefrag, DefragReport, DefragStats};
 pub use durable::{DurableDb, SyncStats};
 pub use error::{Error, Result};
 use generation::Generation;
+pub use hash_history::{HashScope, HashedWrite};
 pub use key_index::KeyIndex;
 pub use lease_table::{LeaseChanges, LeaseRecord};
 pub use log_store::{LogReader, LogStore};

@@ -41,7 +41,7 @@ pub enum VersionRecord {
 }
 
 impl VersionRecord {
-    fn into_key_value(self, key: Vec<u8>, mod_revision: Revision) -> Option<KeyValue> {
+    pub(crate) fn into_key_value(self, key: Vec<u8>, mod_revision: Revision) -> Option<KeyValue> {
         match self {
             VersionRecord::Put {
                 create_revision,

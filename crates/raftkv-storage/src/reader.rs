@@ -21,7 +21,7 @@ use crate::state::StateShared;
 /// Read handle on the state machine; cheap to clone.
 #[derive(Clone)]
 pub struct KvReader {
-    shared: Arc<StateShared>,
+    pub(crate) shared: Arc<StateShared>,
     lease_changes: Arc<LeaseChanges>,
 }
 
