@@ -567,6 +567,10 @@ impl NodeBuilder {
         for listener in client_listeners {
             let backend = Arc::new(node.clone());
             let cluster = ClusterService::new(backend.clone());
+            // etcd's gRPC limit: a request may be up to `max_request_bytes` (refused after
+            // decoding with "request is too large") plus its 512 KiB of gRPC overhead;
+            // beyond that the server refuses it undecoded, ResourceExhausted.
+            let limit = node.inner.limits.max_request_bytes + GRPC_OVERHEAD_BYTES;
             // HTTP/1.1 too: curl, load balancers and Kubernetes probe the health
             // endpoints with it (`raftkv_net::HttpProbesLayer`); gRPC stays HTTP/2.
             let router = tonic::transport::Server::builder()
@@ -576,13 +580,20 @@ impl NodeBuilder {
                     raftkv_net::HttpProbesLayer::new(backend.clone())
                         .counting_grpc(node.inner.grpc_counters.clone()),
                 )
-                .add_service(KvServer::new(KvService::new(backend.clone())))
+                .add_service(KvServer::new(KvService::new(backend.clone())).max_decoding_message_size(limit))
                 .add_service(WatchServer::new(WatchService::new(backend.clone())))
-                .add_service(LeaseServer::new(LeaseService::new(backend.clone())))
-                .add_service(LockServer::new(LockService::new(backend.clone())))
-                .add_service(ElectionServer::new(ElectionService::new(backend.clone())))
-                .add_service(ClusterServer::new(cluster.clone()))
-                .add_service(MaintenanceServer::new(cluster));
+                .add_service(
+                    LeaseServer::new(LeaseService::new(backend.clone())).max_decoding_message_size(limit),
+                )
+                .add_service(
+                    LockServer::new(LockService::new(backend.clone())).max_decoding_message_size(limit),
+                )
+                .add_service(
+                    ElectionServer::new(ElectionService::new(backend.clone()))
+                        .max_decoding_message_size(limit),
+                )
+                .add_service(ClusterServer::new(cluster.clone()).max_decoding_message_size(limit))
+                .add_service(MaintenanceServer::new(cluster).max_decoding_message_size(limit));
             spawn_server(
                 &node,
                 "client",
@@ -701,6 +712,10 @@ fn adds_data(command: &raftkv_core::Command) -> bool {
         _ => false,
     }
 }
+
+/// What etcd allows a client request beyond `--max-request-bytes` (its
+/// `grpcOverheadBytes`).
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 /// How long a client has to finish its TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -302,7 +302,6 @@ struct Revisions {
 }
 
 /// etcd texts raftkv's `status::text` does not have.
-const INVALID_SORT: &str = "etcdserver: invalid sort option";
 const BAD_URLS: &str = "etcdserver: given member URLs are invalid";
 
 fn kv_rows(t: &mut Table, revisions: &Revisions, g: &mut Garbage) {
@@ -362,13 +361,12 @@ fn kv_rows(t: &mut Table, revisions: &Revisions, g: &mut Garbage) {
         "kv: put, 5 MiB (over the gRPC message limit)",
         LEADER,
         put_with(b"big", &vec![b'x'; 5 << 20], |_| ()),
-        refused(Code::ResourceExhausted, ""),
-    )
-    // KNOWN BUG: etcd (grpc-go) answers ResourceExhausted "grpc: received message larger
-    // than max" above max-request-bytes + 512 KiB; raftkv's client server keeps tonic's
-    // 4 MiB default, and tonic answers OutOfRange "Error, decoded message length too large"
-    // (OutOfRange is what etcd uses for compacted / future revisions).
-    .known_bug(Skip::Answer, "OutOfRange from tonic instead of ResourceExhausted");
+        // grpc-go's answer above max-request-bytes + 512 KiB, as etcd gives it.
+        refused(
+            Code::ResourceExhausted,
+            "grpc: received message larger than max (",
+        ),
+    );
     t.add(
         "kv: range, 1.75 MiB key (a read: answered, empty)",
         BOTH,
@@ -483,25 +481,21 @@ fn kv_rows(t: &mut Table, revisions: &Revisions, g: &mut Garbage) {
         put_with(b"missing/k", b"v", |p| p.ignore_lease = true),
         refused(invalid, text::KEY_NOT_FOUND),
     );
-    // KNOWN BUG (the next three rows): etcd answers ErrGRPCInvalidSortOption; raftkv's text
-    // is its own ("invalid request: unknown sort order 9"), which etcd clients cannot map.
-    let sort_bug = "text is not etcd's \"etcdserver: invalid sort option\"";
+    // etcd answers ErrGRPCInvalidSortOption for any unknown sort order or target.
     let bad_order = range_with(b"ref/00", |r| r.sort_order = 9);
     t.add(
         "kv: range, unknown sort order",
         BOTH,
         bad_order,
-        refused(invalid, INVALID_SORT),
-    )
-    .known_bug(Skip::Message, sort_bug);
+        refused(invalid, text::INVALID_SORT_OPTION),
+    );
     let bad_target = range_with(b"ref/00", |r| r.sort_target = 9);
     t.add(
         "kv: range, unknown sort target",
         BOTH,
         bad_target,
-        refused(invalid, INVALID_SORT),
-    )
-    .known_bug(Skip::Message, sort_bug);
+        refused(invalid, text::INVALID_SORT_OPTION),
+    );
     let nested_order = txn_with(|t| {
         t.success = vec![op_range(pb::RangeRequest {
             sort_order: 9,
@@ -512,19 +506,16 @@ fn kv_rows(t: &mut Table, revisions: &Revisions, g: &mut Garbage) {
         "kv: txn, range op with an unknown sort order",
         BOTH,
         nested_order,
-        refused(invalid, INVALID_SORT),
-    )
-    .known_bug(Skip::Message, sort_bug);
+        refused(invalid, text::INVALID_SORT_OPTION),
+    );
     let no_request = txn_with(|t| t.success = vec![pb::RequestOp { request: None }]);
     t.add(
         "kv: txn, RequestOp with no request",
         BOTH,
         no_request,
         refused(invalid, text::KEY_NOT_FOUND),
-    )
-    // KNOWN BUG: etcd's checkRequestOp answers an empty op with ErrGRPCKeyNotFound;
-    // raftkv says "invalid request: txn operation without a request" (same code).
-    .known_bug(Skip::Message, "text is not etcd's \"etcdserver: key not found\"");
+    );
+    // etcd's checkRequestOp answers an empty op with ErrGRPCKeyNotFound.
     // Both stricter than etcd, which evaluates an unknown compare target as "equal" and an
     // unknown compare result as true.
     let bad_target = txn_with(|t| t.compare = vec![compare(b"ref/00", 0, 9)]);

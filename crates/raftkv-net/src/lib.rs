@@ -66,6 +66,7 @@ mod lease_service;
 mod lock_service;
 mod member_lookup;
 mod network;
+mod oversize_status;
 pub mod peer_protocol;
 mod peer_service;
 mod peer_traffic;

@@ -7,11 +7,19 @@ use raftkv_core::watch;
 
 use crate::etcdserverpb as pb;
 use crate::mvccpb;
+use crate::status::text;
 
 /// A message that does not map onto a valid request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid request: {0}")]
-pub struct InvalidMessage(pub String);
+pub enum InvalidMessage {
+    /// One etcd refuses too, with this text (`crate::status::text`), which its clients
+    /// match on.
+    #[error("{0}")]
+    Etcd(&'static str),
+    /// One etcd has no text for (it accepts it, or cannot receive it).
+    #[error("invalid request: {0}")]
+    Other(String),
+}
 
 impl From<core::KeyValue> for mvccpb::KeyValue {
     fn from(kv: core::KeyValue) -> Self {
@@ -78,7 +86,8 @@ fn sort_order(v: i32) -> Result<core::SortOrder, InvalidMessage> {
         Ok(pb::range_request::SortOrder::None) => Ok(core::SortOrder::None),
         Ok(pb::range_request::SortOrder::Ascend) => Ok(core::SortOrder::Ascend),
         Ok(pb::range_request::SortOrder::Descend) => Ok(core::SortOrder::Descend),
-        Err(_) => Err(InvalidMessage(format!("unknown sort order {v}"))),
+        // etcd: ErrGRPCInvalidSortOption, whatever the value.
+        Err(_) => Err(InvalidMessage::Etcd(text::INVALID_SORT_OPTION)),
     }
 }
 
@@ -90,7 +99,7 @@ fn sort_target(v: i32) -> Result<core::SortTarget, InvalidMessage> {
         Ok(T::Create) => Ok(core::SortTarget::Create),
         Ok(T::Mod) => Ok(core::SortTarget::Mod),
         Ok(T::Value) => Ok(core::SortTarget::Value),
-        Err(_) => Err(InvalidMessage(format!("unknown sort target {v}"))),
+        Err(_) => Err(InvalidMessage::Etcd(text::INVALID_SORT_OPTION)),
     }
 }
 
@@ -262,7 +271,12 @@ impl TryFrom<pb::Compare> for core::Compare {
             Ok(R::Greater) => core::CompareResult::Greater,
             Ok(R::Less) => core::CompareResult::Less,
             Ok(R::NotEqual) => core::CompareResult::NotEqual,
-            Err(_) => return Err(InvalidMessage(format!("unknown compare result {}", c.result))),
+            Err(_) => {
+                return Err(InvalidMessage::Other(format!(
+                    "unknown compare result {}",
+                    c.result
+                )));
+            }
         };
         // etcd reads the union member named by `target`; an unset member is its zero value.
         let union = c.target_union;
@@ -287,7 +301,12 @@ impl TryFrom<pb::Compare> for core::Compare {
                 Some(U::Lease(v)) => v,
                 _ => 0,
             }),
-            Err(_) => return Err(InvalidMessage(format!("unknown compare target {}", c.target))),
+            Err(_) => {
+                return Err(InvalidMessage::Other(format!(
+                    "unknown compare target {}",
+                    c.target
+                )));
+            }
         };
         Ok(Self {
             result,
@@ -333,7 +352,8 @@ impl TryFrom<pb::RequestOp> for core::RequestOp {
             Some(Request::RequestPut(r)) => Ok(core::RequestOp::Put(r.into())),
             Some(Request::RequestDeleteRange(r)) => Ok(core::RequestOp::DeleteRange(r.into())),
             Some(Request::RequestTxn(r)) => Ok(core::RequestOp::Txn(r.try_into()?)),
-            None => Err(InvalidMessage("txn operation without a request".into())),
+            // etcd's checkRequestOp answers an empty operation "key not found".
+            None => Err(InvalidMessage::Etcd(text::KEY_NOT_FOUND)),
         }
     }
 }
@@ -420,7 +440,7 @@ impl TryFrom<pb::TxnResponse> for core::TxnResponse {
                 Some(Response::ResponsePut(r)) => core::ResponseOp::Put(r.into()),
                 Some(Response::ResponseDeleteRange(r)) => core::ResponseOp::DeleteRange(r.into()),
                 Some(Response::ResponseTxn(r)) => core::ResponseOp::Txn(r.try_into()?),
-                None => return Err(InvalidMessage("txn answer without a response".into())),
+                None => return Err(InvalidMessage::Other("txn answer without a response".into())),
             });
         }
         Ok(Self {
@@ -468,7 +488,7 @@ impl TryFrom<mvccpb::Event> for watch::Event {
         let kind = match mvccpb::event::EventType::try_from(e.r#type) {
             Ok(mvccpb::event::EventType::Put) => watch::EventType::Put,
             Ok(mvccpb::event::EventType::Delete) => watch::EventType::Delete,
-            Err(_) => return Err(InvalidMessage(format!("unknown event type {}", e.r#type))),
+            Err(_) => return Err(InvalidMessage::Other(format!("unknown event type {}", e.r#type))),
         };
         Ok(Self {
             kind,

@@ -17,6 +17,7 @@ pub const LEADER_URLS_KEY: &str = "raftkv-leader-urls";
 pub mod text {
     pub const EMPTY_KEY: &str = "etcdserver: key is not provided";
     pub const KEY_NOT_FOUND: &str = "etcdserver: key not found";
+    pub const INVALID_SORT_OPTION: &str = "etcdserver: invalid sort option";
     pub const VALUE_PROVIDED: &str = "etcdserver: value is provided";
     pub const LEASE_PROVIDED: &str = "etcdserver: lease is provided";
     pub const TOO_MANY_OPS: &str = "etcdserver: too many operations in txn request";

@@ -126,10 +126,13 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             AnswerProj::Grpc { call, counted } => match call.poll(cx) {
-                Poll::Ready(Ok(response)) => Poll::Ready(Ok(match counted.take() {
-                    Some(counted) => counted.answered(response),
-                    None => response,
-                })),
+                Poll::Ready(Ok(response)) => {
+                    let response = crate::oversize_status::as_grpc_go(response);
+                    Poll::Ready(Ok(match counted.take() {
+                        Some(counted) => counted.answered(response),
+                        None => response,
+                    }))
+                }
                 other => other,
             },
             AnswerProj::Probe { answer } => answer.as_mut().poll(cx).map(Ok),
