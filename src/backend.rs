@@ -362,6 +362,15 @@ impl ClusterBackend for Node {
         Ok(self.response_header())
     }
 
+    async fn hash(&self) -> Result<(ResponseHeader, u32)> {
+        let reader = self.inner.reader.clone();
+        let members = self.member_infos()?;
+        let hash = tokio::task::spawn_blocking(move || crate::hash_kv::hash_all(&reader, &members))
+            .await
+            .map_err(|e| Error::Internal(format!("hash task: {e}")))??;
+        Ok((self.response_header(), hash))
+    }
+
     async fn hash_kv(&self, revision: i64) -> Result<(ResponseHeader, u32, i64)> {
         // A walk of the whole keyspace: off the async workers.
         let reader = self.inner.reader.clone();

@@ -27,6 +27,33 @@ pub(crate) fn hash_kv(reader: &KvReader, revision: Revision) -> Result<(u32, Has
     Ok((crc, scope))
 }
 
+/// etcd's `Hash`, "the whole backend keyspace", on raftkv's terms: the `HashKV` of the
+/// whole retained history, then every lease (id, granted TTL) and every member (id,
+/// name, peer and client URLs, learner or not), all replicated through the log. Equal
+/// on members at rest that applied the same entries; like etcd's, not meant for a
+/// cluster taking writes, and not comparable with etcd's (its input is its file).
+pub(crate) fn hash_all(reader: &KvReader, members: &[raftkv_net::MemberInfo]) -> Result<u32> {
+    let (kv, _) = hash_kv(reader, 0)?;
+    let mut crc = crc32c::crc32c(&kv.to_be_bytes());
+    let mut leases = reader.leases()?;
+    leases.sort_by_key(|(id, _)| *id);
+    for (id, lease) in leases {
+        crc = crc32c::crc32c_append(crc, &id.to_be_bytes());
+        crc = crc32c::crc32c_append(crc, &lease.ttl.to_be_bytes());
+    }
+    let mut members: Vec<_> = members.iter().collect();
+    members.sort_by_key(|m| m.id);
+    for m in members {
+        crc = crc32c::crc32c_append(crc, &m.id.to_be_bytes());
+        for text in std::iter::once(&m.name).chain(&m.peer_urls).chain(&m.client_urls) {
+            crc = crc32c::crc32c_append(crc, &(text.len() as u64).to_be_bytes());
+            crc = crc32c::crc32c_append(crc, text.as_bytes());
+        }
+        crc = crc32c::crc32c_append(crc, &[u8::from(m.is_learner)]);
+    }
+    Ok(crc)
+}
+
 /// The record etcd keeps in its `key` bucket for `write`.
 fn bucket_record(write: HashedWrite) -> (Vec<u8>, Vec<u8>) {
     let mut key = Vec::with_capacity(18);

@@ -1,7 +1,8 @@
 //! `HashKV` as etcd 3.4 computes it (`src/hash_kv.rs`): the same writes, sent through
 //! the etcd v3 API to a raftkv cluster and to an etcd cluster, give the same hash at
 //! every revision, before and after compaction (including a compaction that leaves no
-//! key alive), and the same refusals; every raftkv member gives the same hash.
+//! key alive), and the same refusals; every raftkv member gives the same hash, and the
+//! same `Hash` at rest.
 
 use std::time::Duration;
 
@@ -26,6 +27,22 @@ async fn raftkv_hashes_its_history_as_etcd_does() {
         for url in &urls[1..] {
             assert_eq!(hash_when_applied(url, newest.0).await, newest, "member {url}");
         }
+        // etcd's `Hash` (history, leases, members): the same on members at rest.
+        let mut hashes = Vec::new();
+        for url in &urls {
+            let mut m = MaintenanceClient::new(channel(url).await);
+            hashes.push(m.hash(pb::HashRequest {}).await.unwrap().into_inner().hash);
+        }
+        assert!(hashes.iter().all(|h| *h == hashes[0]), "{hashes:?}");
+        KvClient::new(channel(&urls[0]).await)
+            .put(put("after", "x", 0))
+            .await
+            .unwrap();
+        let mut m = MaintenanceClient::new(channel(&urls[0]).await);
+        assert_ne!(
+            m.hash(pb::HashRequest {}).await.unwrap().into_inner().hash,
+            hashes[0]
+        );
         seen
     };
     assert!(

@@ -114,6 +114,9 @@ pub trait ClusterBackend: Send + Sync + 'static {
     ) -> impl Future<Output = Answer<(ResponseHeader, Vec<AlarmInfo>)>> + Send;
     /// Reclaim disk space, if the backend can.
     fn defragment(&self) -> impl Future<Output = Answer<ResponseHeader>> + Send;
+    /// A hash of everything the members replicate (etcd's `Hash`: for tests, comparing
+    /// members at rest).
+    fn hash(&self) -> impl Future<Output = Answer<(ResponseHeader, u32)>> + Send;
     /// A hash of the key-value state at `revision` (0: the newest) and the compact revision.
     fn hash_kv(&self, revision: i64) -> impl Future<Output = Answer<(ResponseHeader, u32, i64)>> + Send;
     /// A snapshot of the state to stream to a client.
@@ -292,6 +295,17 @@ impl<B: ClusterBackend> pb::maintenance_server::Maintenance for ClusterService<B
         let header = self.backend.defragment().await.map_err(status)?;
         Ok(GrpcResponse::new(pb::DefragmentResponse {
             header: Some(header.into()),
+        }))
+    }
+
+    async fn hash(
+        &self,
+        _request: Request<pb::HashRequest>,
+    ) -> Result<GrpcResponse<pb::HashResponse>, Status> {
+        let (header, hash) = self.backend.hash().await.map_err(status)?;
+        Ok(GrpcResponse::new(pb::HashResponse {
+            header: Some(header.into()),
+            hash,
         }))
     }
 

@@ -154,6 +154,12 @@ const METHODS: &[Method] = &[
         "unary",
     ),
     method(
+        "/etcdserverpb.Maintenance/Hash",
+        "etcdserverpb.Maintenance",
+        "Hash",
+        "unary",
+    ),
+    method(
         "/etcdserverpb.Maintenance/HashKV",
         "etcdserverpb.Maintenance",
         "HashKV",
