@@ -223,6 +223,8 @@ async fn kubeadms_tls_flags_give_etcd_and_raftkv_the_same_session() {
     let mut expected = vec![
         "every member healthy over TLS".to_string(),
         "get /registry/health: 0 keys".into(),
+        r#"raftkv-client over TLS: Some("tls")"#.into(),
+        "raftkv-client without TLS settings: refused".into(),
         r#"put and get over gRPC: Some("spec")"#.into(),
     ];
     if support::etcd::available() {
@@ -369,6 +371,38 @@ async fn session(program: &'static str, rustls_alerts: bool) -> Vec<String> {
         .await
         .unwrap()
         .into_inner();
+    // The client crate over TLS, with etcdctl's three files; without TLS settings it
+    // refuses an https endpoint itself.
+    let https: Vec<String> = members
+        .iter()
+        .map(|m| format!("https://127.0.0.1:{}", m.client.port()))
+        .collect();
+    let files = raftkv_client::TlsOptions::from_files(
+        &pki.join("ca.crt"),
+        Some((&pki.join("client.crt"), &pki.join("client.key"))),
+    )
+    .unwrap();
+    let options = raftkv_client::ClientOptions {
+        tls: Some(files),
+        ..Default::default()
+    };
+    let client = raftkv_client::Client::connect_with(https.clone(), options)
+        .await
+        .unwrap();
+    client
+        .put("/registry/from-the-client-crate", "tls")
+        .await
+        .unwrap();
+    let got = client.get("/registry/from-the-client-crate").await.unwrap();
+    seen.push(format!(
+        "raftkv-client over TLS: {:?}",
+        got.map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+    ));
+    let plain = raftkv_client::Client::connect(https).await;
+    seen.push(format!(
+        "raftkv-client without TLS settings: {}",
+        if plain.is_err() { "refused" } else { "accepted" }
+    ));
     seen.push(format!(
         "put and get over gRPC: {:?}",
         read.kvs

@@ -59,6 +59,8 @@ pub struct ClientOptions {
     pub backoff_initial: Duration,
     /// Upper bound of any backoff wait. Default 500 ms.
     pub backoff_max: Duration,
+    /// TLS for `https://` endpoints (required to use them). Default none.
+    pub tls: Option<crate::TlsOptions>,
 }
 
 impl Default for ClientOptions {
@@ -68,6 +70,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(1),
             backoff_initial: Duration::from_millis(20),
             backoff_max: Duration::from_millis(500),
+            tls: None,
         }
     }
 }
@@ -86,7 +89,8 @@ struct Inner {
 }
 
 impl Client {
-    /// A client of the servers at `endpoints` (`http://host:port`), default options.
+    /// A client of the servers at `endpoints` (`http://host:port`; `https://` with
+    /// [`ClientOptions::tls`]), default options.
     /// Connections are made lazily, by the first call that needs each one; this only
     /// checks the URLs. Must be called inside a Tokio runtime.
     pub async fn connect(endpoints: impl IntoIterator<Item = impl Into<String>>) -> Result<Client> {
@@ -99,7 +103,7 @@ impl Client {
         options: ClientOptions,
     ) -> Result<Client> {
         let urls = endpoints.into_iter().map(Into::into).collect();
-        let endpoints = Endpoints::new(urls, options.connect_timeout)?;
+        let endpoints = Endpoints::new(urls, options.connect_timeout, options.tls.as_ref())?;
         Ok(Client {
             inner: Arc::new(Inner { endpoints, options }),
         })

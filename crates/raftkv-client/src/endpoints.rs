@@ -13,14 +13,15 @@
 //! URL, adding it to the set when it is new (etcd members publish client URLs the user
 //! may not have listed). The set only grows, up to [`MAX_ENDPOINTS`]; indices stay valid.
 //!
-//! URLs are `http://host:port`; a bare `host:port` gets `http://` in front. A trailing
-//! `/` is dropped, so the same server named twice is one endpoint.
+//! URLs are `http://host:port`, or `https://host:port` when the client has TLS settings
+//! (then every https channel uses them); a bare `host:port` gets `http://` in front. A
+//! trailing `/` is dropped, so the same server named twice is one endpoint.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::error::{ClientError, Result};
 
@@ -54,17 +55,33 @@ pub(crate) struct Endpoints {
     targets: RwLock<Vec<Target>>,
     /// Index of the endpoint calls start with.
     preferred: AtomicUsize,
-    /// Connect timeout for channels made later from leader hints.
+    /// How channels are made, also later ones from leader hints.
+    dial: Dial,
+}
+
+/// What a new channel needs.
+#[derive(Debug, Clone)]
+struct Dial {
     connect_timeout: Duration,
+    /// For `https://` endpoints; without it they are refused.
+    tls: Option<ClientTlsConfig>,
 }
 
 impl Endpoints {
     /// Build the set, one lazy channel per distinct URL. Must run inside a Tokio runtime
     /// (the channels spawn their connection tasks there).
-    pub(crate) fn new(urls: Vec<String>, connect_timeout: Duration) -> Result<Self> {
+    pub(crate) fn new(
+        urls: Vec<String>,
+        connect_timeout: Duration,
+        tls: Option<&crate::TlsOptions>,
+    ) -> Result<Self> {
+        let dial = Dial {
+            connect_timeout,
+            tls: tls.map(crate::TlsOptions::config),
+        };
         let mut targets: Vec<Target> = Vec::with_capacity(urls.len());
         for raw in urls {
-            let url = normalize(&raw)?;
+            let url = normalize(&raw, dial.tls.is_some())?;
             if targets.iter().any(|t| *t.url == *url) {
                 continue;
             }
@@ -73,7 +90,7 @@ impl Endpoints {
                     "more than {MAX_ENDPOINTS} endpoints"
                 )));
             }
-            let channel = channel(&url, connect_timeout)?;
+            let channel = channel(&url, &dial)?;
             targets.push(Target {
                 index: targets.len(),
                 url: url.into(),
@@ -86,7 +103,7 @@ impl Endpoints {
         Ok(Self {
             targets: RwLock::new(targets),
             preferred: AtomicUsize::new(0),
-            connect_timeout,
+            dial,
         })
     }
 
@@ -113,7 +130,7 @@ impl Endpoints {
     /// URL is usable (the hint is then ignored).
     pub(crate) fn prefer_leader(&self, urls: &[String]) -> Option<Target> {
         for raw in urls {
-            let Ok(url) = normalize(raw) else {
+            let Ok(url) = normalize(raw, self.dial.tls.is_some()) else {
                 tracing::debug!(url = %raw, "ignoring an unusable leader URL");
                 continue;
             };
@@ -131,13 +148,13 @@ impl Endpoints {
     /// member must not change where other calls go). A detached target's `index` is
     /// [`DETACHED`]; pinned calls never rotate or follow hints, so it is never used.
     pub(crate) fn pinned(&self, raw: &str) -> Result<Target> {
-        let url = normalize(raw)?;
+        let url = normalize(raw, self.dial.tls.is_some())?;
         if let Some(target) = self.find(&url) {
             return Ok(target);
         }
         Ok(Target {
             index: DETACHED,
-            channel: channel(&url, self.connect_timeout)?,
+            channel: channel(&url, &self.dial)?,
             url: url.into(),
         })
     }
@@ -146,7 +163,7 @@ impl Endpoints {
         if let Some(t) = self.find(url) {
             return Some(t);
         }
-        let channel = channel(url, self.connect_timeout).ok()?;
+        let channel = channel(url, &self.dial).ok()?;
         let mut targets = self.targets.write().unwrap_or_else(PoisonError::into_inner);
         // Another call may have added it since `find`.
         if let Some(t) = targets.iter().find(|t| &*t.url == url) {
@@ -183,27 +200,43 @@ impl Endpoints {
     }
 }
 
-/// `http://host:port` form of a user's or a server's URL.
-pub(crate) fn normalize(raw: &str) -> Result<String> {
+/// `http://host:port` (or `https://`, given `tls`) form of a user's or a server's URL.
+pub(crate) fn normalize(raw: &str, tls: bool) -> Result<String> {
     let raw = raw.trim();
     let (scheme, rest) = raw.split_once("://").unwrap_or(("http", raw));
-    if !scheme.eq_ignore_ascii_case("http") {
-        return Err(ClientError::InvalidEndpoint(format!(
-            "{raw}: scheme {scheme:?} is not supported (only http)"
-        )));
+    let scheme = scheme.to_ascii_lowercase();
+    match scheme.as_str() {
+        "http" => {}
+        "https" if tls => {}
+        "https" => {
+            return Err(ClientError::InvalidEndpoint(format!(
+                "{raw}: https needs TLS settings (ClientOptions::tls)"
+            )));
+        }
+        _ => {
+            return Err(ClientError::InvalidEndpoint(format!(
+                "{raw}: scheme {scheme:?} is not supported (only http and https)"
+            )));
+        }
     }
     let host_port = rest.trim_end_matches('/');
     if host_port.is_empty() {
         return Err(ClientError::InvalidEndpoint(format!("{raw:?}: no host")));
     }
-    Ok(format!("http://{host_port}"))
+    Ok(format!("{scheme}://{host_port}"))
 }
 
 /// A lazy channel to `url` (already normalized).
-fn channel(url: &str, connect_timeout: Duration) -> Result<Channel> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|e| ClientError::InvalidEndpoint(format!("{url}: {e}")))?
-        .connect_timeout(connect_timeout)
+fn channel(url: &str, dial: &Dial) -> Result<Channel> {
+    let mut endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|e| ClientError::InvalidEndpoint(format!("{url}: {e}")))?;
+    if let (true, Some(tls)) = (url.starts_with("https://"), &dial.tls) {
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .map_err(|e| ClientError::InvalidTls(format!("{url}: {e}")))?;
+    }
+    let endpoint = endpoint
+        .connect_timeout(dial.connect_timeout)
         .tcp_nodelay(true)
         // TCP keepalive, so an idle connection to a vanished host is eventually dropped
         // and re-dialed. Not HTTP/2 pings: etcd answers pings on an idle connection with
@@ -218,14 +251,23 @@ mod tests {
 
     #[test]
     fn urls_are_normalized() {
-        assert_eq!(normalize("127.0.0.1:2379").unwrap(), "http://127.0.0.1:2379");
-        assert_eq!(normalize("HTTP://a:1/").unwrap(), "http://a:1");
+        assert_eq!(
+            normalize("127.0.0.1:2379", false).unwrap(),
+            "http://127.0.0.1:2379"
+        );
+        assert_eq!(normalize("HTTP://a:1/", false).unwrap(), "http://a:1");
         assert!(matches!(
-            normalize("https://a:1"),
+            normalize("https://a:1", false),
+            Err(ClientError::InvalidEndpoint(_))
+        ));
+        assert_eq!(normalize("HTTPS://a:1/", true).unwrap(), "https://a:1");
+        assert_eq!(normalize("a:1", true).unwrap(), "http://a:1");
+        assert!(matches!(
+            normalize("unix://a", true),
             Err(ClientError::InvalidEndpoint(_))
         ));
         assert!(matches!(
-            normalize("http://"),
+            normalize("http://", false),
             Err(ClientError::InvalidEndpoint(_))
         ));
     }
@@ -235,6 +277,7 @@ mod tests {
         let set = Endpoints::new(
             vec!["http://a:1".into(), "a:1".into(), "http://b:2".into()],
             Duration::from_secs(1),
+            None,
         )
         .unwrap();
         assert_eq!(set.urls(), ["http://a:1", "http://b:2"]);
@@ -265,7 +308,7 @@ mod tests {
     async fn no_endpoints_is_an_error() {
         let none: Vec<String> = Vec::new();
         assert_eq!(
-            Endpoints::new(none, Duration::from_secs(1)).unwrap_err(),
+            Endpoints::new(none, Duration::from_secs(1), None).unwrap_err(),
             ClientError::NoEndpoints
         );
     }

@@ -71,6 +71,9 @@ pub enum ClientError {
     /// An endpoint URL the client cannot use.
     #[error("invalid endpoint: {0}")]
     InvalidEndpoint(String),
+    /// TLS settings the client cannot use (an unreadable file, say).
+    #[error("invalid TLS settings: {0}")]
+    InvalidTls(String),
     /// A server answered with a message that does not decode into a valid response.
     #[error("invalid response from server: {0}")]
     InvalidResponse(String),
@@ -90,6 +93,7 @@ impl ClientError {
             ClientError::OutcomeUnknown(_)
             | ClientError::NoEndpoints
             | ClientError::InvalidEndpoint(_)
+            | ClientError::InvalidTls(_)
             | ClientError::InvalidResponse(_)
             | ClientError::WriteFailed { .. } => false,
         }

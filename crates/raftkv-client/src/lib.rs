@@ -99,6 +99,7 @@ pub mod lock;
 pub mod maintenance;
 mod retry;
 pub mod snapshot;
+pub mod tls;
 pub mod watch;
 
 pub use client::{Client, ClientOptions};
@@ -117,4 +118,5 @@ pub use raftkv_core::watch::{Event, EventType, WatchRequest, WatchResponse};
 /// The errors a server answers with (carried by [`ClientError::Server`]).
 pub use raftkv_core::{Error as ServerError, RequestError};
 pub use snapshot::Snapshot;
+pub use tls::TlsOptions;
 pub use watch::Watcher;

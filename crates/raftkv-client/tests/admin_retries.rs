@@ -189,6 +189,14 @@ impl Maintenance for Mock {
         }))
     }
 
+    async fn hash(&self, _: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
+        self.answer()?;
+        Ok(Response::new(pb::HashResponse {
+            header: self.header(),
+            hash: 7,
+        }))
+    }
+
     async fn hash_kv(&self, _: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
         self.answer()?;
         Ok(Response::new(pb::HashKvResponse {
@@ -249,6 +257,7 @@ async fn client(endpoints: Vec<String>) -> Client {
         connect_timeout: Duration::from_millis(200),
         backoff_initial: Duration::from_millis(5),
         backoff_max: Duration::from_millis(50),
+        tls: None,
     };
     Client::connect_with(endpoints, options).await.unwrap()
 }

@@ -163,6 +163,7 @@ fn options(request_timeout: Duration) -> ClientOptions {
         connect_timeout: Duration::from_millis(200),
         backoff_initial: Duration::from_millis(5),
         backoff_max: Duration::from_millis(50),
+        tls: None,
     }
 }
 

@@ -64,7 +64,10 @@ fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
-fn request(authority: &str, path: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+/// A header list: (name, value) pairs in order.
+type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn request(authority: &str, path: &str) -> Fields {
     [
         (":method", "POST"),
         (":scheme", "http"),
@@ -80,7 +83,7 @@ fn request(authority: &str, path: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 /// A client connection: the preface, SETTINGS, then per request a header block
 /// (HEADERS padded and prioritized, its block cut into CONTINUATIONs) and a DATA frame.
-fn client_stream(requests: &[Vec<(Vec<u8>, Vec<u8>)>]) -> Vec<u8> {
+fn client_stream(requests: &[Fields]) -> Vec<u8> {
     let mut encoder = fluke_hpack::Encoder::new();
     let mut out = PREFACE.to_vec();
     frame(&mut out, 0x4, 0, 0, &[]);
@@ -106,7 +109,7 @@ fn client_stream(requests: &[Vec<(Vec<u8>, Vec<u8>)>]) -> Vec<u8> {
 }
 
 /// What the server reads: the header lists and DATA payloads, checking each frame fits.
-fn server_view(bytes: Vec<u8>) -> (Vec<Vec<(Vec<u8>, Vec<u8>)>>, Vec<Vec<u8>>) {
+fn server_view(bytes: Vec<u8>) -> (Vec<Fields>, Vec<Vec<u8>>) {
     assert!(bytes.starts_with(PREFACE));
     let mut rest = BytesMut::from(&bytes[PREFACE.len()..]);
     let mut decoder = fluke_hpack::Decoder::new();
