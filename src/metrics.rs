@@ -118,13 +118,14 @@ pub(crate) fn render(node: &Node) -> String {
     let counters = &inner.counters;
     let shared = &inner.shared;
     let hub = shared.watch_hub();
-    let disk = node.disk_usage() as f64;
+    let disk_bytes = node.disk_usage();
+    let disk = disk_bytes as f64;
     // etcd's "in use" is its file minus its free pages; on the same basis as `disk` (the
     // whole data directory), raftkv's is `disk` minus what a defragmentation would give
     // back: the state database's file beyond its live data (an estimate, see
     // `StateShared::live_bytes_estimate`).
     let reclaimable = shared.reclaimable_bytes_estimate();
-    let in_use = (node.disk_usage().saturating_sub(reclaimable)) as f64;
+    let in_use = disk_bytes.saturating_sub(reclaimable) as f64;
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
     // (name, type, etcd's help text, value)

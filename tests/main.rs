@@ -53,3 +53,4 @@ mod t35_tls;
 mod t36_statefulset;
 mod t37_restore;
 mod t38_hash_kv;
+mod t39_container_image;
