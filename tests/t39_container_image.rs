@@ -60,6 +60,10 @@ fn the_image_is_the_server_alone_as_non_root_built_on_the_minimum_toolchain() {
     for flag in ["--release", "--locked", "--bin raftkv-server"] {
         assert!(cargo.contains(flag), "{cargo}: {flag}");
     }
+    assert!(
+        build.contains(&"ENV CARGO_PROFILE_RELEASE_DEBUG=0".to_string()),
+        "the image's binary without the profiling line tables"
+    );
 
     assert_eq!(runtime[0], "FROM gcr.io/distroless/cc-debian12:nonroot");
     let copies: Vec<&String> = runtime.iter().filter(|l| l.starts_with("COPY")).collect();

@@ -41,7 +41,7 @@ pub enum ConfigError {
     /// The command line does not parse (clap's text: names the flag).
     #[error("{0}")]
     Parse(String),
-    /// `--help`: the text to print.
+    /// `--help` or `--version`: the text to print.
     #[error("{0}")]
     Help(String),
     /// A value that does not parse or is out of range.
@@ -198,7 +198,9 @@ impl Config {
             .clone()
             .try_get_matches_from(std::iter::once("raftkv-server".to_string()).chain(args.iter().cloned()))
             .map_err(|e| match e.kind() {
-                clap::error::ErrorKind::DisplayHelp => ConfigError::Help(e.render().to_string()),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ConfigError::Help(e.render().to_string().trim_end().to_string())
+                }
                 _ => ConfigError::Parse(e.render().to_string().trim_end().to_string()),
             })?;
         let known_env: Vec<String> = command

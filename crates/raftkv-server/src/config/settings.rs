@@ -6,6 +6,19 @@
 use clap::Parser;
 use serde::Deserialize;
 
+/// What `--version` prints after the program's name.
+fn version_text() -> &'static str {
+    static TEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "{}\netcd API Version: 3.4\nRust OS/Arch: {}/{}",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::env::consts::ARCH
+        )
+    });
+    TEXT.as_str()
+}
+
 /// The flags raftkv implements: etcd's names first, then raftkv's own.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Parser, Deserialize)]
 #[command(
@@ -13,7 +26,8 @@ use serde::Deserialize;
     about = "A raftkv member speaking etcd's v3 gRPC API. Takes etcd's flags; each flag \
              can also be set as ETCD_<FLAG> (upper case, - as _), and a flag given both \
              ways is refused, as etcd does. --config-file replaces flags and variables.",
-    disable_version_flag = true
+    // `--version`, as etcd has it: the build, the etcd API it speaks, the platform.
+    version = version_text()
 )]
 #[serde(rename_all = "kebab-case")]
 pub struct Settings {

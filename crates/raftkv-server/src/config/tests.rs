@@ -319,3 +319,20 @@ fn a_config_file_replaces_flags() {
     let err = error("--config-file /nonexistent/etcd.yaml");
     assert!(err.contains("config file /nonexistent/etcd.yaml"), "{err}");
 }
+
+#[test]
+fn version_answers_as_etcds_does_with_both_dash_forms() {
+    for flag in ["--version", "-version"] {
+        let ConfigError::Help(text) = load(flag).unwrap_err() else {
+            panic!("{flag}: not answered");
+        };
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            concat!("raftkv-server ", env!("CARGO_PKG_VERSION")),
+            "{flag}"
+        );
+        assert_eq!(lines[1], "etcd API Version: 3.4");
+        assert!(lines[2].starts_with("Rust OS/Arch: "), "{text}");
+    }
+}
