@@ -2,7 +2,10 @@
 //! the build needs no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // The package's directory when the script runs, not when it was compiled: a build
+    // script binary reused from another checkout sharing the target directory would
+    // otherwise read that checkout's protos.
+    let proto_dir = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files = [
         "etcd/kv.proto",
         "etcd/rpc.proto",
