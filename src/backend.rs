@@ -11,7 +11,8 @@ use std::time::Duration;
 use raftkv_core::kv::*;
 use raftkv_core::lease::LeaseInfo;
 use raftkv_core::{
-    Command, Error, LeaseAnswer, LeaseCall, MembershipChange, RequestError, Response, Result, validate,
+    AlarmAction, AlarmMember, AlarmRequest, Command, Error, LeaseAnswer, LeaseCall, MembershipChange,
+    RequestError, Response, Result, validate,
 };
 use raftkv_net::{
     AlarmInfo, ClusterBackend, ForwardTarget, KvBackend, LeaderStatus, LeaseBackend, MemberInfo,
@@ -19,9 +20,6 @@ use raftkv_net::{
 };
 
 use crate::node::Node;
-
-/// etcd's NOSPACE alarm type.
-const ALARM_NOSPACE: i32 = 1;
 
 /// A range whose end sorts at or before its key (and is not etcd's "to the end" form).
 /// The embedded API refuses it with a typed error; on the wire etcd answers it as an
@@ -81,7 +79,7 @@ impl ForwardTarget for Node {
             Command::Put(_) | Command::DeleteRange(_) | Command::Txn(_) => {
                 validate::check_command(&command, &self.inner.limits)?;
             }
-            Command::Compact(_) => {}
+            Command::Compact(_) | Command::Alarm(_) => {}
             Command::PublishMember { .. } => {}
             Command::Batch(_) => {
                 return Err(RequestError::Unsupported("a batch cannot be forwarded".into()).into());
@@ -314,11 +312,13 @@ impl ClusterBackend for Node {
             raft_applied_index: m.applied,
             db_size: self.disk_usage() as i64,
             is_learner: m.learners.contains(&self.id()),
-            errors: if self.nospace_alarm() {
-                vec![format!("memberID:{} alarm:NOSPACE ", self.id())]
-            } else {
-                Vec::new()
-            },
+            // etcd lists every active alarm, as this member applied them.
+            errors: self
+                .alarms()
+                .unwrap_or_default()
+                .iter()
+                .map(AlarmMember::status_text)
+                .collect(),
         }
     }
 
@@ -328,28 +328,30 @@ impl ClusterBackend for Node {
         member_id: u64,
         alarm: i32,
     ) -> Result<(ResponseHeader, Vec<AlarmInfo>)> {
-        let mine = member_id == 0 || member_id == self.id();
-        match action {
-            // GET
-            0 => {}
-            // ACTIVATE
-            1 if mine && alarm == ALARM_NOSPACE => self.set_nospace_alarm(true),
-            // DEACTIVATE
-            2 if mine && (alarm == ALARM_NOSPACE || alarm == 0) => self.set_nospace_alarm(false),
-            1 | 2 => {}
-            other => {
-                return Err(RequestError::Unsupported(format!("alarm action {other}")).into());
-            }
-        }
-        let alarms = if self.nospace_alarm() {
-            vec![AlarmInfo {
-                member_id: self.id(),
-                alarm: ALARM_NOSPACE,
-            }]
-        } else {
-            Vec::new()
+        let Some(action) = AlarmAction::from_wire(action) else {
+            return Err(RequestError::Unsupported(format!("alarm action {action}")).into());
         };
+        let alarms = Node::alarm(
+            self,
+            AlarmRequest {
+                action,
+                member_id,
+                alarm,
+            },
+        )
+        .await?;
+        let alarms = alarms
+            .into_iter()
+            .map(|a| AlarmInfo {
+                member_id: a.member_id,
+                alarm: a.alarm,
+            })
+            .collect();
         Ok((self.response_header(), alarms))
+    }
+
+    fn active_alarms(&self) -> Result<Vec<i32>> {
+        Ok(self.alarms()?.into_iter().map(|a| a.alarm).collect())
     }
 
     async fn defragment(&self) -> Result<ResponseHeader> {

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::node::Node;
 
-fn unexpected(response: Response) -> Error {
+pub(crate) fn unexpected(response: Response) -> Error {
     Error::Internal(format!("unexpected state machine answer: {response:?}"))
 }
 
@@ -151,6 +151,7 @@ impl Node {
     /// [`Node::propose_command`] without the proposal counters.
     async fn propose_uncounted(&self, command: Command) -> Result<(Response, u64)> {
         let size = codec::encoded_len(&command).map_err(|e| Error::Internal(e.to_string()))?;
+        self.check_quota(&command).await?;
         let deadline = Instant::now() + self.inner.request_timeout;
         let unknown = || {
             Error::Unknown(format!(

@@ -44,6 +44,7 @@
 
 #![warn(missing_docs)]
 
+mod alarms;
 mod auto_compaction;
 mod backend;
 mod disk_usage;
@@ -71,6 +72,9 @@ pub use membership::Member;
 pub use node::{
     Bootstrap, DEFAULT_LEASE_CHECKPOINT_INTERVAL, DEFAULT_QUOTA_BYTES, DEFAULT_REQUEST_TIMEOUT,
     MAX_APPLY_LAG, Node, NodeBuilder, NodeMetrics, StorageStats,
+};
+pub use raftkv_core::alarm::{
+    ALARM_CORRUPT, ALARM_NONE, ALARM_NOSPACE, AlarmAction, AlarmMember, AlarmRequest,
 };
 pub use raftkv_core::kv::*;
 pub use raftkv_core::lease::LeaseInfo;

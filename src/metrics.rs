@@ -57,6 +57,7 @@ impl ServerCounters {
                 Error::Request(_)
                 | Error::TooManyRequests { .. }
                 | Error::NoSpace
+                | Error::Corrupt
                 | Error::LeaderTransferTimeout,
             ) => false,
             // No leader, timed out, outcome unknown, shut down, storage or internal errors.
@@ -182,7 +183,7 @@ pub(crate) fn render(node: &Node) -> String {
             "etcd_server_quota_backend_bytes",
             "gauge",
             "Current backend storage quota size in bytes.",
-            inner.quota.bytes as f64,
+            inner.quota.bytes() as f64,
         ),
         (
             "etcd_mvcc_db_total_size_in_bytes",

@@ -8,7 +8,7 @@ use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::TryStreamExt as _;
@@ -34,6 +34,7 @@ use raftkv_storage::{
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::alarms::Quota;
 use crate::lease::LeaseManager;
 use crate::read_index::ReadIndexBatcher;
 
@@ -503,12 +504,10 @@ impl NodeBuilder {
             client_urls: client_urls.clone(),
             shutdown,
             servers: parking_lot::Mutex::new(Vec::new()),
-            quota: Quota {
-                bytes: self.quota_bytes,
-                alarm: AtomicBool::new(false),
-                checked_at_ms: AtomicU64::new(0),
-                usage: crate::disk_usage::DiskUsage::new(data_dir_for_quota),
-            },
+            quota: Quota::new(
+                self.quota_bytes,
+                crate::disk_usage::DiskUsage::new(data_dir_for_quota),
+            ),
             leases: LeaseManager::new(self.lease_checkpoint_interval, self.election_timeout.1),
             leader_contact: LeaderContact::new(),
             counters: crate::metrics::ServerCounters::default(),
@@ -693,26 +692,6 @@ impl NodeBuilder {
     }
 }
 
-/// Whether `command` can grow the store (NOSPACE refuses those; deletes and compaction
-/// still run, to free space).
-fn adds_data(command: &raftkv_core::Command) -> bool {
-    use raftkv_core::Command;
-    use raftkv_core::kv::{RequestOp, TxnRequest};
-    fn txn_puts(t: &TxnRequest) -> bool {
-        t.success.iter().chain(&t.failure).any(|op| match op {
-            RequestOp::Put(_) => true,
-            RequestOp::Txn(inner) => txn_puts(inner),
-            _ => false,
-        })
-    }
-    match command {
-        Command::Put(_) | Command::LeaseGrant { .. } => true,
-        Command::Txn(t) => txn_puts(t),
-        Command::Batch(commands) => commands.iter().any(adds_data),
-        _ => false,
-    }
-}
-
 /// What etcd allows a client request beyond `--max-request-bytes` (its
 /// `grpcOverheadBytes`).
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -860,15 +839,6 @@ pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
 /// Applied may lag committed by this many entries before writes are refused with "too
 /// many requests" (etcd's bound).
 pub const MAX_APPLY_LAG: u64 = 5000;
-
-/// The disk quota and this member's NOSPACE alarm.
-pub(crate) struct Quota {
-    pub(crate) bytes: u64,
-    alarm: AtomicBool,
-    /// When the disk usage was last measured (ms since the epoch): at most once a second.
-    checked_at_ms: AtomicU64,
-    usage: crate::disk_usage::DiskUsage,
-}
 
 /// A raftkv node: the KV API (`kv.rs`), cluster membership (`membership.rs`), metrics,
 /// shutdown. Cheap to clone; every clone is the same node.
@@ -1033,55 +1003,6 @@ impl Node {
             revision: self.inner.reader.revision(),
             raft_term: self.inner.raft.metrics().borrow_watched().current_term,
         }
-    }
-
-    /// Whether this member's NOSPACE alarm is raised.
-    pub fn nospace_alarm(&self) -> bool {
-        self.inner.quota.alarm.load(Ordering::Acquire)
-    }
-
-    /// Raise or disarm this member's NOSPACE alarm.
-    pub fn set_nospace_alarm(&self, raised: bool) {
-        if self.inner.quota.alarm.swap(raised, Ordering::AcqRel) != raised {
-            tracing::warn!(raised, "NOSPACE alarm");
-        }
-        // Measure again before the next write.
-        self.inner.quota.checked_at_ms.store(0, Ordering::Release);
-    }
-
-    /// Refuse a write the node cannot take now: apply lags commit too far (etcd's "too
-    /// many requests"), or the quota is exhausted and the write adds data (NOSPACE).
-    pub(crate) fn admit_write(&self, command: &raftkv_core::Command) -> Result<()> {
-        let lag = self.committed().get().saturating_sub(self.applied().get());
-        if lag > MAX_APPLY_LAG {
-            return Err(Error::TooManyRequests { lag });
-        }
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let quota = &self.inner.quota;
-        let last = quota.checked_at_ms.load(Ordering::Acquire);
-        if now_ms.saturating_sub(last) >= 1000
-            && quota
-                .checked_at_ms
-                .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            && self.disk_usage() > quota.bytes
-        {
-            self.set_nospace_alarm(true);
-            quota.checked_at_ms.store(now_ms, Ordering::Release);
-        }
-        if self.nospace_alarm() && adds_data(command) {
-            return Err(Error::NoSpace);
-        }
-        Ok(())
-    }
-
-    /// Bytes the data directory takes on disk (`disk_usage.rs`: directories are listed
-    /// again only when they changed).
-    pub fn disk_usage(&self) -> u64 {
-        self.inner.quota.usage.bytes()
     }
 
     /// Rewrite this member's state database into a fresh one, giving back the disk space

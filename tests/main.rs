@@ -54,3 +54,4 @@ mod t36_statefulset;
 mod t37_restore;
 mod t38_hash_kv;
 mod t39_container_image;
+mod t40_alarms;

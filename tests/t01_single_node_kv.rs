@@ -337,19 +337,34 @@ async fn an_exhausted_quota_raises_nospace_and_refuses_writes_until_disarmed() {
     };
     assert_eq!(node.txn(txn).await.unwrap_err(), Error::NoSpace);
     assert_eq!(node.metrics().revision, before, "nothing was written");
+    let mine = AlarmMember {
+        member_id: 1,
+        alarm: ALARM_NOSPACE,
+    };
+    assert_eq!(node.alarms().unwrap(), vec![mine]);
     // Disarmed (as `etcdctl alarm disarm` does) while the directory still exceeds the
     // quota: the next write measures again and raises it again, as etcd does.
-    node.set_nospace_alarm(false);
+    let disarm = AlarmRequest {
+        action: AlarmAction::Deactivate,
+        member_id: 1,
+        alarm: ALARM_NOSPACE,
+    };
+    assert_eq!(node.alarm(disarm).await.unwrap(), vec![mine]);
     assert!(!node.nospace_alarm());
     assert_eq!(node.put("k", "v").await.unwrap_err(), Error::NoSpace);
     assert!(node.nospace_alarm());
     node.shutdown().await;
-    // With a quota the directory fits in, writes go through.
+    // The alarm is in the replicated state: it outlives a restart, even with a quota
+    // the directory now fits in, until it is disarmed.
     drop(node);
     let node = Node::builder().id(1).data_dir(dir.path()).start().await.unwrap();
     node.wait_for_leader(Duration::from_secs(20)).await.unwrap();
+    assert!(node.nospace_alarm());
+    assert_eq!(node.put("k", "v").await.unwrap_err(), Error::NoSpace);
+    assert_eq!(node.alarm(disarm).await.unwrap(), vec![mine]);
     node.put("k", "v").await.unwrap();
     assert!(!node.nospace_alarm());
+    assert!(node.alarms().unwrap().is_empty());
     node.shutdown().await;
 }
 

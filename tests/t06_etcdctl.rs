@@ -9,30 +9,8 @@ use crate::support;
 use std::process::Command;
 use std::time::Duration;
 
+use support::etcd::{etcdctl, etcdctl_available};
 use support::process::ProcessCluster;
-
-fn etcdctl(endpoint: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={}", endpoint.trim_start_matches("http://")))
-        .arg("--command-timeout=10s")
-        .args(args)
-        .output()
-        .expect("run etcdctl");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn etcdctl_available() -> bool {
-    Command::new("etcdctl")
-        .arg("version")
-        .env("ETCDCTL_API", "3")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_put_get_del_work_against_the_cluster() {

@@ -147,14 +147,17 @@ async fn cluster_and_maintenance_through_the_client() {
         RequestError::MemberNotLearner
     );
 
-    // NOSPACE on the leader: raftkv keeps alarms per member, so talk to the leader alone.
+    // Alarms are replicated: one raised through a follower for the leader caps writes
+    // through every member and shows in every member's status, until disarmed.
     let at_leader = Client::connect([leader_url.clone()]).await.unwrap();
+    let follower_url = urls.iter().find(|u| **u != leader_url).unwrap().clone();
+    let at_follower = Client::connect([follower_url]).await.unwrap();
     let none = at_leader
         .alarm(AlarmAction::Get, 0, AlarmType::None)
         .await
         .unwrap();
     assert!(none.alarms.is_empty(), "{none:?}");
-    let raised = at_leader
+    let raised = at_follower
         .alarm(AlarmAction::Activate, leader, AlarmType::NoSpace)
         .await
         .unwrap();
@@ -168,19 +171,29 @@ async fn cluster_and_maintenance_through_the_client() {
         .await
         .unwrap();
     assert_eq!(listed.alarms, raised.alarms);
-    assert!(!at_leader.status().await.unwrap().errors.is_empty());
-    let refused = at_leader.put("full", "v").await;
-    assert!(
-        matches!(refused, Err(ClientError::Server(ServerError::NoSpace))),
-        "{refused:?} (leader still {leader}? {:?})",
-        nodes[0].metrics().leader
-    );
-    let disarmed = at_leader
+    for url in &urls {
+        let member = Client::connect([url.clone()]).await.unwrap();
+        let errors = eventually("the member to apply the alarm", || async {
+            let errors = member.status().await.unwrap().errors;
+            (!errors.is_empty()).then_some(errors)
+        })
+        .await;
+        assert_eq!(errors, vec![format!("memberID:{leader} alarm:NOSPACE ")], "{url}");
+    }
+    for member in [&at_leader, &at_follower] {
+        let refused = member.put("full", "v").await;
+        assert!(
+            matches!(refused, Err(ClientError::Server(ServerError::NoSpace))),
+            "{refused:?}"
+        );
+    }
+    // As etcd, a disarm answers the alarm it disarmed.
+    let disarmed = at_follower
         .alarm(AlarmAction::Deactivate, leader, AlarmType::NoSpace)
         .await
         .unwrap();
-    assert!(disarmed.alarms.is_empty(), "{disarmed:?}");
-    at_leader.put("full", "v").await.unwrap();
+    assert_eq!(disarmed.alarms, raised.alarms);
+    at_follower.put("full", "v").await.unwrap();
     assert_eq!(at_leader.defragment().await.unwrap().member_id, leader);
 
     // The same writes give the same hash on every member, at the same revision.

@@ -306,8 +306,8 @@ async fn health_livez_and_readyz_answer_as_etcd_does() {
         1.0
     );
 
-    // NOSPACE on the leader (raftkv keeps alarms per member): /health is false unless
-    // the alarm is excluded; /readyz looks only for CORRUPT.
+    // NOSPACE raised through the leader (which has applied it when the call returns):
+    // /health is false unless the alarm is excluded; /readyz looks only for CORRUPT.
     let leader_url = nodes
         .iter()
         .find(|n| n.id() == leader)

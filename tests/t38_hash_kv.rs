@@ -10,9 +10,9 @@ use raftkv_proto::etcdserverpb as pb;
 use raftkv_proto::etcdserverpb::kv_client::KvClient;
 use raftkv_proto::etcdserverpb::lease_client::LeaseClient;
 use raftkv_proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use tonic::transport::Channel;
 
 use crate::support;
+use support::channel;
 use support::process::ProcessCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,14 +61,6 @@ async fn raftkv_hashes_its_history_as_etcd_does() {
         assert!(std::env::var("CI").is_err(), "etcd is required under CI=true");
         eprintln!("etcd not installed: raftkv alone");
     }
-}
-
-async fn channel(url: &str) -> Channel {
-    Channel::from_shared(url.to_string())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
 }
 
 /// (revision hashed, hash, compact revision) at `revision`, or the refusal's code and text.

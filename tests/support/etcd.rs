@@ -124,3 +124,28 @@ impl EtcdCluster {
         }
     }
 }
+
+/// Run etcdctl (API 3) against `endpoint`: (succeeded, stdout, stderr).
+pub fn etcdctl(endpoint: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", endpoint.trim_start_matches("http://")))
+        .arg("--command-timeout=10s")
+        .args(args)
+        .output()
+        .expect("run etcdctl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Whether etcdctl is installed.
+pub fn etcdctl_available() -> bool {
+    Command::new("etcdctl")
+        .arg("version")
+        .env("ETCDCTL_API", "3")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}

@@ -10,9 +10,10 @@
 //! Retries: Status, Alarm GET and HashKV are reads; Alarm ACTIVATE / DEACTIVATE,
 //! Defragment and MoveLeader are writes (never retried after an ambiguous failure).
 //!
-//! raftkv specifics: alarms are kept per member (not replicated as in etcd), and the
-//! NOSPACE alarm of the leader refuses writes that add data with
-//! [`crate::ServerError::NoSpace`]; Defragment rewrites the member's database;
+//! Alarms are replicated through the log, as in etcd 3.4: a NOSPACE alarm refuses the
+//! writes that add data with [`crate::ServerError::NoSpace`] and a CORRUPT alarm every
+//! write with [`crate::ServerError::Corrupt`], on every member, until disarmed. raftkv
+//! specifics: Defragment rewrites the member's database;
 //! MoveLeader returns once the target leads, and a target that is not a voter reaches the
 //! caller as [`crate::RequestError::BadLeaderTransferee`].
 
@@ -63,7 +64,7 @@ pub enum AlarmAction {
 /// etcd's alarm types.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum AlarmType {
-    /// No alarm; with [`AlarmAction::Deactivate`], raftkv disarms every alarm of the member.
+    /// No alarm; with [`AlarmAction::Get`], every type.
     #[default]
     None,
     /// The storage quota is exhausted: writes that add data are refused.

@@ -210,8 +210,9 @@ fn decide_answer(mutability: Mutability, code: Code, error: Error) -> Decision {
             urls: leader_client_urls,
             reason,
         },
-        // Refused before proposing, and it lasts until an operator disarms the alarm.
-        Error::NoSpace => Decision::Fail(ClientError::Server(error)),
+        // Refused (before proposing, or when applied: nothing written), and it lasts
+        // until an operator disarms the alarm.
+        Error::NoSpace | Error::Corrupt => Decision::Fail(ClientError::Server(error)),
         // Refused before proposing (apply lags commit): safe to retry, reads and writes.
         Error::TooManyRequests { .. } => Decision::TryNext { reason },
         // The same, from a server whose status text `from_status` does not map.

@@ -5,10 +5,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::alarm::{AlarmMember, AlarmRequest};
 use crate::error::RequestError;
 use crate::kv::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    Revision, TxnRequest, TxnResponse,
+    RequestOp, Revision, TxnRequest, TxnResponse,
 };
 use crate::types::NodeId;
 
@@ -54,6 +55,48 @@ pub enum Command {
         /// Its client URLs.
         client_urls: Vec<String>,
     },
+    /// etcd Alarm: list, raise or disarm an alarm (`alarm.rs`).
+    Alarm(AlarmRequest),
+}
+
+impl Command {
+    /// Whether applying it may add data (etcd's quota "cost" above 0): a put, a txn with
+    /// a put in either branch at any depth, a lease grant, or a batch holding one. Refused
+    /// while a NOSPACE alarm is active.
+    pub fn adds_data(&self) -> bool {
+        match self {
+            Command::Put(_) | Command::LeaseGrant { .. } => true,
+            Command::Txn(t) => txn_has(t, &|op| matches!(op, RequestOp::Put(_))),
+            Command::Batch(commands) => commands.iter().any(Command::adds_data),
+            _ => false,
+        }
+    }
+
+    /// Whether applying it may change the store or the lease table: refused while a
+    /// CORRUPT alarm is active. A read-only txn does not (etcd serves those outside the
+    /// log, so its CORRUPT alarm never reaches them either).
+    pub fn changes_data(&self) -> bool {
+        match self {
+            Command::Put(_)
+            | Command::DeleteRange(_)
+            | Command::Compact(_)
+            | Command::LeaseGrant { .. }
+            | Command::LeaseRevoke { .. } => true,
+            Command::Txn(t) => txn_has(t, &|op| {
+                matches!(op, RequestOp::Put(_) | RequestOp::DeleteRange(_))
+            }),
+            Command::Batch(commands) => commands.iter().any(Command::changes_data),
+            _ => false,
+        }
+    }
+}
+
+/// Whether an operation of either branch of `txn`, at any depth, matches `leaf`.
+fn txn_has(txn: &TxnRequest, leaf: &dyn Fn(&RequestOp) -> bool) -> bool {
+    txn.success.iter().chain(&txn.failure).any(|op| match op {
+        RequestOp::Txn(inner) => txn_has(inner, leaf),
+        other => leaf(other),
+    })
 }
 
 /// A short summary for logs (openraft prints entries with it): the kind and, for a
@@ -70,6 +113,7 @@ impl std::fmt::Display for Command {
             Command::LeaseRevoke { id } => write!(f, "lease-revoke {id:x}"),
             Command::LeaseCheckpoint { remaining } => write!(f, "lease-checkpoint of {}", remaining.len()),
             Command::PublishMember { id, .. } => write!(f, "publish-member {id:x}"),
+            Command::Alarm(a) => write!(f, "alarm {:?} {:x} type {}", a.action, a.member_id, a.alarm),
         }
     }
 }
@@ -97,4 +141,6 @@ pub enum Response {
     /// The request was refused deterministically at apply time (every replica refuses it
     /// the same way); nothing was changed.
     Rejected(RequestError),
+    /// Answer to [`Command::Alarm`]: the alarms listed, raised or disarmed.
+    Alarms(Vec<AlarmMember>),
 }

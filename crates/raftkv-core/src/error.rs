@@ -93,6 +93,14 @@ pub enum RequestError {
     /// etcd: "bad leader transferee": leadership can only move to a voting member.
     #[error("bad leader transferee: {0:x} is not a voting member")]
     BadLeaderTransferee(u64),
+    /// A NOSPACE alarm is active: the write adds data and was refused when applied.
+    /// Leaves the library as [`Error::NoSpace`].
+    #[error("database space exceeded")]
+    NoSpace,
+    /// A CORRUPT alarm is active: the write was refused when applied. Leaves the library
+    /// as [`Error::Corrupt`].
+    #[error("corrupt cluster")]
+    Corrupt,
 }
 
 /// Everything a raftkv operation can fail with. Serializable, so a leader can send it back
@@ -102,7 +110,7 @@ pub enum RequestError {
 pub enum Error {
     /// The request itself is wrong; retrying it will not help.
     #[error(transparent)]
-    Request(#[from] RequestError),
+    Request(RequestError),
     /// This node is not the leader. `leader_id` is the leader this node knows of, if any.
     #[error("not leader (leader hint: {leader_id:?})")]
     NotLeader {
@@ -141,6 +149,22 @@ pub enum Error {
     /// are refused until an operator frees space and disarms the alarm.
     #[error("database space exceeded")]
     NoSpace,
+    /// A CORRUPT alarm is active (etcd: "corrupt cluster"): writes are refused until it
+    /// is disarmed.
+    #[error("corrupt cluster")]
+    Corrupt,
+}
+
+impl From<RequestError> for Error {
+    /// The alarms' refusals, decided at apply time, read as the same errors a member
+    /// gives before proposing; every other request error is the request's own.
+    fn from(e: RequestError) -> Self {
+        match e {
+            RequestError::NoSpace => Error::NoSpace,
+            RequestError::Corrupt => Error::Corrupt,
+            other => Error::Request(other),
+        }
+    }
 }
 
 impl Error {

@@ -21,6 +21,7 @@
 //!   forwards to the leader ([`LeaseCall`]), which alone holds lease deadlines.
 //! - [`validate`]: checks a request before it is proposed, so a bad request is refused
 //!   with a typed error and never reaches the log.
+//! - [`alarm`]: etcd's alarms (NOSPACE, CORRUPT), replicated through the log.
 //! - [`watch`]: etcd's Watch vocabulary (requests, events, responses) and
 //!   [`WatchSession`], the interface between the servers of watch streams and the storage
 //!   that feeds them.
@@ -31,6 +32,7 @@
 
 #![warn(missing_docs)]
 
+pub mod alarm;
 pub mod codec;
 pub mod command;
 pub mod error;
@@ -44,6 +46,7 @@ pub mod validate;
 pub mod watch;
 pub mod watermark;
 
+pub use alarm::{AlarmAction, AlarmMember, AlarmRequest};
 pub use command::{Command, Response};
 pub use error::{Error, RequestError, Result};
 pub use histogram::{Histogram, HistogramSnapshot};

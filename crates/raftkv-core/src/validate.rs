@@ -194,6 +194,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::LeaseRevoke { .. } => "LeaseRevoke",
         Command::LeaseCheckpoint { .. } => "LeaseCheckpoint",
         Command::PublishMember { .. } => "PublishMember",
+        Command::Alarm(_) => "Alarm",
     }
 }
 

@@ -105,7 +105,10 @@ pub trait ClusterBackend: Send + Sync + 'static {
     ) -> impl Future<Output = Answer<(ResponseHeader, Vec<MemberInfo>)>> + Send;
     /// This member's status.
     fn status(&self) -> StatusInfo;
-    /// etcd Alarm: `action` 0 GET, 1 ACTIVATE, 2 DEACTIVATE.
+    /// The active alarms' types as this member applied them (local, as etcd's probes
+    /// read them).
+    fn active_alarms(&self) -> Answer<Vec<i32>>;
+    /// etcd Alarm: `action` 0 GET, 1 ACTIVATE, 2 DEACTIVATE, through the log.
     fn alarm(
         &self,
         action: i32,

@@ -19,7 +19,8 @@ pub const HEADER: &str = "raftkv-peer-protocol";
 /// The version this build speaks. 1: builds on openraft 0.9 (they sent no header).
 /// 2: openraft 0.10 (streamed appends, pre-vote, leadership transfer).
 /// 3: followers forward writes over `ForwardStream`.
-pub const VERSION: u32 = 3;
+/// 4: the log carries alarm commands (`Command::Alarm`, `Response::Alarms`).
+pub const VERSION: u32 = 4;
 
 /// What a peer's message says it speaks: 1 when it names no version (a build from
 /// before the header), `None` when the value is not a number.

@@ -39,6 +39,7 @@ pub mod text {
         "etcdserver: can only promote a learner member which is in sync with leader";
     pub const PEER_URL_EXISTS: &str = "etcdserver: Peer URLs already exists";
     pub const NO_SPACE: &str = "etcdserver: mvcc: database space exceeded";
+    pub const CORRUPT: &str = "etcdserver: corrupt cluster";
     pub const BAD_MEMBER_URLS: &str = "etcdserver: given member URLs are invalid";
     pub const BAD_LEADER_TRANSFEREE: &str = "etcdserver: bad leader transferee";
     pub const LEADER_TRANSFER_TIMEOUT: &str = "etcdserver: request timed out, leader transfer took too long";
@@ -75,6 +76,7 @@ pub fn to_status(e: &Error) -> Status {
         Error::Internal(detail) => Status::new(Code::Internal, format!("raftkv: internal: {detail}")),
         Error::TooManyRequests { .. } => Status::new(Code::ResourceExhausted, text::TOO_MANY_REQUESTS),
         Error::NoSpace => Status::new(Code::ResourceExhausted, text::NO_SPACE),
+        Error::Corrupt => Status::new(Code::DataLoss, text::CORRUPT),
         Error::LeaderTransferTimeout => Status::new(Code::Unavailable, text::LEADER_TRANSFER_TIMEOUT),
         // `Error` is non_exhaustive within the workspace too.
         #[allow(unreachable_patterns)]
@@ -103,6 +105,8 @@ fn request_status(e: &RequestError) -> Status {
         RequestError::PeerUrlExists => (Code::FailedPrecondition, text::PEER_URL_EXISTS),
         RequestError::InvalidPeerUrl(_) => (Code::InvalidArgument, text::BAD_MEMBER_URLS),
         RequestError::BadLeaderTransferee(_) => (Code::FailedPrecondition, text::BAD_LEADER_TRANSFEREE),
+        RequestError::NoSpace => (Code::ResourceExhausted, text::NO_SPACE),
+        RequestError::Corrupt => (Code::DataLoss, text::CORRUPT),
         RequestError::Unsupported(what) => {
             return Status::new(Code::Unimplemented, format!("raftkv: not supported: {what}"));
         }
@@ -162,6 +166,7 @@ pub fn from_status(status: &Status) -> Error {
         text::TIMEOUT => return Error::Timeout(msg.to_string()),
         text::TOO_MANY_REQUESTS => return Error::TooManyRequests { lag: 0 },
         text::NO_SPACE => return Error::NoSpace,
+        text::CORRUPT => return Error::Corrupt,
         text::MEMBER_NOT_FOUND => return request(RequestError::MemberNotFound(0)),
         text::MEMBER_NOT_LEARNER => return request(RequestError::MemberNotLearner),
         text::LEARNER_NOT_READY => return request(RequestError::LearnerNotReady),
@@ -193,6 +198,7 @@ mod tests {
             Error::Request(RequestError::MemberNotFound(0)),
             Error::TooManyRequests { lag: 0 },
             Error::NoSpace,
+            Error::Corrupt,
             Error::NotLeader {
                 leader_id: Some(3),
                 leader_client_urls: vec!["http://127.0.0.1:2379".into()],

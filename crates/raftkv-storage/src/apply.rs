@@ -23,6 +23,7 @@
 use std::collections::BTreeMap;
 
 use raftkv_core::RequestError;
+use raftkv_core::alarm::AlarmMember;
 use raftkv_core::codec;
 use raftkv_core::kv::*;
 use raftkv_core::watch::Event;
@@ -80,6 +81,11 @@ pub(crate) struct Applier<'a> {
     pub(crate) leases: BTreeMap<i64, Option<LeaseRecord>>,
     /// Attachments made (`true`) or removed (`false`) by this call so far.
     pub(crate) attachments: BTreeMap<(i64, Vec<u8>), bool>,
+    /// Alarms raised (`true`) or disarmed (`false`) by this call so far.
+    pub(crate) alarms: BTreeMap<AlarmMember, bool>,
+    /// Which alarm types are active as of the requests applied so far
+    /// (`alarm_table.rs`): the state machine sets it from the published mask.
+    pub(crate) alarm_mask: u8,
 }
 
 /// The staged writes of one client request.
@@ -110,6 +116,8 @@ impl<'a> Applier<'a> {
             watch: EventCollector::default(),
             leases: BTreeMap::new(),
             attachments: BTreeMap::new(),
+            alarms: BTreeMap::new(),
+            alarm_mask: 0,
         }
     }
 

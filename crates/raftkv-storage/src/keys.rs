@@ -12,7 +12,8 @@
 //! | `p` member id(8, BE)                  | a member's published client URLs |
 //! | `l` lease id(8, sign-flipped BE)      | [`crate::lease_table::LeaseRecord`]: granted TTL, last checkpointed remaining TTL |
 //! | `a` lease id(8, sign-flipped BE) key  | empty: `key` (raw user key) is attached to the lease |
-//! | `u` index(8, BE) tree key             | an apply's undo record: the record at `tree key` (an `l`, `p` or `m` record, which apply overwrites in place) before the apply that ends at `index` changed it |
+//! | `r` alarm type(4, BE) member id(8, BE) | empty: the alarm is active (`alarm_table.rs`) |
+//! | `u` index(8, BE) tree key             | an apply's undo record: the record at `tree key` (an `l`, `p`, `r` or `m` record, which apply overwrites in place) before the apply that ends at `index` changed it |
 //!
 //! The `a` family is an index: the newest version of `key` names the lease too. It is not
 //! copied into snapshots; an install rebuilds it from the versions it received.
@@ -43,6 +44,8 @@ pub const LEASE: u8 = b'l';
 pub const ATTACHMENT: u8 = b'a';
 /// Undo records of in-place overwrites (apply's last index, tree key).
 pub const UNDO: u8 = b'u';
+/// Active alarms (alarm type, member id).
+pub const ALARM: u8 = b'r';
 
 /// Metadata key names.
 pub mod meta {
@@ -161,6 +164,34 @@ pub fn member_key(id: u64) -> [u8; 9] {
     out
 }
 
+/// The key of an active alarm of type `alarm` raised for `member_id`: by type first, so
+/// the alarms of one type are one prefix.
+pub fn alarm_key(alarm: i32, member_id: u64) -> [u8; 13] {
+    let mut out = [0u8; 13];
+    out[0] = ALARM;
+    out[1..5].copy_from_slice(&alarm.to_be_bytes());
+    out[5..].copy_from_slice(&member_id.to_be_bytes());
+    out
+}
+
+/// The prefix of the alarms of type `alarm`.
+pub fn alarm_prefix(alarm: i32) -> [u8; 5] {
+    let mut out = [0u8; 5];
+    out[0] = ALARM;
+    out[1..].copy_from_slice(&alarm.to_be_bytes());
+    out
+}
+
+/// The (alarm type, member id) of an alarm key.
+pub fn alarm_of(tree_key: &[u8]) -> Option<(i32, u64)> {
+    if tree_key.len() != 13 || tree_key[0] != ALARM {
+        return None;
+    }
+    let alarm: [u8; 4] = tree_key.get(1..5)?.try_into().ok()?;
+    let member: [u8; 8] = tree_key.get(5..13)?.try_into().ok()?;
+    Some((i32::from_be_bytes(alarm), u64::from_be_bytes(member)))
+}
+
 /// Lease ids are i64: flip the sign bit so the big-endian bytes sort like the number.
 fn lease_id_bytes(id: i64) -> [u8; 8] {
     ((id as u64) ^ (1 << 63)).to_be_bytes()
@@ -224,10 +255,13 @@ pub fn split_undo_key(undo_key: &[u8]) -> Option<(u64, &[u8])> {
 }
 
 /// Whether apply overwrites the record at `tree_key` in place (so a crash needs an undo
-/// record to take it back): lease records, published members and metadata. Versions and
-/// history are keyed by revision, attachments follow the versions.
+/// record to take it back): lease records, published members, alarms and metadata.
+/// Versions and history are keyed by revision, attachments follow the versions.
 pub fn overwritten_in_place(tree_key: &[u8]) -> bool {
-    matches!(tree_key.first(), Some(&LEASE) | Some(&MEMBER) | Some(&META))
+    matches!(
+        tree_key.first(),
+        Some(&LEASE) | Some(&MEMBER) | Some(&ALARM) | Some(&META)
+    )
 }
 
 /// The user key of an attachment key.
@@ -277,6 +311,16 @@ mod tests {
             assert_eq!(rev, 42);
             assert_eq!(decode_user_key(prefix).unwrap(), k.to_vec());
         }
+    }
+
+    #[test]
+    fn alarm_keys_round_trip_and_group_by_type() {
+        let key = alarm_key(1, 0xdead_beef);
+        assert_eq!(alarm_of(&key), Some((1, 0xdead_beef)));
+        assert!(key.starts_with(&alarm_prefix(1)));
+        assert!(!alarm_key(2, 7).starts_with(&alarm_prefix(1)));
+        assert_eq!(alarm_of(&key[..12]), None);
+        assert!(overwritten_in_place(&key));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::lease_table::LeaseRecord;
 use crate::{Store, StoreOptions};
 
-fn entries(first: u64, commands: Vec<Command>) -> Vec<Entry> {
+pub(crate) fn entries(first: u64, commands: Vec<Command>) -> Vec<Entry> {
     commands
         .into_iter()
         .enumerate()
@@ -22,6 +22,21 @@ fn entries(first: u64, commands: Vec<Command>) -> Vec<Entry> {
             payload: EntryPayload::Normal(c),
         })
         .collect()
+}
+
+/// Copy `snapshot` into a file `follower` receives, as the network would, and install it.
+pub(crate) async fn install_snapshot(follower: &mut Store, snapshot: raftkv_core::types::Snapshot) {
+    let mut incoming = follower.state_machine.begin_receiving_snapshot().await.unwrap();
+    let mut data = Vec::new();
+    let mut source = snapshot.snapshot;
+    source.read_to_end(&mut data).await.unwrap();
+    incoming.write_all(&data).await.unwrap();
+    incoming.flush().await.unwrap();
+    follower
+        .state_machine
+        .install_snapshot(&snapshot.meta, incoming)
+        .await
+        .unwrap();
 }
 
 fn put(key: &str, lease: i64) -> Command {
@@ -84,18 +99,8 @@ async fn leases_apply_and_travel_in_snapshots() {
     let mut builder = leader.state_machine.get_snapshot_builder().await;
     let snapshot = builder.build_snapshot().await.unwrap();
     let mut follower = Store::open(b.path(), StoreOptions::default()).unwrap();
-    let mut incoming = follower.state_machine.begin_receiving_snapshot().await.unwrap();
-    let mut data = Vec::new();
-    let mut source = snapshot.snapshot;
-    source.read_to_end(&mut data).await.unwrap();
-    incoming.write_all(&data).await.unwrap();
-    incoming.flush().await.unwrap();
     let before = follower.reader.lease_changes();
-    follower
-        .state_machine
-        .install_snapshot(&snapshot.meta, incoming)
-        .await
-        .unwrap();
+    install_snapshot(&mut follower, snapshot).await;
     assert!(follower.reader.lease_changes() > before);
     assert_eq!(
         follower.reader.leases().unwrap(),

@@ -61,6 +61,10 @@
 
 #![warn(missing_docs)]
 
+pub mod alarm_table;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod alarm_tests;
 mod applied_state;
 mod apply;
 mod blob_watch;
@@ -106,7 +110,7 @@ pub mod watch_session;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64};
 
 use arc_swap::ArcSwap;
 use raftkv_core::Watermark;
@@ -267,6 +271,7 @@ impl Store {
             None => 0,
         };
         let physically_compacted = compactor::compacted_to(&tree)?;
+        let alarm_mask = alarm_table::mask_of(&alarm_table::read(&tree, raftkv_core::alarm::ALARM_NONE)?);
         let key_index = KeyIndex::build(&tree)?;
         let (snapshot_index, snapshot_bytes) = snapshot::current_index_and_size(&snapshot_dir)?;
         let snapshot_cadence = SnapshotCadence::new(
@@ -294,6 +299,7 @@ impl Store {
             fail_syncs: AtomicBool::new(false),
             switch_failed: AtomicBool::new(false),
             cluster_id: AtomicU64::new(cluster_id),
+            alarm_mask: AtomicU8::new(alarm_mask),
             physically_compacted: Arc::new(Watermark::new(physically_compacted.max(0) as u64)),
             pins: Default::default(),
             compactor: compactor_wake,

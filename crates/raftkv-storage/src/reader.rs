@@ -184,6 +184,17 @@ impl KvReader {
             None => Ok(None),
         }
     }
+
+    /// The active alarms as of the applied state here (a local read, as etcd's `/health`
+    /// and `Status` do; clients list alarms through the log).
+    pub fn alarms(&self) -> Result<Vec<raftkv_core::AlarmMember>, Error> {
+        crate::alarm_table::read(&self.shared.tree(), raftkv_core::alarm::ALARM_NONE).map_err(storage)
+    }
+
+    /// Which alarm types are active as of the applied state (bits of `alarm_table.rs`).
+    pub fn alarm_mask(&self) -> u8 {
+        self.shared.alarm_mask()
+    }
 }
 
 #[cfg(test)]

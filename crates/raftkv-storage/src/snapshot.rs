@@ -3,7 +3,7 @@
 //!
 //! **Build.** `get_snapshot_builder` runs between applies and captures the last-applied
 //! log id, the membership, the revision `R`, the compact revision and the small non-MVCC
-//! state (published members). The builder then walks the live tree on a blocking thread
+//! state (published members, leases, alarms). The builder then walks the live tree on a blocking thread
 //! and keeps every version and history record at or below `R`; anything newer that apply
 //! writes meanwhile is skipped, so the result is exactly the state at `R` (sled has no
 //! point-in-time iterator; MVCC gives us one). Physical compaction runs meanwhile, so the
@@ -22,7 +22,8 @@
 //! not sent: the install rebuilds it from the versions it receives (the newest version of
 //! each key names its lease). A version-1 snapshot written before leases existed simply
 //! holds no lease records, which is exactly the state it was taken in, so the file format
-//! and [`crate::SCHEMA_VERSION`] stay as they were.
+//! and [`crate::SCHEMA_VERSION`] stay as they were. Active alarms (`r`) travel the same
+//! way, and the same holds for a snapshot written before alarms were replicated.
 //!
 //! **File format** (schema version [`crate::SCHEMA_VERSION`]):
 //! `"RAFTKVSN"` (8 bytes), schema version (u32 BE), then frames, each a u32 BE length and
@@ -69,7 +70,7 @@ pub struct SnapshotBuilder {
     membership: StoredMembership,
     revision: Revision,
     compact_revision: Revision,
-    /// Published members, leases and the cluster id, captured with the rest (not
+    /// Published members, leases, alarms and the cluster id, captured with the rest (not
     /// versioned).
     members: std::result::Result<Pairs, String>,
     /// Holds physical compaction at `compact_revision` until the build ends; shared by the
@@ -113,6 +114,7 @@ impl SnapshotBuilder {
         let members = tree
             .scan_prefix([keys::MEMBER])
             .chain(tree.scan_prefix([keys::LEASE]))
+            .chain(tree.scan_prefix([keys::ALARM]))
             .chain(
                 tree.get(meta::CLUSTER_ID)
                     .transpose()
@@ -394,6 +396,10 @@ pub(crate) fn install(shared: &StateShared, meta: &SnapshotMetaOf, mut file: Fil
     if let Some(bytes) = shared.tree().get(meta::CLUSTER_ID)? {
         shared.cluster_id.store(codec::decode(&bytes)?, Ordering::Release);
     }
+    let alarms = crate::alarm_table::read(&shared.tree(), raftkv_core::alarm::ALARM_NONE)?;
+    shared
+        .alarm_mask
+        .store(crate::alarm_table::mask_of(&alarms), Ordering::Release);
     if let Some(id) = meta.last_log_id {
         shared.applied.advance(id.index);
         // The new generation was synced before the switch.

@@ -12,7 +12,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use raftkv_core::Watermark;
@@ -65,6 +65,8 @@ pub struct StateShared {
     pub(crate) switch_failed: AtomicBool,
     /// 0 until the first membership is applied.
     pub(crate) cluster_id: AtomicU64,
+    /// Which alarm types are active as of the applied state (`alarm_table.rs`).
+    pub(crate) alarm_mask: AtomicU8,
     /// The revision the live tree is physically compacted up to (see [`crate::compactor`]).
     pub(crate) physically_compacted: Arc<Watermark>,
     /// Revisions snapshot builds hold physical compaction at.
@@ -109,6 +111,12 @@ impl StateShared {
     /// The cluster id (0 before the first membership entry is applied).
     pub fn cluster_id(&self) -> u64 {
         self.cluster_id.load(Ordering::Acquire)
+    }
+
+    /// Which alarm types are active as of the applied state: bits
+    /// [`crate::alarm_table::NOSPACE_ACTIVE`] and [`crate::alarm_table::CORRUPT_ACTIVE`].
+    pub fn alarm_mask(&self) -> u8 {
+        self.alarm_mask.load(Ordering::Acquire)
     }
 
     /// An estimate of the bytes of live data in the state database, for etcd's

@@ -16,6 +16,7 @@
 //! hub ([`crate::watch_hub`]) in revision order, before the applied watermark advances.
 //! Lease commands are applied like any other (`lease_table.rs`); a batch that changed the
 //! lease table bumps [`LeaseChanges`] once it is visible, and so does a snapshot install.
+//! A batch that raised or disarmed an alarm publishes the new alarm mask the same way.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -30,6 +31,7 @@ use raftkv_core::types::{
 };
 use raftkv_core::{Command, Response};
 
+use crate::alarm_table;
 use crate::applied_state::AppliedState;
 use crate::apply::Applier;
 use crate::error::{Result, sm_write, snapshot_read, snapshot_write};
@@ -97,6 +99,7 @@ impl StateMachine {
         let revision_before = self.shared.revision();
         let mut applier = Applier::new(&tree, &self.shared.key_index, revision_before, compacted_before);
         applier.watch = EventCollector::new(self.shared.watch_hub.interest());
+        applier.alarm_mask = self.shared.alarm_mask();
         let mut responses = Vec::new();
         let mut new_cluster_id = None;
         for entry in entries {
@@ -180,6 +183,11 @@ impl StateMachine {
         if applier.leases_changed() {
             self.lease_changes.bump();
         }
+        if !applier.alarms.is_empty() {
+            self.shared
+                .alarm_mask
+                .store(applier.alarm_mask, Ordering::Release);
+        }
         self.shared.applied.advance(last_applied.index);
         self.shared
             .snapshot_cadence
@@ -214,8 +222,15 @@ fn header(revision: i64, raft_term: u64) -> ResponseHeader {
     }
 }
 
-/// Apply one command; a request's own fault becomes `Response::Rejected`.
+/// Apply one command; a request's own fault becomes `Response::Rejected`, and so does a
+/// write an active alarm refuses (`alarm_table.rs`).
 fn apply_command(applier: &mut Applier<'_>, command: Command, term: u64) -> Result<Response> {
+    // A batch's requests are checked one by one below.
+    if !matches!(command, Command::Batch(_))
+        && let Some(refused) = alarm_table::refusal(applier.alarm_mask, &command)
+    {
+        return Ok(Response::Rejected(refused));
+    }
     let outcome = match command {
         Command::Put(req) => applier
             .client_request(|a, scope| a.put(scope, &req))?
@@ -273,6 +288,7 @@ fn apply_command(applier: &mut Applier<'_>, command: Command, term: u64) -> Resu
                 revision: applier.revision,
             })
         }
+        Command::Alarm(req) => Ok(Response::Alarms(applier.alarm(&req)?)),
     };
     Ok(outcome.unwrap_or_else(Response::Rejected))
 }

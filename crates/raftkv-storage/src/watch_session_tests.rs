@@ -304,26 +304,9 @@ async fn a_closed_hub_ends_every_session() {
 /// Install `leader`'s current state into `follower` as openraft would.
 async fn install_snapshot_of(leader: &mut Fixture, follower: &mut Fixture) {
     use openraft::RaftSnapshotBuilder;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut builder = leader.store.state_machine.get_snapshot_builder().await;
     let snapshot = builder.build_snapshot().await.unwrap();
-    let mut incoming = follower
-        .store
-        .state_machine
-        .begin_receiving_snapshot()
-        .await
-        .unwrap();
-    let mut data = Vec::new();
-    let mut source = snapshot.snapshot;
-    source.read_to_end(&mut data).await.unwrap();
-    incoming.write_all(&data).await.unwrap();
-    incoming.flush().await.unwrap();
-    follower
-        .store
-        .state_machine
-        .install_snapshot(&snapshot.meta, incoming)
-        .await
-        .unwrap();
+    crate::lease_tests::install_snapshot(&mut follower.store, snapshot).await;
     follower.index = leader.index;
 }
 

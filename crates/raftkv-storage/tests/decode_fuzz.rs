@@ -76,7 +76,10 @@ use raftkv_core::kv::{
     TxnRequest,
 };
 use raftkv_core::types::{Entry, LogId, MemberNode, NodeId, StoredMembership, TypeConfig};
-use raftkv_core::{Command, Error as CoreError, MembershipChange, RequestError, Response, codec};
+use raftkv_core::{
+    AlarmAction, AlarmMember, AlarmRequest, Command, Error as CoreError, MembershipChange, RequestError,
+    Response, codec,
+};
 use raftkv_storage::mvcc::VersionRecord;
 use raftkv_storage::{SCHEMA_VERSION, Store, StoreOptions};
 use serde::de::DeserializeOwned;
@@ -568,6 +571,13 @@ fn command() -> BoxedStrategy<Command> {
                 client_urls,
             }
         }),
+        (0i32..3, any::<u64>(), number()).prop_map(|(action, member_id, alarm)| {
+            Command::Alarm(AlarmRequest {
+                action: AlarmAction::from_wire(action).unwrap_or(AlarmAction::Get),
+                member_id,
+                alarm: alarm as i32,
+            })
+        }),
     ];
     prop_oneof![
         3 => single.clone(),
@@ -725,6 +735,8 @@ fn request_error() -> BoxedStrategy<RequestError> {
             .prop_map(|(requested, compacted)| RequestError::Compacted { requested, compacted }),
         text().prop_map(RequestError::Unsupported),
         text().prop_map(RequestError::InvalidPeerUrl),
+        Just(RequestError::NoSpace),
+        Just(RequestError::Corrupt),
     ]
     .boxed()
 }
@@ -743,6 +755,7 @@ fn core_error() -> BoxedStrategy<CoreError> {
         text().prop_map(CoreError::Timeout),
         any::<u64>().prop_map(|lag| CoreError::TooManyRequests { lag }),
         Just(CoreError::NoSpace),
+        Just(CoreError::Corrupt),
     ]
     .boxed()
 }
@@ -784,6 +797,14 @@ fn response() -> BoxedStrategy<Response> {
             .prop_map(|(header, prev_kv)| Response::Put(PutResponse { header, prev_kv })),
         number().prop_map(|revision| Response::Done { revision }),
         request_error().prop_map(Response::Rejected),
+        vec((any::<u64>(), any::<i32>()), 0..3).prop_map(|alarms| {
+            Response::Alarms(
+                alarms
+                    .into_iter()
+                    .map(|(member_id, alarm)| AlarmMember { member_id, alarm })
+                    .collect(),
+            )
+        }),
     ];
     prop_oneof![3 => single.clone(), 1 => vec(single, 0..3).prop_map(Response::Batch)].boxed()
 }

@@ -39,10 +39,7 @@ impl<B: KvBackend + ClusterBackend + LeaderStatus + MetricsSource> ProbeBackend 
     }
 
     async fn active_alarms(&self) -> Result<Vec<i32>, String> {
-        match self.alarm(0, 0, 0).await {
-            Ok((_, alarms)) => Ok(alarms.into_iter().map(|a| a.alarm).collect()),
-            Err(e) => Err(to_status(&e).message().to_string()),
-        }
+        ClusterBackend::active_alarms(self).map_err(|e| to_status(&e).message().to_string())
     }
 
     fn knows_leader(&self) -> bool {
