@@ -19,6 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let descriptors = protox::compile(files, [&proto_dir])?;
     tonic_prost_build::configure()
+        .codec_path("crate::bounded_codec::BoundedCodec")
         .build_server(true)
         .build_client(true)
         .compile_fds(descriptors)?;

@@ -37,7 +37,7 @@ pub fn check_command(command: &Command, limits: &Limits) -> Result<usize, Reques
     match command {
         Command::Put(put) => check_put(put)?,
         Command::DeleteRange(del) => check_delete(del)?,
-        Command::Txn(txn) => check_txn(txn, limits, 1)?,
+        Command::Txn(txn) => check_txn(txn, limits.max_txn_ops, 1)?,
         other => {
             return Err(RequestError::Unsupported(format!(
                 "{} is not a client request",
@@ -92,36 +92,32 @@ fn check_key_and_end(key: &[u8], range_end: &[u8]) -> Result<(), RequestError> {
     Ok(())
 }
 
-fn check_txn(txn: &TxnRequest, limits: &Limits, depth: usize) -> Result<(), RequestError> {
+/// etcd's `checkTxnRequest`: a transaction spends as many operations of `budget` as its
+/// largest list (compares, success, failure); what is left is the budget of each nested
+/// transaction. So with `--max-txn-ops` 128, transactions nest at most 128 levels deep
+/// (129 if the innermost is empty). [`crate::kv::MAX_TXN_NESTING`] bounds the depth
+/// whatever the budget.
+fn check_txn(txn: &TxnRequest, budget: usize, depth: usize) -> Result<(), RequestError> {
     if depth > crate::kv::MAX_TXN_NESTING {
         return Err(RequestError::TooManyTxnOps {
             ops: depth,
             limit: crate::kv::MAX_TXN_NESTING,
         });
     }
-    // etcd counts compares against the same limit as each branch.
-    if txn.compare.len() > limits.max_txn_ops {
-        return Err(RequestError::TooManyTxnOps {
-            ops: txn.compare.len(),
-            limit: limits.max_txn_ops,
-        });
+    let ops = txn.compare.len().max(txn.success.len()).max(txn.failure.len());
+    if ops > budget {
+        return Err(RequestError::TooManyTxnOps { ops, limit: budget });
     }
     for cmp in &txn.compare {
         check_compare(cmp)?;
     }
     for branch in [&txn.success, &txn.failure] {
-        if branch.len() > limits.max_txn_ops {
-            return Err(RequestError::TooManyTxnOps {
-                ops: branch.len(),
-                limit: limits.max_txn_ops,
-            });
-        }
         for op in branch.iter() {
             match op {
                 RequestOp::Range(r) => check_range(r)?,
                 RequestOp::Put(p) => check_put(p)?,
                 RequestOp::DeleteRange(d) => check_delete(d)?,
-                RequestOp::Txn(t) => check_txn(t, limits, depth + 1)?,
+                RequestOp::Txn(t) => check_txn(t, budget - ops, depth + 1)?,
             }
         }
     }
@@ -271,6 +267,37 @@ mod tests {
         assert!(matches!(
             check(Command::Txn(many_compares)),
             Err(RequestError::TooManyTxnOps { .. })
+        ));
+        // Each level spends one operation of the 128: 128 levels with an operation each,
+        // and an empty 129th, pass; one more level does not.
+        let nest = |levels: usize| {
+            let mut txn = TxnRequest::default();
+            for _ in 1..levels {
+                txn = TxnRequest {
+                    success: vec![RequestOp::Txn(txn)],
+                    ..TxnRequest::default()
+                };
+            }
+            Command::Txn(txn)
+        };
+        assert!(check(nest(129)).is_ok());
+        assert!(matches!(
+            check(nest(130)),
+            Err(RequestError::TooManyTxnOps { .. })
+        ));
+        let wide_then_deep = TxnRequest {
+            compare: (0..100)
+                .map(|i| Compare::key(format!("k{i}"), CompareResult::Equal, CompareTarget::Version(1)))
+                .collect(),
+            success: vec![RequestOp::Txn(TxnRequest {
+                success: (0..29).map(|i| put(&format!("p{i}"))).collect(),
+                ..TxnRequest::default()
+            })],
+            ..TxnRequest::default()
+        };
+        assert!(matches!(
+            check(Command::Txn(wide_then_deep)),
+            Err(RequestError::TooManyTxnOps { ops: 29, limit: 28 })
         ));
         let mut deep = TxnRequest::default();
         for _ in 0..crate::kv::MAX_TXN_NESTING {

@@ -9,6 +9,8 @@
 //!   with the `failpoints` feature).
 //! - [`convert`]: the mapping between the etcd messages and raftkv-core's types, shared by
 //!   the server side (`raftkv-net`) and the client crate, so both map alike.
+//! - [`bounded_codec`] / [`txn_decode`]: the codec of every service, prost's except for
+//!   transactions, decoded as deep as etcd accepts them (prost stops at about 50 levels).
 //! - [`watch_wire`]: the server's `WatchResponse` with each event encoded once and
 //!   shared by all the watchers that get it (byte-identical on the wire).
 //!
@@ -50,6 +52,8 @@ pub mod raftkvfaults {
     tonic::include_proto!("raftkvfaults");
 }
 
+pub mod bounded_codec;
 pub mod convert;
 pub mod status;
+pub mod txn_decode;
 pub mod watch_wire;

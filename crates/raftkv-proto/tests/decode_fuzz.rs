@@ -16,11 +16,12 @@
 //! agrees with a few independent facts (an empty key is refused, what passes is as large
 //! as it says and decodes again from the log's encoding). Deep nesting is stopped by
 //! prost's recursion limit (100 messages, so at most 50 nested transactions), which is
-//! what keeps prost's own decoding and dropping and `convert` (recursive, with no limit of
-//! its own) off a deep stack: 10,000 levels built by hand are refused, and the deepest
-//! transaction prost accepts is one that validation (which stops at `MAX_TXN_NESTING`)
-//! and the log's decoder accept too, so it can never become an entry that replicas fail
-//! to decode.
+//! what keeps prost's own decoding and dropping off a deep stack: 10,000 levels built by
+//! hand are refused. Transactions reach the server through `txn_decode` instead (prost's
+//! codec would stop at 50 levels where etcd accepts 128): it decodes exactly what prost
+//! decodes, on any input, and goes as deep as `MAX_TXN_NESTING`, which validation and the
+//! log's decoder accept too, so it can never become an entry that replicas fail to
+//! decode; 10,000 levels are refused before they are walked.
 //!
 //! **What it cannot prove**: coverage is sampling, not exhaustive, and the counts are kept
 //! small for CI (set `RAFTKV_FUZZ_SCALE=n` to run `n` times as many cases, and
@@ -46,7 +47,7 @@ use raftkv_core::kv as core;
 use raftkv_core::validate::{self, Limits};
 use raftkv_core::{Command, codec};
 use raftkv_proto::etcdserverpb as pb;
-use raftkv_proto::{mvccpb, raftkvpeer as peer};
+use raftkv_proto::{mvccpb, raftkvpeer as peer, txn_decode};
 
 // ---------------------------------------------------------------------------------------
 // Memory: a counting allocator, so a check can see the most a decode had live at once.
@@ -824,6 +825,49 @@ fn mutated_kv_requests_fail_cleanly_or_convert() {
     mutated_property(800, pb_delete(), then_delete);
 }
 
+/// The server and the client decode transactions with `txn_decode` (deeper than prost
+/// goes): on any input it must agree with prost, the same message or an error both.
+fn same_as_prost<M: Message + Default + PartialEq + Debug>(
+    bytes: &[u8],
+    by_hand: fn(&[u8]) -> Result<M, txn_decode::TxnDecodeError>,
+) -> Result<(), TestCaseError> {
+    match (by_hand(bytes), M::decode(bytes)) {
+        (Ok(ours), Ok(prosts)) => prop_assert_eq!(ours, prosts),
+        (Err(_), Err(_)) => {}
+        (ours, prosts) => prop_assert!(false, "txn_decode: {ours:?}, prost: {prosts:?}"),
+    }
+    Ok(())
+}
+
+#[test]
+fn transactions_decode_by_hand_as_prost_decodes_them() {
+    run(3000, (pb_txn(), pb_txn(), mutations()), |(txn, donor, m)| {
+        let valid = txn.encode_to_vec();
+        same_as_prost(&valid, txn_decode::txn_request)?;
+        same_as_prost(
+            &mutate(valid, &donor.encode_to_vec(), &m),
+            txn_decode::txn_request,
+        )
+    });
+    run(
+        2000,
+        (pb_txn_response(), pb_txn_response(), mutations()),
+        |(txn, donor, m)| {
+            let valid = txn.encode_to_vec();
+            same_as_prost(&valid, txn_decode::txn_response)?;
+            same_as_prost(
+                &mutate(valid, &donor.encode_to_vec(), &m),
+                txn_decode::txn_response,
+            )
+        },
+    );
+    run(2000, (vec(some_encoding(), 1..4), mutations()), |(parts, m)| {
+        let bytes = mutate(parts.concat(), &parts[0], &m);
+        same_as_prost(&bytes, txn_decode::txn_request)?;
+        same_as_prost(&bytes, txn_decode::txn_response)
+    });
+}
+
 #[test]
 fn mutated_cluster_peer_and_answer_messages_fail_cleanly() {
     mutated_property(600, pb_member_add(), |_| {});
@@ -881,7 +925,7 @@ fn recursion_limit_reached(e: &prost::DecodeError) -> bool {
 }
 
 #[test]
-fn deep_nesting_is_stopped_by_prosts_recursion_limit() {
+fn deep_nesting_is_bounded_by_prost_and_by_the_transaction_decoder() {
     // The deepest transaction prost accepts, and the first it refuses.
     let deepest = (1..200)
         .take_while(|&depth| pb::TxnRequest::decode(nested_txn(depth).as_slice()).is_ok())
@@ -924,6 +968,28 @@ fn deep_nesting_is_stopped_by_prosts_recursion_limit() {
     assert!(recursion_limit_reached(
         &pb::TxnResponse::decode(answer.as_slice()).unwrap_err()
     ));
+    // Transactions themselves are decoded by `txn_decode`: as deep as etcd accepts them
+    // (128 levels spending one operation each, then an empty one), no deeper, and a
+    // hostile depth is refused before it is walked.
+    // `nested_txn(n)` is n transactions inside an outer one.
+    let deepest_etcd = core::MAX_TXN_NESTING - 1;
+    let wire = txn_decode::txn_request(&nested_txn(deepest_etcd)).unwrap();
+    assert_eq!(wire.encode_to_vec(), nested_txn(deepest_etcd));
+    let command = Command::Txn(core::TxnRequest::try_from(wire).unwrap());
+    let size = validate::check_command(&command, &limits).unwrap();
+    check_accepted_command(&command, size, &limits);
+    assert_eq!(
+        txn_decode::txn_request(&nested_txn(deepest_etcd + 1)),
+        Err(txn_decode::TxnDecodeError::TooDeep)
+    );
+    let (result, peak) = peak_bytes(|| txn_decode::txn_request(&hostile));
+    assert_eq!(result, Err(txn_decode::TxnDecodeError::TooDeep));
+    assert!(peak <= alloc_budget(hostile.len()), "{peak} bytes live");
+    assert!(txn_decode::txn_response(&nested_txn_response(deepest_etcd)).is_ok());
+    assert_eq!(
+        txn_decode::txn_response(&nested_txn_response(10_000)),
+        Err(txn_decode::TxnDecodeError::TooDeep)
+    );
     // Unknown fields are skipped, but nested groups in one count against the same limit:
     // 10,000 start-group keys of field 15, then as many end-group keys.
     let groups = [vec![0x7b; 10_000], vec![0x7c; 10_000]].concat();
@@ -934,6 +1000,11 @@ fn deep_nesting_is_stopped_by_prosts_recursion_limit() {
     ] {
         assert!(recursion_limit_reached(&result.unwrap_err()));
     }
+    // ... and in a transaction decoded by hand, at every level.
+    assert!(txn_decode::txn_request(&groups).is_err());
+    let in_op: Vec<u8> = [&[0x12][..], &varint(groups.len() as u64)[..], &groups[..]].concat();
+    assert!(txn_decode::txn_request(&in_op).is_err());
+    assert!(txn_decode::txn_response(&groups).is_err());
 }
 
 /// One hostile input: what it is, its bytes, and whether the decoder under test refused it.
