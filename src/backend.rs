@@ -418,12 +418,24 @@ impl ClusterBackend for Node {
             .await
             .map_err(|e| Error::Storage(e.to_string()))?
             .ok_or_else(|| Error::Internal("no snapshot after building one".into()))?;
-        let file = snapshot.snapshot;
-        let size = file
-            .metadata()
+        // Streamed in etcd's format (a bbolt file), so etcd's tools read it.
+        let ours = snapshot.snapshot.into_std().await;
+        let shared = self.inner.shared.clone();
+        let (file, report) = tokio::task::spawn_blocking(move || shared.export_etcd_snapshot(ours))
             .await
-            .map_err(|e| Error::Storage(e.to_string()))?
-            .len();
-        Ok(SnapshotStream { header, file, size })
+            .map_err(|e| Error::Internal(format!("snapshot export task: {e}")))?
+            .map_err(|e| Error::Storage(e.to_string()))?;
+        let size = file.metadata().map_err(|e| Error::Storage(e.to_string()))?.len();
+        tracing::info!(
+            revision = report.revision,
+            versions = report.versions,
+            size,
+            "snapshot exported in etcd's format"
+        );
+        Ok(SnapshotStream {
+            header,
+            file: tokio::fs::File::from_std(file),
+            size,
+        })
     }
 }

@@ -55,3 +55,4 @@ mod t37_restore;
 mod t38_hash_kv;
 mod t39_container_image;
 mod t40_alarms;
+mod t41_etcd_snapshot_import;

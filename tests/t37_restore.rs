@@ -28,7 +28,7 @@ use tonic::transport::Channel;
 use crate::support;
 use crate::support::child::{self, OwnedChild};
 use crate::support::ports::ReservedPort;
-use crate::support::process::{ProcessCluster, SERVER_BIN};
+use crate::support::process::{ProcessCluster, SERVER_BIN, run_restore};
 
 const KEYS: usize = 100_000;
 // The old cluster takes transactions this large (`--max-txn-ops`): fewer round trips.
@@ -158,22 +158,6 @@ async fn cluster_id(url: &str) -> u64 {
         .header
         .unwrap()
         .cluster_id
-}
-
-/// `raftkv-server restore ARGS`, bounded: its exit code and output.
-fn run_restore(args: &[String]) -> (Option<i32>, String) {
-    let out = tempfile::NamedTempFile::new().unwrap();
-    let mut all = vec!["restore".to_string()];
-    all.extend(args.iter().cloned());
-    let mut cmd = child::command(SERVER_BIN, &all, &[]);
-    // Both streams into one file, appending: neither overwrites the other.
-    let append = || std::fs::OpenOptions::new().append(true).open(out.path()).unwrap();
-    cmd.stdout(append()).stderr(append());
-    let mut child = OwnedChild::spawn(cmd).unwrap();
-    let status = child
-        .wait_timeout(Duration::from_secs(120))
-        .unwrap_or_else(|| panic!("restore {args:?} did not finish"));
-    (status.code(), std::fs::read_to_string(out.path()).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -124,6 +124,17 @@ fn restore(args: impl Iterator<Item = String>) -> ExitCode {
                 report.revision,
                 report.applied_index
             );
+            if let Some(import) = &report.etcd_import {
+                println!(
+                    "read as an etcd snapshot: {} versions, {} leases, compact revision {}",
+                    import.versions, import.leases, import.compact_revision
+                );
+                if import.auth_left_out {
+                    eprintln!(
+                        "raftkv-server restore: the etcd snapshot's users and roles were left out (raftkv serves no auth yet)"
+                    );
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -314,3 +314,19 @@ impl Drop for ProcessCluster {
         }
     }
 }
+
+/// `raftkv-server restore ARGS`, bounded: its exit code and output.
+pub fn run_restore(args: &[String]) -> (Option<i32>, String) {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut all = vec!["restore".to_string()];
+    all.extend(args.iter().cloned());
+    let mut cmd = super::child::command(SERVER_BIN, &all, &[]);
+    // Both streams into one file, appending: neither overwrites the other.
+    let append = || std::fs::OpenOptions::new().append(true).open(out.path()).unwrap();
+    cmd.stdout(append()).stderr(append());
+    let mut child = super::child::OwnedChild::spawn(cmd).unwrap();
+    let status = child
+        .wait_timeout(Duration::from_secs(120))
+        .unwrap_or_else(|| panic!("restore {args:?} did not finish"));
+    (status.code(), std::fs::read_to_string(out.path()).unwrap())
+}

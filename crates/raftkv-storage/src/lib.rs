@@ -78,6 +78,7 @@ pub mod data_dir_lock;
 pub mod defrag;
 pub mod durable;
 pub mod error;
+pub mod etcd_snapshot;
 pub mod failpoints;
 pub mod generation;
 pub mod hash_history;
@@ -94,6 +95,9 @@ pub mod log_store;
 pub mod mvcc;
 pub mod reader;
 pub mod restore;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod restore_tests;
 pub mod rollback;
 pub mod snapshot;
 pub mod snapshot_cadence;

@@ -13,6 +13,10 @@
 //! A fresh snapshot is built from the result, so the one a member serves to a lagging
 //! peer carries the new membership.
 //!
+//! The file may also be an etcd 3.4 snapshot (`etcdctl snapshot save`): it is first
+//! converted into one of ours (`etcd_snapshot`), beside the data directory, and removed
+//! after.
+//!
 //! The directory is built as `<data_dir>.restoring` and renamed into place only once
 //! complete and synced: a restore that dies halfway leaves no data directory a server
 //! would start on (the next restore removes the leftover and starts over).
@@ -41,6 +45,8 @@ pub struct RestoreReport {
     pub revision: Revision,
     /// The new cluster's id.
     pub cluster_id: u64,
+    /// What was read from the file, when it was an etcd snapshot.
+    pub etcd_import: Option<crate::etcd_snapshot::ImportReport>,
 }
 
 /// Seed `data_dir` (absent or empty) from the snapshot file at `snapshot`, for member
@@ -66,6 +72,9 @@ pub async fn restore(
             ),
         )));
     }
+    // An etcd snapshot is converted into one of ours beside the data directory first.
+    let source = Source::open(snapshot, data_dir)?;
+    let snapshot = source.path.as_path();
     let (old_meta, revision) = read_header(snapshot)?;
     let Some(last) = old_meta.last_log_id else {
         return Err(Error::Corrupt {
@@ -104,7 +113,47 @@ pub async fn restore(
         applied_index: last.index,
         revision,
         cluster_id,
+        etcd_import: source.etcd_import.clone(),
     })
+}
+
+/// The snapshot file a restore reads: the one given, or, for an etcd snapshot, its
+/// conversion (removed when the restore ends, however it ends).
+struct Source {
+    path: std::path::PathBuf,
+    /// Whether `path` is our conversion, to remove.
+    converted: bool,
+    etcd_import: Option<crate::etcd_snapshot::ImportReport>,
+}
+
+impl Source {
+    fn open(snapshot: &Path, data_dir: &Path) -> Result<Self> {
+        if !crate::etcd_snapshot::is_etcd_snapshot(snapshot)? {
+            return Ok(Self {
+                path: snapshot.to_path_buf(),
+                converted: false,
+                etcd_import: None,
+            });
+        }
+        let mut name = staging_dir(data_dir)?.into_os_string();
+        name.push(".etcd-import");
+        let path = std::path::PathBuf::from(name);
+        let mut source = Self {
+            path,
+            converted: true,
+            etcd_import: None,
+        };
+        source.etcd_import = Some(crate::etcd_snapshot::import(snapshot, &source.path)?);
+        Ok(source)
+    }
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        if self.converted {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// How long the restore waits for its store's background threads to stop.

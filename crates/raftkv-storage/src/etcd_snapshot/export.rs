@@ -1,0 +1,166 @@
+//! Exporting one of our snapshots as an etcd 3.4 snapshot (a bbolt file with etcd's
+//! buckets), so that `etcdctl snapshot status` reads it and `etcdctl snapshot restore`
+//! seeds an etcd cluster that serves the same data: the migration path back to etcd.
+//!
+//! Written, from the snapshot's records:
+//! - `key`: every version (`v`) as etcd stores it: key = revision (main u64 BE, `_`, sub
+//!   u64 BE, plus `t` for a deletion), value = `mvccpb.KeyValue` (for a deletion, the key
+//!   alone), sorted by revision.
+//! - `meta`: `consistent_index` (the snapshot's log index) and, after a compaction,
+//!   `scheduledCompactRev` (the compact revision) without `finishedCompactRev`: etcd then
+//!   runs the compaction when it opens the file, dropping any version our compactor had
+//!   not deleted yet, exactly as a compaction interrupted on etcd would resume.
+//! - `lease`: key = id (u64 BE), value = `leasepb.Lease` (id, TTL, remaining TTL).
+//! - `alarm`: key = `etcdserverpb.AlarmMember`, value empty.
+//! - `members`, `members_removed`, `cluster`, `auth`, `authUsers`, `authRoles`: empty
+//!   (etcd's restore replaces the members; raftkv has no auth yet).
+//!
+//! The versions are sorted in memory, so an export needs memory in the order of the
+//! snapshot's size.
+
+use std::fs::File;
+use std::io::BufReader;
+
+use raftkv_core::codec;
+use raftkv_core::kv::Revision;
+
+use super::bbolt_write::BoltWriter;
+use super::wire::{EtcdAlarmMember, EtcdKeyValue, EtcdLease, corrupt, revision_key};
+use crate::error::Result;
+use crate::keys;
+use crate::lease_table::LeaseRecord;
+use crate::mvcc::VersionRecord;
+use crate::snapshot_file::{Frame, FrameReader};
+
+/// What an export wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportReport {
+    /// The store's revision.
+    pub revision: Revision,
+    /// Entries of the `key` bucket.
+    pub versions: u64,
+}
+
+/// Write the snapshot `ours` (one of our snapshot files, read from its start) into
+/// `out` as an etcd bbolt file; `out` is returned synced and positioned at its end.
+pub fn export(ours: File, out: File) -> Result<(File, ExportReport)> {
+    let mut reader = FrameReader::open(BufReader::new(ours))?;
+    let Frame::Header(header) = reader.next()?.0 else {
+        return Err(corrupt("our snapshot does not start with a header"));
+    };
+    let mut versions: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut leases: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut alarms: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    loop {
+        match reader.next()?.0 {
+            Frame::Pairs(pairs) => {
+                for (k, v) in pairs {
+                    match k.first() {
+                        Some(&keys::VERSION) => versions.push(version_entry(&k, &v)?),
+                        Some(&keys::LEASE) => leases.push(lease_entry(&k, &v)?),
+                        Some(&keys::ALARM) => {
+                            let (alarm, member_id) =
+                                keys::alarm_of(&k).ok_or_else(|| corrupt("alarm record key"))?;
+                            let member = EtcdAlarmMember { member_id, alarm };
+                            alarms.push((prost::Message::encode_to_vec(&member), Vec::new()));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Frame::End { .. } => break,
+            Frame::Header(_) => return Err(corrupt("our snapshot has a second header")),
+        }
+    }
+    versions.sort();
+    leases.sort();
+    alarms.sort();
+    let mut meta = vec![(
+        b"consistent_index".to_vec(),
+        header
+            .meta
+            .last_log_id
+            .map_or(0, |id| id.index)
+            .to_be_bytes()
+            .to_vec(),
+    )];
+    if header.compact_revision > 0 {
+        meta.push((
+            b"scheduledCompactRev".to_vec(),
+            revision_key(header.compact_revision, 0, false),
+        ));
+    }
+    let report = ExportReport {
+        revision: header.revision,
+        versions: versions.len() as u64,
+    };
+    let mut writer = BoltWriter::new(out)?;
+    writer.bucket(b"key", versions)?;
+    writer.bucket(b"meta", meta)?;
+    writer.bucket(b"lease", leases)?;
+    writer.bucket(b"alarm", alarms)?;
+    for empty in [
+        "members",
+        "members_removed",
+        "cluster",
+        "auth",
+        "authUsers",
+        "authRoles",
+    ] {
+        writer.bucket(empty.as_bytes(), Vec::new())?;
+    }
+    Ok((writer.finish()?, report))
+}
+
+/// A version record as etcd's `key` bucket holds it.
+fn version_entry(tree_key: &[u8], value: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
+    let (prefix, revision) = keys::split_version_key(tree_key).ok_or_else(|| corrupt("version key"))?;
+    let key = keys::decode_user_key(prefix).ok_or_else(|| corrupt("version key"))?;
+    Ok(match codec::decode::<VersionRecord>(value)? {
+        VersionRecord::Put {
+            create_revision,
+            version,
+            lease,
+            value,
+            sub,
+        } => {
+            let kv = EtcdKeyValue {
+                key,
+                create_revision,
+                mod_revision: revision,
+                version,
+                value,
+                lease,
+            };
+            (
+                revision_key(revision, sub, false),
+                prost::Message::encode_to_vec(&kv),
+            )
+        }
+        VersionRecord::Delete { sub } => {
+            let kv = EtcdKeyValue {
+                key,
+                ..Default::default()
+            };
+            (
+                revision_key(revision, sub, true),
+                prost::Message::encode_to_vec(&kv),
+            )
+        }
+    })
+}
+
+/// A lease record as etcd's `lease` bucket holds it.
+fn lease_entry(tree_key: &[u8], value: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
+    let id = keys::lease_id_of(tree_key).ok_or_else(|| corrupt("lease key"))?;
+    let record: LeaseRecord = codec::decode(value)?;
+    let lease = EtcdLease {
+        id,
+        ttl: record.ttl,
+        remaining_ttl: record.remaining,
+    };
+    Ok((
+        (id as u64).to_be_bytes().to_vec(),
+        prost::Message::encode_to_vec(&lease),
+    ))
+}
