@@ -367,18 +367,16 @@ impl ClusterBackend for Node {
     async fn hash(&self) -> Result<(ResponseHeader, u32)> {
         let reader = self.inner.reader.clone();
         let members = self.member_infos()?;
-        let hash = tokio::task::spawn_blocking(move || crate::hash_kv::hash_all(&reader, &members))
-            .await
-            .map_err(|e| Error::Internal(format!("hash task: {e}")))??;
+        let hash =
+            crate::blocking::off_workers("hash", move || crate::hash_kv::hash_all(&reader, &members)).await?;
         Ok((self.response_header(), hash))
     }
 
     async fn hash_kv(&self, revision: i64) -> Result<(ResponseHeader, u32, i64)> {
         // A walk of the whole keyspace: off the async workers.
         let reader = self.inner.reader.clone();
-        let (hash, scope) = tokio::task::spawn_blocking(move || crate::hash_kv::hash_kv(&reader, revision))
-            .await
-            .map_err(|e| Error::Internal(format!("hash task: {e}")))??;
+        let (hash, scope) =
+            crate::blocking::off_workers("hash", move || crate::hash_kv::hash_kv(&reader, revision)).await?;
         let header = ResponseHeader {
             revision: scope.current,
             ..self.response_header()
@@ -421,10 +419,12 @@ impl ClusterBackend for Node {
         // Streamed in etcd's format (a bbolt file), so etcd's tools read it.
         let ours = snapshot.snapshot.into_std().await;
         let shared = self.inner.shared.clone();
-        let (file, report) = tokio::task::spawn_blocking(move || shared.export_etcd_snapshot(ours))
-            .await
-            .map_err(|e| Error::Internal(format!("snapshot export task: {e}")))?
-            .map_err(|e| Error::Storage(e.to_string()))?;
+        let (file, report) = crate::blocking::off_workers("snapshot export", move || {
+            shared
+                .export_etcd_snapshot(ours)
+                .map_err(|e| Error::Storage(e.to_string()))
+        })
+        .await?;
         let size = file.metadata().map_err(|e| Error::Storage(e.to_string()))?.len();
         tracing::info!(
             revision = report.revision,

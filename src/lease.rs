@@ -268,6 +268,11 @@ impl Node {
 
     /// Propose revokes of the leases whose deadline passed.
     fn lease_expire(&self, term: u64) {
+        // A CORRUPT alarm refuses every revoke when applied: propose none until it is
+        // disarmed (the leases stay expired and are revoked then).
+        if self.inner.reader.alarm_mask() & raftkv_storage::alarm_table::CORRUPT_ACTIVE != 0 {
+            return;
+        }
         let now = Instant::now();
         let expired: Vec<i64> = {
             let mut table = self.leases_mgr().table.lock();

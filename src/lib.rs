@@ -47,6 +47,7 @@
 mod alarms;
 mod auto_compaction;
 mod backend;
+mod blocking;
 mod disk_usage;
 mod election;
 mod failpoints;

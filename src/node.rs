@@ -1011,10 +1011,10 @@ impl Node {
     #[tracing::instrument(level = "info", skip_all)]
     pub async fn defragment(&self) -> Result<DefragReport> {
         let shared = self.inner.shared.clone();
-        tokio::task::spawn_blocking(move || shared.defragment())
-            .await
-            .map_err(|e| Error::Internal(format!("defragmentation task: {e}")))?
-            .map_err(|e| Error::Storage(e.to_string()))
+        crate::blocking::off_workers("defragmentation", move || {
+            shared.defragment().map_err(|e| Error::Storage(e.to_string()))
+        })
+        .await
     }
 
     /// Durability and group-commit counters.

@@ -2,10 +2,10 @@
 //!
 //! Cluster: MemberList, MemberAdd (the server picks the new member's id, as etcd does),
 //! MemberRemove, MemberUpdate, MemberPromote. Maintenance: Status, Alarm, Defragment,
-//! HashKV, Snapshot, MoveLeader. `Snapshot` streams the node's current snapshot file
-//! (raftkv's own format, not bbolt), zero-padded to whole 512-byte pages as etcdctl expects
-//! of a bbolt file, followed, as etcd does, by a last message whose blob is the SHA-256
-//! of everything before it.
+//! Hash, HashKV, Snapshot, MoveLeader. `Snapshot` streams the file the backend gives (the
+//! node: its snapshot in etcd's bbolt format), zero-padded to whole 512-byte pages as
+//! etcdctl expects of a bbolt file, followed, as etcd does, by a last message whose blob
+//! is the SHA-256 of everything before it.
 
 use std::future::Future;
 use std::pin::Pin;
