@@ -79,7 +79,7 @@ pub struct SnapshotBuilder {
     pin: Arc<parking_lot::Mutex<Option<CompactionPin>>>,
 }
 
-fn unique_suffix() -> String {
+pub(crate) fn unique_suffix() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

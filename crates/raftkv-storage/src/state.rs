@@ -106,12 +106,9 @@ impl StateShared {
         ours: std::fs::File,
     ) -> crate::error::Result<(std::fs::File, crate::etcd_snapshot::ExportReport)> {
         use std::io::{Seek, SeekFrom};
-        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let path = self.snapshot_dir.join(format!(
-            "export-{}-{}.tmp",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
+        let path = self
+            .snapshot_dir
+            .join(format!("export-{}.tmp", crate::snapshot::unique_suffix()));
         let out = std::fs::OpenOptions::new()
             .read(true)
             .write(true)

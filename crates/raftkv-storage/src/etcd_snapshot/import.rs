@@ -127,15 +127,14 @@ pub fn convert(etcd_db: &Path, out: &Path) -> Result<ImportReport> {
             Ok(())
         })?;
     }
-    let auth_left_out = bucket("authUsers")?.is_some_and(|users| {
-        let mut any = false;
-        // An empty bucket is no auth data.
-        let _ = db.for_each(&users, &mut |_, _, _| {
-            any = true;
+    // Users (an empty bucket is no auth data).
+    let mut auth_left_out = false;
+    if let Some(users) = bucket("authUsers")? {
+        db.for_each(&users, &mut |_, _, _| {
+            auth_left_out = true;
             Ok(())
-        });
-        any
-    });
+        })?;
+    }
 
     let report = ImportReport {
         revision,
