@@ -8,6 +8,7 @@ use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use raftkv_core::auth::Caller;
 use raftkv_core::kv::*;
 use raftkv_core::lease::LeaseInfo;
 use raftkv_core::{
@@ -39,25 +40,26 @@ impl KvBackend for Node {
         Node::range(self, req).await
     }
 
-    async fn put(&self, req: PutRequest) -> Result<PutResponse> {
-        self.put_with(req).await
+    async fn put(&self, caller: Caller, req: PutRequest) -> Result<PutResponse> {
+        self.put_as(Some(caller), req).await
     }
 
-    async fn delete_range(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+    async fn delete_range(&self, caller: Caller, req: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
         if empty_interval(&req.key, &req.range_end) {
             return Ok(DeleteRangeResponse {
                 header: self.response_header(),
                 ..DeleteRangeResponse::default()
             });
         }
-        Node::delete_range(self, req).await
+        self.delete_range_as(Some(caller), req).await
     }
 
-    async fn txn(&self, req: TxnRequest) -> Result<TxnResponse> {
-        Node::txn(self, req).await
+    async fn txn(&self, caller: Caller, req: TxnRequest) -> Result<TxnResponse> {
+        self.txn_as(Some(caller), req).await
     }
 
-    async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse> {
+    // A compaction needs no permission (etcd's neither); the caller's token was checked.
+    async fn compact(&self, _caller: Caller, req: CompactionRequest) -> Result<CompactionResponse> {
         self.compact_with(req).await
     }
 }
@@ -79,8 +81,17 @@ impl ForwardTarget for Node {
             Command::Put(_) | Command::DeleteRange(_) | Command::Txn(_) => {
                 validate::check_command(&command, &self.inner.limits)?;
             }
-            Command::Compact(_) | Command::Alarm(_) => {}
+            Command::Compact(_) | Command::Alarm(_) | Command::Auth(_) => {}
             Command::PublishMember { .. } => {}
+            Command::AsUser { command: inner, .. } => match inner.as_ref() {
+                Command::Put(_) | Command::DeleteRange(_) | Command::Txn(_) => {
+                    validate::check_command(inner, &self.inner.limits)?;
+                }
+                Command::Auth(_) | Command::LeaseRevoke { .. } => {}
+                _ => {
+                    return Err(RequestError::Unsupported("this command cannot be forwarded".into()).into());
+                }
+            },
             Command::Batch(_) => {
                 return Err(RequestError::Unsupported("a batch cannot be forwarded".into()).into());
             }
@@ -182,8 +193,8 @@ impl LeaseBackend for Node {
         Ok((granted.header, granted.id, granted.ttl))
     }
 
-    async fn lease_revoke(&self, id: i64) -> Result<ResponseHeader> {
-        Node::lease_revoke(self, id).await
+    async fn lease_revoke(&self, caller: Caller, id: i64) -> Result<ResponseHeader> {
+        self.lease_revoke_as(Some(caller), id).await
     }
 
     async fn lease_keep_alive(&self, id: i64) -> Result<(ResponseHeader, i64)> {

@@ -7,6 +7,7 @@
 use openraft::async_runtime::WatchReceiver;
 use std::time::Duration;
 
+use raftkv_core::auth::Caller;
 use raftkv_core::kv::*;
 use raftkv_core::{Command, Error, Response, Result, codec, validate};
 use tokio::time::Instant;
@@ -25,7 +26,12 @@ impl Node {
 
     /// etcd Put with every option.
     pub async fn put_with(&self, req: PutRequest) -> Result<PutResponse> {
-        match self.write(Command::Put(req)).await? {
+        self.put_as(None, req).await
+    }
+
+    /// [`Node::put_with`] as `caller` made it (`None`: the embedded API, see `auth.rs`).
+    pub(crate) async fn put_as(&self, caller: Option<Caller>, req: PutRequest) -> Result<PutResponse> {
+        match self.write(caller, Command::Put(req)).await? {
             (Response::Put(mut r), term) => {
                 self.fill_header(&mut r.header, term);
                 Ok(r)
@@ -41,7 +47,16 @@ impl Node {
 
     /// etcd DeleteRange.
     pub async fn delete_range(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
-        match self.write(Command::DeleteRange(req)).await? {
+        self.delete_range_as(None, req).await
+    }
+
+    /// [`Node::delete_range`] as `caller` made it.
+    pub(crate) async fn delete_range_as(
+        &self,
+        caller: Option<Caller>,
+        req: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse> {
+        match self.write(caller, Command::DeleteRange(req)).await? {
             (Response::DeleteRange(mut r), term) => {
                 self.fill_header(&mut r.header, term);
                 Ok(r)
@@ -52,7 +67,12 @@ impl Node {
 
     /// etcd Txn: compares, then the success or the failure branch, as one revision.
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse> {
-        match self.write(Command::Txn(req)).await? {
+        self.txn_as(None, req).await
+    }
+
+    /// [`Node::txn`] as `caller` made it.
+    pub(crate) async fn txn_as(&self, caller: Option<Caller>, req: TxnRequest) -> Result<TxnResponse> {
+        match self.write(caller, Command::Txn(req)).await? {
             (Response::Txn(mut r), term) => {
                 let mut header = r.header.clone();
                 self.fill_header(&mut header, term);
@@ -128,11 +148,12 @@ impl Node {
         Ok(r)
     }
 
-    /// Validate and propose a client write; a deterministic refusal becomes its error.
+    /// Validate and propose a client write made by `caller`; a deterministic refusal
+    /// becomes its error.
     #[tracing::instrument(level = "debug", skip_all)]
-    async fn write(&self, command: Command) -> Result<(Response, u64)> {
+    async fn write(&self, caller: Option<Caller>, command: Command) -> Result<(Response, u64)> {
         validate::check_command(&command, &self.inner.limits)?;
-        match self.propose_command(command).await? {
+        match self.propose_command(self.as_caller(caller, command)).await? {
             (Response::Rejected(e), _) => Err(e.into()),
             answer => Ok(answer),
         }

@@ -33,6 +33,7 @@ use openraft::async_runtime::WatchReceiver;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use raftkv_core::auth::Caller;
 use raftkv_core::kv::ResponseHeader;
 use raftkv_core::lease::{self, LeaseInfo, MAX_CHECKPOINT_LEASES};
 use raftkv_core::{Command, Error, LeaseAnswer, LeaseCall, RequestError, Response, Result};
@@ -552,7 +553,15 @@ impl Node {
     /// Revoke lease `id`: its keys are deleted in one revision.
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn lease_revoke(&self, id: i64) -> Result<ResponseHeader> {
-        match self.propose_command(Command::LeaseRevoke { id }).await? {
+        self.lease_revoke_as(None, id).await
+    }
+
+    /// [`Node::lease_revoke`] as `caller` made it (`None`: the embedded API).
+    pub(crate) async fn lease_revoke_as(&self, caller: Option<Caller>, id: i64) -> Result<ResponseHeader> {
+        match self
+            .propose_command(self.as_caller(caller, Command::LeaseRevoke { id }))
+            .await?
+        {
             (Response::Done { revision }, term) => {
                 let mut header = self.response_header();
                 header.revision = revision;

@@ -35,6 +35,11 @@
 //! exclusive while its holder is paused past the lease's TTL: fence the protected writes
 //! with a txn comparing the lock key's create revision ([`LockKey::fence`]).
 //!
+//! Auth (etcd's users, roles and key-range permissions, `Node::auth_change`, and etcd's
+//! Auth gRPC service) is replicated through the log; while it is enabled, gRPC clients
+//! must authenticate and are checked, while the embedded API stays trusted (see
+//! `auth.rs`).
+//!
 //! ## Caveats
 //! - openraft 0.9 has no leadership transfer: stopping the leader costs one election
 //!   timeout of unavailability for writes.
@@ -45,6 +50,7 @@
 #![warn(missing_docs)]
 
 mod alarms;
+mod auth;
 mod auto_compaction;
 mod backend;
 mod blocking;
@@ -65,6 +71,7 @@ mod read_index;
 mod snapshot_trigger;
 mod watch;
 
+pub use auth::{AuthOptions, DEFAULT_BCRYPT_COST};
 pub use auto_compaction::AutoCompaction;
 pub use election::LeaderKey;
 pub use lease::LeaseGrant;
@@ -77,6 +84,7 @@ pub use node::{
 pub use raftkv_core::alarm::{
     ALARM_CORRUPT, ALARM_NONE, ALARM_NOSPACE, AlarmAction, AlarmMember, AlarmRequest,
 };
+pub use raftkv_core::auth::{AuthChange, AuthCommand, AuthError, AuthState, Permission, PermissionType};
 pub use raftkv_core::kv::*;
 pub use raftkv_core::lease::LeaseInfo;
 pub use raftkv_core::validate::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS, Limits};

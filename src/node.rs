@@ -102,6 +102,7 @@ pub struct NodeBuilder {
     lease_checkpoint_interval: Duration,
     auto_compaction: crate::AutoCompaction,
     metrics_extensive: bool,
+    auth: crate::AuthOptions,
 }
 
 impl Default for NodeBuilder {
@@ -134,11 +135,18 @@ impl Default for NodeBuilder {
             lease_checkpoint_interval: DEFAULT_LEASE_CHECKPOINT_INTERVAL,
             auto_compaction: crate::AutoCompaction::Off,
             metrics_extensive: false,
+            auth: crate::AuthOptions::default(),
         }
     }
 }
 
 impl NodeBuilder {
+    /// How clients authenticate (bcrypt cost, token TTL, certificate common names).
+    pub fn auth(mut self, options: crate::AuthOptions) -> Self {
+        self.auth = options;
+        self
+    }
+
     /// This node's member id (non-zero).
     pub fn id(mut self, id: NodeId) -> Self {
         self.id = id;
@@ -516,7 +524,9 @@ impl NodeBuilder {
             } else {
                 raftkv_net::GrpcCounters::default()
             }),
+            auth: self.auth,
         });
+        inner.shared.tokens().set_ttl(self.auth.token_ttl);
         let node = Node { inner };
 
         if let Some(listener) = peer_listener {
@@ -592,7 +602,13 @@ impl NodeBuilder {
                         .max_decoding_message_size(limit),
                 )
                 .add_service(ClusterServer::new(cluster.clone()).max_decoding_message_size(limit))
-                .add_service(MaintenanceServer::new(cluster).max_decoding_message_size(limit));
+                .add_service(MaintenanceServer::new(cluster).max_decoding_message_size(limit))
+                .add_service(
+                    raftkv_proto::etcdserverpb::auth_server::AuthServer::new(raftkv_net::AuthService::new(
+                        backend.clone(),
+                    ))
+                    .max_decoding_message_size(limit),
+                );
             spawn_server(
                 &node,
                 "client",
@@ -821,6 +837,8 @@ pub(crate) struct NodeInner {
     pub(crate) counters: crate::metrics::ServerCounters,
     /// gRPC calls on the client port, for `/metrics`.
     pub(crate) grpc_counters: Arc<raftkv_net::GrpcCounters>,
+    /// How clients authenticate (`auth.rs`).
+    pub(crate) auth: crate::AuthOptions,
 }
 
 /// Default deadline of one request, etcd's: it gives a proposal 5 s for queueing,

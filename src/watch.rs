@@ -170,4 +170,8 @@ impl WatchBackend for Node {
     fn max_watch_response_bytes(&self) -> usize {
         self.inner.limits.max_request_bytes + GRPC_OVERHEAD_BYTES
     }
+
+    fn current_revision(&self) -> i64 {
+        self.inner.reader.revision()
+    }
 }

@@ -56,3 +56,4 @@ mod t38_hash_kv;
 mod t39_container_image;
 mod t40_alarms;
 mod t41_etcd_snapshot_import;
+mod t42_auth;

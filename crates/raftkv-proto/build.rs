@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_dir = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files = [
         "etcd/kv.proto",
+        "etcd/auth.proto",
         "etcd/rpc.proto",
         "etcd/v3lock.proto",
         "etcd/v3election.proto",

@@ -228,6 +228,11 @@ async fn serve(config: Config, inherited: Inherited, tls: Tls) -> raftkv::Result
             builder.listen_metrics(url.addr)
         };
     }
+    builder = builder.auth(raftkv::AuthOptions {
+        bcrypt_cost: config.bcrypt_cost,
+        token_ttl: config.auth_token_ttl,
+        client_cert_auth: config.tls.client.as_ref().is_some_and(|c| c.client_cert_auth),
+    });
     if let Some(client) = tls.client {
         builder = builder.client_tls(client);
     }

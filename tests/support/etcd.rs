@@ -32,6 +32,11 @@ pub fn available() -> bool {
 
 impl EtcdCluster {
     pub async fn start(n: usize) -> Self {
+        Self::start_with(n, &[]).await
+    }
+
+    /// [`EtcdCluster::start`] with more flags for every member.
+    pub async fn start_with(n: usize, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<(ReservedPort, ReservedPort)> = (0..n)
             .map(|_| (ReservedPort::new(), ReservedPort::new()))
@@ -68,6 +73,10 @@ impl EtcdCluster {
             ]
             .map(String::from)
             .to_vec();
+            let args: Vec<String> = args
+                .into_iter()
+                .chain(extra.iter().map(|a| a.to_string()))
+                .collect();
             let mut cmd = child::command("etcd", &args, &[]);
             cmd.stdout(Stdio::null()).stderr(Stdio::from(log));
             children.push(OwnedChild::spawn(cmd).expect("spawn etcd"));

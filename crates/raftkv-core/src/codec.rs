@@ -69,8 +69,9 @@ pub(crate) mod nesting {
     use crate::command::{Command, Response};
     use crate::kv::{MAX_TXN_NESTING, TxnRequest, TxnResponse};
 
-    /// How deep batches may nest. The proposer never nests them (a forwarded batch is
-    /// refused); one level of slack.
+    /// How deep batches and caller wrappers (`Command::AsUser`) may nest together. The
+    /// proposer never nests batches (a forwarded batch is refused) and a wrapper holds one
+    /// request, so a batch of wrapped requests (2 levels) is the deepest made.
     const MAX_BATCH_NESTING: usize = 2;
 
     #[derive(Clone, Copy)]
@@ -146,6 +147,10 @@ pub(crate) mod nesting {
     }
 
     pub(crate) fn commands<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Command>, D::Error> {
+        guarded(d, Shape::Batch)
+    }
+
+    pub(crate) fn boxed_command<'de, D: Deserializer<'de>>(d: D) -> Result<Box<Command>, D::Error> {
         guarded(d, Shape::Batch)
     }
 

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::alarm::{AlarmMember, AlarmRequest};
+use crate::auth::{AuthCommand, Caller};
 use crate::error::RequestError;
 use crate::kv::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
@@ -57,6 +58,19 @@ pub enum Command {
     },
     /// etcd Alarm: list, raise or disarm an alarm (`alarm.rs`).
     Alarm(AlarmRequest),
+    /// etcd's auth requests: users, roles, permissions, enable/disable, authenticate
+    /// (`auth/`).
+    Auth(AuthCommand),
+    /// A client request made while auth was enabled, with who made it: applying it first
+    /// checks the caller's permissions against the auth state applied so far (etcd's
+    /// request header username and auth revision). Never nested in itself.
+    AsUser {
+        /// Who made the request.
+        caller: Caller,
+        /// The request.
+        #[serde(deserialize_with = "crate::codec::nesting::boxed_command")]
+        command: Box<Command>,
+    },
 }
 
 impl Command {
@@ -68,6 +82,7 @@ impl Command {
             Command::Put(_) | Command::LeaseGrant { .. } => true,
             Command::Txn(t) => txn_has(t, &|op| matches!(op, RequestOp::Put(_))),
             Command::Batch(commands) => commands.iter().any(Command::adds_data),
+            Command::AsUser { command, .. } => command.adds_data(),
             _ => false,
         }
     }
@@ -86,6 +101,7 @@ impl Command {
                 matches!(op, RequestOp::Put(_) | RequestOp::DeleteRange(_))
             }),
             Command::Batch(commands) => commands.iter().any(Command::changes_data),
+            Command::AsUser { command, .. } => command.changes_data(),
             _ => false,
         }
     }
@@ -114,6 +130,8 @@ impl std::fmt::Display for Command {
             Command::LeaseCheckpoint { remaining } => write!(f, "lease-checkpoint of {}", remaining.len()),
             Command::PublishMember { id, .. } => write!(f, "publish-member {id:x}"),
             Command::Alarm(a) => write!(f, "alarm {:?} {:x} type {}", a.action, a.member_id, a.alarm),
+            Command::Auth(a) => f.write_str(a.name()),
+            Command::AsUser { command, .. } => write!(f, "{command} as a user"),
         }
     }
 }
@@ -143,4 +161,11 @@ pub enum Response {
     Rejected(RequestError),
     /// Answer to [`Command::Alarm`]: the alarms listed, raised or disarmed.
     Alarms(Vec<AlarmMember>),
+    /// Answer to an `Authenticate` auth command: the token assigned.
+    Authenticated {
+        /// The simple token.
+        token: String,
+        /// Store revision after the command.
+        revision: Revision,
+    },
 }

@@ -101,6 +101,9 @@ pub enum RequestError {
     /// as [`Error::Corrupt`].
     #[error("corrupt cluster")]
     Corrupt,
+    /// etcd's auth errors (`crate::auth::AuthError`).
+    #[error(transparent)]
+    Auth(crate::auth::AuthError),
 }
 
 /// Everything a raftkv operation can fail with. Serializable, so a leader can send it back

@@ -22,6 +22,8 @@
 //! - [`validate`]: checks a request before it is proposed, so a bad request is refused
 //!   with a typed error and never reaches the log.
 //! - [`alarm`]: etcd's alarms (NOSPACE, CORRUPT), replicated through the log.
+//! - [`auth`]: etcd's users, roles and permissions, replicated through the log, and its
+//!   simple tokens.
 //! - [`watch`]: etcd's Watch vocabulary (requests, events, responses) and
 //!   [`WatchSession`], the interface between the servers of watch streams and the storage
 //!   that feeds them.
@@ -33,6 +35,7 @@
 #![warn(missing_docs)]
 
 pub mod alarm;
+pub mod auth;
 pub mod codec;
 pub mod command;
 pub mod error;

@@ -38,6 +38,9 @@ pub fn check_command(command: &Command, limits: &Limits) -> Result<usize, Reques
         Command::Put(put) => check_put(put)?,
         Command::DeleteRange(del) => check_delete(del)?,
         Command::Txn(txn) => check_txn(txn, limits.max_txn_ops, 1)?,
+        Command::AsUser { command, .. } if !matches!(**command, Command::AsUser { .. }) => {
+            check_command(command, limits)?;
+        }
         other => {
             return Err(RequestError::Unsupported(format!(
                 "{} is not a client request",
@@ -191,6 +194,8 @@ fn command_name(command: &Command) -> &'static str {
         Command::LeaseCheckpoint { .. } => "LeaseCheckpoint",
         Command::PublishMember { .. } => "PublishMember",
         Command::Alarm(_) => "Alarm",
+        Command::Auth(_) => "Auth",
+        Command::AsUser { command, .. } => command_name(command),
     }
 }
 

@@ -14,13 +14,16 @@ use std::future::Future;
 use std::sync::Arc;
 
 use raftkv_core::Error;
-use raftkv_core::kv::{KeyValue, ResponseHeader};
+use raftkv_core::kv::{KeyValue, ResponseHeader, prefix_end};
 use raftkv_proto::status::to_status;
 use raftkv_proto::v3electionpb as pb;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+
+use crate::gate::{self, AuthGate, Need};
+use crate::lock_service::waiter_key;
 
 /// etcd's status text for a proclaim by a campaigner that no longer leads.
 pub const ELECTION_NOT_LEADER: &str = "etcdserver: election: not leader";
@@ -68,6 +71,17 @@ impl<B: ElectionBackend> ElectionService<B> {
     }
 }
 
+impl<B: AuthGate> ElectionService<B> {
+    /// Identify the caller and check `needs` (etcd checks the same through the KV calls
+    /// its election makes).
+    async fn admit<T>(&self, request: &Request<T>, needs: &[Need<'_>]) -> Result<(), Status> {
+        gate::admit(self.backend.as_ref(), request, needs)
+            .await
+            .map(drop)
+            .map_err(|e| to_status(&e))
+    }
+}
+
 fn parts(leader: Option<pb::LeaderKey>) -> Result<LeaderKeyParts, Status> {
     let leader = leader.ok_or_else(|| Status::invalid_argument("leader key is not provided"))?;
     Ok((leader.name, leader.key, leader.rev, leader.lease))
@@ -85,7 +99,7 @@ pub type ObserveStream =
     std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::LeaderResponse, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
-impl<B: ElectionBackend> pb::election_server::Election for ElectionService<B> {
+impl<B: ElectionBackend + AuthGate> pb::election_server::Election for ElectionService<B> {
     type ObserveStream = ObserveStream;
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -93,6 +107,11 @@ impl<B: ElectionBackend> pb::election_server::Election for ElectionService<B> {
         &self,
         request: Request<pb::CampaignRequest>,
     ) -> Result<Response<pb::CampaignResponse>, Status> {
+        let req = request.get_ref();
+        let (prefix, key) = waiter_key(&req.name, req.lease);
+        let end = prefix_end(&prefix);
+        self.admit(&request, &[Need::Read(&prefix, &end), Need::Write(&key, &[])])
+            .await?;
         let req = request.into_inner();
         let (header, (name, key, rev, lease)) = self
             .backend
@@ -115,6 +134,14 @@ impl<B: ElectionBackend> pb::election_server::Election for ElectionService<B> {
         &self,
         request: Request<pb::ProclaimRequest>,
     ) -> Result<Response<pb::ProclaimResponse>, Status> {
+        let key = request
+            .get_ref()
+            .leader
+            .as_ref()
+            .map(|l| l.key.clone())
+            .unwrap_or_default();
+        self.admit(&request, &[Need::Read(&key, &[]), Need::Write(&key, &[])])
+            .await?;
         let req = request.into_inner();
         match self.backend.proclaim(parts(req.leader)?, req.value).await {
             Ok(Some(header)) => Ok(Response::new(pb::ProclaimResponse {
@@ -130,6 +157,9 @@ impl<B: ElectionBackend> pb::election_server::Election for ElectionService<B> {
         &self,
         request: Request<pb::LeaderRequest>,
     ) -> Result<Response<pb::LeaderResponse>, Status> {
+        let (prefix, _) = waiter_key(&request.get_ref().name, 0);
+        self.admit(&request, &[Need::Read(&prefix, &prefix_end(&prefix))])
+            .await?;
         match self.backend.leader(request.into_inner().name).await {
             Ok((header, Some(kv))) => Ok(Response::new(leader_response(header, kv))),
             Ok((_, None)) => Err(Status::unavailable(ELECTION_NO_LEADER)),
@@ -139,6 +169,9 @@ impl<B: ElectionBackend> pb::election_server::Election for ElectionService<B> {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn observe(&self, request: Request<pb::LeaderRequest>) -> Result<Response<ObserveStream>, Status> {
+        let (prefix, _) = waiter_key(&request.get_ref().name, 0);
+        self.admit(&request, &[Need::Read(&prefix, &prefix_end(&prefix))])
+            .await?;
         let rx = self.backend.observe(request.into_inner().name);
         let stream = ReceiverStream::new(rx).map(|item| match item {
             Ok((header, kv)) => Ok(leader_response(header, kv)),
@@ -152,6 +185,14 @@ impl<B: ElectionBackend> pb::election_server::Election for ElectionService<B> {
         &self,
         request: Request<pb::ResignRequest>,
     ) -> Result<Response<pb::ResignResponse>, Status> {
+        let key = request
+            .get_ref()
+            .leader
+            .as_ref()
+            .map(|l| l.key.clone())
+            .unwrap_or_default();
+        self.admit(&request, &[Need::Read(&key, &[]), Need::Write(&key, &[])])
+            .await?;
         let header = self
             .backend
             .resign(parts(request.into_inner().leader)?)

@@ -6,28 +6,37 @@ use std::future::Future;
 use std::sync::Arc;
 
 use raftkv_core::Error;
+use raftkv_core::auth::Caller;
 use raftkv_core::kv::*;
 use raftkv_proto::convert::InvalidMessage;
 use raftkv_proto::etcdserverpb as pb;
 use raftkv_proto::status::to_status;
 use tonic::{Request, Response as GrpcResponse, Status};
 
-/// What serves the KV requests (the node).
-pub trait KvBackend: Send + Sync + 'static {
+use crate::gate::{self, AuthGate, Need};
+
+/// What serves the KV requests (the node). A range is authorized by the service
+/// ([`AuthGate`]); the other requests are made as their caller (writes are checked when
+/// applied, a read-only txn by the backend).
+pub trait KvBackend: AuthGate {
     /// etcd Range.
     fn range(&self, req: RangeRequest) -> impl Future<Output = Result<RangeResponse, Error>> + Send;
     /// etcd Put.
-    fn put(&self, req: PutRequest) -> impl Future<Output = Result<PutResponse, Error>> + Send;
+    fn put(&self, caller: Caller, req: PutRequest)
+    -> impl Future<Output = Result<PutResponse, Error>> + Send;
     /// etcd DeleteRange.
     fn delete_range(
         &self,
+        caller: Caller,
         req: DeleteRangeRequest,
     ) -> impl Future<Output = Result<DeleteRangeResponse, Error>> + Send;
     /// etcd Txn.
-    fn txn(&self, req: TxnRequest) -> impl Future<Output = Result<TxnResponse, Error>> + Send;
+    fn txn(&self, caller: Caller, req: TxnRequest)
+    -> impl Future<Output = Result<TxnResponse, Error>> + Send;
     /// etcd Compact.
     fn compact(
         &self,
+        caller: Caller,
         req: CompactionRequest,
     ) -> impl Future<Output = Result<CompactionResponse, Error>> + Send;
 }
@@ -59,16 +68,25 @@ impl<B: KvBackend> pb::kv_server::Kv for KvService<B> {
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<GrpcResponse<pb::RangeResponse>, Status> {
+        let caller = gate::admit(self.backend.as_ref(), &request, &[])
+            .await
+            .map_err(status)?;
         let req = RangeRequest::try_from(request.into_inner()).map_err(invalid)?;
+        self.backend
+            .authorize(&caller, Need::Read(&req.key, &req.range_end))
+            .map_err(status)?;
         let resp = self.backend.range(req).await.map_err(status)?;
         Ok(GrpcResponse::new(resp.into()))
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn put(&self, request: Request<pb::PutRequest>) -> Result<GrpcResponse<pb::PutResponse>, Status> {
+        let caller = gate::admit(self.backend.as_ref(), &request, &[])
+            .await
+            .map_err(status)?;
         let resp = self
             .backend
-            .put(request.into_inner().into())
+            .put(caller, request.into_inner().into())
             .await
             .map_err(status)?;
         Ok(GrpcResponse::new(resp.into()))
@@ -79,9 +97,12 @@ impl<B: KvBackend> pb::kv_server::Kv for KvService<B> {
         &self,
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<GrpcResponse<pb::DeleteRangeResponse>, Status> {
+        let caller = gate::admit(self.backend.as_ref(), &request, &[])
+            .await
+            .map_err(status)?;
         let resp = self
             .backend
-            .delete_range(request.into_inner().into())
+            .delete_range(caller, request.into_inner().into())
             .await
             .map_err(status)?;
         Ok(GrpcResponse::new(resp.into()))
@@ -89,8 +110,11 @@ impl<B: KvBackend> pb::kv_server::Kv for KvService<B> {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<GrpcResponse<pb::TxnResponse>, Status> {
+        let caller = gate::admit(self.backend.as_ref(), &request, &[])
+            .await
+            .map_err(status)?;
         let req = TxnRequest::try_from(request.into_inner()).map_err(invalid)?;
-        let resp = self.backend.txn(req).await.map_err(status)?;
+        let resp = self.backend.txn(caller, req).await.map_err(status)?;
         Ok(GrpcResponse::new(resp.into()))
     }
 
@@ -99,9 +123,12 @@ impl<B: KvBackend> pb::kv_server::Kv for KvService<B> {
         &self,
         request: Request<pb::CompactionRequest>,
     ) -> Result<GrpcResponse<pb::CompactionResponse>, Status> {
+        let caller = gate::admit(self.backend.as_ref(), &request, &[])
+            .await
+            .map_err(status)?;
         let resp = self
             .backend
-            .compact(request.into_inner().into())
+            .compact(caller, request.into_inner().into())
             .await
             .map_err(status)?;
         Ok(GrpcResponse::new(resp.into()))

@@ -14,6 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use raftkv_core::Error;
+use raftkv_core::auth::Caller;
 use raftkv_core::kv::ResponseHeader;
 use raftkv_core::lease::LeaseInfo;
 use raftkv_proto::etcdserverpb as pb;
@@ -23,13 +24,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
+use crate::gate::{self, AuthGate};
 use crate::require_leader::{LeaderMonitor, LeaderStatus};
 
 /// Keep-alive answers waiting for the client to read them.
 const OUTBOUND_BUFFER: usize = 16;
 
-/// What serves leases (the node).
-pub trait LeaseBackend: LeaderStatus {
+/// What serves leases (the node). Grants and revokes go through the log and so look at
+/// the caller's credentials, as etcd's do; a revoke is made as the caller (it must be
+/// able to write every key attached).
+pub trait LeaseBackend: LeaderStatus + AuthGate {
     /// Grant a lease of `ttl` seconds with `id` (0: the server picks one); the id and the
     /// TTL granted.
     fn lease_grant(
@@ -38,7 +42,11 @@ pub trait LeaseBackend: LeaderStatus {
         ttl: i64,
     ) -> impl Future<Output = Result<(ResponseHeader, i64, i64), Error>> + Send;
     /// Revoke a lease, deleting its keys.
-    fn lease_revoke(&self, id: i64) -> impl Future<Output = Result<ResponseHeader, Error>> + Send;
+    fn lease_revoke(
+        &self,
+        caller: Caller,
+        id: i64,
+    ) -> impl Future<Output = Result<ResponseHeader, Error>> + Send;
     /// Renew a lease: the TTL it was renewed for (0: no such lease).
     fn lease_keep_alive(&self, id: i64) -> impl Future<Output = Result<(ResponseHeader, i64), Error>> + Send;
     /// A lease's remaining and granted TTL and optionally its keys (TTL -1: no such lease).
@@ -76,6 +84,9 @@ impl<B: LeaseBackend> pb::lease_server::Lease for LeaseService<B> {
         &self,
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        gate::admit(self.backend.as_ref(), &request, &[])
+            .await
+            .map_err(status)?;
         let req = request.into_inner();
         let (header, id, ttl) = self.backend.lease_grant(req.id, req.ttl).await.map_err(status)?;
         Ok(Response::new(pb::LeaseGrantResponse {
@@ -91,9 +102,12 @@ impl<B: LeaseBackend> pb::lease_server::Lease for LeaseService<B> {
         &self,
         request: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let caller = gate::admit(self.backend.as_ref(), &request, &[])
+            .await
+            .map_err(status)?;
         let header = self
             .backend
-            .lease_revoke(request.into_inner().id)
+            .lease_revoke(caller, request.into_inner().id)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::LeaseRevokeResponse {

@@ -51,6 +51,7 @@
 #![warn(missing_docs)]
 
 mod append_split;
+mod auth_service;
 mod authority_fix;
 mod cluster_service;
 mod connections;
@@ -59,6 +60,7 @@ mod election_service;
 mod fault_service;
 mod faults;
 mod forward_pipe;
+pub mod gate;
 mod grpc_metrics;
 mod http_probes;
 mod kv_service;
@@ -76,6 +78,7 @@ pub mod tls;
 mod watch_server;
 mod watch_service;
 
+pub use auth_service::{AuthBackend, AuthService};
 pub use authority_fix::AuthorityFix;
 pub use cluster_service::{
     API_VERSION, AlarmInfo, ClusterBackend, ClusterService, MemberInfo, SnapshotStream, StatusInfo,
@@ -87,6 +90,7 @@ pub use election_service::{
 #[cfg(feature = "failpoints")]
 pub use fault_service::FaultService;
 pub use faults::{FaultCounts, Lost, NetFaultPlan, NetFaults};
+pub use gate::{AuthGate, Credentials, Need};
 pub use grpc_metrics::GrpcCounters;
 pub use http_probes::{HttpProbes, HttpProbesLayer, MetricsSource, ProbeBackend};
 pub use kv_service::{KvBackend, KvService};

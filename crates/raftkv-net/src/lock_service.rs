@@ -14,12 +14,26 @@ use std::future::Future;
 use std::sync::Arc;
 
 use raftkv_core::Error;
-use raftkv_core::kv::ResponseHeader;
+use raftkv_core::kv::{ResponseHeader, prefix_end};
 use raftkv_proto::status::to_status;
 use raftkv_proto::v3lockpb as pb;
 use tonic::{Request, Response, Status};
 
-/// What serves locks (the node).
+use crate::gate::{self, AuthGate, Need};
+
+/// A waiter's prefix and key under lock or election `name` for `lease`, as etcd's
+/// `concurrency` package makes them (`name/<lease in hex>`): what a caller must be
+/// allowed to read (the prefix, to see older waiters) and write (its own key).
+pub fn waiter_key(name: &[u8], lease: i64) -> (Vec<u8>, Vec<u8>) {
+    let mut prefix = name.to_vec();
+    prefix.push(b'/');
+    let mut key = prefix.clone();
+    key.extend_from_slice(format!("{lease:x}").as_bytes());
+    (prefix, key)
+}
+
+/// What serves locks (the node). The service checks the caller may read the lock's
+/// prefix and write its own key (etcd checks the same through its KV calls).
 pub trait LockBackend: Send + Sync + 'static {
     /// Acquire lock `name` under `lease`: the header and the ownership key.
     fn lock(
@@ -44,9 +58,19 @@ impl<B: LockBackend> LockService<B> {
 }
 
 #[tonic::async_trait]
-impl<B: LockBackend> pb::lock_server::Lock for LockService<B> {
+impl<B: LockBackend + AuthGate> pb::lock_server::Lock for LockService<B> {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn lock(&self, request: Request<pb::LockRequest>) -> Result<Response<pb::LockResponse>, Status> {
+        let req = request.get_ref();
+        let (prefix, key) = waiter_key(&req.name, req.lease);
+        let end = prefix_end(&prefix);
+        gate::admit(
+            self.backend.as_ref(),
+            &request,
+            &[Need::Read(&prefix, &end), Need::Write(&key, &[])],
+        )
+        .await
+        .map_err(|e| to_status(&e))?;
         let req = request.into_inner();
         let (header, key) = self
             .backend
@@ -64,6 +88,13 @@ impl<B: LockBackend> pb::lock_server::Lock for LockService<B> {
         &self,
         request: Request<pb::UnlockRequest>,
     ) -> Result<Response<pb::UnlockResponse>, Status> {
+        gate::admit(
+            self.backend.as_ref(),
+            &request,
+            &[Need::Write(&request.get_ref().key, &[])],
+        )
+        .await
+        .map_err(|e| to_status(&e))?;
         let header = self
             .backend
             .unlock(request.into_inner().key)

@@ -20,7 +20,9 @@ pub const HEADER: &str = "raftkv-peer-protocol";
 /// 2: openraft 0.10 (streamed appends, pre-vote, leadership transfer).
 /// 3: followers forward writes over `ForwardStream`.
 /// 4: the log carries alarm commands (`Command::Alarm`, `Response::Alarms`).
-pub const VERSION: u32 = 4;
+/// 5: the log carries auth commands and callers (`Command::Auth`, `Command::AsUser`,
+/// `Response::Authenticated`).
+pub const VERSION: u32 = 5;
 
 /// What a peer's message says it speaks: 1 when it names no version (a build from
 /// before the header), `None` when the value is not a number.

@@ -27,24 +27,30 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use raftkv_core::auth::AuthError;
 use raftkv_core::kv::ResponseHeader;
-use raftkv_core::watch::{SharedWatchResponse, WatchId, WatchRequest, WatchSession};
+use raftkv_core::watch::{
+    INVALID_WATCH_ID, SharedWatchResponse, WatchId, WatchRequest, WatchResponse, WatchSession,
+};
+use raftkv_core::{Error, RequestError};
 use raftkv_proto::etcdserverpb as pb;
 use raftkv_proto::etcdserverpb::watch_request::RequestUnion;
-use raftkv_proto::status::text;
+use raftkv_proto::status::{auth_status, text};
 use raftkv_proto::watch_wire::EncodedWatchResponse;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
+use crate::gate::{AuthGate, Credentials, Need, credentials_of};
 use crate::require_leader::{LeaderMonitor, LeaderStatus};
 
 /// Responses of one stream waiting for the client to read them.
 const OUTBOUND_BUFFER: usize = 16;
 
-/// What serves watches (the node).
-pub trait WatchBackend: LeaderStatus {
+/// What serves watches (the node). A create is refused (a created-and-canceled answer,
+/// as etcd's) unless the stream's caller may read the watched range.
+pub trait WatchBackend: LeaderStatus + AuthGate {
     /// One stream's watchers.
     type Session: WatchSession + 'static;
     /// A new, empty session.
@@ -55,6 +61,8 @@ pub trait WatchBackend: LeaderStatus {
     /// Responses at least this large (encoded) are split for watchers that asked for
     /// fragments.
     fn max_watch_response_bytes(&self) -> usize;
+    /// The newest applied revision (the header of a refused create).
+    fn current_revision(&self) -> i64;
 }
 
 /// The etcd Watch gRPC service.
@@ -82,12 +90,15 @@ impl<B: WatchBackend> WatchService<B> {
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<WatchStream>, Status> {
         let monitor = LeaderMonitor::for_call(request.metadata(), self.backend.as_ref())?;
+        // etcd reads the credentials of the stream, once, and checks them at each create.
+        let credentials = credentials_of(&request);
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
         let stream = WatchStreamTask {
             session: self.backend.watch_session(),
             backend: self.backend.clone(),
             fragmented: HashSet::new(),
+            credentials,
             tx,
         };
         tokio::spawn(
@@ -105,6 +116,8 @@ struct WatchStreamTask<B: WatchBackend> {
     backend: Arc<B>,
     /// Watchers that asked for fragments.
     fragmented: HashSet<WatchId>,
+    /// What the stream presented.
+    credentials: Credentials,
     tx: Outbound,
 }
 
@@ -160,6 +173,10 @@ impl<B: WatchBackend> WatchStreamTask<B> {
                     start_revision = request.start_revision,
                     "watch create"
                 );
+                let backend = self.backend.clone();
+                if let Err(refused) = admit(backend.as_ref(), self.credentials.clone(), &request).await {
+                    return self.send(refused).await;
+                }
                 let fragment = request.fragment;
                 let created = self.session.create(request);
                 if fragment && !created.canceled {
@@ -202,4 +219,45 @@ impl<B: WatchBackend> WatchStreamTask<B> {
         }
         true
     }
+}
+
+/// Whether the stream's caller may watch what `request` asks for; if not, etcd's
+/// answer: created and canceled at once, watch id -1, the reason in gRPC's text form.
+async fn admit<B: WatchBackend>(
+    backend: &B,
+    credentials: Credentials,
+    request: &WatchRequest,
+) -> Result<(), SharedWatchResponse> {
+    let admitted = match backend.identify(credentials).await {
+        Ok(caller) => backend.authorize(&caller, Need::Read(&request.key, &request.range_end)),
+        Err(e) => Err(e),
+    };
+    let Err(e) = admitted else {
+        return Ok(());
+    };
+    let reason = match e {
+        Error::Request(RequestError::Auth(
+            a @ (AuthError::InvalidAuthToken | AuthError::AuthOldRevision | AuthError::UserEmpty),
+        )) => auth_status(a),
+        _ => auth_status(AuthError::PermissionDenied),
+    };
+    Err(SharedWatchResponse {
+        response: WatchResponse {
+            header: ResponseHeader {
+                revision: backend.current_revision(),
+                ..ResponseHeader::default()
+            },
+            watch_id: INVALID_WATCH_ID,
+            created: true,
+            canceled: true,
+            cancel_reason: format!(
+                "rpc error: code = {:?} desc = {}",
+                reason.code(),
+                reason.message()
+            ),
+            ..WatchResponse::default()
+        },
+        events: Vec::new(),
+        prev_kv: false,
+    })
 }

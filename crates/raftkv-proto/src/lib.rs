@@ -17,10 +17,14 @@
 //! Code generation runs in `build.rs` with protox (pure Rust): no system `protoc`.
 //!
 //! ## Caveats
-//! - Only the services raftkv implements are declared; etcd's Auth arrives with the
-//!   issue that implements it.
+//! - Only the services raftkv implements are declared (all of etcd 3.4's client API).
 
 #![allow(missing_docs, clippy::all)]
+
+/// etcd's auth records (`authpb`): users, roles, permissions.
+pub mod authpb {
+    tonic::include_proto!("authpb");
+}
 
 /// etcd's key-value data types (`mvccpb`).
 pub mod mvccpb {

@@ -5,6 +5,7 @@
 //! A "not leader" status carries the leader's id and client URLs in the metadata
 //! (`raftkv-leader-id`, `raftkv-leader-urls`), so a client can follow the hint.
 
+use raftkv_core::auth::AuthError;
 use raftkv_core::{Error, RequestError};
 use tonic::{Code, Status};
 
@@ -107,6 +108,7 @@ fn request_status(e: &RequestError) -> Status {
         RequestError::BadLeaderTransferee(_) => (Code::FailedPrecondition, text::BAD_LEADER_TRANSFEREE),
         RequestError::NoSpace => (Code::ResourceExhausted, text::NO_SPACE),
         RequestError::Corrupt => (Code::DataLoss, text::CORRUPT),
+        RequestError::Auth(e) => return auth_status(*e),
         RequestError::Unsupported(what) => {
             return Status::new(Code::Unimplemented, format!("raftkv: not supported: {what}"));
         }
@@ -114,6 +116,67 @@ fn request_status(e: &RequestError) -> Status {
         other => return Status::new(Code::Internal, other.to_string()),
     };
     Status::new(code, msg)
+}
+
+/// etcd's code for an auth error (`rpctypes`); its text is "etcdserver: " and ours.
+fn auth_code(e: AuthError) -> Code {
+    match e {
+        AuthError::RootUserNotExist
+        | AuthError::RootRoleNotExist
+        | AuthError::UserAlreadyExist
+        | AuthError::UserNotFound
+        | AuthError::RoleAlreadyExist
+        | AuthError::RoleNotFound
+        | AuthError::RoleNotGranted
+        | AuthError::PermissionNotGranted
+        | AuthError::AuthNotEnabled => Code::FailedPrecondition,
+        AuthError::UserEmpty
+        | AuthError::RoleEmpty
+        | AuthError::AuthFailed
+        | AuthError::InvalidAuthMgmt
+        | AuthError::AuthOldRevision => Code::InvalidArgument,
+        AuthError::PermissionDenied => Code::PermissionDenied,
+        AuthError::InvalidAuthToken => Code::Unauthenticated,
+        AuthError::NoPasswordUser => Code::Unknown,
+    }
+}
+
+/// Every auth error, to read one back from its text.
+const AUTH_ERRORS: [AuthError; 17] = [
+    AuthError::RootUserNotExist,
+    AuthError::RootRoleNotExist,
+    AuthError::UserAlreadyExist,
+    AuthError::UserEmpty,
+    AuthError::UserNotFound,
+    AuthError::RoleAlreadyExist,
+    AuthError::RoleNotFound,
+    AuthError::RoleEmpty,
+    AuthError::AuthFailed,
+    AuthError::NoPasswordUser,
+    AuthError::PermissionDenied,
+    AuthError::RoleNotGranted,
+    AuthError::PermissionNotGranted,
+    AuthError::AuthNotEnabled,
+    AuthError::InvalidAuthToken,
+    AuthError::InvalidAuthMgmt,
+    AuthError::AuthOldRevision,
+];
+
+/// The status of an auth error as etcd sends it. etcd has no gRPC mapping for its
+/// "password was given for no password user": it goes out as Unknown with Go's text.
+pub fn auth_status(e: AuthError) -> Status {
+    let text = match e {
+        AuthError::NoPasswordUser => format!("auth: {e}"),
+        _ => format!("etcdserver: {e}"),
+    };
+    Status::new(auth_code(e), text)
+}
+
+fn auth_error_of(msg: &str) -> Option<AuthError> {
+    let body = msg
+        .strip_prefix("etcdserver: ")
+        .or_else(|| msg.strip_prefix("auth: "))?;
+    AUTH_ERRORS.into_iter().find(|e| e.to_string() == body)
 }
 
 /// Read a status from a raftkv (or etcd) server as an error. Request errors come back as
@@ -177,6 +240,9 @@ pub fn from_status(status: &Status) -> Error {
         text::STOPPED => return Error::Shutdown(msg.to_string()),
         _ => {}
     }
+    if let Some(e) = auth_error_of(msg) {
+        return request(RequestError::Auth(e));
+    }
     match status.code() {
         Code::Unimplemented => Error::Request(RequestError::Unsupported(msg.to_string())),
         Code::Internal => Error::Internal(msg.to_string()),
@@ -196,6 +262,9 @@ mod tests {
             Error::Request(RequestError::InvalidRangeEnd),
             Error::Request(RequestError::InvalidPeerUrl(String::new())),
             Error::Request(RequestError::MemberNotFound(0)),
+            Error::Request(RequestError::Auth(AuthError::RootRoleNotExist)),
+            Error::Request(RequestError::Auth(AuthError::NoPasswordUser)),
+            Error::Request(RequestError::Auth(AuthError::InvalidAuthToken)),
             Error::TooManyRequests { lag: 0 },
             Error::NoSpace,
             Error::Corrupt,

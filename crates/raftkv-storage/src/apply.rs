@@ -86,6 +86,9 @@ pub(crate) struct Applier<'a> {
     /// Which alarm types are active as of the requests applied so far
     /// (`alarm_table.rs`): the state machine sets it from the published mask.
     pub(crate) alarm_mask: u8,
+    /// The auth store as of the requests applied so far (`auth_table.rs`): the state
+    /// machine sets its published part.
+    pub(crate) auth: crate::auth_table::AuthOverlay,
 }
 
 /// The staged writes of one client request.
@@ -118,6 +121,7 @@ impl<'a> Applier<'a> {
             attachments: BTreeMap::new(),
             alarms: BTreeMap::new(),
             alarm_mask: 0,
+            auth: Default::default(),
         }
     }
 

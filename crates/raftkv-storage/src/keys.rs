@@ -13,7 +13,8 @@
 //! | `l` lease id(8, sign-flipped BE)      | [`crate::lease_table::LeaseRecord`]: granted TTL, last checkpointed remaining TTL |
 //! | `a` lease id(8, sign-flipped BE) key  | empty: `key` (raw user key) is attached to the lease |
 //! | `r` alarm type(4, BE) member id(8, BE) | empty: the alarm is active (`alarm_table.rs`) |
-//! | `u` index(8, BE) tree key             | an apply's undo record: the record at `tree key` (an `l`, `p`, `r` or `m` record, which apply overwrites in place) before the apply that ends at `index` changed it |
+//! | `x`                                   | the auth store ([`raftkv_core::auth::AuthState`]: users with their bcrypt hashes, roles, enabled, auth revision; `auth_table.rs`) |
+//! | `u` index(8, BE) tree key             | an apply's undo record: the record at `tree key` (an `l`, `p`, `r`, `x` or `m` record, which apply overwrites in place) before the apply that ends at `index` changed it |
 //!
 //! The `a` family is an index: the newest version of `key` names the lease too. It is not
 //! copied into snapshots; an install rebuilds it from the versions it received.
@@ -46,6 +47,10 @@ pub const ATTACHMENT: u8 = b'a';
 pub const UNDO: u8 = b'u';
 /// Active alarms (alarm type, member id).
 pub const ALARM: u8 = b'r';
+/// The auth store: ONE record, [`AUTH_STATE`] (users, roles, enabled, auth revision).
+pub const AUTH: u8 = b'x';
+/// The auth store's record ([`raftkv_core::auth::AuthState`]).
+pub const AUTH_STATE: &[u8] = b"x";
 
 /// Metadata key names.
 pub mod meta {
@@ -260,7 +265,7 @@ pub fn split_undo_key(undo_key: &[u8]) -> Option<(u64, &[u8])> {
 pub fn overwritten_in_place(tree_key: &[u8]) -> bool {
     matches!(
         tree_key.first(),
-        Some(&LEASE) | Some(&MEMBER) | Some(&ALARM) | Some(&META)
+        Some(&LEASE) | Some(&MEMBER) | Some(&ALARM) | Some(&AUTH) | Some(&META)
     )
 }
 

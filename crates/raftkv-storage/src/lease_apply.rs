@@ -48,11 +48,8 @@ impl Applier<'_> {
         Ok(Ok(()))
     }
 
-    /// Revoke lease `id`: delete its keys in one revision, then the lease.
-    pub(crate) fn lease_revoke(&mut self, id: i64) -> Result<Result<Revision, RequestError>, Error> {
-        if self.lease(id)?.is_none() {
-            return Ok(Err(RequestError::LeaseNotFound(id)));
-        }
+    /// The keys attached to lease `id` as of the requests applied so far.
+    pub(crate) fn attached_keys(&self, id: i64) -> Result<BTreeSet<Vec<u8>>, Error> {
         let mut attached: BTreeSet<Vec<u8>> = lease_table::attached(self.tree, id)?.into_iter().collect();
         for ((lease, key), on) in &self.attachments {
             if *lease == id {
@@ -63,6 +60,15 @@ impl Applier<'_> {
                 }
             }
         }
+        Ok(attached)
+    }
+
+    /// Revoke lease `id`: delete its keys in one revision, then the lease.
+    pub(crate) fn lease_revoke(&mut self, id: i64) -> Result<Result<Revision, RequestError>, Error> {
+        if self.lease(id)?.is_none() {
+            return Ok(Err(RequestError::LeaseNotFound(id)));
+        }
+        let attached = self.attached_keys(id)?;
         let deleted = self.client_request(|a, scope| {
             for key in &attached {
                 // The index is maintained with every write; re-check against the key itself.

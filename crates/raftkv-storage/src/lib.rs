@@ -67,6 +67,10 @@ pub mod alarm_table;
 mod alarm_tests;
 mod applied_state;
 mod apply;
+mod auth_table;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod auth_tests;
 mod blob_watch;
 mod compaction_chunk;
 mod compaction_pins;
@@ -276,6 +280,7 @@ impl Store {
         };
         let physically_compacted = compactor::compacted_to(&tree)?;
         let alarm_mask = alarm_table::mask_of(&alarm_table::read(&tree, raftkv_core::alarm::ALARM_NONE)?);
+        let auth = auth_table::read(&tree)?;
         let key_index = KeyIndex::build(&tree)?;
         let (snapshot_index, snapshot_bytes) = snapshot::current_index_and_size(&snapshot_dir)?;
         let snapshot_cadence = SnapshotCadence::new(
@@ -304,6 +309,8 @@ impl Store {
             switch_failed: AtomicBool::new(false),
             cluster_id: AtomicU64::new(cluster_id),
             alarm_mask: AtomicU8::new(alarm_mask),
+            auth: ArcSwap::from_pointee(auth),
+            tokens: Default::default(),
             physically_compacted: Arc::new(Watermark::new(physically_compacted.max(0) as u64)),
             pins: Default::default(),
             compactor: compactor_wake,

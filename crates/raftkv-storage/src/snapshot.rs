@@ -115,6 +115,7 @@ impl SnapshotBuilder {
             .scan_prefix([keys::MEMBER])
             .chain(tree.scan_prefix([keys::LEASE]))
             .chain(tree.scan_prefix([keys::ALARM]))
+            .chain(tree.scan_prefix([keys::AUTH]))
             .chain(
                 tree.get(meta::CLUSTER_ID)
                     .transpose()
@@ -400,6 +401,11 @@ pub(crate) fn install(shared: &StateShared, meta: &SnapshotMetaOf, mut file: Fil
     shared
         .alarm_mask
         .store(crate::alarm_table::mask_of(&alarms), Ordering::Release);
+    // Tokens are not in snapshots: clients whose token this drops authenticate again.
+    shared
+        .auth
+        .store(Arc::new(crate::auth_table::read(&shared.tree())?));
+    shared.tokens.drop_all();
     if let Some(id) = meta.last_log_id {
         shared.applied.advance(id.index);
         // The new generation was synced before the switch.

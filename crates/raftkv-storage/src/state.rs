@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use raftkv_core::Watermark;
+use raftkv_core::auth::{AuthEffect, AuthState, TokenTable};
 use raftkv_core::kv::Revision;
 
 use crate::compaction_pins::CompactionPins;
@@ -67,6 +68,10 @@ pub struct StateShared {
     pub(crate) cluster_id: AtomicU64,
     /// Which alarm types are active as of the applied state (`alarm_table.rs`).
     pub(crate) alarm_mask: AtomicU8,
+    /// The auth store as of the applied state (`auth_table.rs`).
+    pub(crate) auth: ArcSwap<AuthState>,
+    /// The simple tokens assigned on this member (in memory only).
+    pub(crate) tokens: TokenTable,
     /// The revision the live tree is physically compacted up to (see [`crate::compactor`]).
     pub(crate) physically_compacted: Arc<Watermark>,
     /// Revisions snapshot builds hold physical compaction at.
@@ -142,6 +147,32 @@ impl StateShared {
     /// [`crate::alarm_table::NOSPACE_ACTIVE`] and [`crate::alarm_table::CORRUPT_ACTIVE`].
     pub fn alarm_mask(&self) -> u8 {
         self.alarm_mask.load(Ordering::Acquire)
+    }
+
+    /// The auth store as of the applied state.
+    pub fn auth_state(&self) -> Arc<AuthState> {
+        self.auth.load_full()
+    }
+
+    /// The simple tokens assigned on this member.
+    pub fn tokens(&self) -> &TokenTable {
+        &self.tokens
+    }
+
+    /// After an apply's writes are in the tree: publish the auth store it changed and do
+    /// its token bookkeeping, in order.
+    pub(crate) fn publish_auth(&self, overlay: crate::auth_table::AuthOverlay) {
+        if let Some(state) = overlay.changed {
+            self.auth.store(Arc::new(state));
+        }
+        for effect in overlay.effects {
+            match effect {
+                AuthEffect::None => {}
+                AuthEffect::Assign { user, token } => self.tokens.assign(&user, &token),
+                AuthEffect::Invalidate(user) => self.tokens.invalidate(&user),
+                AuthEffect::DropAll => self.tokens.drop_all(),
+            }
+        }
     }
 
     /// An estimate of the bytes of live data in the state database, for etcd's

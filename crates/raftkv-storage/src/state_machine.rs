@@ -29,7 +29,7 @@ use raftkv_core::kv::{CompactionResponse, ResponseHeader};
 use raftkv_core::types::{
     Entry, LogId, MemberNode, NodeId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
 };
-use raftkv_core::{Command, Response};
+use raftkv_core::{Command, RequestError, Response};
 
 use crate::alarm_table;
 use crate::applied_state::AppliedState;
@@ -100,6 +100,7 @@ impl StateMachine {
         let mut applier = Applier::new(&tree, &self.shared.key_index, revision_before, compacted_before);
         applier.watch = EventCollector::new(self.shared.watch_hub.interest());
         applier.alarm_mask = self.shared.alarm_mask();
+        applier.auth.published = self.shared.auth_state();
         let mut responses = Vec::new();
         let mut new_cluster_id = None;
         for entry in entries {
@@ -117,7 +118,7 @@ impl StateMachine {
                 EntryPayload::Normal(command) => {
                     // etcd's "apply request took too long" (its warning-apply-duration).
                     let started = std::time::Instant::now();
-                    let response = apply_command(&mut applier, command, log_id.leader_id.term)?;
+                    let response = apply_command(&mut applier, command, log_id.leader_id.term, log_id.index)?;
                     let took = started.elapsed();
                     if took > crate::SLOW_APPLY {
                         tracing::warn!(?took, index = log_id.index, "apply request took too long");
@@ -188,6 +189,7 @@ impl StateMachine {
                 .alarm_mask
                 .store(applier.alarm_mask, Ordering::Release);
         }
+        self.shared.publish_auth(std::mem::take(&mut applier.auth));
         self.shared.applied.advance(last_applied.index);
         self.shared
             .snapshot_cadence
@@ -222,9 +224,10 @@ fn header(revision: i64, raft_term: u64) -> ResponseHeader {
     }
 }
 
-/// Apply one command; a request's own fault becomes `Response::Rejected`, and so does a
-/// write an active alarm refuses (`alarm_table.rs`).
-fn apply_command(applier: &mut Applier<'_>, command: Command, term: u64) -> Result<Response> {
+/// Apply one command; a request's own fault becomes `Response::Rejected`, and so do a
+/// write an active alarm refuses (`alarm_table.rs`) and a request its caller may not make
+/// (`auth_table.rs`). `index` is the entry's log index.
+fn apply_command(applier: &mut Applier<'_>, command: Command, term: u64, index: u64) -> Result<Response> {
     // A batch's requests are checked one by one below.
     if !matches!(command, Command::Batch(_))
         && let Some(refused) = alarm_table::refusal(applier.alarm_mask, &command)
@@ -255,7 +258,7 @@ fn apply_command(applier: &mut Applier<'_>, command: Command, term: u64) -> Resu
         Command::Batch(commands) => {
             let mut answers = Vec::with_capacity(commands.len());
             for command in commands {
-                answers.push(apply_command(applier, command, term)?);
+                answers.push(apply_command(applier, command, term, index)?);
             }
             Ok(Response::Batch(answers))
         }
@@ -289,6 +292,19 @@ fn apply_command(applier: &mut Applier<'_>, command: Command, term: u64) -> Resu
             })
         }
         Command::Alarm(req) => Ok(Response::Alarms(applier.alarm(&req)?)),
+        Command::Auth(req) => applier.auth(&req, index)?.map(|token| match token {
+            Some(token) => Response::Authenticated {
+                token,
+                revision: applier.revision,
+            },
+            None => Response::Done {
+                revision: applier.revision,
+            },
+        }),
+        Command::AsUser { caller, command } => match applier.authorize(&caller, &command)? {
+            Ok(()) => return apply_command(applier, *command, term, index),
+            Err(e) => Err(RequestError::Auth(e)),
+        },
     };
     Ok(outcome.unwrap_or_else(Response::Rejected))
 }

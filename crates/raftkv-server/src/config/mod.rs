@@ -129,6 +129,10 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// Most operations per transaction.
     pub max_txn_ops: usize,
+    /// `--bcrypt-cost`.
+    pub bcrypt_cost: u32,
+    /// `--auth-token-ttl`.
+    pub auth_token_ttl: Duration,
     /// How often the leader checkpoints the remaining TTL of every lease.
     pub lease_checkpoint: Duration,
     /// Automatic defragmentation's growth ratio (0: off).

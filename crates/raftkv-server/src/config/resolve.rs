@@ -263,6 +263,27 @@ pub fn resolve(s: Settings, inherited: InheritedAddrs) -> Result<Config, ConfigE
         Some("direct") => true,
         Some(other) => return Err(invalid("--proposer", other, "must be group-commit or direct")),
     };
+    // etcd's `simple`; its `jwt` tokens need signing keys raftkv does not manage yet.
+    match s.auth_token.as_deref() {
+        None | Some("simple") => {}
+        Some(other) if other.starts_with("jwt") => {
+            return Err(invalid(
+                "--auth-token",
+                other,
+                "only simple tokens are served (jwt is not yet)",
+            ));
+        }
+        Some(other) => return Err(invalid("--auth-token", other, "expected simple")),
+    }
+    // etcd falls back to its default for a cost out of bcrypt's range; refuse instead.
+    let bcrypt_cost = s.bcrypt_cost.unwrap_or(10);
+    if !(4..=31).contains(&bcrypt_cost) {
+        return Err(invalid(
+            "--bcrypt-cost",
+            bcrypt_cost.to_string(),
+            "must be 4 to 31",
+        ));
+    }
     let log = match (s.log, s.log_level) {
         (Some(filter), _) => Some(filter),
         (None, Some(level)) => Some(log_filter(&level)?),
@@ -299,6 +320,8 @@ pub fn resolve(s: Settings, inherited: InheritedAddrs) -> Result<Config, ConfigE
             u64::from(s.max_request_bytes.unwrap_or(1_572_864)),
         )? as usize,
         max_txn_ops: positive("--max-txn-ops", u64::from(s.max_txn_ops.unwrap_or(128)))? as usize,
+        bcrypt_cost,
+        auth_token_ttl: Duration::from_secs(positive("--auth-token-ttl", s.auth_token_ttl.unwrap_or(300))?),
         lease_checkpoint: Duration::from_millis(positive(
             "--lease-checkpoint-ms",
             s.lease_checkpoint_ms.unwrap_or(5000),

@@ -98,6 +98,20 @@ pub struct Settings {
     /// Most operations in one transaction [default: 128].
     #[arg(long, env = "ETCD_MAX_TXN_OPS", value_name = "N", help_heading = "Member")]
     pub max_txn_ops: Option<u32>,
+    /// Token type: `simple` (the only one served) [default: simple].
+    #[arg(long, env = "ETCD_AUTH_TOKEN", value_name = "TYPE", help_heading = "Auth")]
+    pub auth_token: Option<String>,
+    /// Seconds a simple token lives without use [default: 300].
+    #[arg(
+        long,
+        env = "ETCD_AUTH_TOKEN_TTL",
+        value_name = "SECONDS",
+        help_heading = "Auth"
+    )]
+    pub auth_token_ttl: Option<u64>,
+    /// bcrypt cost of password hashes, 4 to 31 [default: 10].
+    #[arg(long, env = "ETCD_BCRYPT_COST", value_name = "COST", help_heading = "Auth")]
+    pub bcrypt_cost: Option<u32>,
 
     /// This member's peer URL as the others reach it [default: its --initial-cluster entry].
     #[arg(

@@ -40,7 +40,6 @@ const DISCOVERY: Treatment =
 const V2: Treatment = Treatment::Refuse("the v2 API is not served");
 const PROXY: Treatment = Treatment::Ignore("raftkv has no proxy mode");
 const PROXY_MODE: Treatment = Treatment::Refuse("raftkv has no proxy mode");
-const AUTH: Treatment = Treatment::Ignore("Auth is not served yet, so there are no tokens to configure");
 const LOGGING: Treatment = Treatment::Ignore("raftkv logs to stderr; use --log-level or --log for verbosity");
 const NOT_NEEDED: Treatment = Treatment::Ignore("raftkv has no such mechanism to tune");
 
@@ -151,9 +150,6 @@ pub const ETCD_FLAGS: &[EtcdFlag] = &[
         "listen-client-http-urls",
         Treatment::Refuse("gRPC and HTTP share the client URLs in raftkv"),
     ),
-    value("auth-token", AUTH),
-    value("bcrypt-cost", AUTH),
-    value("auth-token-ttl", AUTH),
     boolean("enable-pprof", Treatment::Ignore("no pprof endpoint is served")),
     value("logger", LOGGING),
     value("log-outputs", LOGGING),
