@@ -7,7 +7,9 @@
 //! `HashKV` (bit for bit, see `t38_hash_kv.rs`), the same refusal below the compact
 //! revision, and the lease with its key. A damaged copy of the file is refused. And the
 //! way back: a raftkv snapshot read by `etcdctl snapshot status` and restored into an
-//! etcd member that answers as raftkv did.
+//! etcd member that answers as raftkv did. Both ways, the snapshot is saved with auth
+//! enabled (as root): the restored member has the users, their passwords (Go's bcrypt
+//! hashes read and written by ours), the role and auth enabled.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -268,6 +270,47 @@ fn etcdctl_ok(url: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Users, a role and auth enabled on `url` (auth changes take no revision, as in etcd).
+fn set_up_auth(url: &str) {
+    for args in [
+        &["user", "add", "root:rootpw"][..],
+        &["user", "add", "alice:alicepw"],
+        &["role", "add", "reader"],
+        &["role", "grant-permission", "reader", "read", "k", "--prefix"],
+        &["user", "grant-role", "alice", "reader"],
+        &["auth", "enable"],
+    ] {
+        etcdctl_ok(url, args);
+    }
+}
+
+/// The users, passwords and role of [`set_up_auth`] work on `url`, restored from a
+/// snapshot; then auth is disabled, so the history can be read without credentials.
+fn check_auth_then_disable(url: &str) {
+    let root = |args: &[&str]| {
+        let with: Vec<&str> = ["--user", "root:rootpw"].iter().chain(args).copied().collect();
+        etcdctl_ok(url, &with)
+    };
+    assert_eq!(root(&["user", "list"]), "alice\nroot\n");
+    let role = root(&["role", "get", "reader"]);
+    assert!(role.contains("[k, l) (prefix k)"), "{role}");
+    etcdctl_ok(
+        url,
+        &["--user", "alice:alicepw", "get", "k", "--prefix", "--keys-only"],
+    );
+    let denied = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={url}"))
+        .args(["--user", "alice:wrong", "get", "k"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("authentication failed"),
+        "{denied:?}"
+    );
+    root(&["auth", "disable"]);
+}
+
 /// What `url` answers at every revision from just below the compact revision on.
 async fn history(url: &str, compact: i64, current: i64) -> Vec<String> {
     let mut seen = Vec::new();
@@ -287,9 +330,19 @@ async fn a_raftkv_member_restored_from_an_etcd_snapshot_answers_as_etcd() {
     let etcd = support::etcd::EtcdCluster::start(1).await;
     let etcd_url = etcd.client_urls[0].clone();
     let (lease, compact) = write_history(&etcd_url).await;
-    etcdctl_ok(&etcd_url, &["snapshot", "save", &snapshot.display().to_string()]);
     let current = current_revision(&etcd_url).await;
     let expected = history(&etcd_url, compact, current).await;
+    set_up_auth(&etcd_url);
+    etcdctl_ok(
+        &etcd_url,
+        &[
+            "--user",
+            "root:rootpw",
+            "snapshot",
+            "save",
+            &snapshot.display().to_string(),
+        ],
+    );
     drop(etcd);
 
     // One new raftkv member from the file, as `etcdutl snapshot restore` would seed it.
@@ -334,6 +387,7 @@ async fn a_raftkv_member_restored_from_an_etcd_snapshot_answers_as_etcd() {
         format!("--listen-peer-urls=http://127.0.0.1:{}", peer.port()),
     ]);
     let (_member, url) = start(SERVER_BIN, &args, client.port(), &dir.path().join("r0.log")).await;
+    check_auth_then_disable(&url);
     let seen = history(&url, compact, current).await;
     assert_same_history(&seen, &expected, compact);
     assert!(expected[0].contains("compacted"), "{}", expected[0]);
@@ -370,9 +424,20 @@ async fn an_etcd_member_restored_from_a_raftkv_snapshot_answers_as_raftkv() {
         cluster.agreed_leader(DEADLINE).await;
         let url = cluster.url(1);
         let (lease, compact) = write_history(&url).await;
-        etcdctl_ok(&url, &["snapshot", "save", &snapshot.display().to_string()]);
         let current = current_revision(&url).await;
-        (history(&url, compact, current).await, lease, compact, current)
+        let expected = history(&url, compact, current).await;
+        set_up_auth(&url);
+        etcdctl_ok(
+            &url,
+            &[
+                "--user",
+                "root:rootpw",
+                "snapshot",
+                "save",
+                &snapshot.display().to_string(),
+            ],
+        );
+        (expected, lease, compact, current)
     };
 
     // `snapshot status`: etcd reads the file, and finds the newest revision in it.
@@ -416,6 +481,7 @@ async fn an_etcd_member_restored_from_a_raftkv_snapshot_answers_as_raftkv() {
         "--initial-cluster-token=from-raftkv".into(),
     ];
     let (_etcd, url) = start("etcd", &args, client.port(), &dir.path().join("e0.log")).await;
+    check_auth_then_disable(&url);
     let seen = history(&url, compact, current).await;
     assert_same_history(&seen, &expected, compact);
     assert_lease_holds_its_keys(&url, lease).await;

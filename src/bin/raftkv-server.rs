@@ -129,9 +129,15 @@ fn restore(args: impl Iterator<Item = String>) -> ExitCode {
                     "read as an etcd snapshot: {} versions, {} leases, compact revision {}",
                     import.versions, import.leases, import.compact_revision
                 );
-                if import.auth_left_out {
-                    eprintln!(
-                        "raftkv-server restore: the etcd snapshot's users and roles were left out (raftkv serves no auth yet)"
+                if import.users > 0 {
+                    println!(
+                        "auth: {} users, {}",
+                        import.users,
+                        if import.auth_enabled {
+                            "enabled"
+                        } else {
+                            "disabled"
+                        }
                     );
                 }
             }

@@ -12,8 +12,10 @@
 //!   not deleted yet, exactly as a compaction interrupted on etcd would resume.
 //! - `lease`: key = id (u64 BE), value = `leasepb.Lease` (id, TTL, remaining TTL).
 //! - `alarm`: key = `etcdserverpb.AlarmMember`, value empty.
-//! - `members`, `members_removed`, `cluster`, `auth`, `authUsers`, `authRoles`: empty
-//!   (etcd's restore replaces the members; raftkv has no auth yet).
+//! - `auth`, `authUsers`, `authRoles`: the auth store (`auth.rs`): users with their
+//!   bcrypt hashes (Go's format), roles, whether auth is enabled, the auth revision.
+//! - `members`, `members_removed`, `cluster`: empty (etcd's restore replaces the
+//!   members).
 //!
 //! The versions are sorted in memory, so an export needs memory in the order of the
 //! snapshot's size.
@@ -21,6 +23,7 @@
 use std::fs::File;
 use std::io::BufReader;
 
+use raftkv_core::auth::AuthState;
 use raftkv_core::codec;
 use raftkv_core::kv::Revision;
 
@@ -51,6 +54,7 @@ pub fn export(ours: File, out: File) -> Result<(File, ExportReport)> {
     let mut versions: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut leases: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut alarms: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut auth = AuthState::new();
     loop {
         match reader.next()?.0 {
             Frame::Pairs(pairs) => {
@@ -64,6 +68,7 @@ pub fn export(ours: File, out: File) -> Result<(File, ExportReport)> {
                             let member = EtcdAlarmMember { member_id, alarm };
                             alarms.push((prost::Message::encode_to_vec(&member), Vec::new()));
                         }
+                        Some(&keys::AUTH) => auth = codec::decode(&v)?,
                         _ => {}
                     }
                 }
@@ -99,14 +104,11 @@ pub fn export(ours: File, out: File) -> Result<(File, ExportReport)> {
     writer.bucket(b"meta", meta)?;
     writer.bucket(b"lease", leases)?;
     writer.bucket(b"alarm", alarms)?;
-    for empty in [
-        "members",
-        "members_removed",
-        "cluster",
-        "auth",
-        "authUsers",
-        "authRoles",
-    ] {
+    let (auth_meta, users, roles) = super::auth::to_buckets(&auth);
+    writer.bucket(b"auth", auth_meta)?;
+    writer.bucket(b"authUsers", users)?;
+    writer.bucket(b"authRoles", roles)?;
+    for empty in ["members", "members_removed", "cluster"] {
         writer.bucket(empty.as_bytes(), Vec::new())?;
     }
     Ok((writer.finish()?, report))

@@ -14,9 +14,10 @@
 //! - `alarm`: key = `etcdserverpb.AlarmMember`: the alarms stay raised, as they do
 //!   through etcd's own restore.
 //!
-//! Left out: members (a restore makes a new cluster), the cluster version, and
-//! auth (raftkv serves no auth yet; a snapshot with auth enabled is imported without
-//! it, and the report says so). The version records are sorted in memory before they are
+//! - `auth`, `authUsers`, `authRoles`: the auth store (`auth.rs`); Go's bcrypt hashes
+//!   are ours too, so users keep their passwords.
+//!
+//! Left out: members (a restore makes a new cluster) and the cluster version. The version records are sorted in memory before they are
 //! written (the snapshot stream is in tree order), so an import needs memory in the
 //! order of the snapshot's size.
 
@@ -27,6 +28,7 @@ use raftkv_core::codec;
 use raftkv_core::kv::Revision;
 use raftkv_core::types::{LogId, SnapshotMeta, StoredMembership};
 
+use super::auth::AuthReader;
 use super::bbolt::{self, BoltFile, Bucket};
 use super::wire::{EtcdAlarmMember, EtcdKeyValue, EtcdLease, corrupt, etcd_revision};
 use crate::error::Result;
@@ -46,8 +48,10 @@ pub struct ImportReport {
     pub versions: u64,
     /// Leases imported.
     pub leases: u64,
-    /// Whether the snapshot had auth data, left out.
-    pub auth_left_out: bool,
+    /// Users imported (with auth enabled or not).
+    pub users: u64,
+    /// Whether auth is enabled in the snapshot (and so in the restored cluster).
+    pub auth_enabled: bool,
 }
 
 /// Whether the file at `path` is a bbolt file (an etcd snapshot).
@@ -127,21 +131,29 @@ pub fn convert(etcd_db: &Path, out: &Path) -> Result<ImportReport> {
             Ok(())
         })?;
     }
-    // Users (an empty bucket is no auth data).
-    let mut auth_left_out = false;
-    if let Some(users) = bucket("authUsers")? {
-        db.for_each(&users, &mut |_, _, _| {
-            auth_left_out = true;
-            Ok(())
-        })?;
+    let mut auth = AuthReader::new();
+    if let Some(meta) = bucket("auth")? {
+        db.for_each(&meta, &mut |key, value, _| auth.meta(key, value))?;
     }
+    if let Some(users) = bucket("authUsers")? {
+        db.for_each(&users, &mut |_, value, _| auth.user(value))?;
+    }
+    if let Some(roles) = bucket("authRoles")? {
+        db.for_each(&roles, &mut |_, value, _| auth.role(value))?;
+    }
+    let auth = auth.finish();
 
     let report = ImportReport {
         revision,
         compact_revision,
         versions: versions.len() as u64,
         leases: leases.len() as u64,
-        auth_left_out,
+        users: auth.as_ref().map_or(0, |a| a.users.len() as u64),
+        auth_enabled: auth.as_ref().is_some_and(|a| a.enabled),
+    };
+    let auth = match auth {
+        Some(state) => vec![(keys::AUTH_STATE.to_vec(), codec::encode(&state)?)],
+        None => Vec::new(),
     };
     let applied = LogId::new(raftkv_core::types::leader_id(1, 0), 1);
     let mut writer = FrameWriter::create(out)?;
@@ -156,7 +168,13 @@ pub fn convert(etcd_db: &Path, out: &Path) -> Result<ImportReport> {
     let mut pairs = Vec::new();
     let mut bytes = 0;
     alarms.sort();
-    for pair in versions.into_iter().chain(history).chain(leases).chain(alarms) {
+    for pair in versions
+        .into_iter()
+        .chain(history)
+        .chain(leases)
+        .chain(alarms)
+        .chain(auth)
+    {
         bytes += pair.0.len() + pair.1.len();
         pairs.push(pair);
         if bytes >= MAX_FRAME_PAIR_BYTES {

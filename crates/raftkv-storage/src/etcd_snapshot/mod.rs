@@ -11,7 +11,9 @@
 //!   `leasepb.Lease`).
 //! - `import.rs`: etcd's buckets to our tree records.
 //! - `export.rs`: our snapshot's records to etcd's buckets.
+//! - `auth.rs`: the auth store in etcd's `auth`, `authUsers` and `authRoles` buckets.
 
+mod auth;
 pub mod bbolt;
 pub mod bbolt_write;
 pub mod export;

@@ -113,3 +113,43 @@ mod tests {
         }
     }
 }
+
+/// etcd's `authpb.UserAddOptions`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct EtcdUserAddOptions {
+    #[prost(bool, tag = "1")]
+    pub(crate) no_password: bool,
+}
+
+/// etcd's `authpb.User` (the `authUsers` bucket's values).
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct EtcdUser {
+    #[prost(bytes = "vec", tag = "1")]
+    pub(crate) name: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub(crate) password: Vec<u8>,
+    #[prost(string, repeated, tag = "3")]
+    pub(crate) roles: Vec<String>,
+    #[prost(message, optional, tag = "4")]
+    pub(crate) options: Option<EtcdUserAddOptions>,
+}
+
+/// etcd's `authpb.Permission`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct EtcdPermission {
+    #[prost(int32, tag = "1")]
+    pub(crate) perm_type: i32,
+    #[prost(bytes = "vec", tag = "2")]
+    pub(crate) key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "3")]
+    pub(crate) range_end: Vec<u8>,
+}
+
+/// etcd's `authpb.Role` (the `authRoles` bucket's values).
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct EtcdRole {
+    #[prost(bytes = "vec", tag = "1")]
+    pub(crate) name: Vec<u8>,
+    #[prost(message, repeated, tag = "2")]
+    pub(crate) key_permission: Vec<EtcdPermission>,
+}
