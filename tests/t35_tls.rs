@@ -9,7 +9,9 @@
 //!   linearizable get of `/registry/health`), and etcdctl with `--cacert/--cert/--key`;
 //! - refused on the client port: no client certificate, one from another CA, an expired
 //!   one, plaintext; on the peer port: no client certificate, one from another CA;
-//! - a renewed server certificate is served from the next connection on, no restart.
+//! - a renewed server certificate is served from the next connection on, no restart;
+//! - with auth enabled, a client certificate's common name is the user (root's
+//!   administers, alice's reads what her role allows, an unknown name is denied).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 // ring: the provider the server uses (its post-quantum-less default is deprecated).
@@ -134,12 +136,18 @@ async fn peer_port_refuses(port: u16, config: Arc<rustls::ClientConfig>) -> Resu
 }
 
 fn etcdctl(endpoints: &str, certs: &Path, args: &[&str]) -> (bool, String) {
+    etcdctl_as("client", endpoints, certs, args)
+}
+
+/// etcdctl presenting the client certificate `who`.crt (its common name is a user
+/// while auth is enabled).
+fn etcdctl_as(who: &str, endpoints: &str, certs: &Path, args: &[&str]) -> (bool, String) {
     let out = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoints}"))
         .arg(format!("--cacert={}", certs.join("ca.crt").display()))
-        .arg(format!("--cert={}", certs.join("client.crt").display()))
-        .arg(format!("--key={}", certs.join("client.key").display()))
+        .arg(format!("--cert={}", certs.join(format!("{who}.crt")).display()))
+        .arg(format!("--key={}", certs.join(format!("{who}.key")).display()))
         .args(["--dial-timeout=2s", "--command-timeout=5s"])
         .args(args)
         .output()
@@ -147,6 +155,53 @@ fn etcdctl(endpoints: &str, certs: &Path, args: &[&str]) -> (bool, String) {
     // `endpoint health` reports on stderr, `get` on stdout.
     let text = [out.stdout, out.stderr].concat();
     (out.status.success(), String::from_utf8_lossy(&text).into_owned())
+}
+
+/// With `--client-cert-auth`, a certificate's common name is the user when a request
+/// carries no token: root's certificate administers, alice's reads what her role allows,
+/// a name that is no user is denied. Auth is disabled again at the end.
+fn common_names_as_users(endpoint: &str, ca: &TestCa, pki: &Path) -> Vec<String> {
+    for name in ["root", "alice"] {
+        ca.leaf(name, Validity::Current).write(pki, name);
+    }
+    let mut seen = Vec::new();
+    let mut run = |who: &str, args: &[&str]| {
+        let (ok, out) = etcdctl_as(who, endpoint, pki, args);
+        // The answer without the client's JSON log lines, or the error etcdctl ends with.
+        let lines: Vec<&str> = out.trim().lines().filter(|l| !l.starts_with('{')).collect();
+        let shown = if ok {
+            lines.join(" | ")
+        } else {
+            lines.last().copied().unwrap_or_default().to_string()
+        };
+        seen.push(format!("as {who}: {}: {ok}, {shown}", args.join(" ")));
+    };
+    run("root", &["user", "add", "root:rootpw"]);
+    run("root", &["user", "add", "alice:alicepw"]);
+    run("root", &["role", "add", "registry-reader"]);
+    run(
+        "root",
+        &[
+            "role",
+            "grant-permission",
+            "registry-reader",
+            "read",
+            "/registry/",
+            "--prefix",
+        ],
+    );
+    run("root", &["user", "grant-role", "alice", "registry-reader"]);
+    run("root", &["auth", "enable"]);
+    run("root", &["user", "list"]);
+    run(
+        "alice",
+        &["get", "/registry/pods/default/web", "--print-value-only"],
+    );
+    run("alice", &["put", "/registry/x", "1"]);
+    run("alice", &["user", "list"]);
+    run("client", &["get", "/registry/pods/default/web"]);
+    run("root", &["auth", "disable"]);
+    seen
 }
 
 struct Member {
@@ -231,6 +286,23 @@ async fn kubeadms_tls_flags_give_etcd_and_raftkv_the_same_session() {
         expected.push("etcdctl endpoint health: true, 3 healthy".into());
         expected.push(r#"etcdctl get: true "/registry/pods/default/web\nspec\n""#.into());
         expected.push("etcdctl endpoint status: true, 3 members".into());
+        expected.extend(
+            [
+                "as root: user add root:rootpw: true, User root created",
+                "as root: user add alice:alicepw: true, User alice created",
+                "as root: role add registry-reader: true, Role registry-reader created",
+                "as root: role grant-permission registry-reader read /registry/ --prefix: true, Role registry-reader updated",
+                "as root: user grant-role alice registry-reader: true, Role registry-reader is granted to user alice",
+                "as root: auth enable: true, Authentication Enabled",
+                "as root: user list: true, alice | root",
+                "as alice: get /registry/pods/default/web --print-value-only: true, spec",
+                "as alice: put /registry/x 1: false, Error: etcdserver: permission denied",
+                "as alice: user list: false, Error: etcdserver: permission denied",
+                "as client: get /registry/pods/default/web: false, Error: etcdserver: permission denied",
+                "as root: auth disable: true, Authentication Disabled",
+            ]
+            .map(String::from),
+        );
     }
     expected.extend(
         [
@@ -429,6 +501,7 @@ async fn session(program: &'static str, rustls_alerts: bool) -> Vec<String> {
             "etcdctl endpoint status: {ok}, {} members",
             out.lines().filter(|l| l.starts_with("https://")).count()
         ));
+        seen.extend(common_names_as_users(&endpoints[1], &ca, &pki));
     }
 
     // The metrics URL is plain HTTP, as kubeadm's probes expect.
