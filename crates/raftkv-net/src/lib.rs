@@ -28,6 +28,9 @@
 //!   etcd's order, splitting them for watchers that asked for fragments; each event is
 //!   encoded once for all the watchers that get it. [`WatchServer`] serves it (by hand,
 //!   in place of the generated server, to send those pre-encoded responses).
+//! - [`AuthService`]: etcd's `Auth` service over any [`AuthBackend`]; [`gate`]: who a
+//!   client request comes from (token metadata, client certificate common name) and the
+//!   checks the services make outside the log ([`AuthGate`]).
 //!
 //! - [`find_own_id`]: a member joining a running cluster asks the others for the id
 //!   `MemberAdd` gave it, by its peer URL (etcd's `--initial-cluster-state existing`).
