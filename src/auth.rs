@@ -10,9 +10,10 @@
 //!   (after a linearizable read barrier, as etcd), then proposes a token prefix; every
 //!   member assigns the token when it applies the entry. If the auth store changed
 //!   meanwhile the check is redone, as etcd does.
-//! - While auth is enabled, a client write goes into the log wrapped with its caller
-//!   ([`Command::AsUser`]) and is checked when applied; reads, watches and the admin calls
-//!   are checked here against the applied store.
+//! - A client write goes into the log wrapped with its caller ([`Command::AsUser`]) and
+//!   is checked when applied, if auth is enabled by then; reads, watches and the admin
+//!   calls are checked against this member's applied store (a linearizable read after
+//!   its read barrier, as etcd).
 //! - The embedded API is trusted: its calls are the process's own (which holds the data
 //!   directory anyway), so they carry no caller and are never refused by auth. Programs
 //!   that want checks for their own users connect over gRPC with credentials.
@@ -78,15 +79,16 @@ impl Node {
         self.inner.shared.auth_state()
     }
 
-    /// `command` as `caller` made it: wrapped for a check at apply while auth is
-    /// enabled; as is for the embedded API (`None`) or while auth is disabled.
+    /// `command` as `caller` made it: wrapped for the check at apply (`None`: the
+    /// embedded API, as is). Wrapped whether or not this member has seen auth enabled:
+    /// it may lag a cluster where auth is on, and apply decides by the store it has.
     pub(crate) fn as_caller(&self, caller: Option<Caller>, command: Command) -> Command {
         match caller {
-            Some(caller) if self.auth_state().enabled => Command::AsUser {
+            Some(caller) => Command::AsUser {
                 caller,
                 command: Box::new(command),
             },
-            _ => command,
+            None => command,
         }
     }
 
@@ -228,7 +230,7 @@ impl AuthGate for Node {
             });
         }
         if self.inner.auth.client_cert_auth
-            && let Some(user) = credentials.common_name
+            && let Some(user) = credentials.common_name()
         {
             return Ok(Caller {
                 user,

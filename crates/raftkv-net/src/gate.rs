@@ -12,18 +12,30 @@
 //! break them.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use raftkv_core::Error;
 use raftkv_core::auth::Caller;
 use tonic::Request;
+use tonic::transport::CertificateDer;
 
 /// What a request presented.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Credentials {
     /// etcd's `token` metadata (a simple token from `Authenticate`).
     pub token: Option<String>,
-    /// The common name of the client's verified certificate (TLS listeners only).
-    pub common_name: Option<String>,
+    /// The client's verified certificate chain (TLS listeners only), parsed only when
+    /// its common name is asked for.
+    pub certificates: Option<Arc<Vec<CertificateDer<'static>>>>,
+}
+
+impl Credentials {
+    /// The common name of the client's certificate, if it has one.
+    pub fn common_name(&self) -> Option<String> {
+        self.certificates
+            .as_ref()
+            .and_then(|chain| chain.first().and_then(|cert| common_name(cert.as_ref())))
+    }
 }
 
 /// What a call needs, beyond a known caller.
@@ -55,10 +67,10 @@ pub fn credentials_of<T>(request: &Request<T>) -> Credentials {
         .get("token")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let common_name = request
-        .peer_certs()
-        .and_then(|chain| chain.first().and_then(|cert| common_name(cert.as_ref())));
-    Credentials { token, common_name }
+    Credentials {
+        token,
+        certificates: request.peer_certs(),
+    }
 }
 
 /// The (first) common name of a DER certificate's subject.
