@@ -428,3 +428,74 @@ async fn watch_create(url: &str, key: &str, token: &str) -> String {
         first.created, first.canceled, first.watch_id, first.cancel_reason
     )
 }
+
+/// raftkv's own client with credentials: it authenticates, is checked as that user
+/// (writes, reads and watches), and when its token expires it authenticates again by
+/// itself; a wrong password is the server's verdict, not retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_authenticates_and_renews_its_token() {
+    use raftkv_client::{Client, ClientError, ClientOptions, Credentials};
+    let cluster = ProcessCluster::start(3, &FLAGS);
+    cluster.agreed_leader(Duration::from_secs(30)).await;
+    let urls = cluster.client_urls();
+    for args in [
+        &["user", "add", "root:rootpw"][..],
+        &["user", "add", "alice:alicepw"],
+        &["role", "add", "app"],
+        &[
+            "role",
+            "grant-permission",
+            "app",
+            "readwrite",
+            "/app/",
+            "--prefix",
+        ],
+        &["user", "grant-role", "alice", "app"],
+        &["auth", "enable"],
+    ] {
+        let (ok, _, err) = etcdctl(&urls[0], args);
+        assert!(ok, "{args:?}: {err}");
+    }
+    let as_user = |user: &str, password: &str| ClientOptions {
+        credentials: Some(Credentials::new(user, password)),
+        ..ClientOptions::default()
+    };
+    let alice = Client::connect_with(urls.clone(), as_user("alice", "alicepw"))
+        .await
+        .unwrap();
+    alice.put("/app/a", "1").await.unwrap();
+    assert_eq!(alice.get("/app/a").await.unwrap().unwrap().value, b"1");
+    let denied = alice.put("/other", "1").await.unwrap_err();
+    assert!(
+        matches!(&denied, ClientError::Server(e) if e.to_string() == "permission denied"),
+        "{denied:?}"
+    );
+    let mut watcher = alice
+        .watch(raftkv_client::WatchRequest::prefix("/app/"))
+        .await
+        .unwrap();
+    // The token expires (2 s unused); the client authenticates again for the write.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    alice.put("/app/b", "2").await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(10), watcher.next())
+        .await
+        .expect("the watch delivers")
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.events[0].kv.key, b"/app/b");
+
+    let wrong = Client::connect_with(urls.clone(), as_user("alice", "nope"))
+        .await
+        .unwrap();
+    let refused = wrong.get("/app/a").await.unwrap_err();
+    assert!(
+        matches!(&refused, ClientError::Server(e) if e.to_string().contains("authentication failed")),
+        "{refused:?}"
+    );
+    let anonymous = Client::connect(urls.clone()).await.unwrap();
+    let refused = anonymous.get("/app/a").await.unwrap_err();
+    assert!(
+        matches!(&refused, ClientError::Server(e) if e.to_string() == "user name is empty"),
+        "{refused:?}"
+    );
+}

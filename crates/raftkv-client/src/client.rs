@@ -40,7 +40,7 @@ use crate::retry::{self, Backoff, Decision, Failure, MIN_ATTEMPT_TIME, Mutabilit
 
 /// Largest response the client decodes (etcd's clients use the same limit); tonic's
 /// default of 4 MiB is too small for a large range.
-const MAX_RESPONSE_BYTES: usize = i32::MAX as usize;
+pub(crate) const MAX_RESPONSE_BYTES: usize = i32::MAX as usize;
 
 /// Leader hints followed in a row without a backoff wait.
 const MAX_IMMEDIATE_HOPS: u32 = 3;
@@ -61,6 +61,8 @@ pub struct ClientOptions {
     pub backoff_max: Duration,
     /// TLS for `https://` endpoints (required to use them). Default none.
     pub tls: Option<crate::TlsOptions>,
+    /// Authenticate as this user (a cluster with auth enabled). Default none.
+    pub credentials: Option<crate::Credentials>,
 }
 
 impl Default for ClientOptions {
@@ -71,6 +73,7 @@ impl Default for ClientOptions {
             backoff_initial: Duration::from_millis(20),
             backoff_max: Duration::from_millis(500),
             tls: None,
+            credentials: None,
         }
     }
 }
@@ -86,6 +89,8 @@ pub struct Client {
 struct Inner {
     endpoints: Endpoints,
     options: ClientOptions,
+    /// The token of `options.credentials`, once authenticated.
+    tokens: crate::auth::TokenCache,
 }
 
 impl Client {
@@ -105,7 +110,11 @@ impl Client {
         let urls = endpoints.into_iter().map(Into::into).collect();
         let endpoints = Endpoints::new(urls, options.connect_timeout, options.tls.as_ref())?;
         Ok(Client {
-            inner: Arc::new(Inner { endpoints, options }),
+            inner: Arc::new(Inner {
+                endpoints,
+                options,
+                tokens: Default::default(),
+            }),
         })
     }
 
@@ -238,6 +247,7 @@ impl Client {
         let mut backoff = Backoff::new(options.backoff_initial, options.backoff_max);
         let mut attempts: u32 = 0;
         let mut hops: u32 = 0;
+        let mut reauthenticated = false;
         let mut last_error = String::from("no attempt was made");
         let deadline_exceeded = |attempts, last_error| ClientError::DeadlineExceeded { attempts, last_error };
         // Moving the preference is for routed calls only: a pinned call must not steer
@@ -261,8 +271,39 @@ impl Client {
             if server_deadline {
                 req.set_timeout(remaining);
             }
+            let token = match self.token_for(&target, remaining).await {
+                Ok(token) => token,
+                // Nothing of the call was sent: retried as a read would be.
+                Err(status) => match retry::decide(Mutability::Read, retry::classify_status(&status)) {
+                    Decision::Fail(e) => return Err(e),
+                    _ => {
+                        last_error = format!("{}: authenticate: {}", target.url, status.message());
+                        rotate_from(&target);
+                        let remaining = deadline.saturating_duration_since(Instant::now());
+                        match retry::wait_within_deadline(backoff.next_delay(), remaining) {
+                            Some(wait) => tokio::time::sleep(wait).await,
+                            None => return Err(deadline_exceeded(attempts, last_error)),
+                        }
+                        continue;
+                    }
+                },
+            };
+            if let Some(token) = &token {
+                crate::auth::attach(&mut req, token)
+                    .map_err(|s| ClientError::InvalidResponse(s.to_string()))?;
+            }
             let failure = match tokio::time::timeout(remaining, rpc(target.channel.clone(), req)).await {
                 Ok(Ok(response)) => return Ok(response.into_inner()),
+                // The token alone was refused (nothing applied): authenticate again, once.
+                Ok(Err(status))
+                    if !reauthenticated && token.is_some() && crate::auth::token_refused(&status) =>
+                {
+                    if let Some(stale) = &token {
+                        self.inner.tokens.forget(stale);
+                    }
+                    reauthenticated = true;
+                    continue;
+                }
                 Ok(Err(status)) => retry::classify_status(&status),
                 Err(_) => Failure::Lost(format!("no answer within the deadline ({remaining:?})")),
             };
@@ -306,6 +347,28 @@ impl Client {
                 None => return Err(deadline_exceeded(attempts, last_error)),
             }
         }
+    }
+
+    /// The token to send to `target`, authenticating there first if none is cached;
+    /// `None` without credentials.
+    pub(crate) async fn token_for(
+        &self,
+        target: &Target,
+        timeout: Duration,
+    ) -> std::result::Result<Option<String>, Status> {
+        let Some(credentials) = &self.inner.options.credentials else {
+            return Ok(None);
+        };
+        self.inner
+            .tokens
+            .get(credentials, target.channel.clone(), timeout)
+            .await
+            .map(Some)
+    }
+
+    /// Forget `token`: the server no longer takes it.
+    pub(crate) fn forget_token(&self, token: &str) {
+        self.inner.tokens.forget(token);
     }
 
     /// A target for a call pinned to the server at `endpoint`.

@@ -65,8 +65,9 @@
 //! retries there, follows no hint, and leaves the client's preferred endpoint alone.
 //!
 //! ## Caveats
-//! - KV, Watch, Lease, Lock, Election, Cluster and Maintenance only: no Auth yet, and
-//!   no authentication.
+//! - KV, Watch, Lease, Lock, Election, Cluster and Maintenance; with
+//!   [`ClientOptions::credentials`] every call and watch is made as that user
+//!   (`auth.rs`). The Auth service's administration calls are not wrapped yet.
 //! - A [`Watcher`] retries a broken stream forever (with backoff, endpoint after
 //!   endpoint), as etcd's client does; it ends only on a verdict (canceled, compacted, a
 //!   request error) or when dropped.
@@ -89,6 +90,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod client;
 pub mod cluster;
 pub mod election;
@@ -102,6 +104,7 @@ pub mod snapshot;
 pub mod tls;
 pub mod watch;
 
+pub use auth::Credentials;
 pub use client::{Client, ClientOptions};
 pub use cluster::{Member, MemberListResponse};
 pub use election::{LeaderKey, Observer};

@@ -198,11 +198,16 @@ impl WatchTask {
             return Ok(Ended::Broken("request channel closed".into()));
         }
         let timeout = self.client.options().request_timeout;
-        let opened = tokio::time::timeout(
-            timeout,
-            watch_stub(target.channel).watch(ReceiverStream::new(requests_rx)),
-        )
-        .await;
+        let token = match self.client.token_for(&target, timeout).await {
+            Ok(token) => token,
+            Err(status) => return self.broken(&status),
+        };
+        let mut request = tonic::Request::new(ReceiverStream::new(requests_rx));
+        if let Some(token) = &token {
+            crate::auth::attach(&mut request, token)
+                .map_err(|s| ClientError::InvalidResponse(s.to_string()))?;
+        }
+        let opened = tokio::time::timeout(timeout, watch_stub(target.channel).watch(request)).await;
         let mut stream = match opened {
             Err(_) => return Ok(Ended::Broken("no answer to the watch in time".into())),
             Ok(Err(status)) => return self.broken(&status),
@@ -247,6 +252,16 @@ impl WatchTask {
             };
             let response =
                 WatchResponse::try_from(response).map_err(|e| ClientError::InvalidResponse(e.to_string()))?;
+            // A create refused for the stream's token alone: authenticate again and
+            // reconnect.
+            if response.created
+                && response.canceled
+                && let Some(stale) = &token
+                && response.cancel_reason.contains("etcdserver: invalid auth token")
+            {
+                self.client.forget_token(stale);
+                return Ok(Ended::Broken(response.cancel_reason));
+            }
             if !self.deliver(response).await? {
                 return Ok(Ended::Finished);
             }

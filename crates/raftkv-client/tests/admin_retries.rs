@@ -258,6 +258,7 @@ async fn client(endpoints: Vec<String>) -> Client {
         backoff_initial: Duration::from_millis(5),
         backoff_max: Duration::from_millis(50),
         tls: None,
+        credentials: None,
     };
     Client::connect_with(endpoints, options).await.unwrap()
 }

@@ -164,6 +164,7 @@ fn options(request_timeout: Duration) -> ClientOptions {
         backoff_initial: Duration::from_millis(5),
         backoff_max: Duration::from_millis(50),
         tls: None,
+        credentials: None,
     }
 }
 
