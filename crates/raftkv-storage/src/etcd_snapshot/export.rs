@@ -14,8 +14,9 @@
 //! - `alarm`: key = `etcdserverpb.AlarmMember`, value empty.
 //! - `auth`, `authUsers`, `authRoles`: the auth store (`auth.rs`): users with their
 //!   bcrypt hashes (Go's format), roles, whether auth is enabled, the auth revision.
-//! - `members`, `members_removed`, `cluster`: empty (etcd's restore replaces the
-//!   members).
+//! - `members`: the snapshot's membership, with the names and client URLs the members
+//!   published (`members.rs`); `cluster`: `clusterVersion`; `members_removed`: empty
+//!   (raftkv keeps no record of removed ids). etcd's restore replaces the members.
 //!
 //! The versions are sorted in memory, so an export needs memory in the order of the
 //! snapshot's size.
@@ -55,6 +56,7 @@ pub fn export(ours: File, out: File) -> Result<(File, ExportReport)> {
     let mut leases: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut alarms: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut auth = AuthState::new();
+    let mut published = std::collections::BTreeMap::new();
     loop {
         match reader.next()?.0 {
             Frame::Pairs(pairs) => {
@@ -69,6 +71,13 @@ pub fn export(ours: File, out: File) -> Result<(File, ExportReport)> {
                             alarms.push((prost::Message::encode_to_vec(&member), Vec::new()));
                         }
                         Some(&keys::AUTH) => auth = codec::decode(&v)?,
+                        Some(&keys::MEMBER) => {
+                            let id: [u8; 8] = k
+                                .get(1..9)
+                                .and_then(|b| b.try_into().ok())
+                                .ok_or_else(|| corrupt("member record key"))?;
+                            published.insert(u64::from_be_bytes(id), codec::decode(&v)?);
+                        }
                         _ => {}
                     }
                 }
@@ -108,9 +117,18 @@ pub fn export(ours: File, out: File) -> Result<(File, ExportReport)> {
     writer.bucket(b"auth", auth_meta)?;
     writer.bucket(b"authUsers", users)?;
     writer.bucket(b"authRoles", roles)?;
-    for empty in ["members", "members_removed", "cluster"] {
-        writer.bucket(empty.as_bytes(), Vec::new())?;
-    }
+    writer.bucket(
+        b"members",
+        super::members::to_bucket(&header.meta.last_membership, &published)?,
+    )?;
+    writer.bucket(b"members_removed", Vec::new())?;
+    writer.bucket(
+        b"cluster",
+        vec![(
+            b"clusterVersion".to_vec(),
+            super::members::CLUSTER_VERSION.to_vec(),
+        )],
+    )?;
     Ok((writer.finish()?, report))
 }
 

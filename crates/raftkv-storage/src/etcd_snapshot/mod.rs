@@ -12,12 +12,14 @@
 //! - `import.rs`: etcd's buckets to our tree records.
 //! - `export.rs`: our snapshot's records to etcd's buckets.
 //! - `auth.rs`: the auth store in etcd's `auth`, `authUsers` and `authRoles` buckets.
+//! - `members.rs`: the members in etcd's `members` and `cluster` buckets (export only).
 
 mod auth;
 pub mod bbolt;
 pub mod bbolt_write;
 pub mod export;
 pub mod import;
+mod members;
 mod wire;
 
 pub use export::{ExportReport, export};
