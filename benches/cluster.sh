@@ -85,7 +85,9 @@ start_raftkv_cluster() {
     if [ "$i" = 1 ]; then RK_EP1="http://127.0.0.1:$c"; fi
     # Member names 1, 2, 3 are their ids. Builds before etcd's flags (BASELINE_SERVER)
     # took --id and bare listen addresses.
-    if "$SERVER" --help 2>/dev/null | grep -q -- --listen-client-urls; then
+    # Not `grep -q`: it stops reading early, and under pipefail the --help that gets
+    # SIGPIPE would make a new build look like an old one.
+    if "$SERVER" --help 2>/dev/null | grep -- --listen-client-urls >/dev/null; then
       args[$i]="--name $i --data-dir $dir/raftkv-$i --listen-client-urls http://127.0.0.1:$c --listen-peer-urls $scheme://127.0.0.1:$p"
       if [ -n "${RK_PEER_TLS:-}" ]; then
         args[$i]+=" --peer-cert-file $RK_PEER_TLS/peer.crt --peer-key-file $RK_PEER_TLS/peer.key"
