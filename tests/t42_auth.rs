@@ -430,7 +430,7 @@ async fn watch_create(url: &str, key: &str, token: &str) -> String {
 }
 
 /// raftkv's own client with credentials: it authenticates, is checked as that user
-/// (writes, reads and watches), and when its token expires it authenticates again by
+/// (writes, reads, locks and watches), and when its token expires it authenticates again by
 /// itself; a wrong password is the server's verdict, not retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_authenticates_and_renews_its_token() {
@@ -466,6 +466,14 @@ async fn the_client_authenticates_and_renews_its_token() {
     alice.put("/app/a", "1").await.unwrap();
     assert_eq!(alice.get("/app/a").await.unwrap().unwrap().value, b"1");
     let denied = alice.put("/other", "1").await.unwrap_err();
+    assert!(
+        matches!(&denied, ClientError::Server(e) if e.to_string() == "permission denied"),
+        "{denied:?}"
+    );
+    // A lock needs read on its prefix and write on the caller's key.
+    let lease = alice.lease_grant(0, 60).await.unwrap().id;
+    alice.lock("/app/lock", lease).await.unwrap();
+    let denied = alice.lock("/other/lock", lease).await.unwrap_err();
     assert!(
         matches!(&denied, ClientError::Server(e) if e.to_string() == "permission denied"),
         "{denied:?}"

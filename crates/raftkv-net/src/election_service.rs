@@ -82,6 +82,26 @@ impl<B: AuthGate> ElectionService<B> {
     }
 }
 
+/// The key of a leader (empty if none was given: refused later as etcd refuses it).
+fn leader_key_of(leader: Option<&pb::LeaderKey>) -> Vec<u8> {
+    leader.map(|l| l.key.clone()).unwrap_or_default()
+}
+
+impl<B: AuthGate> ElectionService<B> {
+    /// A leader's own calls (proclaim, resign): a txn comparing its key, then writing it.
+    async fn admit_leader<T>(&self, request: &Request<T>, key: &[u8]) -> Result<(), Status> {
+        self.admit(request, &[Need::Read(key, &[]), Need::Write(key, &[])])
+            .await
+    }
+
+    /// Looking at an election (leader, observe): reading its prefix.
+    async fn admit_observer<T>(&self, request: &Request<T>, name: &[u8]) -> Result<(), Status> {
+        let (prefix, _) = waiter_key(name, 0);
+        self.admit(request, &[Need::Read(&prefix, &prefix_end(&prefix))])
+            .await
+    }
+}
+
 fn parts(leader: Option<pb::LeaderKey>) -> Result<LeaderKeyParts, Status> {
     let leader = leader.ok_or_else(|| Status::invalid_argument("leader key is not provided"))?;
     Ok((leader.name, leader.key, leader.rev, leader.lease))
@@ -134,14 +154,8 @@ impl<B: ElectionBackend + AuthGate> pb::election_server::Election for ElectionSe
         &self,
         request: Request<pb::ProclaimRequest>,
     ) -> Result<Response<pb::ProclaimResponse>, Status> {
-        let key = request
-            .get_ref()
-            .leader
-            .as_ref()
-            .map(|l| l.key.clone())
-            .unwrap_or_default();
-        self.admit(&request, &[Need::Read(&key, &[]), Need::Write(&key, &[])])
-            .await?;
+        let key = leader_key_of(request.get_ref().leader.as_ref());
+        self.admit_leader(&request, &key).await?;
         let req = request.into_inner();
         match self.backend.proclaim(parts(req.leader)?, req.value).await {
             Ok(Some(header)) => Ok(Response::new(pb::ProclaimResponse {
@@ -157,9 +171,7 @@ impl<B: ElectionBackend + AuthGate> pb::election_server::Election for ElectionSe
         &self,
         request: Request<pb::LeaderRequest>,
     ) -> Result<Response<pb::LeaderResponse>, Status> {
-        let (prefix, _) = waiter_key(&request.get_ref().name, 0);
-        self.admit(&request, &[Need::Read(&prefix, &prefix_end(&prefix))])
-            .await?;
+        self.admit_observer(&request, &request.get_ref().name).await?;
         match self.backend.leader(request.into_inner().name).await {
             Ok((header, Some(kv))) => Ok(Response::new(leader_response(header, kv))),
             Ok((_, None)) => Err(Status::unavailable(ELECTION_NO_LEADER)),
@@ -169,9 +181,7 @@ impl<B: ElectionBackend + AuthGate> pb::election_server::Election for ElectionSe
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn observe(&self, request: Request<pb::LeaderRequest>) -> Result<Response<ObserveStream>, Status> {
-        let (prefix, _) = waiter_key(&request.get_ref().name, 0);
-        self.admit(&request, &[Need::Read(&prefix, &prefix_end(&prefix))])
-            .await?;
+        self.admit_observer(&request, &request.get_ref().name).await?;
         let rx = self.backend.observe(request.into_inner().name);
         let stream = ReceiverStream::new(rx).map(|item| match item {
             Ok((header, kv)) => Ok(leader_response(header, kv)),
@@ -185,14 +195,8 @@ impl<B: ElectionBackend + AuthGate> pb::election_server::Election for ElectionSe
         &self,
         request: Request<pb::ResignRequest>,
     ) -> Result<Response<pb::ResignResponse>, Status> {
-        let key = request
-            .get_ref()
-            .leader
-            .as_ref()
-            .map(|l| l.key.clone())
-            .unwrap_or_default();
-        self.admit(&request, &[Need::Read(&key, &[]), Need::Write(&key, &[])])
-            .await?;
+        let key = leader_key_of(request.get_ref().leader.as_ref());
+        self.admit_leader(&request, &key).await?;
         let header = self
             .backend
             .resign(parts(request.into_inner().leader)?)
