@@ -22,7 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use raftkv_core::auth::{
-    AuthChange, AuthCommand, AuthError, AuthState, Caller, PasswordHash, Permission, parse_token_index,
+    AuthChange, AuthCommand, AuthError, AuthState, Caller, PasswordHash, Permission, TokenPrefix,
+    parse_token_index,
 };
 use raftkv_core::kv::ResponseHeader;
 use raftkv_core::{Command, Error, RequestError, Response, Result};
@@ -98,6 +99,11 @@ impl Node {
     }
 
     async fn auth_change_as(&self, caller: Option<Caller>, change: AuthChange) -> Result<ResponseHeader> {
+        // Refuse a non-root caller before hashing (bcrypt is the expensive part); apply
+        // checks again against the store it has.
+        if let Some(caller) = &caller {
+            self.auth_state().check_admin(caller).map_err(auth_error)?;
+        }
         let command = self.hashed(change).await?;
         tracing::info!(change = command.name(), "auth change requested");
         match self
@@ -151,7 +157,7 @@ impl Node {
         // A change of the auth store between the check and the proposal (etcd loops on
         // it without bound; a few rounds are plenty).
         for _ in 0..8 {
-            self.linearize().await?;
+            self.read_barrier().await?;
             let state = self.auth_state();
             let hash = state.password_of(name).map_err(auth_error)?.clone();
             let (password, checked) = (password.to_owned(), state.revision);
@@ -162,18 +168,18 @@ impl Node {
             if !matches {
                 return Err(auth_error(AuthError::AuthFailed));
             }
+            // Applied only if the store is still at the revision the password was
+            // checked at, on every member alike (else checked again).
             let command = Command::Auth(AuthCommand::Authenticate {
                 name: name.to_owned(),
-                token_prefix: token_prefix()?,
+                token_prefix: TokenPrefix(token_prefix()?),
+                checked_revision: checked,
             });
-            let answer = self.propose_command(command).await?;
-            if self.auth_state().revision != checked {
-                continue;
-            }
-            return match answer {
+            return match self.propose_command(command).await? {
                 (Response::Authenticated { token, revision }, term) => {
                     Ok((self.header_at(revision, term), token))
                 }
+                (Response::Rejected(RequestError::Auth(AuthError::AuthOldRevision)), _) => continue,
                 (Response::Rejected(e), _) => Err(e.into()),
                 (other, _) => Err(crate::kv::unexpected(other)),
             };
@@ -181,16 +187,6 @@ impl Node {
         Err(Error::Timeout(
             "the auth store kept changing during authentication".into(),
         ))
-    }
-
-    /// Wait until this member has applied everything committed before now.
-    async fn linearize(&self) -> Result<()> {
-        let index = self.inner.read_index.read_index().await?;
-        self.applied()
-            .wait_for_timeout(index, self.inner.request_timeout)
-            .await
-            .map(drop)
-            .map_err(|e| Error::Timeout(e.to_string()))
     }
 
     fn header_at(&self, revision: i64, term: u64) -> ResponseHeader {
@@ -206,7 +202,7 @@ impl Node {
         &self,
         check: impl FnOnce(&AuthState) -> std::result::Result<(), AuthError>,
     ) -> Result<Arc<AuthState>> {
-        self.linearize().await?;
+        self.read_barrier().await?;
         let state = self.auth_state();
         check(&state).map_err(auth_error)?;
         Ok(state)
@@ -246,6 +242,17 @@ impl AuthGate for Node {
             Need::Read(key, end) => state.check_access(caller, raftkv_core::auth::Access::Read, key, end),
             Need::Write(key, end) => state.check_access(caller, raftkv_core::auth::Access::Write, key, end),
             Need::Admin => state.check_admin(caller),
+            Need::LeaseKeys(_) if !state.enabled => Ok(()),
+            Need::LeaseKeys(id) => {
+                let keys = self
+                    .inner
+                    .reader
+                    .lease_keys(id)
+                    .map_err(|e| Error::Storage(e.to_string()))?;
+                keys.iter().try_for_each(|key| {
+                    state.check_access(caller, raftkv_core::auth::Access::Write, key, &[])
+                })
+            }
         };
         checked.map_err(auth_error)
     }

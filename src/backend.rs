@@ -40,12 +40,22 @@ impl KvBackend for Node {
         Node::range(self, req).await
     }
 
+    async fn read_barrier(&self) -> Result<()> {
+        Node::read_barrier(self).await
+    }
+
     async fn put(&self, caller: Caller, req: PutRequest) -> Result<PutResponse> {
         self.put_as(Some(caller), req).await
     }
 
     async fn delete_range(&self, caller: Caller, req: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
         if empty_interval(&req.key, &req.range_end) {
+            // Answered without the log: checked here as etcd's apply would.
+            raftkv_net::AuthGate::authorize(
+                self,
+                &caller,
+                raftkv_net::Need::Write(&req.key, &req.range_end),
+            )?;
             return Ok(DeleteRangeResponse {
                 header: self.response_header(),
                 ..DeleteRangeResponse::default()

@@ -135,17 +135,27 @@ impl Node {
     #[tracing::instrument(level = "debug", skip_all, fields(serializable = req.serializable))]
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
         validate::check_range(&req)?;
-        if !req.serializable && !crate::failpoints::skip_read_index() {
-            let index = self.inner.read_index.read_index().await?;
-            self.applied()
-                .wait_for_timeout(index, self.inner.request_timeout)
-                .await
-                .map_err(|e| Error::Timeout(e.to_string()))?;
+        if !req.serializable {
+            self.read_barrier().await?;
         }
         let mut r = self.inner.reader.range(&req)?;
         let term = self.inner.raft.metrics().borrow_watched().current_term;
         self.fill_header(&mut r.header, term);
         Ok(r)
+    }
+
+    /// Wait until this member has applied everything committed before the call (a
+    /// read-index round): what a linearizable read waits for.
+    pub(crate) async fn read_barrier(&self) -> Result<()> {
+        if crate::failpoints::skip_read_index() {
+            return Ok(());
+        }
+        let index = self.inner.read_index.read_index().await?;
+        self.applied()
+            .wait_for_timeout(index, self.inner.request_timeout)
+            .await
+            .map(drop)
+            .map_err(|e| Error::Timeout(e.to_string()))
     }
 
     /// Validate and propose a client write made by `caller`; a deterministic refusal

@@ -4,7 +4,8 @@
 //! "root user does not have root role"), users and roles, a permitted and a denied key
 //! range (prefix, single key, from-key), a bad password, requests without credentials,
 //! a token used on another member than the one that issued it, a watch on a denied range,
-//! the auth reads only root (or the user itself) may make, a revoked role taking effect,
+//! the auth reads only root (or the user itself) may make, member changes (root only),
+//! a revoked role taking effect,
 //! token expiry after `--auth-token-ttl` without use, and `auth disable`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -180,6 +181,21 @@ async fn session(urls: &[String]) -> Vec<String> {
     run("alice compacts", &urls[0], &with(&alice, &["compact", "1"]));
     run("alice defragments", &urls[0], &with(&alice, &["defrag"]));
     run("alice hashes", &urls[0], &with(&alice, &["endpoint", "hashkv"]));
+    run(
+        "alice adds a member",
+        &urls[0],
+        &with(&alice, &["member", "add", "x", "--peer-urls=http://127.0.0.1:9"]),
+    );
+    run(
+        "a member added without credentials",
+        &urls[1],
+        &["member", "add", "x", "--peer-urls=http://127.0.0.1:9"],
+    );
+    run(
+        "alice promotes a member",
+        &urls[0],
+        &with(&alice, &["member", "promote", "1"]),
+    );
     run("delete root", &urls[0], &with(&root, &["user", "delete", "root"]));
     run(
         "delete the root role",

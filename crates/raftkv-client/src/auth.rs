@@ -42,10 +42,18 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// The token of a client's credentials, shared by its clones.
-#[derive(Debug, Default)]
+/// The token of a client's credentials, shared by its clones. Debug never prints it.
+#[derive(Default)]
 pub(crate) struct TokenCache {
     token: parking_lot::Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("authenticated", &self.token.lock().is_some())
+            .finish()
+    }
 }
 
 impl TokenCache {

@@ -11,6 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use raftkv_core::auth::AuthError;
 use raftkv_core::kv::ResponseHeader;
 use raftkv_core::{Error, RequestError};
 use raftkv_proto::etcdserverpb as pb;
@@ -172,11 +173,15 @@ fn status(e: Error) -> Status {
 }
 
 #[tonic::async_trait]
-impl<B: ClusterBackend> pb::cluster_server::Cluster for ClusterService<B> {
+impl<B: ClusterBackend + AuthGate> pb::cluster_server::Cluster for ClusterService<B> {
     async fn member_add(
         &self,
         request: Request<pb::MemberAddRequest>,
     ) -> Result<GrpcResponse<pb::MemberAddResponse>, Status> {
+        // etcd's checkMembershipOperationPermission: root only, while auth is enabled.
+        gate::admit(self.backend.as_ref(), &request, &[Need::Admin])
+            .await
+            .map_err(status)?;
         let req = request.into_inner();
         let (header, added, all) = self
             .backend
@@ -194,6 +199,10 @@ impl<B: ClusterBackend> pb::cluster_server::Cluster for ClusterService<B> {
         &self,
         request: Request<pb::MemberRemoveRequest>,
     ) -> Result<GrpcResponse<pb::MemberRemoveResponse>, Status> {
+        // etcd's checkMembershipOperationPermission: root only, while auth is enabled.
+        gate::admit(self.backend.as_ref(), &request, &[Need::Admin])
+            .await
+            .map_err(status)?;
         let (header, all) = self
             .backend
             .member_remove(request.into_inner().id)
@@ -209,6 +218,10 @@ impl<B: ClusterBackend> pb::cluster_server::Cluster for ClusterService<B> {
         &self,
         request: Request<pb::MemberUpdateRequest>,
     ) -> Result<GrpcResponse<pb::MemberUpdateResponse>, Status> {
+        // etcd's checkMembershipOperationPermission: root only, while auth is enabled.
+        gate::admit(self.backend.as_ref(), &request, &[Need::Admin])
+            .await
+            .map_err(status)?;
         let req = request.into_inner();
         let (header, all) = self
             .backend
@@ -236,6 +249,10 @@ impl<B: ClusterBackend> pb::cluster_server::Cluster for ClusterService<B> {
         &self,
         request: Request<pb::MemberPromoteRequest>,
     ) -> Result<GrpcResponse<pb::MemberPromoteResponse>, Status> {
+        // etcd's checkMembershipOperationPermission: root only, while auth is enabled.
+        gate::admit(self.backend.as_ref(), &request, &[Need::Admin])
+            .await
+            .map_err(status)?;
         let (header, all) = self
             .backend
             .member_promote(request.into_inner().id)
@@ -253,7 +270,11 @@ impl<B: ClusterBackend> pb::cluster_server::Cluster for ClusterService<B> {
 async fn admin<B: AuthGate, T>(backend: &B, request: &Request<T>) -> Result<(), Status> {
     match gate::admit(backend, request, &[Need::Admin]).await {
         Ok(_) => Ok(()),
-        Err(Error::Request(RequestError::Auth(e))) => Err(Status::unknown(format!("auth: {e}"))),
+        Err(Error::Request(RequestError::Auth(e))) => Err(Status::unknown(match e {
+            // Go's `auth.ErrUserNotFound` words it apart from its gRPC form.
+            AuthError::UserNotFound => "auth: user not found".to_string(),
+            e => format!("auth: {e}"),
+        })),
         Err(e) => Err(status(e)),
     }
 }

@@ -130,8 +130,15 @@ impl<B: ElectionBackend + AuthGate> pb::election_server::Election for ElectionSe
         let req = request.get_ref();
         let (prefix, key) = waiter_key(&req.name, req.lease);
         let end = prefix_end(&prefix);
-        self.admit(&request, &[Need::Read(&prefix, &end), Need::Write(&key, &[])])
-            .await?;
+        self.admit(
+            &request,
+            &[
+                Need::Read(&prefix, &end),
+                Need::Write(&key, &[]),
+                Need::LeaseKeys(req.lease),
+            ],
+        )
+        .await?;
         let req = request.into_inner();
         let (header, (name, key, rev, lease)) = self
             .backend

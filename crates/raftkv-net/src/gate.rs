@@ -7,9 +7,9 @@
 //!
 //! Which calls look at credentials at all follows etcd 3.4: everything that goes through
 //! its log (writes, compactions, lease grants and revokes, alarms, auth changes), reads,
-//! watches, the admin maintenance calls, locks and elections. Keep-alives, lease
-//! lookups, member calls, `Status` and `MoveLeader` do not, so a stale token does not
-//! break them.
+//! watches, the admin maintenance calls, member changes (root only), locks and
+//! elections. Keep-alives, lease lookups, `MemberList`, `Status` and `MoveLeader` do
+//! not, so a stale token does not break them.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -47,6 +47,9 @@ pub enum Need<'a> {
     Write(&'a [u8], &'a [u8]),
     /// Root.
     Admin,
+    /// Write on every key attached to this lease (attaching a key to a lease takes the
+    /// right to revoke it, which deletes them all).
+    LeaseKeys(i64),
 }
 
 /// Identifies callers and checks what they may do (the node).
@@ -62,9 +65,11 @@ pub trait AuthGate: Send + Sync + 'static {
 
 /// The credentials `request` presents.
 pub fn credentials_of<T>(request: &Request<T>) -> Credentials {
-    let token = request
-        .metadata()
+    // etcd reads `token`, else the HTTP gateway's `authorization`.
+    let metadata = request.metadata();
+    let token = metadata
         .get("token")
+        .or_else(|| metadata.get("authorization"))
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     Credentials {

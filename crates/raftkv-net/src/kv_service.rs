@@ -21,6 +21,9 @@ use crate::gate::{self, AuthGate, Need};
 pub trait KvBackend: AuthGate {
     /// etcd Range.
     fn range(&self, req: RangeRequest) -> impl Future<Output = Result<RangeResponse, Error>> + Send;
+    /// Wait until this member has applied everything committed before the call (what a
+    /// linearizable read waits for).
+    fn read_barrier(&self) -> impl Future<Output = Result<(), Error>> + Send;
     /// etcd Put.
     fn put(&self, caller: Caller, req: PutRequest)
     -> impl Future<Output = Result<PutResponse, Error>> + Send;
@@ -68,26 +71,20 @@ impl<B: KvBackend> pb::kv_server::Kv for KvService<B> {
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<GrpcResponse<pb::RangeResponse>, Status> {
-        let caller = gate::admit(self.backend.as_ref(), &request, &[])
-            .await
+        let credentials = gate::credentials_of(&request);
+        let mut req = RangeRequest::try_from(request.into_inner()).map_err(invalid)?;
+        // etcd's order: a linearizable read waits for its barrier first, so the caller
+        // is identified and checked against an auth store at least as new as the read
+        // (a grant committed before the read counts); then the read is local.
+        if !req.serializable {
+            self.backend.read_barrier().await.map_err(status)?;
+            req.serializable = true;
+        }
+        let caller = self.backend.identify(credentials).await.map_err(status)?;
+        self.backend
+            .authorize(&caller, Need::Read(&req.key, &req.range_end))
             .map_err(status)?;
-        let req = RangeRequest::try_from(request.into_inner()).map_err(invalid)?;
-        // A serializable read is checked against this member's auth store as it is; a
-        // linearizable one after its read barrier, which brings the store up to date
-        // (etcd's order): a grant committed before the read counts.
-        let (serializable, key, range_end) = (req.serializable, req.key.clone(), req.range_end.clone());
-        let authorize = || {
-            self.backend
-                .authorize(&caller, Need::Read(&key, &range_end))
-                .map_err(status)
-        };
-        if serializable {
-            authorize()?;
-        }
         let resp = self.backend.range(req).await.map_err(status)?;
-        if !serializable {
-            authorize()?;
-        }
         Ok(GrpcResponse::new(resp.into()))
     }
 

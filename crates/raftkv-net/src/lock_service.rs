@@ -33,7 +33,8 @@ pub fn waiter_key(name: &[u8], lease: i64) -> (Vec<u8>, Vec<u8>) {
 }
 
 /// What serves locks (the node). The service checks the caller may read the lock's
-/// prefix and write its own key (etcd checks the same through its KV calls).
+/// prefix, write its own key and write every key already on its lease (etcd checks the
+/// first two through its KV calls).
 pub trait LockBackend: Send + Sync + 'static {
     /// Acquire lock `name` under `lease`: the header and the ownership key.
     fn lock(
@@ -67,7 +68,11 @@ impl<B: LockBackend + AuthGate> pb::lock_server::Lock for LockService<B> {
         gate::admit(
             self.backend.as_ref(),
             &request,
-            &[Need::Read(&prefix, &end), Need::Write(&key, &[])],
+            &[
+                Need::Read(&prefix, &end),
+                Need::Write(&key, &[]),
+                Need::LeaseKeys(req.lease),
+            ],
         )
         .await
         .map_err(|e| to_status(&e))?;

@@ -229,7 +229,17 @@ async fn admit<B: WatchBackend>(
     request: &WatchRequest,
 ) -> Result<(), SharedWatchResponse> {
     let admitted = match backend.identify(credentials).await {
-        Ok(caller) => backend.authorize(&caller, Need::Read(&request.key, &request.range_end)),
+        Ok(caller) => {
+            // etcd watches an empty key as "\0", the smallest key. Unlike etcd 3.4,
+            // which checks a from-key watch ("\0" end) as its first key alone, the
+            // whole range is checked.
+            let key = if request.key.is_empty() {
+                &[0u8][..]
+            } else {
+                &request.key[..]
+            };
+            backend.authorize(&caller, Need::Read(key, &request.range_end))
+        }
         Err(e) => Err(e),
     };
     let Err(e) = admitted else {

@@ -5,7 +5,9 @@
 
 use openraft::RaftSnapshotBuilder;
 use openraft::storage::RaftStateMachine;
-use raftkv_core::auth::{AuthCommand, AuthError, Caller, PasswordHash, Permission, PermissionType};
+use raftkv_core::auth::{
+    AuthCommand, AuthError, Caller, PasswordHash, Permission, PermissionType, TokenPrefix,
+};
 use raftkv_core::kv::PutRequest;
 use raftkv_core::{Command, RequestError, Response};
 
@@ -71,7 +73,9 @@ async fn auth_is_applied_checked_kept_and_carried_in_snapshots() {
                 auth(AuthCommand::Enable),
                 auth(AuthCommand::Authenticate {
                     name: "alice".into(),
-                    token_prefix: "tok".into(),
+                    token_prefix: TokenPrefix("tok".into()),
+                    // The revision after the seven changes above (enabling bumps none).
+                    checked_revision: 7,
                 }),
             ],
         ))
@@ -152,7 +156,8 @@ async fn auth_is_applied_checked_kept_and_carried_in_snapshots() {
             vec![
                 auth(AuthCommand::Authenticate {
                     name: "alice".into(),
-                    token_prefix: "again".into(),
+                    token_prefix: TokenPrefix("again".into()),
+                    checked_revision: state.revision,
                 }),
                 auth(AuthCommand::UserDelete { name: "alice".into() }),
             ],

@@ -91,6 +91,17 @@ impl std::fmt::Debug for PasswordHash {
     }
 }
 
+/// The random part of a simple token. Debug never prints it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TokenPrefix(pub String);
+
+impl std::fmt::Debug for TokenPrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenPrefix(..)")
+    }
+}
+
 /// Who made a request, as the member that accepted it saw it (etcd's `AuthInfo`). An
 /// empty user with revision 0 is a request without credentials.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -116,12 +127,17 @@ pub enum AuthCommand {
     /// Turn auth off.
     Disable,
     /// Assign a simple token to a user whose password the proposing member checked:
-    /// the token is `<prefix>.<log index of this entry>`.
+    /// the token is `<prefix>.<log index of this entry>`. Refused if the auth store is
+    /// no longer at the revision the password was checked at (the password may have
+    /// changed since): the proposing member checks again.
     Authenticate {
         /// The user.
         name: String,
-        /// 16 random letters chosen by the proposing member.
-        token_prefix: String,
+        /// 16 random letters chosen by the proposing member (with the index, the token:
+        /// never printed).
+        token_prefix: TokenPrefix,
+        /// The auth revision the password was checked at.
+        checked_revision: u64,
     },
     /// Add a user.
     UserAdd {

@@ -100,9 +100,16 @@ impl AuthState {
                 self.enabled = false;
                 AuthEffect::DropAll
             }
-            AuthCommand::Authenticate { name, token_prefix } => {
+            AuthCommand::Authenticate {
+                name,
+                token_prefix,
+                checked_revision,
+            } => {
                 if !self.enabled {
                     return Err(AuthError::AuthNotEnabled);
+                }
+                if *checked_revision != self.revision {
+                    return Err(AuthError::AuthOldRevision);
                 }
                 let user = self.users.get(name).ok_or(AuthError::AuthFailed)?;
                 if user.no_password {
@@ -110,7 +117,7 @@ impl AuthState {
                 }
                 return Ok(AuthEffect::Assign {
                     user: name.clone(),
-                    token: format!("{token_prefix}.{index}"),
+                    token: format!("{}.{index}", token_prefix.0),
                 });
             }
             AuthCommand::UserAdd {
@@ -220,7 +227,7 @@ impl AuthState {
                 AuthEffect::None
             }
         };
-        self.revision += 1;
+        self.revision = self.revision.saturating_add(1);
         Ok(effect)
     }
 
@@ -412,11 +419,12 @@ mod tests {
     #[test]
     fn authenticate_names_the_token_by_index() {
         let mut s = AuthState::new();
-        let auth = AuthCommand::Authenticate {
+        let auth = |checked_revision| AuthCommand::Authenticate {
             name: "root".into(),
-            token_prefix: "abc".into(),
+            token_prefix: crate::auth::TokenPrefix("abc".into()),
+            checked_revision,
         };
-        assert_eq!(s.apply(&auth, 7), Err(AuthError::AuthNotEnabled));
+        assert_eq!(s.apply(&auth(1), 7), Err(AuthError::AuthNotEnabled));
         s.apply(&cmd_user("root"), 1).unwrap();
         s.apply(
             &AuthCommand::UserGrantRole {
@@ -427,8 +435,9 @@ mod tests {
         )
         .unwrap();
         s.apply(&AuthCommand::Enable, 3).unwrap();
+        assert_eq!(s.apply(&auth(1), 7), Err(AuthError::AuthOldRevision));
         assert_eq!(
-            s.apply(&auth, 7),
+            s.apply(&auth(s.revision), 7),
             Ok(AuthEffect::Assign {
                 user: "root".into(),
                 token: "abc.7".into()

@@ -24,18 +24,27 @@ pub fn parse_token_index(token: &str) -> Option<u64> {
     index.parse().ok()
 }
 
-#[derive(Debug)]
 struct Assigned {
     user: String,
     expires: Instant,
 }
 
-/// The tokens assigned on this member.
-#[derive(Debug)]
+/// The tokens assigned on this member. Debug says how many, never which.
 pub struct TokenTable {
     ttl: Mutex<Duration>,
     tokens: Mutex<HashMap<String, Assigned>>,
 }
+
+impl std::fmt::Debug for TokenTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenTable")
+            .field("tokens", &self.tokens.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A TTL no clock arithmetic overflows with (about 100 years).
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 impl Default for TokenTable {
     fn default() -> Self {
@@ -49,7 +58,11 @@ impl Default for TokenTable {
 impl TokenTable {
     /// How long a token lives without use (0 means etcd's default).
     pub fn set_ttl(&self, ttl: Duration) {
-        *self.ttl.lock() = if ttl.is_zero() { DEFAULT_TOKEN_TTL } else { ttl };
+        *self.ttl.lock() = if ttl.is_zero() {
+            DEFAULT_TOKEN_TTL
+        } else {
+            ttl.min(MAX_TOKEN_TTL)
+        };
     }
 
     /// Assign `token` to `user`; expired tokens are dropped on the way.

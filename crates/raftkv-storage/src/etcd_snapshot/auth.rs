@@ -76,7 +76,8 @@ impl AuthReader {
                 let bytes: [u8; 8] = value
                     .try_into()
                     .map_err(|_| corrupt("authRevision is not 8 bytes"))?;
-                self.state.revision = u64::from_be_bytes(bytes);
+                // 0 would make every caller look credential-less; the top would overflow.
+                self.state.revision = u64::from_be_bytes(bytes).clamp(1, u64::MAX / 2);
             }
             _ => {}
         }
