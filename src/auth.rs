@@ -8,8 +8,9 @@
 //!   password reaches the log, a snapshot or a log line.
 //! - `Authenticate` checks the password here against this member's applied auth store
 //!   (after a linearizable read barrier, as etcd), then proposes a token prefix; every
-//!   member assigns the token when it applies the entry. If the auth store changed
-//!   meanwhile the check is redone, as etcd does.
+//!   member assigns the token when it applies the entry. The entry names the auth
+//!   revision of the check; if the store moved on, apply refuses it and the check is
+//!   redone, as etcd does.
 //! - A client write goes into the log wrapped with its caller ([`Command::AsUser`]) and
 //!   is checked when applied, if auth is enabled by then; reads, watches and the admin
 //!   calls are checked against this member's applied store (a linearizable read after

@@ -1,9 +1,9 @@
 //! etcd's authentication and authorization (its v3 auth store), as data and rules.
 //!
 //! Users hold roles, roles hold permissions on key ranges (read, write or both), and the
-//! user `root` with the role `root` administers the rest. While auth is enabled, every
-//! request carries a [`Caller`] (the user its token or certificate names, and the auth
-//! revision the member saw when it accepted the request); the state machine checks it
+//! user `root` with the role `root` administers the rest. Every client write carries a
+//! [`Caller`] (the user its token or certificate names, and the auth revision the member
+//! saw when it accepted the request); while auth is enabled the state machine checks it
 //! against the [`AuthState`] it has applied so far, so every member decides alike and a
 //! permission revoked before the request is applied is honoured.
 //!
