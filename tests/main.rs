@@ -57,3 +57,4 @@ mod t39_container_image;
 mod t40_alarms;
 mod t41_etcd_snapshot_import;
 mod t42_auth;
+mod t43_crate_layers;

@@ -4,6 +4,9 @@
 //! connections are opened, a file that cannot be written. Failed requests during the
 //! measurement are not errors of the run; they are counted in its result.
 
+/// How many distinct error messages a run keeps (load and watch errors alike).
+pub const MAX_ERROR_SAMPLES: usize = 5;
+
 /// Why a run could not start or finish.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

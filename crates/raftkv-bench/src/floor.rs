@@ -20,7 +20,8 @@ use tokio::time::Instant;
 
 use crate::cli::FloorConfig;
 use crate::error::{Error, Result};
-use crate::report::{self, JsonObject};
+use crate::histogram;
+use crate::report::JsonObject;
 
 /// Bytes per fdatasync append.
 pub const APPEND_BYTES: usize = 4096;
@@ -73,10 +74,10 @@ pub async fn run(config: &FloorConfig) -> Result<FloorResult> {
     let rtt = loopback_rtt(count).await?;
     Ok(FloorResult {
         count,
-        fdatasync_p50_ms: report::quantile_ms(&fdatasync, 0.50),
-        fdatasync_p99_ms: report::quantile_ms(&fdatasync, 0.99),
-        rtt_p50_ms: report::quantile_ms(&rtt, 0.50),
-        rtt_p99_ms: report::quantile_ms(&rtt, 0.99),
+        fdatasync_p50_ms: histogram::quantile_ms(&fdatasync, 0.50),
+        fdatasync_p99_ms: histogram::quantile_ms(&fdatasync, 0.99),
+        rtt_p50_ms: histogram::quantile_ms(&rtt, 0.50),
+        rtt_p99_ms: histogram::quantile_ms(&rtt, 0.99),
     })
 }
 
@@ -100,7 +101,7 @@ pub fn fdatasync_latency(dir: &Path, count: usize) -> Result<Histogram<u64>> {
         .open(&path)
         .map_err(io("cannot create", &path))?;
     let block = [0xa5u8; APPEND_BYTES];
-    let mut histogram = report::new_histogram()?;
+    let mut histogram = histogram::new_histogram()?;
     let mut outcome = Ok(());
     for _ in 0..count {
         let started = std::time::Instant::now();
@@ -135,7 +136,7 @@ pub async fn loopback_rtt(count: usize) -> Result<Histogram<u64>> {
         .await
         .map_err(io("cannot connect to"))?;
     stream.set_nodelay(true).map_err(io("cannot set nodelay on"))?;
-    let mut histogram = report::new_histogram()?;
+    let mut histogram = histogram::new_histogram()?;
     let (ping, mut pong) = ([0x5au8; PING_BYTES], [0u8; PING_BYTES]);
     for round in 0..WARMUP_ROUND_TRIPS + count {
         let started = Instant::now();

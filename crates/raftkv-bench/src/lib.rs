@@ -78,9 +78,11 @@
 
 #![warn(missing_docs)]
 
+pub mod channel;
 pub mod cli;
 pub mod error;
 pub mod floor;
+pub mod histogram;
 pub mod keys;
 pub mod progress;
 pub mod report;

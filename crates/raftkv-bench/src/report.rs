@@ -1,7 +1,7 @@
 //! Latency histograms and the final report, as text and as JSON.
 //!
 //! Every client records into its own HDR histogram (no sharing, no locks on the hot
-//! path); [`merge`] adds them up once the run is over. [`Report`] turns a
+//! path); [`crate::histogram::merge`] adds them up once the run is over. [`Report`] turns a
 //! [`LoadResult`] into the numbers people quote (throughput, p50 ... max in
 //! milliseconds) and renders them; the JSON is written by hand with [`JsonObject`],
 //! flat, one line. The watch fields (`watchers`, `watch_mode`, `watch_created`,
@@ -11,36 +11,10 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use hdrhistogram::Histogram;
-
 use crate::error::{Error, Result};
+use crate::histogram::quantile_ms;
 use crate::watchers::WatchResult;
 use crate::workload::LoadResult;
-
-/// The largest latency a histogram holds, in its unit: larger samples are clamped to
-/// it. One minute in microseconds; the request timeout is far below it.
-const HIGHEST_TRACKABLE: u64 = 60_000_000;
-
-/// An empty histogram of 1..=60e6 units at 3 significant digits (exact below 2048).
-pub fn new_histogram() -> Result<Histogram<u64>> {
-    Histogram::new_with_bounds(1, HIGHEST_TRACKABLE, 3).map_err(|e| Error::Histogram(e.to_string()))
-}
-
-/// The sum of `histograms` (all made by [`new_histogram`]).
-pub fn merge<'a>(histograms: impl IntoIterator<Item = &'a Histogram<u64>>) -> Result<Histogram<u64>> {
-    let mut total = new_histogram()?;
-    for histogram in histograms {
-        total
-            .add(histogram)
-            .map_err(|e| Error::Histogram(e.to_string()))?;
-    }
-    Ok(total)
-}
-
-/// The value at quantile `q` (0..=1) of a histogram in microseconds, in milliseconds.
-pub fn quantile_ms(histogram: &Histogram<u64>, q: f64) -> f64 {
-    histogram.value_at_quantile(q) as f64 / 1000.0
-}
 
 /// The numbers of one load run, ready to print.
 #[derive(Debug, Clone, PartialEq)]

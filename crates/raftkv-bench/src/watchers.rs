@@ -39,10 +39,10 @@ use tokio::time::Instant;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
+use crate::channel::open_channel;
 use crate::cli::{LoadConfig, WatchMode};
-use crate::error::{Error, Result};
+use crate::error::{Error, MAX_ERROR_SAMPLES, Result};
 use crate::watch_counting;
-use crate::workload::{self, MAX_ERROR_SAMPLES};
 
 /// The most watchers one Watch stream carries.
 pub const WATCHERS_PER_STREAM: usize = 100;
@@ -117,7 +117,7 @@ impl WatchSet {
         let streams = config.watchers.div_ceil(WATCHERS_PER_STREAM);
         let mut channels = Vec::new();
         for _ in 0..streams.min(MAX_WATCH_CONNS) {
-            channels.push(workload::open_channel(&endpoint).await?);
+            channels.push(open_channel(&endpoint).await?);
         }
         let shared = Shared {
             counters: Arc::new(WatchCounters::default()),

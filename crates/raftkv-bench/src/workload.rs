@@ -25,20 +25,18 @@ use raftkv_proto::etcdserverpb::{
 };
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
+use crate::channel::open_channel;
 use crate::cli::{Consistency, LoadConfig, Workload};
+use crate::error::MAX_ERROR_SAMPLES;
 use crate::error::{Error, Result};
+use crate::histogram;
 use crate::keys::{KeyNamer, XorShift};
-use crate::report;
 use crate::watchers::{WatchResult, WatchSet};
 
 /// The deadline of every request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// The deadline of opening each connection.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How many distinct error messages a run keeps.
-pub const MAX_ERROR_SAMPLES: usize = 5;
 /// Pause after a failed request, so a dead server does not turn the clients into a
 /// busy loop. Not part of any latency.
 const ERROR_PAUSE: Duration = Duration::from_millis(10);
@@ -140,21 +138,6 @@ pub async fn connect(config: &LoadConfig) -> Result<Vec<KvClient<Channel>>> {
     Ok(conns)
 }
 
-/// Opens one gRPC channel to `url` (under [`CONNECT_TIMEOUT`], Nagle off).
-pub async fn open_channel(url: &str) -> Result<Channel> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|source| Error::InvalidEndpoint {
-            endpoint: url.to_string(),
-            source,
-        })?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true);
-    endpoint.connect().await.map_err(|source| Error::Connect {
-        endpoint: url.to_string(),
-        source,
-    })
-}
-
 /// Writes every key of the key space once, the keys dealt out over the clients.
 pub async fn prefill(config: &LoadConfig, conns: &[KvClient<Channel>]) -> Result<PrefillResult> {
     let clients = config.clients.max(1) as u64;
@@ -233,7 +216,7 @@ pub async fn measure(
         elapsed,
         ops: total.ops,
         errors: total.errors,
-        latency_us: report::merge(&histograms)?,
+        latency_us: histogram::merge(&histograms)?,
         error_samples: total.samples,
         prefill: None,
         watch: None,
@@ -262,7 +245,7 @@ struct ClientLoop {
 
 impl ClientLoop {
     async fn run(mut self) -> Result<(Histogram<u64>, Tally)> {
-        let mut histogram = report::new_histogram()?;
+        let mut histogram = histogram::new_histogram()?;
         let mut tally = Tally::default();
         while Instant::now() < self.deadline && self.take_one() {
             let key = self.namer.key(self.rng.below(self.key_space));

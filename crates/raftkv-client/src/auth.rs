@@ -13,7 +13,7 @@ use raftkv_proto::etcdserverpb::auth_client::AuthClient;
 use tonic::Status;
 use tonic::transport::Channel;
 
-use crate::client::MAX_RESPONSE_BYTES;
+use crate::endpoints::MAX_RESPONSE_BYTES;
 
 /// A user name and password. Debug never prints the password.
 #[derive(Clone, PartialEq, Eq)]

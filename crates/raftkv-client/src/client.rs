@@ -34,13 +34,9 @@ use tokio::time::Instant;
 use tonic::Status;
 use tonic::transport::Channel;
 
-use crate::endpoints::{Endpoints, Target};
+use crate::endpoints::{Endpoints, MAX_RESPONSE_BYTES, Target};
 use crate::error::{ClientError, Result};
 use crate::retry::{self, Backoff, Decision, Failure, MIN_ATTEMPT_TIME, Mutability};
-
-/// Largest response the client decodes (etcd's clients use the same limit); tonic's
-/// default of 4 MiB is too small for a large range.
-pub(crate) const MAX_RESPONSE_BYTES: usize = i32::MAX as usize;
 
 /// Leader hints followed in a row without a backoff wait.
 const MAX_IMMEDIATE_HOPS: u32 = 3;

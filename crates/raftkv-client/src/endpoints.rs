@@ -25,6 +25,10 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::error::{ClientError, Result};
 
+/// Largest response the client decodes on any channel (etcd's clients use the same
+/// limit); tonic's default of 4 MiB is too small for a large range.
+pub(crate) const MAX_RESPONSE_BYTES: usize = i32::MAX as usize;
+
 /// The set never grows past this many endpoints (leader hints come from servers; a
 /// confused one must not make the client dial without bound).
 pub(crate) const MAX_ENDPOINTS: usize = 64;

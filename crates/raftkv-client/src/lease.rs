@@ -24,11 +24,9 @@ use tonic::Status;
 use tonic::transport::Channel;
 
 use crate::client::Client;
+use crate::endpoints::MAX_RESPONSE_BYTES;
 use crate::error::Result;
 use crate::retry::Mutability;
-
-/// Largest response decoded (as for the other calls).
-const MAX_RESPONSE_BYTES: usize = i32::MAX as usize;
 
 /// Pause after a failed renewal before the next attempt.
 const RENEW_RETRY: Duration = Duration::from_millis(300);

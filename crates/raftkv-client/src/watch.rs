@@ -29,14 +29,12 @@ use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use crate::client::Client;
+use crate::endpoints::MAX_RESPONSE_BYTES;
 use crate::error::{ClientError, Result};
 use crate::retry::{self, Backoff, Failure};
 
 /// Responses waiting for the caller.
 const RESPONSE_BUFFER: usize = 16;
-
-/// Largest response decoded (as for the other calls).
-const MAX_RESPONSE_BYTES: usize = i32::MAX as usize;
 
 /// A watch that reconnects by itself (see the module doc). Dropping it cancels the watch.
 #[derive(Debug)]

@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use super::*;
+use crate::histogram::{merge, new_histogram};
+use hdrhistogram::Histogram;
 
 /// A histogram holding 1, 2, ..., 1000 microseconds once each.
 fn one_to_a_thousand() -> Histogram<u64> {
