@@ -1,14 +1,19 @@
-//! The command line, parsed by hand into a typed [`Command`].
+//! The command line, parsed by clap into a typed [`Command`].
 //!
 //! Flags take their value as the next argument (`--clients 64`) or after `=`
-//! (`--clients=64`). Every mistake is a [`CliError`] that names the flag and what was
-//! wrong with it; nothing here prints or exits, so `main` decides how to show it.
+//! (`--clients=64`); durations are humantime's (`500ms`, `30s`, `2m`, `1h 30m`). Every
+//! mistake is a [`CliError`] whose text names the flag and what was wrong with it;
+//! nothing here prints or exits, so `main` decides how to show it. The rules clap cannot
+//! say (watch flags need watchers, connections capped at clients) are checked after it.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The text of `raftkv-bench --help`.
-pub const USAGE: &str = include_str!("usage.txt");
+use clap::error::ErrorKind;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// What follows the generated `--help` of the program.
+const AFTER_HELP: &str = include_str!("usage.txt");
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,8 +22,8 @@ pub enum Command {
     Load(LoadConfig),
     /// Measure the physical floor.
     Floor(FloorConfig),
-    /// Print [`USAGE`].
-    Help,
+    /// Print this help text (`--help`, `--version`): not an error.
+    Help(String),
 }
 
 /// Which request each operation sends.
@@ -65,7 +70,7 @@ pub enum Consistency {
 }
 
 /// What the `--watchers` watch while the load runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum WatchMode {
     /// Watcher `i` watches the single key `<key-prefix>idle/<i>`, which the load never
     /// writes: the cost of watchers that receive nothing.
@@ -157,47 +162,14 @@ pub struct FloorConfig {
 }
 
 /// A command line that cannot be run, and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CliError {
-    /// No subcommand was given.
-    #[error("missing command: expected put, get, txn or floor")]
-    MissingCommand,
-    /// The first argument is not a known subcommand.
-    #[error("unknown command {0:?}: expected put, get, txn or floor")]
-    UnknownCommand(String),
-    /// A flag the subcommand does not take.
-    #[error("unknown flag {flag:?} for `{command}`")]
-    UnknownFlag {
-        /// The subcommand.
-        command: String,
-        /// The flag as given.
-        flag: String,
-    },
-    /// A flag that needs a value came last.
-    #[error("flag {0} needs a value")]
-    MissingValue(String),
-    /// A flag that takes no value was given one with `=`.
-    #[error("flag {0} takes no value")]
-    UnexpectedValue(String),
-    /// A required flag is absent.
-    #[error("missing required flag {0}")]
-    MissingFlag(&'static str),
-    /// A flag's value does not parse or is out of range.
-    #[error("invalid value {value:?} for {flag}: {reason}")]
-    InvalidValue {
-        /// The flag.
-        flag: String,
-        /// The value as given.
-        value: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// A positional argument where only flags are expected.
-    #[error("unexpected argument {0:?}")]
-    UnexpectedArgument(String),
-    /// A flag given where it means nothing: a watch flag without watchers, or for
-    /// `floor`.
+    /// What clap refused (an unknown command or flag, a missing or bad value), in its
+    /// words: the flag, the value and why.
+    #[error("{0}")]
+    Parse(String),
+    /// A flag given where it means nothing: a watch flag without watchers.
     #[error("flag {flag} {reason}")]
     Misplaced {
         /// The flag as given.
@@ -210,10 +182,98 @@ pub enum CliError {
 /// The most `--watchers` one run opens.
 pub const MAX_WATCHERS: usize = 1_000_000;
 
-/// Whether `flag` is one of the watch flags of the load workloads.
-fn is_watch_flag(flag: &str) -> bool {
-    matches!(flag, "--watchers" | "--watch-mode" | "--watch-endpoint")
+/// raftkv-bench: load generator for etcd v3 servers (raftkv, etcd), and the physical floor.
+#[derive(Debug, Parser)]
+#[command(name = "raftkv-bench", version, after_help = AFTER_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Sub,
 }
+
+#[derive(Debug, Subcommand)]
+enum Sub {
+    /// Put(key, value) of a uniformly random key.
+    Put(LoadArgs),
+    /// Range of one uniformly random key (linearizable unless --consistency s).
+    Get {
+        #[command(flatten)]
+        load: LoadArgs,
+        /// l = linearizable (through the leader's read index), s = serializable.
+        #[arg(long, value_name = "l|s", value_parser = consistency, default_value = "l")]
+        consistency: Consistency,
+        /// First write every key of the key space once.
+        #[arg(long)]
+        prefill: bool,
+    },
+    /// Txn: if version(key) > -1 (always true) then Put(key, value).
+    Txn(LoadArgs),
+    /// The physical floor: fdatasync of 4 KiB appends in DIR, and a 64-byte round trip
+    /// over loopback TCP; p50 and p99 of each.
+    Floor {
+        /// Directory for the fdatasync test file (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Samples of each measurement.
+        #[arg(long, value_name = "N", allow_negative_numbers = true, default_value_t = 2000, value_parser = at_least_one)]
+        count: usize,
+        /// Also write the result to FILE as one flat JSON object.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+}
+
+/// The flags of the load workloads (put, get, txn).
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// Servers, comma-separated; `http://` is added when missing.
+    #[arg(long, value_name = "URL,...", value_parser = endpoint_list)]
+    endpoints: EndpointList,
+    /// Concurrent requesters.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, default_value_t = 64, value_parser = at_least_one)]
+    clients: usize,
+    /// gRPC connections the clients share, opened round-robin over the endpoints;
+    /// capped at --clients.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, default_value_t = 8, value_parser = at_least_one)]
+    conns: usize,
+    /// Stop after this long, e.g. 500ms, 30s, 2m, 1h.
+    #[arg(long, value_name = "D", default_value = "30s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Stop after N operations (whichever bound comes first).
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
+    total: Option<u64>,
+    /// Value size for put and txn, in bytes.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        allow_negative_numbers = true,
+        default_value_t = 256
+    )]
+    value_size: usize,
+    /// Keys are <prefix><i>, i uniform in 0..N, zero-padded.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    key_space: u64,
+    /// Prefix of every key.
+    #[arg(long, value_name = "P", default_value = "bench/")]
+    key_prefix: String,
+    /// Also write the report to FILE as one flat JSON object.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Open N etcd watchers before the measured phase and drain their events during
+    /// it; 100 per Watch stream, the streams spread over up to 4 connections of their own.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, default_value_t = 0, value_parser = watcher_count)]
+    watchers: usize,
+    /// idle: watcher i watches <prefix>idle/<i>, never written; written: every watcher
+    /// watches the whole <prefix> range and receives every event [default: idle].
+    #[arg(long, value_name = "M", value_enum)]
+    watch_mode: Option<WatchMode>,
+    /// The one server the watchers use [default: the first endpoint].
+    #[arg(long, value_name = "URL", value_parser = one_endpoint)]
+    watch_endpoint: Option<String>,
+}
+
+/// A parsed `--endpoints` list (one flag value that holds many).
+#[derive(Debug, Clone)]
+struct EndpointList(Vec<String>);
 
 /// Parses the arguments after the program name.
 pub fn parse_args<I, S>(args: I) -> Result<Command, CliError>
@@ -221,121 +281,98 @@ where
     I: IntoIterator<Item = S>,
     S: Into<String>,
 {
-    let mut args = args.into_iter().map(Into::into);
-    let command = args.next().ok_or(CliError::MissingCommand)?;
-    let rest: Vec<String> = args.collect();
-    if rest.iter().any(|a| a == "--help" || a == "-h") {
-        return Ok(Command::Help);
-    }
-    match command.as_str() {
-        "--help" | "-h" | "help" => Ok(Command::Help),
-        "put" => parse_load(Workload::Put, &command, rest),
-        "txn" => parse_load(Workload::Txn, &command, rest),
-        "get" => parse_load(
-            Workload::Get {
-                consistency: Consistency::Linearizable,
-                prefill: false,
-            },
-            &command,
-            rest,
-        ),
-        "floor" => parse_floor(&command, rest),
-        _ => Err(CliError::UnknownCommand(command)),
+    let argv = std::iter::once("raftkv-bench".to_string()).chain(args.into_iter().map(Into::into));
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            return Ok(Command::Help(e.render().to_string()));
+        }
+        Err(e) => return Err(CliError::Parse(e.render().to_string().trim_end().to_string())),
+    };
+    Ok(match cli.command {
+        Sub::Put(load) => Command::Load(load.into_config(Workload::Put)?),
+        Sub::Txn(load) => Command::Load(load.into_config(Workload::Txn)?),
+        Sub::Get {
+            load,
+            consistency,
+            prefill,
+        } => Command::Load(load.into_config(Workload::Get { consistency, prefill })?),
+        Sub::Floor { dir, count, json } => Command::Floor(FloorConfig { dir, count, json }),
+    })
+}
+
+impl LoadArgs {
+    fn into_config(self, workload: Workload) -> Result<LoadConfig, CliError> {
+        if self.watchers == 0 {
+            let given = [
+                ("--watch-mode", self.watch_mode.is_some()),
+                ("--watch-endpoint", self.watch_endpoint.is_some()),
+            ];
+            if let Some((flag, _)) = given.into_iter().find(|(_, given)| *given) {
+                return Err(CliError::Misplaced {
+                    flag: flag.to_string(),
+                    reason: "needs --watchers N with N > 0",
+                });
+            }
+        }
+        Ok(LoadConfig {
+            workload,
+            endpoints: self.endpoints.0,
+            clients: self.clients,
+            // More connections than clients would leave some idle: cap them.
+            conns: self.conns.min(self.clients),
+            duration: self.duration,
+            total: self.total,
+            value_size: self.value_size,
+            key_space: self.key_space,
+            key_prefix: self.key_prefix,
+            json: self.json,
+            watchers: self.watchers,
+            watch_mode: self.watch_mode.unwrap_or_default(),
+            watch_endpoint: self.watch_endpoint,
+        })
     }
 }
 
-/// Parses a duration with a unit: `500ms`, `30s`, `2m`, `1h`.
+/// Parses a duration with humantime (`500ms`, `30s`, `2m`, `1h 30m`); zero is refused.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    if digits.is_empty() {
-        return Err("expected a number followed by ms, s, m or h".to_string());
-    }
-    let amount: u64 = digits.parse().map_err(|_| "number too large".to_string())?;
-    let millis_per_unit = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "" => return Err("missing unit: write e.g. 30s, 500ms or 2m".to_string()),
-        _ => return Err(format!("unknown unit {unit:?}: use ms, s, m or h")),
-    };
-    let millis = amount
-        .checked_mul(millis_per_unit)
-        .ok_or_else(|| "duration too large".to_string())?;
-    if millis == 0 {
+    let duration =
+        humantime::parse_duration(text).map_err(|e| format!("{e}: write e.g. 30s, 500ms or 2m"))?;
+    if duration.is_zero() {
         return Err("must be greater than zero".to_string());
     }
-    Ok(Duration::from_millis(millis))
+    Ok(duration)
 }
 
-/// Walks `--flag value` / `--flag=value` pairs.
-struct Flags {
-    command: String,
-    args: std::vec::IntoIter<String>,
-}
-
-impl Flags {
-    /// The next flag and its `=value`, if it had one.
-    fn next_flag(&mut self) -> Result<Option<(String, Option<String>)>, CliError> {
-        let Some(arg) = self.args.next() else {
-            return Ok(None);
-        };
-        if !arg.starts_with("--") {
-            return Err(CliError::UnexpectedArgument(arg));
-        }
-        Ok(Some(match arg.split_once('=') {
-            Some((flag, value)) => (flag.to_string(), Some(value.to_string())),
-            None => (arg, None),
-        }))
-    }
-
-    /// The value of `flag`: the inline one, or the next argument.
-    fn value(&mut self, flag: &str, inline: Option<String>) -> Result<String, CliError> {
-        match inline {
-            Some(value) => Ok(value),
-            None => self
-                .args
-                .next()
-                .ok_or_else(|| CliError::MissingValue(flag.to_string())),
-        }
-    }
-
-    fn unknown(&self, flag: String) -> CliError {
-        CliError::UnknownFlag {
-            command: self.command.clone(),
-            flag,
-        }
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(_) => Err("expected a whole number".to_string()),
     }
 }
 
-fn invalid(flag: &str, value: &str, reason: impl Into<String>) -> CliError {
-    CliError::InvalidValue {
-        flag: flag.to_string(),
-        value: value.to_string(),
-        reason: reason.into(),
+fn watcher_count(text: &str) -> Result<usize, String> {
+    let n: usize = text.parse().map_err(|_| "expected a whole number".to_string())?;
+    if n > MAX_WATCHERS {
+        return Err(format!("must be at most {MAX_WATCHERS}"));
+    }
+    Ok(n)
+}
+
+fn consistency(text: &str) -> Result<Consistency, String> {
+    match text {
+        "l" | "linearizable" => Ok(Consistency::Linearizable),
+        "s" | "serializable" => Ok(Consistency::Serializable),
+        _ => Err("expected l or s".to_string()),
     }
 }
 
-/// Parses a whole number of at least `min`.
-fn number<T>(flag: &str, value: &str, min: T) -> Result<T, CliError>
-where
-    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
-{
-    let parsed: T = value
-        .parse()
-        .map_err(|_| invalid(flag, value, "expected a whole number"))?;
-    if parsed < min {
-        return Err(invalid(flag, value, format!("must be at least {min}")));
-    }
-    Ok(parsed)
-}
-
-fn parse_endpoints(flag: &str, value: &str) -> Result<Vec<String>, CliError> {
+fn endpoint_list(text: &str) -> Result<EndpointList, String> {
     let mut endpoints = Vec::new();
-    for part in value.split(',').map(str::trim) {
+    for part in text.split(',').map(str::trim) {
         if part.is_empty() {
-            return Err(invalid(flag, value, "empty endpoint in the list"));
+            return Err("empty endpoint in the list".to_string());
         }
         if part.contains("://") {
             endpoints.push(part.to_string());
@@ -343,137 +380,15 @@ fn parse_endpoints(flag: &str, value: &str) -> Result<Vec<String>, CliError> {
             endpoints.push(format!("http://{part}"));
         }
     }
-    Ok(endpoints)
+    Ok(EndpointList(endpoints))
 }
 
-fn parse_load(mut workload: Workload, command: &str, args: Vec<String>) -> Result<Command, CliError> {
-    let mut config = LoadConfig::new(workload, Vec::new());
-    // --watch-mode and --watch-endpoint as given: they need watchers.
-    let mut watch_flags = Vec::new();
-    let mut flags = Flags {
-        command: command.to_string(),
-        args: args.into_iter(),
-    };
-    while let Some((flag, inline)) = flags.next_flag()? {
-        if flag == "--prefill" {
-            match (&mut workload, inline) {
-                (_, Some(_)) => return Err(CliError::UnexpectedValue(flag)),
-                (Workload::Get { prefill, .. }, None) => *prefill = true,
-                _ => return Err(flags.unknown(flag)),
-            }
-            continue;
-        }
-        let known = matches!(
-            flag.as_str(),
-            "--endpoints"
-                | "--clients"
-                | "--conns"
-                | "--duration"
-                | "--total"
-                | "--value-size"
-                | "--key-space"
-                | "--key-prefix"
-                | "--json"
-                | "--consistency"
-                | "--watchers"
-                | "--watch-mode"
-                | "--watch-endpoint"
-        );
-        if !known || (flag == "--consistency" && !matches!(workload, Workload::Get { .. })) {
-            return Err(flags.unknown(flag));
-        }
-        let value = flags.value(&flag, inline)?;
-        match flag.as_str() {
-            "--endpoints" => config.endpoints = parse_endpoints(&flag, &value)?,
-            "--clients" => config.clients = number(&flag, &value, 1)?,
-            "--conns" => config.conns = number(&flag, &value, 1)?,
-            "--duration" => {
-                config.duration = parse_duration(&value).map_err(|r| invalid(&flag, &value, r))?
-            }
-            "--total" => config.total = Some(number(&flag, &value, 1)?),
-            "--value-size" => config.value_size = number(&flag, &value, 0)?,
-            "--key-space" => config.key_space = number(&flag, &value, 1)?,
-            "--key-prefix" => config.key_prefix = value,
-            "--json" => config.json = Some(PathBuf::from(value)),
-            "--watchers" => {
-                config.watchers = number(&flag, &value, 0)?;
-                if config.watchers > MAX_WATCHERS {
-                    return Err(invalid(&flag, &value, format!("must be at most {MAX_WATCHERS}")));
-                }
-            }
-            "--watch-mode" => {
-                config.watch_mode = match value.as_str() {
-                    "idle" => WatchMode::Idle,
-                    "written" => WatchMode::Written,
-                    _ => return Err(invalid(&flag, &value, "expected idle or written")),
-                };
-                watch_flags.push(flag);
-            }
-            "--watch-endpoint" => {
-                let mut endpoints = parse_endpoints(&flag, &value)?;
-                if endpoints.len() != 1 {
-                    return Err(invalid(&flag, &value, "expected one endpoint, not a list"));
-                }
-                config.watch_endpoint = endpoints.pop();
-                watch_flags.push(flag);
-            }
-            "--consistency" => {
-                let chosen = match value.as_str() {
-                    "l" | "linearizable" => Consistency::Linearizable,
-                    "s" | "serializable" => Consistency::Serializable,
-                    _ => return Err(invalid(&flag, &value, "expected l or s")),
-                };
-                if let Workload::Get { consistency, .. } = &mut workload {
-                    *consistency = chosen;
-                }
-            }
-            _ => return Err(flags.unknown(flag)),
-        }
+fn one_endpoint(text: &str) -> Result<String, String> {
+    let mut endpoints = endpoint_list(text)?.0;
+    match (endpoints.pop(), endpoints.is_empty()) {
+        (Some(endpoint), true) => Ok(endpoint),
+        _ => Err("expected one endpoint, not a list".to_string()),
     }
-    if config.endpoints.is_empty() {
-        return Err(CliError::MissingFlag("--endpoints"));
-    }
-    if config.watchers == 0
-        && let Some(flag) = watch_flags.into_iter().next()
-    {
-        return Err(CliError::Misplaced {
-            flag,
-            reason: "needs --watchers N with N > 0",
-        });
-    }
-    config.workload = workload;
-    // More connections than clients would leave some idle: cap them.
-    config.conns = config.conns.min(config.clients);
-    Ok(Command::Load(config))
-}
-
-fn parse_floor(command: &str, args: Vec<String>) -> Result<Command, CliError> {
-    let mut dir = None;
-    let mut count = 2000;
-    let mut json = None;
-    let mut flags = Flags {
-        command: command.to_string(),
-        args: args.into_iter(),
-    };
-    while let Some((flag, inline)) = flags.next_flag()? {
-        if is_watch_flag(&flag) {
-            return Err(CliError::Misplaced {
-                flag,
-                reason: "is for the load workloads (put, get, txn), not floor",
-            });
-        }
-        if !matches!(flag.as_str(), "--dir" | "--count" | "--json") {
-            return Err(flags.unknown(flag));
-        }
-        let value = flags.value(&flag, inline)?;
-        match flag.as_str() {
-            "--dir" => dir = Some(PathBuf::from(value)),
-            "--count" => count = number(&flag, &value, 1)?,
-            _ => json = Some(PathBuf::from(value)),
-        }
-    }
-    let dir = dir.ok_or(CliError::MissingFlag("--dir"))?;
-    Ok(Command::Floor(FloorConfig { dir, count, json }))
 }
 
 #[cfg(test)]

@@ -20,13 +20,15 @@
 //! ```
 //!
 //! ## Layout
-//! - [`cli`]: the command line, parsed by hand into [`Command`], [`LoadConfig`],
-//!   [`FloorConfig`]; `--help` is [`cli::USAGE`].
+//! - [`cli`]: the command line, parsed by clap into [`Command`], [`LoadConfig`],
+//!   [`FloorConfig`]; `--help` is clap's.
+//! - [`channel`]: opening one gRPC channel (bounded connect, Nagle off).
 //! - [`workload`]: [`workload::connect`] (the long-lived channels),
 //!   [`workload::prefill`], [`workload::measure`] (the client loops), and
 //!   [`workload::run`], all three without a progress line.
 //! - [`keys`]: the per-client xorshift RNG and the key names.
-//! - [`report`]: histogram merge and percentiles, [`Report`] as text and as JSON.
+//! - [`histogram`]: the latency histograms' one shape, merge and percentiles.
+//! - [`report`]: [`Report`] as text and as JSON.
 //! - [`watchers`]: `--watchers`, etcd Watch streams held open (and drained) during
 //!   the measured phase, to measure what watchers cost the server;
 //!   [`watch_counting`]: their count-only decoding of the responses.

@@ -12,6 +12,11 @@ use raftkv_bench::{cli, floor, report, workload};
 fn main() -> ExitCode {
     let command = match cli::parse_args(std::env::args().skip(1)) {
         Ok(command) => command,
+        Err(cli::CliError::Parse(rendered)) => {
+            // clap's own text: "error: ...", the usage line and where help is.
+            eprintln!("{rendered}");
+            return ExitCode::from(2);
+        }
         Err(error) => {
             eprintln!("error: {error}\n\nRun `raftkv-bench --help` for usage.");
             return ExitCode::from(2);
@@ -25,8 +30,8 @@ fn main() -> ExitCode {
         }
     };
     let outcome = match command {
-        Command::Help => {
-            print!("{}", cli::USAGE);
+        Command::Help(text) => {
+            print!("{text}");
             Ok(())
         }
         Command::Load(config) => runtime.block_on(load(config)),
