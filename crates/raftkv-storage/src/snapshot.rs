@@ -28,7 +28,7 @@
 //! **File format** (schema version [`crate::SCHEMA_VERSION`]):
 //! `"RAFTKVSN"` (8 bytes), schema version (u32 BE), then frames, each a u32 BE length and
 //! a bincode `Frame`: one `Header`, any number of `Pairs` (raw tree key/value pairs,
-//! at most ~256 KiB a frame), one `End` with the pair count and an FNV-1a checksum of all
+//! at most ~256 KiB a frame), one `EndCrc32` with the pair count and a CRC-32 of all
 //! frames before it. A file with another magic or schema version is refused clearly.
 //! The framing and checksum live in `snapshot_file.rs`.
 //!
@@ -361,7 +361,7 @@ pub(crate) fn install(shared: &StateShared, meta: &SnapshotMetaOf, mut file: Fil
                     tree.insert(k, v)?;
                 }
             }
-            Frame::End { .. } => {
+            Frame::End { .. } | Frame::EndCrc32 { .. } => {
                 attachments.flush(&tree)?;
                 break;
             }

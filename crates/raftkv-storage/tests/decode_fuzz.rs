@@ -1393,9 +1393,15 @@ enum FrameModel {
         compact_revision: Revision,
     },
     Pairs(Vec<(Vec<u8>, Vec<u8>)>),
+    /// The end of a file written before 2026-12-06 (FNV-1a 64).
     End {
         pairs: u64,
         checksum: u64,
+    },
+    /// The end: the pair count and a CRC-32.
+    EndCrc32 {
+        pairs: u64,
+        crc32: u32,
     },
 }
 
@@ -1527,7 +1533,7 @@ fn garbage_snapshot_files_are_refused_and_change_nothing() {
         .map(|f| codec::decode(f).unwrap())
         .collect();
     assert!(matches!(model.first(), Some(FrameModel::Header { meta: m, .. }) if *m == meta));
-    assert!(matches!(model.last(), Some(FrameModel::End { .. })));
+    assert!(matches!(model.last(), Some(FrameModel::EndCrc32 { .. })));
     assert!(
         model
             .iter()

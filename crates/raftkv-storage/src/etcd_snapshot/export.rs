@@ -82,7 +82,7 @@ pub fn export(ours: File, out: File) -> Result<(File, ExportReport)> {
                     }
                 }
             }
-            Frame::End { .. } => break,
+            Frame::End { .. } | Frame::EndCrc32 { .. } => break,
             Frame::Header(_) => return Err(corrupt("our snapshot has a second header")),
         }
     }
