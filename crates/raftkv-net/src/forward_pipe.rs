@@ -26,7 +26,7 @@ use raftkv_proto::raftkvpeer::RaftBytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::connections::{PeerError, PeerRpcClient, checked};
+use crate::peer_rpc::{PeerError, PeerRpcClient, checked};
 use crate::peer_traffic::{PeerCounters, PeerTraffic};
 
 /// The leader's answer to one forwarded write: its response and the term of its entry.

@@ -72,7 +72,9 @@ mod lock_service;
 mod member_lookup;
 mod network;
 mod oversize_status;
+mod peer_client;
 pub mod peer_protocol;
+mod peer_rpc;
 mod peer_service;
 mod peer_traffic;
 mod require_leader;
@@ -86,7 +88,7 @@ pub use authority_fix::AuthorityFix;
 pub use cluster_service::{
     API_VERSION, AlarmInfo, ClusterBackend, ClusterService, MemberInfo, SnapshotStream, StatusInfo,
 };
-pub use connections::{PeerConnections, PeerError, PeerRpcClient};
+pub use connections::PeerConnections;
 pub use election_service::{
     ELECTION_NO_LEADER, ELECTION_NOT_LEADER, ElectionBackend, ElectionService, LeaderKeyParts, ObserveStream,
 };
@@ -100,7 +102,9 @@ pub use kv_service::{KvBackend, KvService};
 pub use lease_service::{LeaseBackend, LeaseService};
 pub use lock_service::{LockBackend, LockService};
 pub use member_lookup::{MemberLookupError, find_own_id};
-pub use network::{PeerClient, PeerNetwork};
+pub use network::PeerNetwork;
+pub use peer_client::PeerClient;
+pub use peer_rpc::{PeerError, PeerRpcClient};
 pub use peer_service::{
     ForwardTarget, PeerService, SnapshotInbox, leader_read_index, member_peer_urls, read_index_error,
 };

@@ -3,7 +3,6 @@
 //! vote and pre-vote, leadership transfer, and snapshots streamed in bounded chunks.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::Stream;
@@ -16,14 +15,13 @@ use openraft::raft::{
 };
 use raftkv_core::codec;
 use raftkv_core::types::{MemberNode, NodeId, Snapshot, SnapshotData, TypeConfig, Vote};
-use raftkv_proto::raftkvpeer::{RaftBytes, SnapshotChunk};
+use raftkv_proto::raftkvpeer::SnapshotChunk;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tonic::Code;
 
 use crate::append_split::{PART_BYTES, UnaryFold, last_log_id, split_by_bytes};
-use crate::connections::{PeerConnections, PeerError, PeerRpcClient, checked};
-use crate::faults::NetFaults;
-use crate::peer_traffic::PeerCounters;
+use crate::connections::PeerConnections;
+use crate::peer_client::{PeerClient, RaftRpc, RpcError, from_status, network};
+use crate::peer_rpc::checked;
 
 /// Snapshot chunk size: big enough to stream fast, small enough to bound memory.
 const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
@@ -41,16 +39,6 @@ impl PeerNetwork {
     }
 }
 
-/// The client side of the peer protocol towards one target.
-pub struct PeerClient {
-    pub(crate) target: NodeId,
-    pub(crate) peer_url: String,
-    pub(crate) client: Result<PeerRpcClient, PeerError>,
-    pub(crate) faults: NetFaults,
-    /// etcd's per-peer network metrics (bytes each way, failed calls).
-    pub(crate) traffic: Arc<PeerCounters>,
-}
-
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerClient;
 
@@ -62,110 +50,6 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             faults: self.connections.faults().clone(),
             traffic: self.connections.traffic().peer_at(target, &node.peer_url),
         }
-    }
-}
-
-type RpcError = RPCError<TypeConfig>;
-
-pub(crate) fn network(e: &(impl std::error::Error + 'static)) -> RpcError {
-    RPCError::Network(NetworkError::new(e))
-}
-
-/// Map a failed call: unreachable peers, and peers that refuse this build's protocol
-/// version (`peer_protocol`), make openraft back off; anything else is a plain network
-/// error.
-pub(crate) fn from_status(status: tonic::Status) -> RpcError {
-    match status.code() {
-        Code::Unavailable | Code::FailedPrecondition => RPCError::Unreachable(Unreachable::new(&status)),
-        _ => network(&status),
-    }
-}
-
-/// Test-only (the fault plan's duplication): `data` sent again as `rpc` after `after`,
-/// so it arrives late and out of order; its answer is ignored, as a duplicated packet's
-/// would be.
-pub(crate) fn send_duplicate(
-    rpc: RaftRpc,
-    client: PeerRpcClient,
-    data: Vec<u8>,
-    after: Duration,
-    timeout: Duration,
-) {
-    tokio::spawn(async move {
-        tokio::time::sleep(after).await;
-        let mut req = tonic::Request::new(RaftBytes { data });
-        req.set_timeout(timeout);
-        let _ = rpc.send(client, req).await;
-    });
-}
-
-/// The unary Raft RPCs (snapshots stream through `full_snapshot`, replication through
-/// `stream_append`).
-#[derive(Clone, Copy)]
-pub(crate) enum RaftRpc {
-    AppendEntries,
-    Vote,
-    PreVote,
-    TransferLeader,
-}
-
-impl RaftRpc {
-    async fn send(
-        self,
-        mut client: PeerRpcClient,
-        request: tonic::Request<RaftBytes>,
-    ) -> Result<tonic::Response<RaftBytes>, tonic::Status> {
-        match self {
-            RaftRpc::AppendEntries => client.append_entries(request).await,
-            RaftRpc::Vote => client.vote(request).await,
-            RaftRpc::PreVote => client.pre_vote(request).await,
-            RaftRpc::TransferLeader => client.transfer_leader(request).await,
-        }
-    }
-}
-
-impl PeerClient {
-    pub(crate) fn client(&self) -> Result<PeerRpcClient, Unreachable<TypeConfig>> {
-        self.client.clone().map_err(|e| Unreachable::new(&e))
-    }
-
-    /// One unary call; the peer answers `Result<Resp, E>` where `E` is openraft's error on
-    /// its side (a stopped Raft, say), which reaches openraft here as a network error.
-    async fn unary<Req, Resp, E>(
-        &mut self,
-        rpc: RaftRpc,
-        request: &Req,
-        timeout: Duration,
-    ) -> Result<Resp, RpcError>
-    where
-        Req: serde::Serialize,
-        Resp: serde::de::DeserializeOwned,
-        E: std::error::Error + serde::de::DeserializeOwned + 'static,
-    {
-        let client = self.client().map_err(RPCError::Unreachable)?;
-        let data = codec::encode(request).map_err(|e| network(&e))?;
-        let duplicate = self
-            .faults
-            .before_request(&self.peer_url, timeout, true)
-            .await
-            .map_err(|lost| network(&lost))?;
-        if let Some(after) = duplicate {
-            send_duplicate(rpc, client.clone(), data.clone(), after, timeout);
-        }
-        self.traffic.sent(data.len());
-        let mut req = tonic::Request::new(RaftBytes { data });
-        req.set_timeout(timeout);
-        let answer = rpc.send(client, req).await.map_err(|status| {
-            self.traffic.failed();
-            from_status(status)
-        })?;
-        self.faults
-            .after_response(&self.peer_url)
-            .map_err(|lost| network(&lost))?;
-        let answer = checked(answer).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
-        self.traffic.received(answer.data.len());
-        let result: Result<Resp, E> = codec::decode(&answer.data).map_err(|e| network(&e))?;
-        result.map_err(|e| network(&e))
     }
 }
 
@@ -329,11 +213,5 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let result: Result<SnapshotResponse<TypeConfig>, openraft::error::Fatal<TypeConfig>> =
             codec::decode(&answer.data).map_err(|e| NetworkError::new(&e))?;
         result.map_err(|e| StreamingError::Network(NetworkError::new(&e)))
-    }
-}
-
-impl std::fmt::Debug for PeerClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PeerClient({} at {})", self.target, self.peer_url)
     }
 }

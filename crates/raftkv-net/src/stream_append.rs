@@ -33,9 +33,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tonic::Streaming;
 
 use crate::append_split::{PART_BYTES, fold_stream_part, last_log_id, split_by_bytes};
-use crate::connections::{PeerRpcClient, checked};
 use crate::faults::NetFaults;
-use crate::network::{PeerClient, RaftRpc, from_status, network, send_duplicate};
+use crate::peer_client::{PeerClient, RaftRpc, from_status, network, send_duplicate};
+use crate::peer_rpc::{PeerRpcClient, checked};
 use crate::peer_traffic::PeerCounters;
 
 /// Parts sent and not yet answered, at most.

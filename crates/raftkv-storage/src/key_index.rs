@@ -26,7 +26,7 @@ use raftkv_core::kv::Revision;
 
 use crate::error::{Error, Result};
 use crate::keys;
-use crate::mvcc::VersionRecord;
+use crate::version_record::VersionRecord;
 
 /// Key → revision of its newest version, for live keys.
 #[derive(Default)]

@@ -110,6 +110,7 @@ pub mod state;
 pub mod state_machine;
 mod state_sync;
 mod tree_writes;
+mod version_record;
 mod watch_events;
 mod watch_history;
 pub mod watch_hub;

@@ -7,60 +7,13 @@
 //! keeps writing, and no lock is needed. sled's iterators are not point-in-time; pinning
 //! the revision is what makes them consistent.
 
-use serde::{Deserialize, Serialize};
-
 use raftkv_core::codec;
 use raftkv_core::kv::{KeyValue, RangeRequest, Revision, SortOrder, SortTarget};
 
 use crate::error::Result;
 use crate::key_index::KeyIndex;
 use crate::keys;
-
-/// What the tree stores for one (key, revision).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum VersionRecord {
-    /// The key was written.
-    Put {
-        /// Revision of the key's creation.
-        create_revision: Revision,
-        /// Version after this put.
-        version: i64,
-        /// Attached lease.
-        lease: i64,
-        /// The value.
-        #[serde(with = "serde_bytes")]
-        value: Vec<u8>,
-        /// Position within the revision (etcd's sub revision).
-        sub: u32,
-    },
-    /// The key was deleted.
-    Delete {
-        /// Position within the revision.
-        sub: u32,
-    },
-}
-
-impl VersionRecord {
-    pub(crate) fn into_key_value(self, key: Vec<u8>, mod_revision: Revision) -> Option<KeyValue> {
-        match self {
-            VersionRecord::Put {
-                create_revision,
-                version,
-                lease,
-                value,
-                ..
-            } => Some(KeyValue {
-                key,
-                create_revision,
-                mod_revision,
-                version,
-                value,
-                lease,
-            }),
-            VersionRecord::Delete { .. } => None,
-        }
-    }
-}
+pub use crate::version_record::VersionRecord;
 
 /// The newest version of `key` at or below `rev`, if the key existed then.
 pub fn get_at(tree: &sled::Tree, key: &[u8], rev: Revision) -> Result<Option<KeyValue>> {
