@@ -66,8 +66,12 @@ pub(crate) mod nesting {
     use serde::de::Error;
     use serde::{Deserialize, Deserializer};
 
-    use crate::command::{Command, Response};
-    use crate::kv::{MAX_TXN_NESTING, TxnRequest, TxnResponse};
+    /// How deep transactions may nest: as deep as etcd's default `--max-txn-ops` (128)
+    /// lets a transaction nest (each level spends one operation; an empty innermost level
+    /// spends none). The gRPC codec refuses deeper ones before decoding them, and this
+    /// bound keeps a hostile peer's bincode message from exhausting the stack while it is
+    /// decoded. (`crate::kv` re-exports it.)
+    pub const MAX_TXN_NESTING: usize = 129;
 
     /// How deep batches and caller wrappers (`Command::AsUser`) may nest together. The
     /// proposer never nests batches (a forwarded batch is refused) and a wrapper holds one
@@ -138,23 +142,21 @@ pub(crate) mod nesting {
         T::deserialize(d)
     }
 
-    pub(crate) fn txn_request<'de, D: Deserializer<'de>>(d: D) -> Result<TxnRequest, D::Error> {
+    // Generic in what they decode, so this module names none of the types that use it
+    // (`command.rs` and `kv.rs` point their serde attributes here).
+
+    /// A transaction request one level deeper.
+    pub(crate) fn txn_request<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T, D::Error> {
         guarded(d, Shape::TxnRequest)
     }
 
-    pub(crate) fn txn_response<'de, D: Deserializer<'de>>(d: D) -> Result<TxnResponse, D::Error> {
+    /// A transaction answer one level deeper.
+    pub(crate) fn txn_response<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T, D::Error> {
         guarded(d, Shape::TxnResponse)
     }
 
-    pub(crate) fn commands<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Command>, D::Error> {
-        guarded(d, Shape::Batch)
-    }
-
-    pub(crate) fn boxed_command<'de, D: Deserializer<'de>>(d: D) -> Result<Box<Command>, D::Error> {
-        guarded(d, Shape::Batch)
-    }
-
-    pub(crate) fn responses<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Response>, D::Error> {
+    /// A batch (of commands or answers) or a wrapped command one level deeper.
+    pub(crate) fn batch<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T, D::Error> {
         guarded(d, Shape::Batch)
     }
 }

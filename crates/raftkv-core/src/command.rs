@@ -8,11 +8,11 @@ use serde::{Deserialize, Serialize};
 use crate::alarm::{AlarmMember, AlarmRequest};
 use crate::auth::{AuthCommand, Caller};
 use crate::error::RequestError;
+use crate::ids::NodeId;
 use crate::kv::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
     RequestOp, Revision, TxnRequest, TxnResponse,
 };
-use crate::types::NodeId;
 
 /// A state-machine command: the application payload of one Raft entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,7 +25,7 @@ pub enum Command {
     Txn(TxnRequest),
     /// Group commit: many client requests in one entry. Each is applied in order and gets
     /// its own revision (if it writes) and its own entry in [`Response::Batch`].
-    Batch(#[serde(deserialize_with = "crate::codec::nesting::commands")] Vec<Command>),
+    Batch(#[serde(deserialize_with = "crate::codec::nesting::batch")] Vec<Command>),
     /// etcd Compact.
     Compact(CompactionRequest),
     /// Grant a lease. The id is chosen before proposing, so every replica agrees.
@@ -68,7 +68,7 @@ pub enum Command {
         /// Who made the request.
         caller: Caller,
         /// The request.
-        #[serde(deserialize_with = "crate::codec::nesting::boxed_command")]
+        #[serde(deserialize_with = "crate::codec::nesting::batch")]
         command: Box<Command>,
     },
 }
@@ -148,7 +148,7 @@ pub enum Response {
     /// Answer to [`Command::Txn`].
     Txn(TxnResponse),
     /// Answer to [`Command::Batch`], one per request, in order.
-    Batch(#[serde(deserialize_with = "crate::codec::nesting::responses")] Vec<Response>),
+    Batch(#[serde(deserialize_with = "crate::codec::nesting::batch")] Vec<Response>),
     /// Answer to [`Command::Compact`].
     Compact(CompactionResponse),
     /// Answer to the lease and membership-attribute commands: the revision after apply.

@@ -6,8 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::NodeId;
 use crate::kv::Revision;
-use crate::types::NodeId;
 
 /// A request that is wrong in itself. Every variant maps to one etcd error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]

@@ -330,11 +330,7 @@ pub enum RequestOp {
     Txn(#[serde(deserialize_with = "crate::codec::nesting::txn_request")] TxnRequest),
 }
 
-/// How deep transactions may nest: as deep as etcd's default `--max-txn-ops` (128) lets a
-/// transaction nest (each level spends one operation; an empty innermost level spends
-/// none). The gRPC codec refuses deeper ones before decoding them, and this bound keeps a
-/// hostile peer's bincode message from exhausting the stack while it is decoded.
-pub const MAX_TXN_NESTING: usize = 129;
+pub use crate::codec::nesting::MAX_TXN_NESTING;
 
 /// The answer to one [`RequestOp`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -40,6 +40,7 @@ pub mod codec;
 pub mod command;
 pub mod error;
 pub mod histogram;
+mod ids;
 pub mod kv;
 pub mod lease;
 pub mod membership;

@@ -5,8 +5,7 @@ use std::fmt;
 
 use crate::command::{Command, Response};
 
-/// A member id. `u64`, as etcd's member ids are.
-pub type NodeId = u64;
+pub use crate::ids::NodeId;
 
 /// What the membership records about each node: where peers reach it and where clients
 /// reach it. Stored in the Raft log (membership entries), so a node added later is
