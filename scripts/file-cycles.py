@@ -2,8 +2,9 @@
 """Import cycles between the files of each crate (issue: "no file cycle in any crate").
 
 A file imports another when its code (comments and its `#[cfg(test)] mod tests` left
-out; `*_tests.rs` files skipped) names `crate::<module>` of that file, or `super::<name>`
-where `<name>` is a sibling file. The strongly connected components of that graph with
+out; `*_tests.rs` files skipped) names `crate::<module>` of that file, `super::<name>`
+where `<name>` is a sibling file, or `<child>::` of a module it declares (a parent's
+`pub use child::Item;` re-export is its interface and does not count). The strongly connected components of that graph with
 more than one file are the cycles. Prints each crate's cycles and exits 1 if there is
 any.
 
@@ -18,6 +19,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CRATES = ["src"] + sorted(
     os.path.join("crates", c, "src") for c in os.listdir(os.path.join(ROOT, "crates"))
 )
+# A parent re-exporting its child's items (`pub use child::Item;`) is its interface, not a
+# use of the child; such lines do not count as the parent importing the child.
+REEXPORT_RE = re.compile(r"^\s*pub(\([a-z]+\))?\s+use\s")
 PATH_RE = re.compile(r"\b(crate|super)::([A-Za-z_][A-Za-z0-9_]*(?:::[A-Za-z_][A-Za-z0-9_]*)*)")
 
 
@@ -50,7 +54,14 @@ def imports(src_dir):
         parts = module.split("::") if module else []
         is_dir_module = os.path.basename(path) in ("mod.rs", "lib.rs", "main.rs")
         parent = parts if is_dir_module else parts[:-1]
-        for root, rest in PATH_RE.findall(code_of(path)):
+        code = code_of(path)
+        # A parent naming a child module declared here (`mod x;` ... `x::Item`).
+        for child in re.findall(r"^\s*(?:pub(?:\([a-z]+\))?\s+)?mod\s+([a-z_][a-z0-9_]*)\s*;", code, re.M):
+            target = "::".join(parent + [child]) if is_dir_module else "::".join(parts + [child])
+            used = "\n".join(l for l in code.splitlines() if not REEXPORT_RE.match(l))
+            if target in files and re.search(r"(?<![A-Za-z0-9_:])" + child + r"::", used):
+                edges[module].add(target)
+        for root, rest in PATH_RE.findall(code):
             names = rest.split("::")
             base = [] if root == "crate" else parent[:-1] if is_dir_module else parent
             full = base + names
