@@ -208,7 +208,7 @@ impl Node {
                     }
                 }
                 Some(leader) => {
-                    let url = crate::membership::peer_url_of(&self.inner.raft, leader)?;
+                    let url = crate::raft_handle::peer_url_of(&self.inner.raft, leader)?;
                     let remaining = deadline.saturating_duration_since(Instant::now());
                     let forward = async {
                         match crate::lease::forwarded_as_lease_call(&command) {

@@ -1,5 +1,5 @@
 //! Leases on [`Node`]: the embedded lease API (grant, revoke, keep-alive, time-to-live,
-//! list) and the leader's [`LeaseManager`], which alone holds lease deadlines.
+//! list) and the leader's [`crate::lease_deadlines::LeaseManager`], which alone holds lease deadlines.
 //!
 //! **What is replicated and what is not.** The log carries grants (with the id chosen and
 //! the TTL clamped before proposing, so every replica applies the same thing), revokes
@@ -30,7 +30,7 @@
 //! [`MAX_REVOKES_PER_TICK`] a tick and [`MAX_REVOKES_IN_FLIGHT`] at a time.
 
 use openraft::async_runtime::WatchReceiver;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use raftkv_core::auth::Caller;
@@ -40,6 +40,7 @@ use raftkv_core::{Command, Error, LeaseAnswer, LeaseCall, RequestError, Response
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::lease_deadlines::{LeaseManager, Table};
 use crate::node::{Node, NodeInner};
 
 /// How often the manager looks at deadlines and leadership.
@@ -64,43 +65,6 @@ pub struct LeaseGrant {
     /// The TTL granted or renewed, seconds (0 for a keep-alive of a lease that does not
     /// exist, as etcd).
     pub ttl: i64,
-}
-
-/// The leader's lease deadlines.
-#[derive(Debug, Default)]
-struct Table {
-    /// The term the deadlines belong to (None: this node does not lead).
-    term: Option<u64>,
-    /// The term's first entry is applied and the deadlines are loaded: expiry may run.
-    ready: bool,
-    /// The state machine's lease-change count the deadlines reflect.
-    seen_changes: u64,
-    /// When each lease expires, unless renewed.
-    deadlines: HashMap<i64, Instant>,
-    /// Leases whose revoke is proposed and not answered yet.
-    revoking: HashSet<i64>,
-    next_checkpoint: Option<Instant>,
-}
-
-/// Lease deadlines, kept by the leader (see the module doc).
-pub(crate) struct LeaseManager {
-    /// Locked for table reads and updates only, never across an `.await`.
-    table: parking_lot::Mutex<Table>,
-    pub(crate) checkpoint_interval: Duration,
-    pub(crate) min_ttl: i64,
-}
-
-impl LeaseManager {
-    /// `election_timeout_max` sets the minimum TTL, 1.5 times it rounded up to whole
-    /// seconds, as etcd derives its own from its election timeout (700 ms gives etcd's
-    /// default of 2 s, which outlasts a typical failover of 1.1-1.5 s).
-    pub(crate) fn new(checkpoint_interval: Duration, election_timeout_max: Duration) -> Self {
-        Self {
-            table: parking_lot::Mutex::new(Table::default()),
-            checkpoint_interval,
-            min_ttl: lease::min_ttl(election_timeout_max.as_millis() as u64),
-        }
-    }
 }
 
 fn ceil_secs(d: Duration) -> i64 {
@@ -458,7 +422,7 @@ impl Node {
             let outcome = match leader {
                 Some(leader) if leader == self.id() => self.lease_call_here(call.clone()).await,
                 Some(leader) => {
-                    let url = crate::membership::peer_url_of(&self.inner.raft, leader)?;
+                    let url = crate::raft_handle::peer_url_of(&self.inner.raft, leader)?;
                     let remaining = deadline.saturating_duration_since(Instant::now());
                     match self.inner.connections.lease(&url, &call, remaining).await {
                         Ok(answer) => answer,

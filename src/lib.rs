@@ -61,13 +61,18 @@ mod hash_kv;
 mod kv;
 mod leadership;
 mod lease;
+mod lease_deadlines;
 mod lock;
 mod membership;
 mod metrics;
+mod metrics_text;
 mod node;
 mod process_metrics;
 mod publish;
+mod quota;
+mod raft_handle;
 mod read_index;
+mod server_counters;
 mod snapshot_trigger;
 mod watch;
 

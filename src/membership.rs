@@ -9,7 +9,7 @@ use openraft::ChangeMembers;
 use raftkv_core::proposer::map_write_error;
 use raftkv_core::types::{MemberNode, NodeId};
 
-use crate::node::Raft;
+use crate::raft_handle::peer_url_of;
 use raftkv_core::{Error, MembershipChange, RequestError, Result};
 use tokio::time::Instant;
 
@@ -32,19 +32,6 @@ pub struct Member {
     pub client_urls: Vec<String>,
     /// A learner receives the log but does not vote.
     pub is_learner: bool,
-}
-
-/// The peer URL of `id` in the current membership.
-pub(crate) fn peer_url_of(raft: &Raft, id: NodeId) -> Result<String> {
-    let metrics = raft.metrics();
-    let url = metrics
-        .borrow_watched()
-        .membership_config
-        .membership()
-        .get_node(&id)
-        .map(|n| n.peer_url.clone());
-    url.filter(|u| !u.is_empty())
-        .ok_or_else(|| Error::Internal(format!("member {id} has no peer url")))
 }
 
 fn check_peer_url(url: &str) -> Result<()> {

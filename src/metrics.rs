@@ -5,69 +5,22 @@
 //!
 //! Almost everything is read at scrape time from state the node keeps anyway (Raft's
 //! metrics, the watermarks, the quota, `/proc/self`): nothing is recorded per request
-//! except what [`ServerCounters`] counts per proposal (two relaxed atomic adds) and one
+//! except what [`crate::server_counters::ServerCounters`] counts per proposal (two relaxed atomic adds) and one
 //! histogram observation per disk sync (`raftkv_storage`'s `SyncStats::durations`).
 //!
 //! The gRPC server counters come from `raftkv_net::GrpcCounters`, counted by the client
 //! port's layer. Not exported yet (the operations issue): peer round-trip times and
 //! traffic, the apply and snapshot histograms.
 
-use std::fmt::Write as _;
 use std::sync::Weak;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use openraft::async_runtime::WatchReceiver;
-use raftkv_core::{Error, HistogramSnapshot, NodeId};
+use raftkv_core::NodeId;
 use tokio::sync::watch;
 
+use crate::metrics_text::Text;
 use crate::node::{Node, NodeInner};
-
-/// Counters of proposals and leader changes, kept by the node.
-#[derive(Debug, Default)]
-pub(crate) struct ServerCounters {
-    leader_changes: AtomicU64,
-    proposals_pending: AtomicI64,
-    proposals_failed: AtomicU64,
-}
-
-/// A proposal in flight: counted in `etcd_server_proposals_pending` until dropped.
-pub(crate) struct PendingProposal<'a>(&'a ServerCounters);
-
-impl Drop for PendingProposal<'_> {
-    fn drop(&mut self) {
-        self.0.proposals_pending.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl ServerCounters {
-    /// Count a proposal as pending until the returned guard is dropped.
-    pub(crate) fn proposing(&self) -> PendingProposal<'_> {
-        self.proposals_pending.fetch_add(1, Ordering::Relaxed);
-        PendingProposal(self)
-    }
-
-    /// Count `outcome` in `etcd_server_proposals_failed_total` if the proposal failed to
-    /// commit (no leader, timed out, shut down, a storage failure), as etcd counts it;
-    /// a request the state machine refused (compacted, no such lease) did commit.
-    pub(crate) fn finished<T>(&self, outcome: &Result<T, Error>) {
-        let failed = match outcome {
-            Ok(_) => false,
-            // Refused before proposing, or answered by the state machine: not failures.
-            Err(
-                Error::Request(_)
-                | Error::TooManyRequests { .. }
-                | Error::NoSpace
-                | Error::Corrupt
-                | Error::LeaderTransferTimeout,
-            ) => false,
-            // No leader, timed out, outcome unknown, shut down, storage or internal errors.
-            Err(_) => true,
-        };
-        if failed {
-            self.proposals_failed.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
 
 /// Count leader changes as etcd does (each time a leader is seen that differs from the
 /// last one seen, the first election included), until the node is gone or stops.
@@ -269,10 +222,10 @@ pub(crate) fn render(node: &Node) -> String {
         &shared.sync_stats().durations.snapshot(),
     );
     render_group_commit(node, &mut out);
-    inner.grpc_counters.render(&mut out.text);
-    inner.connections.traffic().render(&mut out.text);
+    inner.grpc_counters.render(out.raw());
+    inner.connections.traffic().render(out.raw());
     crate::process_metrics::render(&mut out);
-    out.text
+    out.into_string()
 }
 
 /// raftkv's own counters of group commit, syncs and read-index batching.
@@ -317,50 +270,5 @@ fn render_group_commit(node: &Node, out: &mut Text) {
     ];
     for (name, help, value) in families {
         out.single(name, "counter", help, value as f64);
-    }
-}
-
-/// The text being written, one metric family after another.
-#[derive(Default)]
-pub(crate) struct Text {
-    text: String,
-}
-
-impl Text {
-    /// A family of one sample without labels.
-    pub(crate) fn single(&mut self, name: &str, kind: &str, help: &str, value: f64) {
-        let _ = writeln!(
-            self.text,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
-            number(value)
-        );
-    }
-
-    /// A family of one sample with these labels (`a="x",b="y"`).
-    pub(crate) fn labeled(&mut self, name: &str, kind: &str, help: &str, labels: &str, value: f64) {
-        let _ = writeln!(
-            self.text,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{{labels}}} {}",
-            number(value)
-        );
-    }
-
-    fn histogram(&mut self, name: &str, help: &str, h: &HistogramSnapshot) {
-        let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (bound, count) in &h.buckets {
-            let _ = writeln!(self.text, "{name}_bucket{{le=\"{}\"}} {count}", number(*bound));
-        }
-        let _ = writeln!(self.text, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
-        let _ = writeln!(self.text, "{name}_sum {}", number(h.sum_seconds));
-        let _ = writeln!(self.text, "{name}_count {}", h.count);
-    }
-}
-
-/// A sample value as Go's Prometheus client writes it (`1`, `0.001`, `2.5e+09`).
-fn number(value: f64) -> String {
-    if value.fract() == 0.0 && value.abs() < 1e15 {
-        format!("{}", value as i64)
-    } else {
-        format!("{value}")
     }
 }

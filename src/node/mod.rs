@@ -26,12 +26,11 @@ use raftkv_net::PeerConnections;
 use raftkv_storage::{DefragReport, KvReader, LogStore, StateShared};
 use tokio::sync::watch;
 
-use crate::alarms::Quota;
-use crate::lease::LeaseManager;
+use crate::lease_deadlines::LeaseManager;
+use crate::quota::Quota;
 use crate::read_index::ReadIndexBatcher;
 
-/// The Raft handle of a node: openraft over raftkv's state machine.
-pub type Raft = raftkv_core::types::Raft<raftkv_storage::StateMachine>;
+pub use crate::raft_handle::Raft;
 
 /// The time of the last append from a leader, as milliseconds since the node started:
 /// an atomic, written by every append the peer service receives.
@@ -88,7 +87,7 @@ pub(crate) struct NodeInner {
     /// When an append from a leader last arrived ([`Node::current_leader`]).
     pub(crate) leader_contact: LeaderContact,
     /// Proposals and leader changes, for `/metrics` (`metrics.rs`).
-    pub(crate) counters: crate::metrics::ServerCounters,
+    pub(crate) counters: crate::server_counters::ServerCounters,
     /// gRPC calls on the client port, for `/metrics`.
     pub(crate) grpc_counters: Arc<raftkv_net::GrpcCounters>,
     /// How clients authenticate (`auth.rs`).

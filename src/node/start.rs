@@ -26,8 +26,8 @@ use raftkv_storage::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::alarms::Quota;
-use crate::lease::LeaseManager;
+use crate::lease_deadlines::LeaseManager;
+use crate::quota::Quota;
 use crate::read_index::ReadIndexBatcher;
 
 use super::builder::{Bootstrap, NodeBuilder};
@@ -176,7 +176,7 @@ impl NodeBuilder {
             ),
             leases: LeaseManager::new(self.lease_checkpoint_interval, self.election_timeout.1),
             leader_contact: LeaderContact::new(),
-            counters: crate::metrics::ServerCounters::default(),
+            counters: crate::server_counters::ServerCounters::default(),
             grpc_counters: Arc::new(if self.metrics_extensive {
                 raftkv_net::GrpcCounters::extensive()
             } else {
