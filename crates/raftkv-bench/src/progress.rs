@@ -6,6 +6,11 @@
 //! would only make noise, so the same line is printed as a line of its own every five
 //! seconds instead. The line is built by [`render`], a pure function; [`Progress`]
 //! only times and writes it.
+//!
+//! Why not indicatif: its draw targets hide the bar entirely when the terminal is not
+//! user attended (its `ProgressDrawTarget::term` docs), and benchmark runs are mostly
+//! logged to files and CI, where this module's periodic line is the point; the terminal
+//! half is a carriage return and one `write!`, not worth a dependency of its own.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
