@@ -3,9 +3,10 @@
 
 A file imports another when its code (comments and its `#[cfg(test)] mod tests` left
 out; `*_tests.rs` files skipped) names `crate::<module>` of that file, `super::<name>`
-where `<name>` is a sibling file, or `<child>::` of a module it declares (a parent's
-`pub use child::Item;` re-export is its interface and does not count). The strongly connected components of that graph with
-more than one file are the cycles. Prints each crate's cycles and exits 1 if there is
+where `<name>` is a sibling file, or `<child>::` of a module it declares. A parent's `pub use child::Item;` re-export is
+its interface: the line itself does not count, but a file naming `parent::Item` (or
+`crate::Item` for the crate root's re-exports) imports the child that defines it. The
+strongly connected components of that graph with more than one file are the cycles. Prints each crate's cycles and exits 1 if there is
 any.
 
 Usage: scripts/file-cycles.py [CRATE_SRC_DIR ...]   (default: every crate of the workspace)
@@ -22,6 +23,12 @@ DEFAULT_CRATES = ["src"] + sorted(
 # A parent re-exporting its child's items (`pub use child::Item;`) is its interface, not a
 # use of the child; such lines do not count as the parent importing the child.
 REEXPORT_RE = re.compile(r"^\s*pub(\([a-z]+\))?\s+use\s")
+# `pub use child::Item;`, `pub use self::child::{A, B};`, `pub use crate::a::b::Item;`
+REEXPORT_ITEMS_RE = re.compile(
+    r"^\s*pub(?:\([a-z]+\))?\s+use\s+((?:crate|self)::)?([a-z_][a-z0-9_]*(?:::[a-z_][a-z0-9_]*)*)::"
+    r"(?:\{([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*))",
+    re.M,
+)
 PATH_RE = re.compile(r"\b(crate|super)::([A-Za-z_][A-Za-z0-9_]*(?:::[A-Za-z_][A-Za-z0-9_]*)*)")
 
 
@@ -40,6 +47,24 @@ def code_of(path):
     return "\n".join(line.split("//")[0] for line in text.splitlines())
 
 
+def reexports(files):
+    """(module, item) -> the module a `pub use` of that module takes the item from."""
+    found = {}
+    for module, path in files.items():
+        parts = module.split("::") if module else []
+        is_dir_module = os.path.basename(path) in ("mod.rs", "lib.rs", "main.rs")
+        for root, source, group, single in REEXPORT_ITEMS_RE.findall(code_of(path)):
+            base = [] if root == "crate::" else parts
+            target = "::".join(base + source.split("::"))
+            if target not in files:
+                continue
+            for item in (group.split(",") if group else [single]):
+                name = item.strip().split(" as ")[-1].strip()
+                if name and name != "self":
+                    found[(module, name)] = target
+    return found
+
+
 def imports(src_dir):
     files = {}
     for directory, _, names in os.walk(src_dir):
@@ -50,6 +75,7 @@ def imports(src_dir):
                     continue  # binaries are crates of their own
                 files["::".join(module_name(src_dir, path))] = path
     edges = {m: set() for m in files}
+    reexported = reexports(files)
     for module, path in files.items():
         parts = module.split("::") if module else []
         is_dir_module = os.path.basename(path) in ("mod.rs", "lib.rs", "main.rs")
@@ -65,11 +91,16 @@ def imports(src_dir):
             names = rest.split("::")
             base = [] if root == "crate" else parent[:-1] if is_dir_module else parent
             full = base + names
-            for k in range(len(full), 0, -1):
+            for k in range(len(full), -1, -1):
                 candidate = "::".join(full[:k])
-                if candidate in files and candidate != module:
+                if candidate not in files:
+                    continue
+                if k < len(full):
+                    # `parent::Item` where the parent re-exports a child's item.
+                    candidate = reexported.get((candidate, full[k]), candidate)
+                if candidate != module and (k > 0 or candidate != ""):
                     edges[module].add(candidate)
-                    break
+                break
     return edges
 
 

@@ -7,10 +7,12 @@ cd "$(dirname "$0")/.."
 # strace: the fsync test watches the log store's syscalls with it.
 # etcdctl (Debian's etcd-client, etcdctl 3.4): the etcd compatibility tests drive it.
 # etcd (Debian's etcd-server, 3.4): the differential tests run the same script against it.
+# python3: the import-cycle check (scripts/file-cycles.py).
 missing=()
 command -v strace >/dev/null 2>&1 || missing+=(strace)
 command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq
@@ -23,6 +25,9 @@ fi
 
 # The Kubernetes manifests, against Kubernetes' schemas (offline once installed).
 ./scripts/validate-manifests.sh
+
+# No two files of a crate import each other, directly or around a loop.
+./scripts/file-cycles.py
 
 # `failpoints`: the servers the tests start serve the test-only fault-injection service
 # (network faults, storage failpoints) the reliability scenarios switch at run time.

@@ -51,6 +51,7 @@
 
 mod alarms;
 mod auth;
+mod auth_options;
 mod auto_compaction;
 mod backend;
 mod blocking;
@@ -76,7 +77,7 @@ mod server_counters;
 mod snapshot_trigger;
 mod watch;
 
-pub use auth::{AuthOptions, DEFAULT_BCRYPT_COST};
+pub use auth_options::{AuthOptions, DEFAULT_BCRYPT_COST};
 pub use auto_compaction::AutoCompaction;
 pub use election::LeaderKey;
 pub use lease::LeaseGrant;

@@ -91,7 +91,7 @@ pub(crate) struct NodeInner {
     /// gRPC calls on the client port, for `/metrics`.
     pub(crate) grpc_counters: Arc<raftkv_net::GrpcCounters>,
     /// How clients authenticate (`auth.rs`).
-    pub(crate) auth: crate::AuthOptions,
+    pub(crate) auth: crate::auth_options::AuthOptions,
 }
 
 /// Default deadline of one request, etcd's: it gives a proposal 5 s for queueing,

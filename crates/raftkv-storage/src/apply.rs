@@ -88,7 +88,7 @@ pub(crate) struct Applier<'a> {
     pub(crate) alarm_mask: u8,
     /// The auth store as of the requests applied so far (`auth_table.rs`): the state
     /// machine sets its published part.
-    pub(crate) auth: crate::auth_table::AuthOverlay,
+    pub(crate) auth: crate::auth_overlay::AuthOverlay,
 }
 
 /// The staged writes of one client request.

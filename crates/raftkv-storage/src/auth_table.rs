@@ -11,7 +11,6 @@
 //! call's `Authenticate` entries and user changes asked for.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use raftkv_core::auth::{AuthCommand, AuthEffect, AuthError, AuthState, Caller, leases_named};
 use raftkv_core::{Command, RequestError, codec};
@@ -25,23 +24,6 @@ pub(crate) fn read(tree: &sled::Tree) -> Result<AuthState, Error> {
     match tree.get(keys::AUTH_STATE)? {
         Some(bytes) => Ok(codec::decode(&bytes)?),
         None => Ok(AuthState::new()),
-    }
-}
-
-/// The applier's view of the auth store: what was published, until this call changes it.
-#[derive(Default)]
-pub(crate) struct AuthOverlay {
-    /// As published before this call.
-    pub(crate) published: Arc<AuthState>,
-    /// Changed by this call (`None`: unchanged).
-    pub(crate) changed: Option<AuthState>,
-    /// Token bookkeeping to do once this call's writes are in the tree.
-    pub(crate) effects: Vec<AuthEffect>,
-}
-
-impl AuthOverlay {
-    pub(crate) fn current(&self) -> &AuthState {
-        self.changed.as_ref().unwrap_or(&self.published)
     }
 }
 

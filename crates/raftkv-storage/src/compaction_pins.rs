@@ -14,16 +14,18 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use raftkv_core::kv::Revision;
 
-use crate::state::StateShared;
+use crate::compactor_link::CompactorWake;
 
 /// The registry of live pins (one per running snapshot build).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct CompactionPins {
     /// Pin id -> pinned revision, plus the next id. A mutex rather than atomics because a
     /// pin's revision must be read, and the pin registered, in one step that the
     /// compactor's read of (compact revision, oldest pin) cannot interleave with. Held only
     /// for a map operation and an atomic load: never across I/O or an `.await`.
     inner: Mutex<PinsInner>,
+    /// Woken when a pin is released, since a release may let the compactor move on.
+    wake: CompactorWake,
 }
 
 #[derive(Debug, Default)]
@@ -33,6 +35,13 @@ struct PinsInner {
 }
 
 impl CompactionPins {
+    pub(crate) fn new(wake: CompactorWake) -> Self {
+        Self {
+            inner: Mutex::default(),
+            wake,
+        }
+    }
+
     /// Register a pin at the revision `revision()` returns, read under the lock.
     /// Returns the pin's id and revision.
     pub(crate) fn pin(&self, revision: impl FnOnce() -> Revision) -> (u64, Revision) {
@@ -69,18 +78,19 @@ impl CompactionPins {
 
 /// Holds physical compaction at or below its revision until dropped.
 pub(crate) struct CompactionPin {
-    shared: Arc<StateShared>,
+    pins: Arc<CompactionPins>,
     id: u64,
 }
 
 impl CompactionPin {
-    /// Pin the current compact revision of `shared` (see [`CompactionPins::pin`]).
-    /// Returns the guard and the revision it pins.
-    pub(crate) fn compact_revision(shared: &Arc<StateShared>) -> (Self, Revision) {
-        let (id, revision) = shared.pins.pin(|| shared.compact_revision());
+    /// Pin the revision `revision()` returns (the compact revision, for a snapshot build),
+    /// read under the registry's lock (see [`CompactionPins::pin`]). Returns the guard and
+    /// the revision it pins.
+    pub(crate) fn take(pins: &Arc<CompactionPins>, revision: impl FnOnce() -> Revision) -> (Self, Revision) {
+        let (id, revision) = pins.pin(revision);
         (
             Self {
-                shared: shared.clone(),
+                pins: pins.clone(),
                 id,
             },
             revision,
@@ -90,8 +100,8 @@ impl CompactionPin {
 
 impl Drop for CompactionPin {
     fn drop(&mut self) {
-        self.shared.pins.release(self.id);
-        self.shared.compactor.wake();
+        self.pins.release(self.id);
+        self.pins.wake.wake();
     }
 }
 
@@ -102,7 +112,7 @@ mod tests {
 
     #[test]
     fn the_oldest_pin_bounds_compaction_until_released() {
-        let pins = CompactionPins::default();
+        let pins = CompactionPins::new(crate::compactor_link::wake_channel().0);
         assert_eq!(pins.bound(|| 40), 40, "no pin: the compact revision");
         let (a, _) = pins.pin(|| 10);
         let (b, _) = pins.pin(|| 25);

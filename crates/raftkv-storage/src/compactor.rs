@@ -71,11 +71,11 @@
 //! logged and retried a second later. After a snapshot install the watermark (which never
 //! moves back) keeps the value reached on the replaced tree until the new tree catches up.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crossbeam::channel::{self, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam::channel::{Receiver, RecvTimeoutError};
 use raftkv_core::kv::Revision;
 
 pub(crate) use crate::compaction_chunk::compacted_to;
@@ -88,42 +88,6 @@ use crate::state::StateShared;
 pub const MAX_DELETIONS_PER_BATCH: usize = 1000;
 
 const RETRY_AFTER_ERROR: Duration = Duration::from_secs(1);
-
-/// Counters of the compactor, for tests and metrics.
-#[derive(Debug, Default)]
-pub struct CompactionStats {
-    /// Chunks committed.
-    pub batches: AtomicU64,
-    /// Version records deleted.
-    pub versions_deleted: AtomicU64,
-    /// History records deleted.
-    pub history_deleted: AtomicU64,
-    /// Times the compactor went idle short of the compact revision because a snapshot
-    /// build pinned an older one.
-    pub held_back: AtomicU64,
-}
-
-/// Wakes the compactor thread (a compaction was published, a pin released, a tree
-/// installed). Wake-ups coalesce: the channel holds at most one.
-#[derive(Debug)]
-pub(crate) struct CompactorWake(Sender<()>);
-
-impl CompactorWake {
-    pub(crate) fn wake(&self) {
-        match self.0.try_send(()) {
-            Ok(()) | Err(TrySendError::Full(())) | Err(TrySendError::Disconnected(())) => {}
-        }
-    }
-}
-
-/// The wake channel, with one wake-up already in it so a new compactor first looks for
-/// work left over from before a restart.
-pub(crate) fn wake_channel() -> (CompactorWake, Receiver<()>) {
-    let (tx, rx) = channel::bounded(1);
-    let wake = CompactorWake(tx);
-    wake.wake();
-    (wake, rx)
-}
 
 /// Start the compactor thread of `shared`. It holds only a `Weak` between chunks and ends
 /// when the last `Arc<StateShared>` is gone (the wake channel disconnects).

@@ -64,7 +64,7 @@ impl KvReader {
         mut visit: impl FnMut(HashedWrite),
     ) -> Result<HashScope, Error> {
         // Pin before reading the revision and loading the tree (see `range_once`).
-        let (_pin, compact) = CompactionPin::compact_revision(&self.shared);
+        let (_pin, compact) = CompactionPin::take(&self.shared.pins, || self.shared.compact_revision());
         let current = self.shared.revision();
         let tree = self.shared.tree();
         let rev = if revision <= 0 { current } else { revision };

@@ -67,6 +67,7 @@ pub mod alarm_table;
 mod alarm_tests;
 mod applied_state;
 mod apply;
+mod auth_overlay;
 mod auth_table;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
@@ -75,11 +76,13 @@ mod blob_watch;
 mod compaction_chunk;
 mod compaction_pins;
 pub mod compactor;
+mod compactor_link;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod crash_midway_tests;
 pub mod data_dir_lock;
 pub mod defrag;
+mod defrag_policy;
 pub mod durable;
 pub mod error;
 pub mod etcd_snapshot;
@@ -89,6 +92,7 @@ pub mod hash_history;
 pub mod key_index;
 #[cfg(test)]
 mod key_index_tests;
+mod key_range;
 pub mod keys;
 mod lease_apply;
 pub mod lease_table;
@@ -111,6 +115,7 @@ pub mod state_machine;
 mod state_sync;
 mod tree_writes;
 mod version_record;
+mod watch_config;
 mod watch_events;
 mod watch_history;
 pub mod watch_hub;
@@ -126,13 +131,15 @@ use raftkv_core::Watermark;
 use raftkv_core::codec;
 
 use applied_state::AppliedState;
+use compaction_pins::CompactionPins;
 /// An applied command slower than this is logged and counted as etcd does (its
 /// `--experimental-warning-apply-duration` default).
 pub const SLOW_APPLY: std::time::Duration = std::time::Duration::from_millis(100);
 
-pub use compactor::CompactionStats;
+pub use compactor_link::CompactionStats;
 pub use data_dir_lock::DataDirLock;
-pub use defrag::{AutoDefrag, DefragReport, DefragStats};
+pub use defrag::DefragReport;
+pub use defrag_policy::{AutoDefrag, DefragStats};
 pub use durable::{DurableDb, SyncStats};
 pub use error::{Error, Result};
 use generation::Generation;
@@ -144,7 +151,8 @@ pub use reader::KvReader;
 pub use snapshot_cadence::SnapshotCadence;
 pub use state::StateShared;
 pub use state_machine::StateMachine;
-pub use watch_hub::{WatchConfig, WatchHub};
+pub use watch_config::WatchConfig;
+pub use watch_hub::WatchHub;
 pub use watch_session::LocalWatchSession;
 
 /// Version of the log database's layout and of the snapshot format.
@@ -290,7 +298,7 @@ impl Store {
             snapshot_bytes,
             applied_index,
         );
-        let (compactor_wake, compactor_woken) = compactor::wake_channel();
+        let (compactor_wake, compactor_woken) = compactor_link::wake_channel();
         let shared = Arc::new(StateShared {
             data_dir: dir.to_path_buf(),
             active: ArcSwap::from_pointee(tree),
@@ -313,7 +321,7 @@ impl Store {
             auth: ArcSwap::from_pointee(auth),
             tokens: Default::default(),
             physically_compacted: Arc::new(Watermark::new(physically_compacted.max(0) as u64)),
-            pins: Default::default(),
+            pins: Arc::new(CompactionPins::new(compactor_wake.clone())),
             compactor: compactor_wake,
             compaction_stats: Default::default(),
             slow_applies: Default::default(),

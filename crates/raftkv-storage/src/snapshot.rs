@@ -107,7 +107,7 @@ impl SnapshotBuilder {
     ) -> Self {
         let revision = shared.revision();
         let tree = shared.tree();
-        let (pin, compact_revision) = CompactionPin::compact_revision(&shared);
+        let (pin, compact_revision) = CompactionPin::take(&shared.pins, || shared.compact_revision());
         shared
             .snapshot_cadence
             .captured(last_applied.map_or(0, |id| id.index));
@@ -436,4 +436,35 @@ pub(crate) fn install(shared: &StateShared, meta: &SnapshotMetaOf, mut file: Fil
         }
     }
     Ok(())
+}
+
+impl StateShared {
+    /// A fresh file in the snapshot directory to receive a snapshot from the leader into;
+    /// files of earlier transfers that were cut short go first.
+    pub fn receiving_snapshot_file(&self) -> std::io::Result<std::fs::File> {
+        receiving_file(&self.snapshot_dir)
+    }
+
+    /// Our snapshot `ours` written as an etcd 3.4 snapshot (`etcd_snapshot::export`), in
+    /// an unlinked temporary file of the snapshot directory, positioned at its start.
+    /// Blocking.
+    pub fn export_etcd_snapshot(
+        &self,
+        ours: std::fs::File,
+    ) -> crate::error::Result<(std::fs::File, crate::etcd_snapshot::ExportReport)> {
+        use std::io::{Seek, SeekFrom};
+        let path = self.snapshot_dir.join(format!("export-{}.tmp", unique_suffix()));
+        let out = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        // Unlinked at once: nothing is left behind however the export ends.
+        std::fs::remove_file(&path)?;
+        let mut ours = ours;
+        ours.seek(SeekFrom::Start(0))?;
+        let (mut file, report) = crate::etcd_snapshot::export(ours, out)?;
+        file.seek(SeekFrom::Start(0))?;
+        Ok((file, report))
+    }
 }

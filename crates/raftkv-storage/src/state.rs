@@ -19,10 +19,11 @@ use raftkv_core::Watermark;
 use raftkv_core::auth::{AuthEffect, AuthState, TokenTable};
 use raftkv_core::kv::Revision;
 
+use crate::auth_overlay::AuthOverlay;
 use crate::compaction_pins::CompactionPins;
-use crate::compactor::{CompactionStats, CompactorWake};
+use crate::compactor_link::{CompactionStats, CompactorWake};
 use crate::data_dir_lock::DataDirLock;
-use crate::defrag::{AutoDefrag, DefragStats};
+use crate::defrag_policy::{AutoDefrag, DefragStats};
 use crate::durable::SyncStats;
 use crate::error::Result;
 use crate::generation::{self, Generation};
@@ -75,7 +76,7 @@ pub struct StateShared {
     /// The revision the live tree is physically compacted up to (see [`crate::compactor`]).
     pub(crate) physically_compacted: Arc<Watermark>,
     /// Revisions snapshot builds hold physical compaction at.
-    pub(crate) pins: CompactionPins,
+    pub(crate) pins: Arc<CompactionPins>,
     /// Wakes the compactor thread.
     pub(crate) compactor: CompactorWake,
     /// Counters of the compactor (relaxed atomics: statistics only).
@@ -97,37 +98,6 @@ pub struct StateShared {
 }
 
 impl StateShared {
-    /// A fresh file in the snapshot directory to receive a snapshot from the leader into;
-    /// files of earlier transfers that were cut short go first.
-    pub fn receiving_snapshot_file(&self) -> std::io::Result<std::fs::File> {
-        crate::snapshot::receiving_file(&self.snapshot_dir)
-    }
-
-    /// Our snapshot `ours` written as an etcd 3.4 snapshot (`etcd_snapshot::export`), in
-    /// an unlinked temporary file of the snapshot directory, positioned at its start.
-    /// Blocking.
-    pub fn export_etcd_snapshot(
-        &self,
-        ours: std::fs::File,
-    ) -> crate::error::Result<(std::fs::File, crate::etcd_snapshot::ExportReport)> {
-        use std::io::{Seek, SeekFrom};
-        let path = self
-            .snapshot_dir
-            .join(format!("export-{}.tmp", crate::snapshot::unique_suffix()));
-        let out = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        // Unlinked at once: nothing is left behind however the export ends.
-        std::fs::remove_file(&path)?;
-        let mut ours = ours;
-        ours.seek(SeekFrom::Start(0))?;
-        let (mut file, report) = crate::etcd_snapshot::export(ours, out)?;
-        file.seek(SeekFrom::Start(0))?;
-        Ok((file, report))
-    }
-
     /// The newest applied revision (readers pin this).
     pub fn revision(&self) -> Revision {
         self.revision.load(Ordering::Acquire)
@@ -161,7 +131,7 @@ impl StateShared {
 
     /// After an apply's writes are in the tree: publish the auth store it changed and do
     /// its token bookkeeping, in order.
-    pub(crate) fn publish_auth(&self, overlay: crate::auth_table::AuthOverlay) {
+    pub(crate) fn publish_auth(&self, overlay: AuthOverlay) {
         if let Some(state) = overlay.changed {
             self.auth.store(Arc::new(state));
         }

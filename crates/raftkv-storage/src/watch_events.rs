@@ -14,7 +14,7 @@ use std::sync::Arc;
 use raftkv_core::kv::{KeyValue, Revision};
 use raftkv_core::watch::{Event, EventType};
 
-use crate::watch_history::KeyRange;
+use crate::key_range::KeyRange;
 
 /// The events of one apply call.
 #[derive(Debug, Default)]

@@ -35,7 +35,6 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
@@ -43,31 +42,10 @@ use raftkv_core::kv::Revision;
 use raftkv_core::watch::{Event, WatchRequest};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
+use crate::key_range::KeyRange;
+use crate::watch_config::WatchConfig;
 use crate::watch_events::Interest;
-use crate::watch_history::KeyRange;
 use crate::watch_queue::{Buffered, SinkItem};
-
-/// Watch limits of a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WatchConfig {
-    /// Events one watcher may have queued, not yet taken by its consumer (default 1024).
-    pub buffered_events: usize,
-    /// Bytes of events one watcher may have queued (default 4 MiB).
-    pub buffered_bytes: usize,
-    /// Interval of progress notifications to watchers that asked for them and had no
-    /// event meanwhile (default 10 minutes, as etcd).
-    pub progress_interval: Duration,
-}
-
-impl Default for WatchConfig {
-    fn default() -> Self {
-        Self {
-            buffered_events: 1024,
-            buffered_bytes: 4 << 20,
-            progress_interval: Duration::from_secs(600),
-        }
-    }
-}
 
 /// A watcher as the hub sees it.
 struct HubWatcher {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use raftkv_core::kv::Revision;
 use raftkv_core::watch::SharedEvent;
 
-use crate::watch_hub::WatchConfig;
+use crate::watch_config::WatchConfig;
 
 /// Events and bytes a watcher has queued; the session takes them off as it consumes.
 #[derive(Debug, Default)]

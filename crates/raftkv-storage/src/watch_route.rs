@@ -17,7 +17,7 @@ use raftkv_core::kv::Revision;
 use raftkv_core::watch::{Event, SharedEvent};
 
 use super::{HubInner, HubWatcher};
-use crate::watch_history::KeyRange;
+use crate::key_range::KeyRange;
 use crate::watch_queue::SinkItem;
 
 /// A range's share of a batch: its events and their approximate bytes.

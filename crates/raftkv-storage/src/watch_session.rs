@@ -42,8 +42,9 @@ use raftkv_core::watch::{
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{Interval, MissedTickBehavior, Sleep};
 
+use crate::key_range::KeyRange;
 use crate::state::StateShared;
-use crate::watch_history::{ChunkLimits, HistoryQuery, KeyRange, ReadOutcome, read_chunk};
+use crate::watch_history::{ChunkLimits, HistoryQuery, ReadOutcome, read_chunk};
 use crate::watch_queue::{Buffered, SinkItem};
 
 // A child of this module (not declared in lib.rs): the session's ready queue.
