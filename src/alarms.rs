@@ -1,6 +1,6 @@
 //! etcd's alarms on a node: the disk quota that raises NOSPACE, the alarm requests (list,
 //! raise, disarm) that go through the log, and the early refusal of writes an active
-//! alarm would refuse anyway when applied (`raftkv-storage`'s `alarm_table.rs` decides,
+//! alarm would refuse anyway when applied (`raftkv-storage`'s `apply/alarm_table.rs` decides,
 //! entry by entry, on every member alike).
 //!
 //! As in etcd 3.4, the member that receives a write that adds data measures its own disk
@@ -10,7 +10,7 @@
 
 use raftkv_core::alarm::{ALARM_NOSPACE, AlarmAction, AlarmMember, AlarmRequest};
 use raftkv_core::{Command, Error, Response, Result};
-use raftkv_storage::alarm_table;
+use raftkv_storage::apply::alarm_table;
 
 use crate::node::{MAX_APPLY_LAG, Node};
 

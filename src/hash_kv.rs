@@ -1,6 +1,6 @@
 //! etcd 3.4's `HashKV`, bit for bit: a CRC-32C (Castagnoli) over the name of etcd's
 //! `key` bucket, then over each hashed write's bucket key and value, in revision order
-//! (which writes: `raftkv_storage::hash_history`). A write's bucket key is its revision,
+//! (which writes: `raftkv_storage::mvcc::hash_history`). A write's bucket key is its revision,
 //! 8 bytes big-endian, `_`, its sub-revision, 8 bytes big-endian, and `t` after a
 //! delete; its value is the protobuf `mvccpb.KeyValue` etcd stores (only the key for a
 //! delete). So the same history gives the same hash on raftkv and on etcd, and members

@@ -235,7 +235,7 @@ impl Node {
     fn lease_expire(&self, term: u64) {
         // A CORRUPT alarm refuses every revoke when applied: propose none until it is
         // disarmed (the leases stay expired and are revoked then).
-        if self.inner.reader.alarm_mask() & raftkv_storage::alarm_table::CORRUPT_ACTIVE != 0 {
+        if self.inner.reader.alarm_mask() & raftkv_storage::apply::alarm_table::CORRUPT_ACTIVE != 0 {
             return;
         }
         let now = Instant::now();

@@ -138,7 +138,7 @@ fn restore(args: impl Iterator<Item = String>) -> ExitCode {
         .map_err(|e| e.to_string())
         .and_then(|runtime| {
             runtime
-                .block_on(raftkv_storage::restore::restore(
+                .block_on(raftkv_storage::raft::restore::restore(
                     &plan.snapshot,
                     &plan.data_dir,
                     plan.id,

@@ -277,7 +277,7 @@ impl Node {
     }
 
     /// Rewrite this member's state database into a fresh one, giving back the disk space
-    /// sled keeps after churn (etcd's `Defragment`; see `raftkv-storage`'s `defrag.rs`).
+    /// sled keeps after churn (etcd's `Defragment`; see `raftkv-storage`'s `maintenance/defrag.rs`).
     /// Writes on this member wait while the live data is copied; reads go on.
     #[tracing::instrument(level = "info", skip_all)]
     pub async fn defragment(&self) -> Result<DefragReport> {

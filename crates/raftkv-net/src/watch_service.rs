@@ -7,7 +7,7 @@
 //! session yields, one response at a time into a small bounded channel. A client that
 //! stops reading fills that channel; the task then waits, the session stops being polled,
 //! and the node's hub moves the stream's watchers to history replay instead of buffering
-//! (see `raftkv-storage`'s `watch_hub.rs`), so a slow client never slows writes.
+//! (see `raftkv-storage`'s `watch/hub.rs`), so a slow client never slows writes.
 //!
 //! What etcd's server does, this does: the "created" response is sent before anything
 //! else of that watcher; cancel answers "canceled"; an unknown cancel id is ignored; a

@@ -31,7 +31,7 @@ pub enum Error {
         /// The version this build reads.
         supported: u32,
     },
-    /// Another store holds the data directory (`data_dir_lock.rs`).
+    /// Another store holds the data directory (`disk/data_dir_lock.rs`).
     #[error("data directory {} is in use by {by}", dir.display())]
     DataDirInUse {
         /// The directory.

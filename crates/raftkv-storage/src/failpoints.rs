@@ -38,7 +38,7 @@ pub(crate) fn check(_name: &'static str) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Before each single write of a batch (`sm-write`: `tree_writes.rs`; `log-write`: a log
+/// Before each single write of a batch (`sm-write`: `apply/tree_writes.rs`; `log-write`: a log
 /// append). With the `failpoints` feature, configured as `return(abort)` it aborts the
 /// process (no unwinding, no flush: what sled wrote so far is what a restart finds), as
 /// `N*off->return(abort)` after N writes; any other return fails the write. Unit tests

@@ -1,7 +1,7 @@
 //! The byte layout of the state-machine tree (layout version
 //! [`crate::STATE_LAYOUT_VERSION`]). Everything the state machine owns lives in ONE sled
 //! tree, written in order by one writer at a time, so that what a crash leaves is a
-//! prefix of the writes (`rollback.rs` says what that prefix may hold and how it is
+//! prefix of the writes (`apply/rollback.rs` says what that prefix may hold and how it is
 //! undone); a one-byte prefix tells the families apart:
 //!
 //! | key                                   | value                      |
@@ -10,10 +10,10 @@
 //! | `v` escaped(key) 00 00 rev(8, BE)     | [`crate::mvcc::VersionRecord`]: a put or a tombstone of `key` at `rev` |
 //! | `h` rev(8, BE) sub(4, BE)             | the user key changed at (rev, sub): the event history by revision |
 //! | `p` member id(8, BE)                  | a member's published client URLs |
-//! | `l` lease id(8, sign-flipped BE)      | [`crate::lease_table::LeaseRecord`]: granted TTL, last checkpointed remaining TTL |
+//! | `l` lease id(8, sign-flipped BE)      | [`crate::apply::lease_table::LeaseRecord`]: granted TTL, last checkpointed remaining TTL |
 //! | `a` lease id(8, sign-flipped BE) key  | empty: `key` (raw user key) is attached to the lease |
-//! | `r` alarm type(4, BE) member id(8, BE) | empty: the alarm is active (`alarm_table.rs`) |
-//! | `x`                                   | the auth store ([`raftkv_core::auth::AuthState`]: users with their bcrypt hashes, roles, enabled, auth revision; `auth_table.rs`) |
+//! | `r` alarm type(4, BE) member id(8, BE) | empty: the alarm is active (`apply/alarm_table.rs`) |
+//! | `x`                                   | the auth store ([`raftkv_core::auth::AuthState`]: users with their bcrypt hashes, roles, enabled, auth revision; `apply/auth_table.rs`) |
 //! | `u` index(8, BE) tree key             | an apply's undo record: the record at `tree key` (an `l`, `p`, `r`, `x` or `m` record, which apply overwrites in place) before the apply that ends at `index` changed it |
 //!
 //! The `a` family is an index: the newest version of `key` names the lease too. It is not
@@ -25,7 +25,7 @@
 //! keys is one sled range, and every version of a key is contiguous and ordered by
 //! revision.
 //!
-//! Physical compaction ([`crate::compactor`]) removes `v` records no read at or above the
+//! Physical compaction ([`crate::maintenance::compactor`]) removes `v` records no read at or above the
 //! compact revision can see and every `h` record at or below the revision it compacted
 //! to; the `h` family therefore only holds the history a future watch could still replay.
 
@@ -54,7 +54,7 @@ pub const AUTH_STATE: &[u8] = b"x";
 
 /// Metadata key names.
 pub mod meta {
-    /// The applied state ([`crate::applied_state::AppliedState`]): ONE record, so that
+    /// The applied state ([`crate::apply::applied_state::AppliedState`]): ONE record, so that
     /// the applied log id, membership, revision and compact revision a crash leaves
     /// always belong together. Layout version 2 on.
     pub const STATE: &[u8] = b"mstate";
@@ -66,7 +66,7 @@ pub mod meta {
     pub const REVISION: &[u8] = b"mrevision";
     /// Compact revision (logical: reads below it are refused; layout version 1 only).
     pub const COMPACT: &[u8] = b"mcompact";
-    /// Revision physically compacted up to (see [`crate::compactor`]); absent means 0.
+    /// Revision physically compacted up to (see [`crate::maintenance::compactor`]); absent means 0.
     /// Local to this tree: never copied into a snapshot.
     pub const COMPACT_DONE: &[u8] = b"mcompact_done";
     /// The cluster id, derived from the first membership ever applied.

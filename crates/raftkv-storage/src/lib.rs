@@ -5,31 +5,50 @@
 //! - `log/` holds the Raft log ([`LogStore`], openraft's `RaftLogStorage`): entries by
 //!   big-endian index, the vote, the committed and last purged log ids. An append is
 //!   acknowledged only after a real sync (sled's `flush()` plus `fdatasync` of its data
-//!   file and any blob files, see [`durable`]), done by one thread that covers every
+//!   file and any blob files, see [`disk::durable`]), done by one thread that covers every
 //!   append queued meanwhile with one sync (group fsync).
-//! - `state/` (or `state.<n>`, see [`generation`]) holds the state machine
+//! - `state/` (or `state.<n>`, see [`disk::generation`]) holds the state machine
 //!   ([`StateMachine`], openraft's `RaftStateMachine`): etcd's MVCC keyspace in ONE tree
 //!   with key prefixes ([`keys`]). An `apply` writes its records in order, then the one
-//!   record that names the applied log id and revision (`applied_state.rs`); no sled
-//!   batch or transaction is used anywhere (`tree_writes.rs` says why), and what a crash
-//!   leaves above that record is rolled back at open (`rollback.rs`). A snapshot install and a defragmentation ([`defrag`]) build
-//!   a new database and switch to it: the only way sled gives disk space back. Reads go through
-//!   [`KvReader`] at a pinned revision ([`mvcc`]) and never block apply.
-//!   After a compaction is applied, a background thread per replica ([`compactor`])
-//!   deletes what no read at or above the compact revision can see, in chunks of at most
-//!   1,000 deletions, resuming after a restart from its persisted progress, and holding
-//!   back while a snapshot build streams the tree (`compaction_pins.rs`).
-//! - `snapshots/` holds the current snapshot file ([`snapshot`]).
+//!   record that names the applied log id and revision (`apply/applied_state.rs`); no
+//!   sled batch or transaction is used anywhere (`apply/tree_writes.rs` says why), and
+//!   what a crash leaves above that record is rolled back at open (`apply/rollback.rs`).
+//!   A snapshot install and a defragmentation ([`maintenance::defrag`]) build a new
+//!   database and switch to it: the only way sled gives disk space back. Reads go through
+//!   [`KvReader`] at a pinned revision ([`mvcc`]) and never block apply. After a
+//!   compaction is applied, a background thread per replica
+//!   ([`maintenance::compactor`]) deletes what no read at or above the compact revision
+//!   can see, in chunks of at most 1,000 deletions, resuming after a restart from its
+//!   persisted progress, and holding back while a snapshot build streams the tree
+//!   (`maintenance/compaction_pins.rs`).
+//! - `snapshots/` holds the current snapshot file ([`raft::snapshot`]).
 //! - `LOCK` is held while a store of the directory is open, by every part that keeps a
 //!   database open, so a reopen waits for the previous store to close wholly and a
-//!   second process is kept out ([`data_dir_lock`]).
+//!   second process is kept out ([`disk::data_dir_lock`]).
+//!
+//! ## The parts
+//!
+//! Each folder's `mod.rs` says what the part owns, its invariants and what it leaves out.
+//!
+//! | Module | Owns |
+//! |---|---|
+//! | [`raft`] | openraft's storage: the log store, the state machine, snapshots, the background state sync, restore |
+//! | [`apply`] | applying committed commands as ordered tree writes; the applied-state record; rollback at open |
+//! | [`mvcc`] | the version records, reads at a pinned revision, the key index, `HashKV`'s history |
+//! | [`watch`] | the watch hub, watch sessions, event collection and history replay |
+//! | [`maintenance`] | physical compaction and defragmentation, in the background |
+//! | [`disk`] | databases that really sync, the directory lock, state generations |
+//! | [`state`], [`keys`], [`error`] | what the parts share: [`StateShared`], the key families, the error type |
+//! | [`etcd_snapshot`] | etcd 3.4's bbolt snapshot format, read and written |
+//!
+//! Files import each other in one direction only: `scripts/file-cycles.py` checks it.
 //!
 //! **Watches** are served by every replica from its own applied stream: after each applied
 //! batch the state machine publishes the batch's events to the [`WatchHub`]
-//! (`watch_hub.rs`, etcd's synced watchers), which queues them for the watchers whose key
+//! (`watch/hub.rs`, etcd's synced watchers), which queues them for the watchers whose key
 //! or range they touch, within a bounded buffer per watcher. A [`LocalWatchSession`]
-//! (`watch_session.rs`, one per watch stream) hands them out, and replays the history
-//! (`watch_history.rs`, the `h` family) for watchers that start in the past or fell
+//! (`watch/session.rs`, one per watch stream) hands them out, and replays the history
+//! (`watch/history.rs`, the `h` family) for watchers that start in the past or fell
 //! behind, at its consumer's pace; apply never waits for a watcher.
 //!
 //! **Leases** live in the same tree (`l` records, `a` attachments, see [`keys`]): a grant,
@@ -47,10 +66,11 @@
 //!   below the compact revision are refused but the old versions are still on disk.
 //!   [`StateShared::physically_compacted`] says how far it got. Deleted records free
 //!   space inside sled's files, which sled reuses only in part and never returns; the
-//!   file shrinks when [`defrag`] rewrites it (on demand, or past [`AutoDefrag`]'s ratio).
-//! - Leases (`lease_table.rs`) hold granted and checkpointed remaining TTLs, never
+//!   file shrinks when [`maintenance::defrag`] rewrites it (on demand, or past
+//!   [`AutoDefrag`]'s ratio).
+//! - Leases (`apply/lease_table.rs`) hold granted and checkpointed remaining TTLs, never
 //!   deadlines: expiry is the leader's decision and arrives as a `LeaseRevoke` entry.
-//! - The state machine is synced in the background every 100 ms (`state_sync.rs`),
+//! - The state machine is synced in the background every 100 ms (`raft/state_sync.rs`),
 //!   before a log purge, around snapshots and before physical compaction passes the
 //!   synced revision; after a crash the open rolls back
 //!   what lies above the durable applied state and openraft replays the log from there.
@@ -61,66 +81,17 @@
 
 #![warn(missing_docs)]
 
-pub mod alarm_table;
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod alarm_tests;
-mod applied_state;
-mod apply;
-mod auth_overlay;
-mod auth_table;
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod auth_tests;
-mod blob_watch;
-mod compaction_chunk;
-mod compaction_pins;
-pub mod compactor;
-mod compactor_link;
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod crash_midway_tests;
-pub mod data_dir_lock;
-pub mod defrag;
-mod defrag_policy;
-pub mod durable;
+pub mod apply;
+pub mod disk;
 pub mod error;
 pub mod etcd_snapshot;
 pub mod failpoints;
-pub mod generation;
-pub mod hash_history;
-pub mod key_index;
-#[cfg(test)]
-mod key_index_tests;
-mod key_range;
 pub mod keys;
-mod lease_apply;
-pub mod lease_table;
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod lease_tests;
-pub mod log_store;
+pub mod maintenance;
 pub mod mvcc;
-pub mod reader;
-pub mod restore;
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod restore_tests;
-pub mod rollback;
-pub mod snapshot;
-pub mod snapshot_cadence;
-mod snapshot_file;
+pub mod raft;
 pub mod state;
-pub mod state_machine;
-mod state_sync;
-mod tree_writes;
-mod version_record;
-mod watch_config;
-mod watch_events;
-mod watch_history;
-pub mod watch_hub;
-mod watch_queue;
-pub mod watch_session;
+pub mod watch;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -130,36 +101,40 @@ use arc_swap::ArcSwap;
 use raftkv_core::Watermark;
 use raftkv_core::codec;
 
-use applied_state::AppliedState;
-use compaction_pins::CompactionPins;
+use apply::applied_state::AppliedState;
+use apply::{alarm_table, auth_table, rollback};
+use disk::generation::{self, Generation};
+use maintenance::compaction_pins::CompactionPins;
+use maintenance::{compactor, compactor_link};
+use raft::{log_store, snapshot, state_sync};
+
 /// An applied command slower than this is logged and counted as etcd does (its
 /// `--experimental-warning-apply-duration` default).
 pub const SLOW_APPLY: std::time::Duration = std::time::Duration::from_millis(100);
 
-pub use compactor_link::CompactionStats;
-pub use data_dir_lock::DataDirLock;
-pub use defrag::DefragReport;
-pub use defrag_policy::{AutoDefrag, DefragStats};
-pub use durable::{DurableDb, SyncStats};
+pub use apply::lease_table::{LeaseChanges, LeaseRecord};
+pub use disk::data_dir_lock::DataDirLock;
+pub use disk::durable::{DurableDb, SyncStats};
 pub use error::{Error, Result};
-use generation::Generation;
-pub use hash_history::{HashScope, HashedWrite};
-pub use key_index::KeyIndex;
-pub use lease_table::{LeaseChanges, LeaseRecord};
-pub use log_store::{LogReader, LogStore};
-pub use reader::KvReader;
-pub use snapshot_cadence::SnapshotCadence;
+pub use maintenance::compactor_link::CompactionStats;
+pub use maintenance::defrag::DefragReport;
+pub use maintenance::defrag_policy::{AutoDefrag, DefragStats};
+pub use mvcc::hash_history::{HashScope, HashedWrite};
+pub use mvcc::key_index::KeyIndex;
+pub use mvcc::reader::KvReader;
+pub use raft::log_store::{LogReader, LogStore};
+pub use raft::snapshot_cadence::SnapshotCadence;
+pub use raft::state_machine::StateMachine;
 pub use state::StateShared;
-pub use state_machine::StateMachine;
-pub use watch_config::WatchConfig;
-pub use watch_hub::WatchHub;
-pub use watch_session::LocalWatchSession;
+pub use watch::config::WatchConfig;
+pub use watch::hub::WatchHub;
+pub use watch::session::LocalWatchSession;
 
 /// Version of the log database's layout and of the snapshot format.
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Version of the state database's layout: 2 since the applied state is one record
-/// written last (`applied_state.rs`); 1 is migrated at open.
+/// written last (`apply/applied_state.rs`); 1 is migrated at open.
 pub const STATE_LAYOUT_VERSION: u32 = 2;
 
 const SCHEMA_KEY: &[u8] = b"schema";
@@ -179,13 +154,14 @@ pub struct StoreOptions {
     /// file: at 64 clients over 1M keys, 256 MiB lost about a fifth of the write rate
     /// once the state outgrew it (README, "Ten minutes at full speed").
     pub state_cache_bytes: u64,
-    /// When the state database is defragmented without being asked ([`defrag`]).
+    /// When the state database is defragmented without being asked
+    /// ([`maintenance::defrag`]).
     pub auto_defrag: AutoDefrag,
-    /// How often what is applied is made durable in the background (`state_sync.rs`);
+    /// How often what is applied is made durable in the background (`raft/state_sync.rs`);
     /// `None`: only before a log purge, before physical compaction and around snapshots.
     pub state_sync_interval: Option<std::time::Duration>,
     /// Log entries applied between two snapshots at least; a snapshot also waits for as
-    /// many bytes written as the last one holds (`snapshot_cadence.rs`).
+    /// many bytes written as the last one holds (`raft/snapshot_cadence.rs`).
     pub snapshot_every_entries: u64,
 }
 

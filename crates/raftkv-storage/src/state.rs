@@ -6,9 +6,9 @@
 //! hold. The current revision and compact revision are atomics, published after
 //! each applied batch is visible; the applied log index and the physically compacted
 //! revision are [`Watermark`]s. No lock guards any of them. Two locks exist: the
-//! compaction-pin registry's (see `compaction_pins.rs`) and the tree-writers gate, which
+//! compaction-pin registry's (see `maintenance/compaction_pins.rs`) and the tree-writers gate, which
 //! every write to the live tree holds (an applied batch, a compaction chunk's commit) so
-//! that a switch of generations (`defrag.rs`, a snapshot install) never misses a write.
+//! that a switch of generations (`maintenance/defrag.rs`, a snapshot install) never misses a write.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,30 +19,30 @@ use raftkv_core::Watermark;
 use raftkv_core::auth::{AuthEffect, AuthState, TokenTable};
 use raftkv_core::kv::Revision;
 
-use crate::auth_overlay::AuthOverlay;
-use crate::compaction_pins::CompactionPins;
-use crate::compactor_link::{CompactionStats, CompactorWake};
-use crate::data_dir_lock::DataDirLock;
-use crate::defrag_policy::{AutoDefrag, DefragStats};
-use crate::durable::SyncStats;
+use crate::apply::auth_overlay::AuthOverlay;
+use crate::apply::tree_writes::WriteGate;
+use crate::disk::data_dir_lock::DataDirLock;
+use crate::disk::durable::SyncStats;
+use crate::disk::generation::{self, Generation};
 use crate::error::Result;
-use crate::generation::{self, Generation};
-use crate::key_index::KeyIndex;
 use crate::keys;
-use crate::snapshot_cadence::SnapshotCadence;
-use crate::tree_writes::WriteGate;
-use crate::watch_hub::WatchHub;
+use crate::maintenance::compaction_pins::CompactionPins;
+use crate::maintenance::compactor_link::{CompactionStats, CompactorWake};
+use crate::maintenance::defrag_policy::{AutoDefrag, DefragStats};
+use crate::mvcc::key_index::KeyIndex;
+use crate::raft::snapshot_cadence::SnapshotCadence;
+use crate::watch::hub::WatchHub;
 
 /// State shared by the state machine, its readers and the log store.
 pub struct StateShared {
-    /// The node's data directory (generations live under it, see `generation.rs`).
+    /// The node's data directory (generations live under it, see `disk/generation.rs`).
     pub(crate) data_dir: PathBuf,
     pub(crate) active: ArcSwap<Generation>,
     /// Page cache of each generation's database.
     pub(crate) cache_bytes: u64,
     /// Sync counters, shared by every generation.
     pub(crate) sync_stats: Arc<SyncStats>,
-    /// The tree-writers gate (`tree_writes.rs`): held by every write to the live tree and
+    /// The tree-writers gate (`apply/tree_writes.rs`): held by every write to the live tree and
     /// by a generation switch. An async mutex: apply waits for it without blocking a
     /// runtime thread.
     pub(crate) writers: Arc<tokio::sync::Mutex<WriteGate>>,
@@ -58,7 +58,7 @@ pub struct StateShared {
     /// The applied index covered by the last completed `sync_durable`.
     pub(crate) synced_applied: AtomicU64,
     /// A revision the durable applied state is known to have reached (read before the
-    /// last sync began); physical compaction stays at or below it (`compactor.rs`).
+    /// last sync began); physical compaction stays at or below it (`maintenance/compactor.rs`).
     pub(crate) synced_revision: AtomicI64,
     pub(crate) snapshot_dir: PathBuf,
     /// Test hook: make the next state-machine syncs fail (see `inject_sync_failure`).
@@ -67,13 +67,13 @@ pub struct StateShared {
     pub(crate) switch_failed: AtomicBool,
     /// 0 until the first membership is applied.
     pub(crate) cluster_id: AtomicU64,
-    /// Which alarm types are active as of the applied state (`alarm_table.rs`).
+    /// Which alarm types are active as of the applied state (`apply/alarm_table.rs`).
     pub(crate) alarm_mask: AtomicU8,
-    /// The auth store as of the applied state (`auth_table.rs`).
+    /// The auth store as of the applied state (`apply/auth_table.rs`).
     pub(crate) auth: ArcSwap<AuthState>,
     /// The simple tokens assigned on this member (in memory only).
     pub(crate) tokens: TokenTable,
-    /// The revision the live tree is physically compacted up to (see [`crate::compactor`]).
+    /// The revision the live tree is physically compacted up to (see [`crate::maintenance::compactor`]).
     pub(crate) physically_compacted: Arc<Watermark>,
     /// Revisions snapshot builds hold physical compaction at.
     pub(crate) pins: Arc<CompactionPins>,
@@ -88,12 +88,12 @@ pub struct StateShared {
     pub(crate) compaction_budget: AtomicU64,
     /// This replica's watchers and the events apply publishes to them.
     pub(crate) watch_hub: WatchHub,
-    /// The newest revision of every live key (`key_index.rs`).
+    /// The newest revision of every live key (`mvcc/key_index.rs`).
     pub(crate) key_index: KeyIndex,
-    /// When the next snapshot is due (`snapshot_cadence.rs`).
+    /// When the next snapshot is due (`raft/snapshot_cadence.rs`).
     pub(crate) snapshot_cadence: SnapshotCadence,
     /// The store's hold on its data directory, for the generations it creates
-    /// (`data_dir_lock.rs`).
+    /// (`disk/data_dir_lock.rs`).
     pub(crate) dir_lock: Arc<DataDirLock>,
 }
 
@@ -114,7 +114,7 @@ impl StateShared {
     }
 
     /// Which alarm types are active as of the applied state: bits
-    /// [`crate::alarm_table::NOSPACE_ACTIVE`] and [`crate::alarm_table::CORRUPT_ACTIVE`].
+    /// [`crate::apply::alarm_table::NOSPACE_ACTIVE`] and [`crate::apply::alarm_table::CORRUPT_ACTIVE`].
     pub fn alarm_mask(&self) -> u8 {
         self.alarm_mask.load(Ordering::Acquire)
     }
@@ -176,7 +176,7 @@ impl StateShared {
         &self.watch_hub
     }
 
-    /// The newest revision of every live key (`key_index.rs`).
+    /// The newest revision of every live key (`mvcc/key_index.rs`).
     pub fn key_index(&self) -> &KeyIndex {
         &self.key_index
     }

@@ -9,7 +9,7 @@ use openraft::RaftSnapshotBuilder;
 use openraft::storage::RaftStateMachine;
 use raftkv_core::kv::{DeleteRangeRequest, KeyValue, RangeRequest};
 use raftkv_core::{Command, Error, RequestError};
-use raftkv_storage::compactor::MAX_DELETIONS_PER_BATCH;
+use raftkv_storage::maintenance::compactor::MAX_DELETIONS_PER_BATCH;
 use std::sync::atomic::Ordering;
 
 mod support;
@@ -286,7 +286,7 @@ async fn compaction_resumes_after_a_restart() {
 
 /// Readers scanning an old revision while compaction deletes past it: every answer is
 /// the whole answer or `Compacted`, never a partial one. The interleaving is up to the
-/// scheduler, so this test may miss a bug; `reader.rs` has a deterministic test of the
+/// scheduler, so this test may miss a bug; `src/mvcc/reader.rs` has a deterministic test of the
 /// re-check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_racing_compaction_get_everything_or_compacted() {

@@ -6,7 +6,7 @@
 //! callback fired, applies to the state machine in batches of 7 and purges the log behind
 //! it at every multiple of 301. Every 97th value is 200 KiB, so sled writes blob files.
 //! At every multiple of 89 it starts a defragmentation in the background (a copy of the
-//! state machine into a new sled database and a switch to it, `defrag.rs`), concurrent
+//! state machine into a new sled database and a switch to it, `src/maintenance/defrag.rs`), concurrent
 //! with the appends and applies, so kills land mid-copy and mid-switch too.
 //!
 //! The parent runs `RAFTKV_CRASH_ROUNDS` rounds (24 by default; any larger number works)

@@ -30,11 +30,11 @@ use raftkv_core::kv::Revision;
 
 use super::bbolt_write::BoltWriter;
 use super::wire::{EtcdAlarmMember, EtcdKeyValue, EtcdLease, corrupt, revision_key};
+use crate::apply::lease_table::LeaseRecord;
 use crate::error::Result;
 use crate::keys;
-use crate::lease_table::LeaseRecord;
 use crate::mvcc::VersionRecord;
-use crate::snapshot_file::{Frame, FrameReader};
+use crate::raft::snapshot_file::{Frame, FrameReader};
 
 /// What an export wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,5 +1,5 @@
 //! Importing an etcd 3.4 snapshot (`etcdctl snapshot save`, a bbolt file): the
-//! migration path from an etcd cluster to raftkv. [`restore`](crate::restore::restore)
+//! migration path from an etcd cluster to raftkv. [`restore`](crate::raft::restore::restore)
 //! calls [`convert`] when its input is a bbolt file, and goes on with the result as with
 //! one of our own snapshots, so a new raftkv cluster starts with etcd's keys, their whole
 //! retained history at etcd's revisions, the compact revision, and the leases.
@@ -31,11 +31,11 @@ use raftkv_core::types::{LogId, SnapshotMeta, StoredMembership};
 use super::auth::AuthReader;
 use super::bbolt::{self, BoltFile, Bucket};
 use super::wire::{EtcdAlarmMember, EtcdKeyValue, EtcdLease, corrupt, etcd_revision};
+use crate::apply::lease_table::LeaseRecord;
 use crate::error::Result;
 use crate::keys;
-use crate::lease_table::LeaseRecord;
 use crate::mvcc::VersionRecord;
-use crate::snapshot_file::{Frame, FrameWriter, MAX_FRAME_PAIR_BYTES, SnapshotHeader};
+use crate::raft::snapshot_file::{Frame, FrameWriter, MAX_FRAME_PAIR_BYTES, SnapshotHeader};
 
 /// What an import read.
 #[derive(Debug, Clone, PartialEq, Eq)]

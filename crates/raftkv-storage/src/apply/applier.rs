@@ -1,0 +1,452 @@
+//! Applying commands to the MVCC keyspace, with etcd's semantics.
+//!
+//! An [`Applier`] covers one `apply()` call of the state machine: every write of every
+//! entry is staged in ONE [`TreeBatch`], written to the tree in order when the call ends,
+//! before the record naming the last-applied log id (`raft/state_machine.rs`). Until then the
+//! tree is untouched, so the applier keeps an overlay of the keys written so far: later
+//! requests (and later operations of the same transaction) see earlier ones.
+//!
+//! Each client request runs in a [`RequestScope`]: its writes are staged there and only
+//! merged into the batch if the whole request succeeds, so a request refused halfway (a
+//! missing key for `ignore_value`, say) changes nothing. A request that writes takes the
+//! next revision; all its writes share it, told apart by a sub-revision. A request that
+//! changes nothing (a delete that matched no key, a read-only txn) leaves the revision.
+//!
+//! Writes of keys a watcher covers also become watch events ([`EventCollector`]), staged
+//! with the request's writes and kept only if it succeeds; the state machine publishes
+//! them once the batch is applied.
+//!
+//! Leases: a put names an existing lease or is refused with "lease not found"; every
+//! write of a key moves its attachment (the `a` family) with it, staged like the write
+//! itself. Grants, revokes and checkpoints are applied in `apply/lease_apply.rs`.
+
+use std::collections::BTreeMap;
+
+use raftkv_core::RequestError;
+use raftkv_core::alarm::AlarmMember;
+use raftkv_core::codec;
+use raftkv_core::kv::*;
+use raftkv_core::watch::Event;
+
+use crate::apply::lease_table::LeaseRecord;
+use crate::apply::tree_writes::TreeBatch;
+use crate::error::Error;
+use crate::keys;
+use crate::mvcc::key_index::KeyIndex;
+use crate::mvcc::{self, VersionRecord};
+use crate::watch::events::EventCollector;
+
+/// Why applying one request stopped: its own fault (answered to the client, nothing
+/// written) or the storage's (fatal for the node).
+#[derive(Debug)]
+pub(crate) enum ApplyError {
+    Request(RequestError),
+    Storage(Error),
+}
+
+impl From<RequestError> for ApplyError {
+    fn from(e: RequestError) -> Self {
+        ApplyError::Request(e)
+    }
+}
+
+impl From<Error> for ApplyError {
+    fn from(e: Error) -> Self {
+        ApplyError::Storage(e)
+    }
+}
+
+impl From<sled::Error> for ApplyError {
+    fn from(e: sled::Error) -> Self {
+        ApplyError::Storage(e.into())
+    }
+}
+
+type KeyState = BTreeMap<Vec<u8>, Option<KeyValue>>;
+
+/// Writes of one `apply()` call.
+pub(crate) struct Applier<'a> {
+    pub(crate) tree: &'a sled::Tree,
+    /// Where each live key's newest version is, as of the tree (`mvcc/key_index.rs`).
+    index: &'a KeyIndex,
+    pub(crate) batch: TreeBatch,
+    /// Latest state of every key written by this call so far (`None`: deleted).
+    overlay: KeyState,
+    /// Revision after the requests applied so far.
+    pub(crate) revision: Revision,
+    compact_revision: Revision,
+    /// Watch events of the requests applied so far.
+    pub(crate) watch: EventCollector,
+    /// Leases granted, changed (`Some`) or revoked (`None`) by this call so far.
+    pub(crate) leases: BTreeMap<i64, Option<LeaseRecord>>,
+    /// Attachments made (`true`) or removed (`false`) by this call so far.
+    pub(crate) attachments: BTreeMap<(i64, Vec<u8>), bool>,
+    /// Alarms raised (`true`) or disarmed (`false`) by this call so far.
+    pub(crate) alarms: BTreeMap<AlarmMember, bool>,
+    /// Which alarm types are active as of the requests applied so far
+    /// (`apply/alarm_table.rs`): the state machine sets it from the published mask.
+    pub(crate) alarm_mask: u8,
+    /// The auth store as of the requests applied so far (`apply/auth_table.rs`): the state
+    /// machine sets its published part.
+    pub(crate) auth: crate::apply::auth_overlay::AuthOverlay,
+}
+
+/// The staged writes of one client request.
+struct RequestScope {
+    revision: Revision,
+    next_sub: u32,
+    /// Tree writes in order (`None`: remove the tree key).
+    writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    overlay: KeyState,
+    events: Vec<Event>,
+    attachments: BTreeMap<(i64, Vec<u8>), bool>,
+}
+
+impl<'a> Applier<'a> {
+    pub(crate) fn new(
+        tree: &'a sled::Tree,
+        index: &'a KeyIndex,
+        revision: Revision,
+        compact_revision: Revision,
+    ) -> Self {
+        Self {
+            tree,
+            index,
+            batch: TreeBatch::default(),
+            overlay: KeyState::new(),
+            revision,
+            compact_revision,
+            watch: EventCollector::default(),
+            leases: BTreeMap::new(),
+            attachments: BTreeMap::new(),
+            alarms: BTreeMap::new(),
+            alarm_mask: 0,
+            auth: Default::default(),
+        }
+    }
+
+    /// Whether this call changed the lease table.
+    pub(crate) fn leases_changed(&self) -> bool {
+        !self.leases.is_empty()
+    }
+
+    /// Apply one client request (put, delete-range or txn) atomically.
+    pub(crate) fn client_request<T>(
+        &mut self,
+        exec: impl FnOnce(&mut Self, &mut RequestScopeHandle) -> Result<T, ApplyError>,
+    ) -> Result<Result<(T, Revision), RequestError>, Error> {
+        let mut scope = RequestScopeHandle(RequestScope {
+            revision: self.revision + 1,
+            next_sub: 0,
+            writes: Vec::new(),
+            overlay: KeyState::new(),
+            events: Vec::new(),
+            attachments: BTreeMap::new(),
+        });
+        match exec(self, &mut scope) {
+            Ok(value) => {
+                let scope = scope.0;
+                if scope.next_sub > 0 {
+                    self.revision = scope.revision;
+                    for (k, v) in scope.writes {
+                        match v {
+                            Some(v) => self.batch.insert(k, v),
+                            None => self.batch.remove(k),
+                        }
+                    }
+                    self.overlay.extend(scope.overlay);
+                    self.watch.events.extend(scope.events);
+                    self.attachments.extend(scope.attachments);
+                }
+                Ok(Ok((value, self.revision)))
+            }
+            Err(ApplyError::Request(e)) => Ok(Err(e)),
+            Err(ApplyError::Storage(e)) => Err(e),
+        }
+    }
+
+    /// Record a compaction (the revisions below become unreadable).
+    pub(crate) fn compact(&mut self, revision: Revision) -> Result<Revision, RequestError> {
+        if revision <= self.compact_revision {
+            return Err(RequestError::Compacted {
+                requested: revision,
+                compacted: self.compact_revision,
+            });
+        }
+        if revision > self.revision {
+            return Err(RequestError::FutureRevision {
+                requested: revision,
+                current: self.revision,
+            });
+        }
+        self.compact_revision = revision;
+        Ok(revision)
+    }
+
+    pub(crate) fn compact_revision(&self) -> Revision {
+        self.compact_revision
+    }
+
+    pub(crate) fn latest(
+        &self,
+        scope: &RequestScopeHandle,
+        key: &[u8],
+    ) -> Result<Option<KeyValue>, ApplyError> {
+        if let Some(state) = scope.0.overlay.get(key).or_else(|| self.overlay.get(key)) {
+            return Ok(state.clone());
+        }
+        match self.index.newest(key) {
+            Some(rev) => self.version(key, rev),
+            None => Ok(None),
+        }
+    }
+
+    /// The version of `key` the index names as its newest. The index is exact for the tree
+    /// apply writes; should it ever disagree, the scan answers and the mismatch is logged.
+    fn version(&self, key: &[u8], rev: Revision) -> Result<Option<KeyValue>, ApplyError> {
+        if let Some(kv) = mvcc::get_version(self.tree, key, rev)? {
+            return Ok(Some(kv));
+        }
+        self.index.count_miss();
+        tracing::error!(key = ?String::from_utf8_lossy(key), rev, "key index names a version the tree lacks");
+        Ok(mvcc::get_at(self.tree, key, Revision::MAX)?)
+    }
+
+    /// The final state of every key this call wrote (`None`: deleted), for the key index.
+    pub(crate) fn written_keys(&self) -> impl Iterator<Item = (&[u8], Option<Revision>)> {
+        self.overlay
+            .iter()
+            .map(|(k, state)| (k.as_slice(), state.as_ref().map(|kv| kv.mod_revision)))
+    }
+
+    fn latest_range(
+        &self,
+        scope: &RequestScopeHandle,
+        key: &[u8],
+        range_end: &[u8],
+    ) -> Result<Vec<KeyValue>, ApplyError> {
+        if range_end.is_empty() {
+            return Ok(self.latest(scope, key)?.into_iter().collect());
+        }
+        let mut merged = BTreeMap::new();
+        for (k, rev) in self.index.range(key, range_end) {
+            if let Some(kv) = self.version(&k, rev)? {
+                merged.insert(k, kv);
+            }
+        }
+        for overlay in [&self.overlay, &scope.0.overlay] {
+            for (k, state) in overlay.iter().filter(|(k, _)| in_range(k, key, range_end)) {
+                match state {
+                    Some(kv) => merged.insert(k.clone(), kv.clone()),
+                    None => merged.remove(k),
+                };
+            }
+        }
+        Ok(merged.into_values().collect())
+    }
+
+    pub(crate) fn put(
+        &mut self,
+        scope: &mut RequestScopeHandle,
+        req: &PutRequest,
+    ) -> Result<PutResponse, ApplyError> {
+        let prev = self.latest(scope, &req.key)?;
+        if (req.ignore_value || req.ignore_lease) && prev.is_none() {
+            return Err(RequestError::KeyNotFound.into());
+        }
+        if req.lease != 0 && !req.ignore_lease && self.lease(req.lease)?.is_none() {
+            return Err(RequestError::LeaseNotFound(req.lease).into());
+        }
+        let value = match (&prev, req.ignore_value) {
+            (Some(p), true) => p.value.clone(),
+            _ => req.value.clone(),
+        };
+        let lease = match (&prev, req.ignore_lease) {
+            (Some(p), true) => p.lease,
+            _ => req.lease,
+        };
+        let rev = scope.0.revision;
+        let kv = KeyValue {
+            key: req.key.clone(),
+            create_revision: prev.as_ref().map_or(rev, |p| p.create_revision),
+            mod_revision: rev,
+            version: prev.as_ref().map_or(1, |p| p.version + 1),
+            value,
+            lease,
+        };
+        scope.write(&self.watch, &kv.key, Some(kv.clone()), prev.as_ref())?;
+        Ok(PutResponse {
+            header: ResponseHeader::default(),
+            prev_kv: if req.prev_kv { prev } else { None },
+        })
+    }
+
+    pub(crate) fn delete(
+        &mut self,
+        scope: &mut RequestScopeHandle,
+        req: &DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, ApplyError> {
+        let doomed = self.latest_range(scope, &req.key, &req.range_end)?;
+        for kv in &doomed {
+            scope.write(&self.watch, &kv.key, None, Some(kv))?;
+        }
+        Ok(DeleteRangeResponse {
+            header: ResponseHeader::default(),
+            deleted: doomed.len() as i64,
+            prev_kvs: if req.prev_kv { doomed } else { Vec::new() },
+        })
+    }
+
+    pub(crate) fn range(
+        &mut self,
+        scope: &RequestScopeHandle,
+        req: &RangeRequest,
+    ) -> Result<RangeResponse, ApplyError> {
+        let kvs = if req.revision <= 0 || req.revision >= scope.0.revision {
+            self.latest_range(scope, &req.key, &req.range_end)?
+        } else {
+            if req.revision < self.compact_revision {
+                return Err(RequestError::Compacted {
+                    requested: req.revision,
+                    compacted: self.compact_revision,
+                }
+                .into());
+            }
+            mvcc::scan_at(self.tree, &req.key, &req.range_end, req.revision)?
+        };
+        let (kvs, more, count) = mvcc::shape_range(kvs, req);
+        Ok(RangeResponse {
+            header: ResponseHeader::default(),
+            kvs,
+            more,
+            count,
+        })
+    }
+
+    pub(crate) fn txn(
+        &mut self,
+        scope: &mut RequestScopeHandle,
+        req: &TxnRequest,
+    ) -> Result<TxnResponse, ApplyError> {
+        let mut succeeded = true;
+        for cmp in &req.compare {
+            if !self.compare_holds(scope, cmp)? {
+                succeeded = false;
+                break;
+            }
+        }
+        let ops = if succeeded { &req.success } else { &req.failure };
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            responses.push(match op {
+                RequestOp::Range(r) => ResponseOp::Range(self.range(scope, r)?),
+                RequestOp::Put(p) => ResponseOp::Put(self.put(scope, p)?),
+                RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(self.delete(scope, d)?),
+                RequestOp::Txn(t) => ResponseOp::Txn(self.txn(scope, t)?),
+            });
+        }
+        Ok(TxnResponse {
+            header: ResponseHeader::default(),
+            succeeded,
+            responses,
+        })
+    }
+
+    /// etcd's `applyCompare`: every key in the range must satisfy the compare; an empty
+    /// range compares a zero key-value, except that a value compare then fails.
+    fn compare_holds(&self, scope: &RequestScopeHandle, cmp: &Compare) -> Result<bool, ApplyError> {
+        let kvs = self.latest_range(scope, &cmp.key, &cmp.range_end)?;
+        if kvs.is_empty() {
+            if matches!(cmp.target, CompareTarget::Value(_)) {
+                return Ok(false);
+            }
+            return Ok(compare_kv(cmp, &KeyValue::default()));
+        }
+        Ok(kvs.iter().all(|kv| compare_kv(cmp, kv)))
+    }
+}
+
+/// The staged writes of one request (opaque outside this module).
+pub(crate) struct RequestScopeHandle(RequestScope);
+
+impl RequestScopeHandle {
+    /// Stage a put (`Some`) or a delete (`None`) of `key` at the request's revision
+    /// (`prev`: the key before it), with its watch event if a watcher covers `key`.
+    pub(crate) fn write(
+        &mut self,
+        watch: &EventCollector,
+        key: &[u8],
+        state: Option<KeyValue>,
+        prev: Option<&KeyValue>,
+    ) -> Result<(), Error> {
+        let scope = &mut self.0;
+        if let Some(event) = watch.event(key, scope.revision, state.as_ref(), prev) {
+            scope.events.push(event);
+        }
+        let sub = scope.next_sub;
+        scope.next_sub += 1;
+        let record = match &state {
+            Some(kv) => VersionRecord::Put {
+                create_revision: kv.create_revision,
+                version: kv.version,
+                lease: kv.lease,
+                value: kv.value.clone(),
+                sub,
+            },
+            None => VersionRecord::Delete { sub },
+        };
+        // History first, then the version, then the attachments: a crash keeps a prefix of
+        // these, and the history record is how `apply/rollback.rs` finds the rest.
+        scope.writes.push((
+            keys::history_key(scope.revision, sub).to_vec(),
+            Some(key.to_vec()),
+        ));
+        scope.writes.push((
+            keys::version_key(key, scope.revision),
+            Some(codec::encode(&record)?),
+        ));
+        let old_lease = prev.map_or(0, |p| p.lease);
+        let new_lease = state.as_ref().map_or(0, |s| s.lease);
+        if old_lease != new_lease {
+            if old_lease != 0 {
+                scope.writes.push((keys::attachment_key(old_lease, key), None));
+                scope.attachments.insert((old_lease, key.to_vec()), false);
+            }
+            if new_lease != 0 {
+                scope
+                    .writes
+                    .push((keys::attachment_key(new_lease, key), Some(Vec::new())));
+                scope.attachments.insert((new_lease, key.to_vec()), true);
+            }
+        }
+        scope.overlay.insert(key.to_vec(), state);
+        Ok(())
+    }
+}
+
+fn in_range(k: &[u8], key: &[u8], range_end: &[u8]) -> bool {
+    if range_end.is_empty() {
+        k == key
+    } else if range_end == [0] {
+        k >= key
+    } else {
+        k >= key && k < range_end
+    }
+}
+
+fn compare_kv(cmp: &Compare, kv: &KeyValue) -> bool {
+    use std::cmp::Ordering;
+    let ordering = match &cmp.target {
+        CompareTarget::Version(v) => kv.version.cmp(v),
+        CompareTarget::Create(r) => kv.create_revision.cmp(r),
+        CompareTarget::Mod(r) => kv.mod_revision.cmp(r),
+        CompareTarget::Value(v) => kv.value.as_slice().cmp(v.as_slice()),
+        CompareTarget::Lease(l) => kv.lease.cmp(l),
+    };
+    match cmp.result {
+        CompareResult::Equal => ordering == Ordering::Equal,
+        CompareResult::Greater => ordering == Ordering::Greater,
+        CompareResult::Less => ordering == Ordering::Less,
+        CompareResult::NotEqual => ordering != Ordering::Equal,
+    }
+}

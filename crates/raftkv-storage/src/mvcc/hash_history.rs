@@ -1,0 +1,184 @@
+//! The writes etcd 3.4's `HashKV` hashes, in its order, read from our MVCC records
+//! ([`KvReader::hash_history`]); the hashing itself (etcd's byte encoding) is the
+//! caller's.
+//!
+//! etcd hashes the `key` bucket of its backend, which holds one record per write keyed by
+//! (revision, sub-revision), in that order. For `HashKV(rev)` with compact revision `C`
+//! (`mvcc/kvstore.go`, `HashByRev`) it takes:
+//! - every write with `C < revision <= rev` (puts and tombstones alike);
+//! - of the writes at or below `C` (after compaction only each key's newest put at `C`
+//!   is left), those that are still their key's newest version at `rev` and a put; if
+//!   no key is live at `rev`, all of them.
+//!
+//! A request at or below `C` is refused as compacted (`rev <= C`, where reads refuse
+//! only `rev < C`). The compact revision is pinned for the walk, so physical compaction
+//! cannot remove what it reads.
+
+use raftkv_core::kv::{KeyValue, Revision};
+use raftkv_core::{Error, RequestError, codec};
+
+use crate::keys;
+use crate::maintenance::compaction_pins::CompactionPin;
+use crate::mvcc::VersionRecord;
+use crate::mvcc::reader::KvReader;
+
+/// One write, as `HashKV` sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashedWrite {
+    /// Its revision.
+    pub revision: Revision,
+    /// Its position within the revision (etcd's sub-revision).
+    pub sub: u32,
+    /// The key written.
+    pub key: Vec<u8>,
+    /// What a put wrote; `None` for a delete (etcd's tombstone).
+    pub put: Option<KeyValue>,
+}
+
+/// The revisions a hash covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashScope {
+    /// The revision hashed up to.
+    pub revision: Revision,
+    /// The member's revision when the walk began.
+    pub current: Revision,
+    /// The compact revision (0: never compacted).
+    pub compact: Revision,
+}
+
+/// A key's newest versions at two revisions, while its versions are walked.
+#[derive(Default)]
+struct KeyState {
+    /// The newest version at or below the hashed revision: (revision, sub, is a put).
+    at_rev: Option<(Revision, u32, bool)>,
+    /// The newest version at or below the compact revision.
+    at_compact: Option<(Revision, u32, bool)>,
+}
+
+impl KvReader {
+    /// Calls `visit` for each write etcd's `HashKV(revision)` hashes, in its order (see
+    /// the module). `revision <= 0` means the current one.
+    pub fn hash_history(
+        &self,
+        revision: Revision,
+        mut visit: impl FnMut(HashedWrite),
+    ) -> Result<HashScope, Error> {
+        // Pin before reading the revision and loading the tree (see `range_once`).
+        let (_pin, compact) = CompactionPin::take(&self.shared.pins, || self.shared.compact_revision());
+        let current = self.shared.revision();
+        let tree = self.shared.tree();
+        let rev = if revision <= 0 { current } else { revision };
+        if rev > current {
+            return Err(RequestError::FutureRevision {
+                requested: rev,
+                current,
+            }
+            .into());
+        }
+        if revision > 0 && rev <= compact {
+            return Err(RequestError::Compacted {
+                requested: rev,
+                compacted: compact,
+            }
+            .into());
+        }
+
+        // Writes at or below the compact revision that etcd would still hold and hash.
+        let (mut live_at_rev, mut live_at_compact) = (Vec::new(), Vec::new());
+        let mut any_live = false;
+        let mut group: Option<(Vec<u8>, KeyState)> = None;
+        let (lower, upper) = keys::version_bounds(b"", &[0]);
+        let mut close = |group: Option<(Vec<u8>, KeyState)>, any_live: &mut bool| -> Result<(), Error> {
+            let Some((prefix, state)) = group else {
+                return Ok(());
+            };
+            let user_key =
+                || keys::decode_user_key(&prefix).ok_or_else(|| corrupt(format!("a version key {prefix:?}")));
+            if let Some((r, sub, true)) = state.at_rev {
+                *any_live = true;
+                if r <= compact {
+                    live_at_rev.push((r, sub, user_key()?));
+                }
+            }
+            if let Some((r, sub, true)) = state.at_compact {
+                live_at_compact.push((r, sub, user_key()?));
+            }
+            Ok(())
+        };
+        for item in tree.range(lower..upper) {
+            let (tree_key, bytes) = item.map_err(storage)?;
+            let Some((prefix, r)) = keys::split_version_key(&tree_key) else {
+                continue;
+            };
+            if r > rev {
+                continue;
+            }
+            if group.as_ref().is_none_or(|(p, _)| p.as_slice() != prefix) {
+                close(group.take(), &mut any_live)?;
+                group = Some((prefix.to_vec(), KeyState::default()));
+            }
+            let record: VersionRecord = codec::decode(&bytes).map_err(storage)?;
+            let (sub, put) = match record {
+                VersionRecord::Put { sub, .. } => (sub, true),
+                VersionRecord::Delete { sub } => (sub, false),
+            };
+            if let Some((_, state)) = group.as_mut() {
+                state.at_rev = Some((r, sub, put));
+                if r <= compact {
+                    state.at_compact = Some((r, sub, put));
+                }
+            }
+        }
+        close(group.take(), &mut any_live)?;
+        let mut below = if any_live { live_at_rev } else { live_at_compact };
+        below.sort_unstable_by_key(|(r, sub, _)| (*r, *sub));
+        for (r, sub, key) in below {
+            visit(read_write(&tree, r, sub, key)?);
+        }
+
+        // Every write above the compact revision, from the history family.
+        let from = keys::history_key(compact.saturating_add(1).max(0), 0);
+        let to = keys::history_key(rev.saturating_add(1), 0);
+        for item in tree.range(from..to) {
+            let (tree_key, user_key) = item.map_err(storage)?;
+            let (Some(r), Some(sub)) = (keys::history_revision(&tree_key), history_sub(&tree_key)) else {
+                continue;
+            };
+            visit(read_write(&tree, r, sub, user_key.to_vec())?);
+        }
+        Ok(HashScope {
+            revision: rev,
+            current,
+            compact,
+        })
+    }
+}
+
+/// The sub-revision of a history key.
+fn history_sub(tree_key: &[u8]) -> Option<u32> {
+    let bytes: [u8; 4] = tree_key.get(9..13)?.try_into().ok()?;
+    Some(u32::from_be_bytes(bytes))
+}
+
+/// The write of `key` at `r` as its version record has it.
+fn read_write(tree: &sled::Tree, r: Revision, sub: u32, key: Vec<u8>) -> Result<HashedWrite, Error> {
+    let bytes = tree
+        .get(keys::version_key(&key, r))
+        .map_err(storage)?
+        .ok_or_else(|| corrupt(format!("history of {key:?} at {r} without its version")))?;
+    let record: VersionRecord = codec::decode(&bytes).map_err(storage)?;
+    Ok(HashedWrite {
+        revision: r,
+        sub,
+        put: record.into_key_value(key.clone(), r),
+        key,
+    })
+}
+
+fn storage(e: impl std::fmt::Display) -> Error {
+    Error::Storage(e.to_string())
+}
+
+fn corrupt(what: String) -> Error {
+    Error::Storage(format!("corrupt state: {what}"))
+}

@@ -1,0 +1,185 @@
+//! The key index stays exactly what the tree says, through every kind of write.
+//!
+//! A seeded random run of puts, deletes (single keys and ranges), txns, lease grants and
+//! revokes (which delete keys) and compactions, applied in batches of random size. After
+//! each batch the live index equals one built from scratch from the tree, every key reads
+//! as a plain model of the map says, and after a reopen the rebuilt index is the same.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use openraft::EntryPayload;
+use raftkv_core::Command;
+use raftkv_core::kv::*;
+use raftkv_core::types::{Entry, LogId};
+
+use crate::mvcc::key_index::KeyIndex;
+use crate::{Store, StoreOptions};
+
+/// A small deterministic generator (xorshift), so a failure replays.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+const KEYS: u64 = 12;
+
+fn key(i: u64) -> Vec<u8> {
+    format!("k{i:02}").into_bytes()
+}
+
+fn live_index(store: &Store) -> Vec<(Vec<u8>, Revision)> {
+    store.shared.key_index.range(b"", &[0])
+}
+
+fn built_index(store: &Store) -> Vec<(Vec<u8>, Revision)> {
+    #[allow(clippy::unwrap_used)]
+    KeyIndex::build(&store.shared.tree()).unwrap().range(b"", &[0])
+}
+
+/// One random command, and its effect on `model` (key → value) and `leases` (lease → keys).
+fn command(
+    rng: &mut Rng,
+    model: &mut BTreeMap<Vec<u8>, (Vec<u8>, i64)>,
+    leases: &mut Vec<i64>,
+    n: u64,
+) -> Command {
+    let i = rng.below(KEYS);
+    let k = key(i);
+    match rng.below(10) {
+        0..=4 => {
+            let lease = if !leases.is_empty() && rng.below(3) == 0 {
+                leases[rng.below(leases.len() as u64) as usize]
+            } else {
+                0
+            };
+            let value = format!("v{n}").into_bytes();
+            model.insert(k.clone(), (value.clone(), lease));
+            Command::Put(PutRequest {
+                key: k,
+                value,
+                lease,
+                ..PutRequest::default()
+            })
+        }
+        5 => {
+            model.remove(&k);
+            Command::DeleteRange(DeleteRangeRequest::key(k))
+        }
+        6 => {
+            let end = key(i + 1 + rng.below(3));
+            model.retain(|m, _| !(m >= &k && m < &end));
+            Command::DeleteRange(DeleteRangeRequest {
+                key: k,
+                range_end: end,
+                ..DeleteRangeRequest::default()
+            })
+        }
+        7 => {
+            // Put then delete in one txn, and a put of another key.
+            let other = key(rng.below(KEYS));
+            model.remove(&k);
+            model.insert(other.clone(), (b"t".to_vec(), 0));
+            Command::Txn(TxnRequest {
+                compare: vec![],
+                success: vec![
+                    RequestOp::Put(PutRequest::new(k.clone(), "t")),
+                    RequestOp::DeleteRange(DeleteRangeRequest::key(k)),
+                    RequestOp::Put(PutRequest::new(other, "t")),
+                ],
+                failure: vec![],
+            })
+        }
+        8 => {
+            let id = n as i64 + 100;
+            leases.push(id);
+            Command::LeaseGrant { id, ttl: 60 }
+        }
+        _ => match leases.pop() {
+            Some(id) => {
+                model.retain(|_, (_, lease)| *lease != id);
+                Command::LeaseRevoke { id }
+            }
+            None => {
+                model.insert(k.clone(), (b"x".to_vec(), 0));
+                Command::Put(PutRequest::new(k, "x"))
+            }
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::unwrap_used)]
+async fn the_index_matches_the_tree_after_every_batch_and_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut model = BTreeMap::new();
+    let mut leases = Vec::new();
+    let mut index = 0u64;
+    let mut most_live = 0;
+    for batch in 0..150 {
+        let mut entries = Vec::new();
+        for _ in 0..=rng.below(6) {
+            index += 1;
+            let command = command(&mut rng, &mut model, &mut leases, index);
+            entries.push(Entry {
+                log_id: LogId::new(raftkv_core::types::leader_id(1, 1), index),
+                payload: EntryPayload::Normal(command),
+            });
+        }
+        if batch % 25 == 24 {
+            // Compact to the current revision and wait for the physical deletion.
+            index += 1;
+            let revision = store.shared.revision();
+            entries.push(Entry {
+                log_id: LogId::new(raftkv_core::types::leader_id(1, 1), index),
+                payload: EntryPayload::Normal(Command::Compact(CompactionRequest {
+                    revision,
+                    physical: false,
+                })),
+            });
+            store.state_machine.apply_committed(entries).await.unwrap();
+            store
+                .shared
+                .physically_compacted()
+                .wait_for_timeout(revision as u64, Duration::from_secs(30))
+                .await
+                .unwrap();
+        } else {
+            store.state_machine.apply_committed(entries).await.unwrap();
+        }
+        most_live = most_live.max(model.len());
+        assert_eq!(live_index(&store), built_index(&store), "after batch {batch}");
+        let live: Vec<Vec<u8>> = live_index(&store).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            live,
+            model.keys().cloned().collect::<Vec<_>>(),
+            "after batch {batch}"
+        );
+        for i in 0..KEYS {
+            let got = store.reader.range(&RangeRequest::key(key(i))).unwrap();
+            let want = model.get(&key(i)).map(|(v, _)| v.clone());
+            assert_eq!(
+                got.kvs.first().map(|kv| kv.value.clone()),
+                want,
+                "k{i:02} after batch {batch}"
+            );
+        }
+    }
+    assert!(
+        most_live >= 8,
+        "the run kept too few keys live to mean much: {most_live}"
+    );
+    assert_eq!(store.shared.key_index().misses(), 0);
+    let before = live_index(&store);
+    drop(store);
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    assert_eq!(live_index(&store), before);
+}

@@ -1,0 +1,178 @@
+//! # The multi-version keyspace: its records and reading them at a pinned revision
+//!
+//! **What it owns.** The unit of the keyspace, [`VersionRecord`] (`version_record.rs`),
+//! the functions below that read versions at a revision, the in-memory index of every live
+//! key's newest revision ([`key_index::KeyIndex`]), the reader that serves ranges and
+//! lease lookups without a lock ([`reader::KvReader`]), and the writes etcd's `HashKV`
+//! hashes, read back in its order (`hash_history.rs`). Writing versions is `apply/`'s;
+//! deleting old ones is `maintenance/`'s.
+//!
+//! Every put and delete writes a new [`VersionRecord`] under (key, revision); nothing is
+//! overwritten in place. A read picks a revision `R` first (the newest applied revision,
+//! or the one asked for) and then, for each key, the newest version at or below `R`.
+//! Versions above `R` are ignored, so a read never mixes two revisions even while apply
+//! keeps writing, and no lock is needed. sled's iterators are not point-in-time; pinning
+//! the revision is what makes them consistent.
+//!
+//! **Invariants.** A version is never overwritten (only deleted: by physical compaction
+//! once no read can see it, or by the rollback of an unfinished apply); a read at `R` refuses `R`
+//! below the compact revision, before and after its scan (physical compaction deletes
+//! only below the compact revision); the key index equals what the tree says after every
+//! applied call (`key_index_tests.rs`).
+//!
+//! **Left out.** How fresh a read must be: the caller waits for the applied watermark to
+//! reach its read index first.
+
+pub mod hash_history;
+pub mod key_index;
+pub mod reader;
+pub(crate) mod version_record;
+
+#[cfg(test)]
+mod key_index_tests;
+
+use raftkv_core::codec;
+use raftkv_core::kv::{KeyValue, RangeRequest, Revision, SortOrder, SortTarget};
+
+use crate::error::Result;
+use crate::keys;
+use crate::mvcc::key_index::KeyIndex;
+pub use version_record::VersionRecord;
+
+/// The newest version of `key` at or below `rev`, if the key existed then.
+pub fn get_at(tree: &sled::Tree, key: &[u8], rev: Revision) -> Result<Option<KeyValue>> {
+    let lower = keys::version_key(key, 0);
+    let upper = keys::version_key(key, rev);
+    match tree.range(lower..=upper).next_back() {
+        None => Ok(None),
+        Some(item) => {
+            let (tree_key, bytes) = item?;
+            let Some((_, mod_revision)) = keys::split_version_key(&tree_key) else {
+                return Ok(None);
+            };
+            let record: VersionRecord = codec::decode(&bytes)?;
+            Ok(record.into_key_value(key.to_vec(), mod_revision))
+        }
+    }
+}
+
+/// The version of `key` written at exactly `rev`, if `tree` has it (a point read).
+pub fn get_version(tree: &sled::Tree, key: &[u8], rev: Revision) -> Result<Option<KeyValue>> {
+    let Some(bytes) = tree.get(keys::version_key(key, rev))? else {
+        return Ok(None);
+    };
+    let record: VersionRecord = codec::decode(&bytes)?;
+    Ok(record.into_key_value(key.to_vec(), rev))
+}
+
+/// [`get_at`] for a reader pinned at `rev`: where `index` names a newest version at or
+/// below `rev`, that version is the answer and is read by its exact key; otherwise (the
+/// key deleted, or written after `rev`, or a tree of before a generation switch) scan.
+pub fn get_indexed_at(
+    tree: &sled::Tree,
+    index: &KeyIndex,
+    key: &[u8],
+    rev: Revision,
+) -> Result<Option<KeyValue>> {
+    if let Some(newest) = index.newest(key).filter(|newest| *newest <= rev)
+        && let Some(kv) = get_version(tree, key, newest)?
+    {
+        return Ok(Some(kv));
+    }
+    get_at(tree, key, rev)
+}
+
+/// Every key in `[key, range_end)` (etcd's forms) as it was at `rev`, in key order.
+pub fn scan_at(tree: &sled::Tree, key: &[u8], range_end: &[u8], rev: Revision) -> Result<Vec<KeyValue>> {
+    let (lower, upper) = keys::version_bounds(key, range_end);
+    let mut out = Vec::new();
+    // The newest version <= rev of the key group being walked: (prefix, revision, bytes).
+    let mut candidate: Option<(sled::IVec, Revision, sled::IVec)> = None;
+    let mut current_prefix: Option<Vec<u8>> = None;
+    for item in tree.range(lower..upper) {
+        let (tree_key, bytes) = item?;
+        let Some((prefix, version_rev)) = keys::split_version_key(&tree_key) else {
+            continue;
+        };
+        if current_prefix.as_deref() != Some(prefix) {
+            emit(&mut out, candidate.take())?;
+            current_prefix = Some(prefix.to_vec());
+        }
+        if version_rev <= rev {
+            candidate = Some((tree_key.clone(), version_rev, bytes));
+        }
+    }
+    emit(&mut out, candidate)?;
+    Ok(out)
+}
+
+fn emit(out: &mut Vec<KeyValue>, candidate: Option<(sled::IVec, Revision, sled::IVec)>) -> Result<()> {
+    let Some((tree_key, rev, bytes)) = candidate else {
+        return Ok(());
+    };
+    let Some((prefix, _)) = keys::split_version_key(&tree_key) else {
+        return Ok(());
+    };
+    let Some(user_key) = keys::decode_user_key(prefix) else {
+        return Err(crate::error::Error::Corrupt {
+            what: "version key",
+            detail: format!("{tree_key:?}"),
+        });
+    };
+    let record: VersionRecord = codec::decode(&bytes)?;
+    if let Some(kv) = record.into_key_value(user_key, rev) {
+        out.push(kv);
+    }
+    Ok(())
+}
+
+/// Shape a range answer from every key in the range (in key order): count (of all of
+/// them, as etcd does), revision filters, sort, limit, keys_only / count_only. Returns
+/// (kvs, more, count).
+pub fn shape_range(mut kvs: Vec<KeyValue>, req: &RangeRequest) -> (Vec<KeyValue>, bool, i64) {
+    let keep = |kv: &KeyValue| {
+        (req.min_mod_revision <= 0 || kv.mod_revision >= req.min_mod_revision)
+            && (req.max_mod_revision <= 0 || kv.mod_revision <= req.max_mod_revision)
+            && (req.min_create_revision <= 0 || kv.create_revision >= req.min_create_revision)
+            && (req.max_create_revision <= 0 || kv.create_revision <= req.max_create_revision)
+    };
+    // etcd counts every key in the range, before the revision filters (which only
+    // narrow what is returned) and before the limit.
+    let count = kvs.len() as i64;
+    kvs.retain(keep);
+    if req.count_only {
+        return (Vec::new(), false, count);
+    }
+    sort_kvs(&mut kvs, req.sort_order, req.sort_target);
+    let more = req.limit > 0 && kvs.len() as i64 > req.limit;
+    if more {
+        kvs.truncate(req.limit as usize);
+    }
+    if req.keys_only {
+        for kv in &mut kvs {
+            kv.value.clear();
+        }
+    }
+    (kvs, more, count)
+}
+
+fn sort_kvs(kvs: &mut [KeyValue], order: SortOrder, target: SortTarget) {
+    let order = match (order, target) {
+        // Key order ascending is what the scan produced.
+        (SortOrder::None, SortTarget::Key) | (SortOrder::Ascend, SortTarget::Key) => return,
+        // etcd: a target without an order sorts ascending.
+        (SortOrder::None, _) => SortOrder::Ascend,
+        (o, _) => o,
+    };
+    // Stable sorts keep key order among equal targets, as etcd does.
+    match target {
+        SortTarget::Key => kvs.sort_by(|a, b| a.key.cmp(&b.key)),
+        SortTarget::Version => kvs.sort_by_key(|kv| kv.version),
+        SortTarget::Create => kvs.sort_by_key(|kv| kv.create_revision),
+        SortTarget::Mod => kvs.sort_by_key(|kv| kv.mod_revision),
+        SortTarget::Value => kvs.sort_by(|a, b| a.value.cmp(&b.value)),
+    }
+    if order == SortOrder::Descend {
+        kvs.reverse();
+    }
+}

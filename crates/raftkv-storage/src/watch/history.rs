@@ -1,0 +1,221 @@
+//! Replaying the event history for watchers that are behind: the `h` family (see
+//! [`crate::keys`]) names the key changed at every (revision, sub-revision), the version
+//! records give each event's key-value and previous key-value. A watcher that starts in
+//! the past, or fell behind because it did not keep up, reads its events from here in
+//! bounded chunks until it reaches the applied revision (`watch/session.rs` drives that).
+//!
+//! **What is safe to read.** Physical compaction deletes history records below its target
+//! `T`, which never exceeds the (published) compact revision `C`; version records above
+//! `T`, the newest version of a key at or below `T` unless it is a tombstone below `T`,
+//! and the history records of `T` itself stay. So the events of every revision `>= C`
+//! and their key-values are intact, and so are their previous key-values (read at
+//! `rev - 1`) for revisions `> C`; an event of `C` itself has its previous key-value only
+//! if compaction has not yet removed it (etcd's watch omits it there too). A chunk that
+//! starts at or above `C` is complete if `C` is still at or below its start after the scan
+//! (the same re-check as `mvcc/reader.rs`). The oldest revision a watch can start at is `C`,
+//! which is what a compacted watcher is told, as on etcd.
+//!
+//! **Snapshot installs** switch the tree under a reader. The hub counts installs with a
+//! seqlock-style epoch (odd while one runs); a chunk read while the epoch was odd or
+//! changed is thrown away and read again ([`ReadOutcome::Retry`]).
+
+use raftkv_core::codec;
+use raftkv_core::kv::{KeyValue, Revision};
+use raftkv_core::watch::{Event, EventType, WatchRequest};
+
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::mvcc::{self, VersionRecord};
+use crate::state::StateShared;
+use crate::watch::key_range::KeyRange;
+
+/// What a watcher wants from the history.
+pub(crate) struct HistoryQuery<'a> {
+    pub(crate) range: &'a KeyRange,
+    pub(crate) request: &'a WatchRequest,
+}
+
+/// Bounds of one chunk: it ends at the first revision boundary past either.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChunkLimits {
+    /// Events gathered.
+    pub(crate) events: usize,
+    /// Records (history or versions) scanned, matching or not.
+    pub(crate) records: usize,
+}
+
+impl Default for ChunkLimits {
+    fn default() -> Self {
+        Self {
+            events: 1000,
+            records: 10_000,
+        }
+    }
+}
+
+/// One chunk of replayed history.
+#[derive(Debug)]
+pub(crate) enum ReadOutcome {
+    /// The watcher's events of revisions `[from, next)`, in order, each revision whole.
+    Chunk { events: Vec<Event>, next: Revision },
+    /// `from` is below this compact revision: the history it needs is gone.
+    Compacted(Revision),
+    /// A snapshot install overlapped the read: read again later.
+    Retry,
+}
+
+/// Read the watcher's events from `from` up to at most `to` (a revision whose batch is
+/// applied: the hub's published revision, read before this call).
+pub(crate) fn read_chunk(
+    shared: &StateShared,
+    query: &HistoryQuery<'_>,
+    from: Revision,
+    to: Revision,
+    limits: ChunkLimits,
+) -> Result<ReadOutcome> {
+    let hub = &shared.watch_hub;
+    let epoch = hub.install_epoch();
+    if epoch % 2 == 1 {
+        return Ok(ReadOutcome::Retry);
+    }
+    let compacted = shared.compact_revision();
+    if from < compacted {
+        return Ok(ReadOutcome::Compacted(compacted));
+    }
+    if from > to {
+        return Ok(ReadOutcome::Chunk {
+            events: Vec::new(),
+            next: from,
+        });
+    }
+    let tree = shared.tree();
+    let (events, next) = match query.range {
+        KeyRange::Single(key) => scan_key(&tree, query, key, from, to, limits)?,
+        KeyRange::Range { .. } => scan_history(&tree, query, from, to, limits)?,
+    };
+    // See the module doc: the scan is complete only if nothing it needed was compacted
+    // while it ran, and no install switched the tree.
+    let compacted = shared.compact_revision();
+    if from < compacted {
+        return Ok(ReadOutcome::Compacted(compacted));
+    }
+    if hub.install_epoch() != epoch {
+        return Ok(ReadOutcome::Retry);
+    }
+    Ok(ReadOutcome::Chunk { events, next })
+}
+
+/// A single key: its version records in `[from, to]` are exactly its events.
+fn scan_key(
+    tree: &sled::Tree,
+    query: &HistoryQuery<'_>,
+    key: &[u8],
+    from: Revision,
+    to: Revision,
+    limits: ChunkLimits,
+) -> Result<(Vec<Event>, Revision)> {
+    let lower = keys::version_key(key, from);
+    let upper = keys::version_key(key, to);
+    let mut events = Vec::new();
+    for (scanned, item) in tree.range(lower..=upper).enumerate() {
+        let (tree_key, bytes) = item?;
+        let Some((_, rev)) = keys::split_version_key(&tree_key) else {
+            continue;
+        };
+        // One version per (key, revision): every record is its own revision.
+        if events.len() >= limits.events || scanned >= limits.records {
+            return Ok((events, rev));
+        }
+        let record: VersionRecord = codec::decode(&bytes)?;
+        if let Some(event) = event_of(tree, query, key, rev, record)? {
+            events.push(event);
+        }
+    }
+    Ok((events, to + 1))
+}
+
+/// A range: walk the history by (revision, sub) and keep the keys in range.
+fn scan_history(
+    tree: &sled::Tree,
+    query: &HistoryQuery<'_>,
+    from: Revision,
+    to: Revision,
+    limits: ChunkLimits,
+) -> Result<(Vec<Event>, Revision)> {
+    let window = keys::history_key(from, 0)..=keys::history_key(to, u32::MAX);
+    let mut events = Vec::new();
+    let mut current: Option<Revision> = None;
+    for (scanned, item) in tree.range(window).enumerate() {
+        let (history_key, user_key) = item?;
+        let rev = keys::history_revision(&history_key).ok_or_else(|| Error::Corrupt {
+            what: "history key",
+            detail: format!("{history_key:?}"),
+        })?;
+        if current.is_some_and(|c| c != rev) && (events.len() >= limits.events || scanned >= limits.records) {
+            return Ok((events, rev));
+        }
+        current = Some(rev);
+        if !query.range.contains(&user_key) {
+            continue;
+        }
+        let Some(bytes) = tree.get(keys::version_key(&user_key, rev))? else {
+            return Err(Error::Corrupt {
+                what: "watch history",
+                detail: format!("no version of {user_key:?} at its history revision {rev}"),
+            });
+        };
+        let record: VersionRecord = codec::decode(&bytes)?;
+        if let Some(event) = event_of(tree, query, &user_key, rev, record)? {
+            events.push(event);
+        }
+    }
+    Ok((events, to + 1))
+}
+
+/// The event of `record` (the version of `key` at `rev`), if the watcher's filters keep it.
+fn event_of(
+    tree: &sled::Tree,
+    query: &HistoryQuery<'_>,
+    key: &[u8],
+    rev: Revision,
+    record: VersionRecord,
+) -> Result<Option<Event>> {
+    let (kind, kv) = match record {
+        VersionRecord::Put {
+            create_revision,
+            version,
+            lease,
+            value,
+            ..
+        } => (
+            EventType::Put,
+            KeyValue {
+                key: key.to_vec(),
+                create_revision,
+                mod_revision: rev,
+                version,
+                value,
+                lease,
+            },
+        ),
+        VersionRecord::Delete { .. } => (
+            EventType::Delete,
+            KeyValue {
+                key: key.to_vec(),
+                mod_revision: rev,
+                ..KeyValue::default()
+            },
+        ),
+    };
+    if !query.request.admits(kind) {
+        return Ok(None);
+    }
+    // A creation has no previous version worth reading (the key did not exist at rev - 1).
+    let created_here = kind == EventType::Put && kv.create_revision == rev;
+    let prev_kv = if query.request.prev_kv && !created_here {
+        mvcc::get_at(tree, key, rev - 1)?
+    } else {
+        None
+    };
+    Ok(Some(Event { kind, kv, prev_kv }))
+}
