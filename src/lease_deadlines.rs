@@ -1,6 +1,7 @@
 //! [`LeaseManager`]: the leader's lease deadlines (which leases expire when, which
-//! revokes are in flight, when the next checkpoint is due), the state `lease.rs` works on.
-//! Below the node, which holds it, and the lease API on the node, which uses it.
+//! revokes are in flight, when the next checkpoint is due), the state the leader's timers
+//! (`lease_timers.rs`) and the lease API (`lease.rs`) work on. Below the node, which holds
+//! it, and below both of them.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -42,5 +43,24 @@ impl LeaseManager {
             checkpoint_interval,
             min_ttl: lease::min_ttl(election_timeout_max.as_millis() as u64),
         }
+    }
+}
+
+/// A remaining time in whole seconds, rounded up (a lease with 1 ms left has 1 s, not 0).
+pub(crate) fn ceil_secs(d: Duration) -> i64 {
+    let secs = d.as_secs() as i64;
+    if d.subsec_nanos() > 0 { secs + 1 } else { secs }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remaining_ttl_rounds_up() {
+        assert_eq!(ceil_secs(Duration::from_millis(0)), 0);
+        assert_eq!(ceil_secs(Duration::from_millis(1)), 1);
+        assert_eq!(ceil_secs(Duration::from_millis(4000)), 4);
+        assert_eq!(ceil_secs(Duration::from_millis(4001)), 5);
     }
 }

@@ -337,7 +337,7 @@ impl NodeBuilder {
             node.inner.shared.clone(),
             shutdown_rx.clone(),
         ));
-        tokio::spawn(crate::lease::run(
+        tokio::spawn(crate::lease_timers::run(
             Arc::downgrade(&node.inner),
             shutdown_rx.clone(),
         ));

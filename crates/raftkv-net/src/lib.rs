@@ -64,6 +64,7 @@ mod fault_service;
 mod faults;
 mod forward_pipe;
 pub mod gate;
+mod grpc_methods;
 mod grpc_metrics;
 mod http_probes;
 mod kv_service;

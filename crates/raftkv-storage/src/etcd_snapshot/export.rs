@@ -35,6 +35,7 @@ use crate::error::Result;
 use crate::keys;
 use crate::mvcc::VersionRecord;
 use crate::raft::snapshot_file::{Frame, FrameReader};
+use crate::state::StateShared;
 
 /// What an export wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,4 +184,31 @@ fn lease_entry(tree_key: &[u8], value: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
         (id as u64).to_be_bytes().to_vec(),
         prost::Message::encode_to_vec(&lease),
     ))
+}
+
+impl StateShared {
+    /// Our snapshot `ours` written as an etcd 3.4 snapshot ([`export`]), in
+    /// an unlinked temporary file of the snapshot directory, positioned at its start.
+    /// Blocking.
+    pub fn export_etcd_snapshot(
+        &self,
+        ours: std::fs::File,
+    ) -> crate::error::Result<(std::fs::File, ExportReport)> {
+        use std::io::{Seek, SeekFrom};
+        let path = self
+            .snapshot_dir
+            .join(format!("export-{}.tmp", crate::raft::snapshot::unique_suffix()));
+        let out = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        // Unlinked at once: nothing is left behind however the export ends.
+        std::fs::remove_file(&path)?;
+        let mut ours = ours;
+        ours.seek(SeekFrom::Start(0))?;
+        let (mut file, report) = export(ours, out)?;
+        file.seek(SeekFrom::Start(0))?;
+        Ok((file, report))
+    }
 }

@@ -4,7 +4,7 @@
 //! order); the vote, the committed log id and the last purged log id live in `meta`.
 //!
 //! **Durability.** `append` inserts the entries and hands the completion callback to the
-//! [`Syncer`] thread, which flushes sled and fdatasyncs its files ([`DurableDb::sync`])
+//! `Syncer` thread (`raft/log_threads.rs`), which flushes sled and fdatasyncs its files ([`DurableDb::sync`])
 //! before it fires the callback: openraft learns an entry is durable only once it is.
 //! The syncer drains every callback queued while a sync was running and covers them all
 //! with the next one, so concurrent appends share an fsync. `save_vote` waits for a sync
@@ -29,7 +29,7 @@
 //! snapshot every 10,000 entries purged ~9,000 entries in one sled batch, which held up
 //! appends and heartbeats for 100-190 ms. So `purge` only records the purged id, syncs
 //! the state machine and raises the first readable index (reads never return an entry
-//! below it); the [`Purger`] thread deletes the entries in small batches behind it. A
+//! below it); the `Purger` thread (`raft/log_threads.rs`) deletes the entries in small batches behind it. A
 //! crash before it finishes leaves entries below the purged id on disk, unread; the next
 //! open hands them to the purger again.
 
@@ -38,7 +38,6 @@ use std::ops::RangeBounds;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crossbeam::channel;
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 use raftkv_core::Watermark;
@@ -48,6 +47,7 @@ use tokio::sync::oneshot;
 
 use crate::disk::durable::DurableDb;
 use crate::error::{Result, log_read, log_write, vote_read, vote_write};
+use crate::raft::log_threads::{Purger, Syncer, index_key, index_of};
 use crate::state::StateShared;
 
 const VOTE: &[u8] = b"vote";
@@ -56,80 +56,6 @@ const LAST_PURGED: &[u8] = b"last_purged";
 /// Layout version of the log database.
 pub(crate) const SCHEMA: &[u8] = b"schema";
 
-type SyncDone = Box<dyn FnOnce(std::io::Result<()>) + Send>;
-
-/// The thread that makes log writes durable, one sync for every batch of waiters.
-struct Syncer {
-    jobs: channel::Sender<SyncDone>,
-}
-
-impl Syncer {
-    fn spawn(db: Arc<DurableDb>) -> Result<Self> {
-        let (jobs, rx) = channel::unbounded::<SyncDone>();
-        std::thread::Builder::new()
-            .name("raftkv-log-sync".into())
-            .spawn(move || {
-                // Ends when every sender (every LogStore clone) is gone.
-                while let Ok(first) = rx.recv() {
-                    let mut waiting = vec![first];
-                    waiting.extend(rx.try_iter());
-                    let outcome = crate::failpoints::check("log-flush")
-                        .and_then(|()| db.sync().map_err(|e| std::io::Error::other(e.to_string())));
-                    for done in waiting {
-                        done(match &outcome {
-                            Ok(()) => Ok(()),
-                            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
-                        });
-                    }
-                }
-            })?;
-        Ok(Self { jobs })
-    }
-
-    fn submit(&self, done: SyncDone) -> std::io::Result<()> {
-        self.jobs
-            .send(done)
-            .map_err(|_| std::io::Error::other("log sync thread stopped"))
-    }
-}
-
-/// Entries the purger deletes per sled batch: small, so appends never wait long.
-const PURGE_BATCH_ENTRIES: usize = 256;
-
-/// The thread that deletes purged entries (module doc, "Purge off the critical path").
-struct Purger {
-    up_to: channel::Sender<u64>,
-}
-
-impl Purger {
-    /// `db` is held until the thread ends: it owns the store's hold on the data directory.
-    fn spawn(db: Arc<DurableDb>, entries: sled::Tree) -> Result<Self> {
-        let (up_to, rx) = channel::unbounded::<u64>();
-        std::thread::Builder::new()
-            .name("raftkv-log-purge".into())
-            .spawn(move || {
-                // Ends when every sender (every LogStore clone) is gone.
-                while let Ok(first) = rx.recv() {
-                    let index = rx.try_iter().fold(first, u64::max);
-                    if let Err(e) = delete_up_to(&entries, index) {
-                        // The entries stay, unread; the next purge covers them again.
-                        tracing::warn!(error = %e, index, "deleting purged log entries failed");
-                    }
-                }
-                drop(entries);
-                drop(db);
-            })?;
-        Ok(Self { up_to })
-    }
-
-    fn submit(&self, index: u64) -> std::io::Result<()> {
-        self.up_to
-            .send(index)
-            .map_err(|_| std::io::Error::other("log purge thread stopped"))
-    }
-}
-
-/// Delete every entry at or below `index`, [`PURGE_BATCH_ENTRIES`] at a time.
 /// Remove every entry above the first missing index at or after `from`; how many.
 ///
 /// Appends are single inserts (module doc), so what a crash leaves is contiguous but for
@@ -152,24 +78,6 @@ fn cut_at_first_hole(entries: &sled::Tree, from: u64) -> sled::Result<usize> {
         entries.remove(key)?;
     }
     Ok(above_hole.len())
-}
-
-/// Lowest first, one remove each (module doc, "No sled batches"): a crash leaves the
-/// entries above some index, never a hole.
-fn delete_up_to(entries: &sled::Tree, index: u64) -> sled::Result<()> {
-    loop {
-        let keys: Vec<sled::IVec> = entries
-            .range(..=index_key(index))
-            .keys()
-            .take(PURGE_BATCH_ENTRIES)
-            .collect::<sled::Result<_>>()?;
-        if keys.is_empty() {
-            return Ok(());
-        }
-        for key in keys {
-            entries.remove(key)?;
-        }
-    }
 }
 
 /// Counters of the log store.
@@ -274,16 +182,6 @@ fn get<T: serde::de::DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> Result<
         Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
         None => Ok(None),
     }
-}
-
-fn index_key(index: u64) -> [u8; 8] {
-    index.to_be_bytes()
-}
-
-/// The index an entry key encodes (keys are written only by [`index_key`]; a key of
-/// another length reads as index 0 and is treated as out of sequence).
-fn index_of(key: &[u8]) -> u64 {
-    key.try_into().map_or(0, u64::from_be_bytes)
 }
 
 /// The entries in `range` from `first_readable` on (those below are purged).

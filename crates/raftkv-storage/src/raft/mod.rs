@@ -24,6 +24,7 @@
 //! export read and write).
 
 pub mod log_store;
+pub(crate) mod log_threads;
 pub mod restore;
 pub mod snapshot;
 pub mod snapshot_cadence;

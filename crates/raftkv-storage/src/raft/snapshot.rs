@@ -444,27 +444,4 @@ impl StateShared {
     pub fn receiving_snapshot_file(&self) -> std::io::Result<std::fs::File> {
         receiving_file(&self.snapshot_dir)
     }
-
-    /// Our snapshot `ours` written as an etcd 3.4 snapshot (`etcd_snapshot::export`), in
-    /// an unlinked temporary file of the snapshot directory, positioned at its start.
-    /// Blocking.
-    pub fn export_etcd_snapshot(
-        &self,
-        ours: std::fs::File,
-    ) -> crate::error::Result<(std::fs::File, crate::etcd_snapshot::ExportReport)> {
-        use std::io::{Seek, SeekFrom};
-        let path = self.snapshot_dir.join(format!("export-{}.tmp", unique_suffix()));
-        let out = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        // Unlinked at once: nothing is left behind however the export ends.
-        std::fs::remove_file(&path)?;
-        let mut ours = ours;
-        ours.seek(SeekFrom::Start(0))?;
-        let (mut file, report) = crate::etcd_snapshot::export(ours, out)?;
-        file.seek(SeekFrom::Start(0))?;
-        Ok((file, report))
-    }
 }
