@@ -19,6 +19,10 @@
 //! peer network and etcd's KV service). See
 //! `ARCHITECTURE.md` for the write and read paths end to end.
 //!
+//! Inside, `node/` assembles and runs a member, `api/` is the embedded API (methods of
+//! [`Node`], one file per etcd service family), `grpc/` is the node as the gRPC services
+//! see it, `tasks/` the member's background duties, `metrics/` its Prometheus text.
+//!
 //! A cluster: give each node a peer address and the same initial member list
 //! (`NodeBuilder::initial_cluster`); writes on any node are forwarded to the leader,
 //! linearizable reads on any node use the read-index protocol. With a client address the
@@ -27,18 +31,18 @@
 //! Watches (`Node::watch`, and etcd's Watch over gRPC) are served by every node from its
 //! own applied history: events in revision order, no gaps, history replayed for a start
 //! revision in the past, slow watchers replayed from the history instead of slowing
-//! writes (see `watch.rs`).
+//! writes (see `api/watch.rs`).
 //!
 //! Locks and elections (`Node::lock`, `Node::campaign` and the rest; etcd's Lock and
 //! Election gRPC services) are etcd's concurrency recipes on leases, a txn and a watch,
-//! re-checking the lease after waiting (see `lock.rs`, `election.rs`). A lease lock is not
+//! re-checking the lease after waiting (see `api/lock.rs`, `api/election.rs`). A lease lock is not
 //! exclusive while its holder is paused past the lease's TTL: fence the protected writes
 //! with a txn comparing the lock key's create revision ([`LockKey::fence`]).
 //!
 //! Auth (etcd's users, roles and key-range permissions, `Node::auth_change`, and etcd's
 //! Auth gRPC service) is replicated through the log; while it is enabled, gRPC clients
 //! must authenticate and are checked, while the embedded API stays trusted (see
-//! `auth.rs`).
+//! `api/auth.rs`).
 //!
 //! ## Caveats
 //! - openraft 0.9 has no leadership transfer: stopping the leader costs one election
@@ -49,42 +53,21 @@
 
 #![warn(missing_docs)]
 
-mod alarms;
-mod auth;
-mod auth_options;
-mod auto_compaction;
-mod backend;
+mod api;
 mod blocking;
-mod cluster_backend;
 mod disk_usage;
-mod election;
 mod failpoints;
-mod hash_kv;
-mod kv;
-mod leadership;
-mod lease;
-mod lease_deadlines;
-mod lease_timers;
-mod lock;
-mod membership;
+mod grpc;
 mod metrics;
-mod metrics_text;
 mod node;
-mod process_metrics;
-mod publish;
-mod quota;
-mod raft_handle;
-mod read_index;
-mod server_counters;
-mod snapshot_trigger;
-mod watch;
+mod tasks;
 
-pub use auth_options::{AuthOptions, DEFAULT_BCRYPT_COST};
-pub use auto_compaction::AutoCompaction;
-pub use election::LeaderKey;
-pub use lease::LeaseGrant;
-pub use lock::{LockKey, lock_key};
-pub use membership::Member;
+pub use api::auth_options::{AuthOptions, DEFAULT_BCRYPT_COST};
+pub use api::election::LeaderKey;
+pub use api::lease::LeaseGrant;
+pub use api::lock::{LockKey, lock_key};
+pub use api::membership::Member;
+pub use api::watch::{WatchCounts, WatchStream};
 pub use node::{
     Bootstrap, DEFAULT_LEASE_CHECKPOINT_INTERVAL, DEFAULT_QUOTA_BYTES, DEFAULT_REQUEST_TIMEOUT,
     MAX_APPLY_LAG, Node, NodeBuilder, NodeMetrics, StorageStats,
@@ -101,4 +84,4 @@ pub use raftkv_core::{Error, IndexCell, ProposalMode, ProposerConfig, RequestErr
 /// TLS for the client and peer ports ([`NodeBuilder::client_tls`], [`NodeBuilder::peer_tls`]).
 pub use raftkv_net::tls;
 pub use raftkv_storage::{AutoDefrag, DefragReport, StoreOptions, WatchConfig};
-pub use watch::{WatchCounts, WatchStream};
+pub use tasks::auto_compaction::AutoCompaction;

@@ -75,7 +75,7 @@ pub struct NodeBuilder {
     pub(super) lease_checkpoint_interval: Duration,
     pub(super) auto_compaction: crate::AutoCompaction,
     pub(super) metrics_extensive: bool,
-    pub(super) auth: crate::auth_options::AuthOptions,
+    pub(super) auth: crate::api::auth_options::AuthOptions,
 }
 
 impl Default for NodeBuilder {
@@ -108,14 +108,14 @@ impl Default for NodeBuilder {
             lease_checkpoint_interval: DEFAULT_LEASE_CHECKPOINT_INTERVAL,
             auto_compaction: crate::AutoCompaction::Off,
             metrics_extensive: false,
-            auth: crate::auth_options::AuthOptions::default(),
+            auth: crate::api::auth_options::AuthOptions::default(),
         }
     }
 }
 
 impl NodeBuilder {
     /// How clients authenticate (bcrypt cost, token TTL, certificate common names).
-    pub fn auth(mut self, options: crate::auth_options::AuthOptions) -> Self {
+    pub fn auth(mut self, options: crate::api::auth_options::AuthOptions) -> Self {
         self.auth = options;
         self
     }

@@ -1,13 +1,22 @@
-//! [`Node`] and [`NodeBuilder`]: opening the store, starting openraft and the gRPC
-//! servers (peer protocol, and etcd's KV, Watch, Cluster and Maintenance services when a
-//! client address is given),
-//! bootstrapping or joining a cluster, publishing this member's client URLs, shutdown.
-
+//! # The node's assembly: [`Node`] and [`NodeBuilder`]
 //!
-//! `builder.rs` holds the builder and its settings, `start.rs` what `start` does with them
-//! (store, Raft, servers, bootstrap), this file the running node.
+//! Opening the store, starting openraft and the gRPC servers (peer protocol, and etcd's
+//! KV, Watch, Cluster and Maintenance services when a client address is given),
+//! bootstrapping or joining a cluster, shutdown. `builder.rs` holds the builder and its
+//! settings, `start.rs` what `start` does with them (store, Raft, servers, bootstrap, the
+//! tasks of `tasks/`), this file the running node and what it holds: its openraft handle
+//! (`raft_handle.rs`), the read-index batcher (`read_index.rs`), the leader's lease
+//! deadlines (`lease_deadlines.rs`), the disk quota (`quota.rs`) and the counters its
+//! metrics read (`server_counters.rs`). Those parts sit below the node: none of them
+//! names it. What the node does for callers is `api/`; what the gRPC services see of
+//! it, `grpc/`.
 
 mod builder;
+pub(crate) mod lease_deadlines;
+pub(crate) mod quota;
+pub(crate) mod raft_handle;
+pub(crate) mod read_index;
+pub(crate) mod server_counters;
 mod start;
 
 pub use builder::{Bootstrap, NodeBuilder};
@@ -26,11 +35,11 @@ use raftkv_net::PeerConnections;
 use raftkv_storage::{DefragReport, KvReader, LogStore, StateShared};
 use tokio::sync::watch;
 
-use crate::lease_deadlines::LeaseManager;
-use crate::quota::Quota;
-use crate::read_index::ReadIndexBatcher;
+use crate::node::lease_deadlines::LeaseManager;
+use crate::node::quota::Quota;
+use crate::node::read_index::ReadIndexBatcher;
 
-pub use crate::raft_handle::Raft;
+pub use crate::node::raft_handle::Raft;
 
 /// The time of the last append from a leader, as milliseconds since the node started:
 /// an atomic, written by every append the peer service receives.
@@ -82,16 +91,16 @@ pub(crate) struct NodeInner {
     pub(crate) servers: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 
     pub(crate) quota: Quota,
-    /// The leader's lease deadlines (`lease.rs`).
+    /// The leader's lease deadlines (`node/lease_deadlines.rs`, kept by `tasks/lease_timers.rs`).
     pub(crate) leases: LeaseManager,
     /// When an append from a leader last arrived ([`Node::current_leader`]).
     pub(crate) leader_contact: LeaderContact,
-    /// Proposals and leader changes, for `/metrics` (`metrics.rs`).
-    pub(crate) counters: crate::server_counters::ServerCounters,
+    /// Proposals and leader changes, for `/metrics` (`metrics/mod.rs`).
+    pub(crate) counters: crate::node::server_counters::ServerCounters,
     /// gRPC calls on the client port, for `/metrics`.
     pub(crate) grpc_counters: Arc<raftkv_net::GrpcCounters>,
-    /// How clients authenticate (`auth.rs`).
-    pub(crate) auth: crate::auth_options::AuthOptions,
+    /// How clients authenticate (`api/auth.rs`).
+    pub(crate) auth: crate::api::auth_options::AuthOptions,
 }
 
 /// Default deadline of one request, etcd's: it gives a proposal 5 s for queueing,
@@ -111,7 +120,7 @@ pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
 /// many requests" (etcd's bound).
 pub const MAX_APPLY_LAG: u64 = 5000;
 
-/// A raftkv node: the KV API (`kv.rs`), cluster membership (`membership.rs`), metrics,
+/// A raftkv node: the KV API (`api/kv.rs`), cluster membership (`api/membership.rs`), metrics,
 /// shutdown. Cheap to clone; every clone is the same node.
 #[derive(Clone)]
 pub struct Node {

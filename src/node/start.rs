@@ -26,9 +26,9 @@ use raftkv_storage::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::lease_deadlines::LeaseManager;
-use crate::quota::Quota;
-use crate::read_index::ReadIndexBatcher;
+use crate::node::lease_deadlines::LeaseManager;
+use crate::node::quota::Quota;
+use crate::node::read_index::ReadIndexBatcher;
 
 use super::builder::{Bootstrap, NodeBuilder};
 use super::{LeaderContact, Node, NodeInner, Raft};
@@ -123,7 +123,7 @@ impl NodeBuilder {
             heartbeat_interval: self.heartbeat_interval.as_millis() as u64,
             election_timeout_min: self.election_timeout.0.as_millis() as u64,
             election_timeout_max: self.election_timeout.1.as_millis() as u64,
-            // `snapshot_trigger.rs` decides when (openraft counts only entries).
+            // `tasks/snapshot_trigger.rs` decides when (openraft counts only entries).
             snapshot_policy: openraft::SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: 1000,
             // Entries per append request; the network splits a request by bytes as well
@@ -176,7 +176,7 @@ impl NodeBuilder {
             ),
             leases: LeaseManager::new(self.lease_checkpoint_interval, self.election_timeout.1),
             leader_contact: LeaderContact::new(),
-            counters: crate::server_counters::ServerCounters::default(),
+            counters: crate::node::server_counters::ServerCounters::default(),
             grpc_counters: Arc::new(if self.metrics_extensive {
                 raftkv_net::GrpcCounters::extensive()
             } else {
@@ -332,12 +332,12 @@ impl NodeBuilder {
                 }
             }
         }
-        tokio::spawn(crate::snapshot_trigger::run(
+        tokio::spawn(crate::tasks::snapshot_trigger::run(
             raft.clone(),
             node.inner.shared.clone(),
             shutdown_rx.clone(),
         ));
-        tokio::spawn(crate::lease_timers::run(
+        tokio::spawn(crate::tasks::lease_timers::run(
             Arc::downgrade(&node.inner),
             shutdown_rx.clone(),
         ));
@@ -349,13 +349,13 @@ impl NodeBuilder {
             Arc::downgrade(&node.inner),
             shutdown_rx.clone(),
         ));
-        tokio::spawn(crate::auto_compaction::run(
+        tokio::spawn(crate::tasks::auto_compaction::run(
             Arc::downgrade(&node.inner),
             self.auto_compaction,
             shutdown_rx.clone(),
         ));
         if !client_urls.is_empty() {
-            tokio::spawn(crate::publish::publish_client_urls(
+            tokio::spawn(crate::tasks::publish::publish_client_urls(
                 node.clone(),
                 self.name.clone(),
                 client_urls,

@@ -3,7 +3,7 @@
 //! client exports them for etcd. Linux only; elsewhere, or if `/proc` cannot be read, the
 //! families are left out rather than reported wrong.
 
-use crate::metrics_text::Text;
+use crate::metrics::text::Text;
 
 /// Append the process families to `out`.
 pub(crate) fn render(out: &mut Text) {

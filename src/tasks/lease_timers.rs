@@ -28,7 +28,7 @@ use raftkv_core::{Command, Error, RequestError, Response, Result};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::lease_deadlines::{Table, ceil_secs};
+use crate::node::lease_deadlines::{Table, ceil_secs};
 use crate::node::{Node, NodeInner};
 
 /// How often the manager looks at deadlines and leadership.

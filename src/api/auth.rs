@@ -86,7 +86,7 @@ impl Node {
         {
             (Response::Done { revision }, term) => Ok(self.header_at(revision, term)),
             (Response::Rejected(e), _) => Err(e.into()),
-            (other, _) => Err(crate::kv::unexpected(other)),
+            (other, _) => Err(crate::api::kv::unexpected(other)),
         }
     }
 
@@ -155,7 +155,7 @@ impl Node {
                 }
                 (Response::Rejected(RequestError::Auth(AuthError::AuthOldRevision)), _) => continue,
                 (Response::Rejected(e), _) => Err(e.into()),
-                (other, _) => Err(crate::kv::unexpected(other)),
+                (other, _) => Err(crate::api::kv::unexpected(other)),
             };
         }
         Err(Error::Timeout(

@@ -9,7 +9,7 @@ use openraft::ChangeMembers;
 use raftkv_core::proposer::map_write_error;
 use raftkv_core::types::{MemberNode, NodeId};
 
-use crate::raft_handle::peer_url_of;
+use crate::node::raft_handle::peer_url_of;
 use raftkv_core::{Error, MembershipChange, RequestError, Result};
 use tokio::time::Instant;
 

@@ -1,6 +1,6 @@
 //! [`LeaseManager`]: the leader's lease deadlines (which leases expire when, which
 //! revokes are in flight, when the next checkpoint is due), the state the leader's timers
-//! (`lease_timers.rs`) and the lease API (`lease.rs`) work on. Below the node, which holds
+//! (`tasks/lease_timers.rs`) and the lease API (`api/lease.rs`) work on. Below the node, which holds
 //! it, and below both of them.
 
 use std::collections::{HashMap, HashSet};

@@ -22,7 +22,7 @@ impl Node {
         let answer = match self.propose_command(Command::Alarm(req)).await? {
             (Response::Alarms(alarms), _) => alarms,
             (Response::Rejected(e), _) => return Err(e.into()),
-            (other, _) => return Err(crate::kv::unexpected(other)),
+            (other, _) => return Err(crate::api::kv::unexpected(other)),
         };
         if req.action == AlarmAction::Deactivate {
             // A disarmed quota alarm is raised again by the next write if still exceeded.

@@ -180,7 +180,8 @@ impl ClusterBackend for Node {
         let reader = self.inner.reader.clone();
         let members = self.member_infos()?;
         let hash =
-            crate::blocking::off_workers("hash", move || crate::hash_kv::hash_all(&reader, &members)).await?;
+            crate::blocking::off_workers("hash", move || crate::api::hash_kv::hash_all(&reader, &members))
+                .await?;
         Ok((self.response_header(), hash))
     }
 
@@ -188,12 +189,17 @@ impl ClusterBackend for Node {
         // A walk of the whole keyspace: off the async workers.
         let reader = self.inner.reader.clone();
         let (hash, scope) =
-            crate::blocking::off_workers("hash", move || crate::hash_kv::hash_kv(&reader, revision)).await?;
+            crate::blocking::off_workers("hash", move || crate::api::hash_kv::hash_kv(&reader, revision))
+                .await?;
         let header = ResponseHeader {
             revision: scope.current,
             ..self.response_header()
         };
-        Ok((header, hash, crate::hash_kv::etcd_compact_revision(scope.compact)))
+        Ok((
+            header,
+            hash,
+            crate::api::hash_kv::etcd_compact_revision(scope.compact),
+        ))
     }
 
     async fn snapshot(&self) -> Result<SnapshotStream> {

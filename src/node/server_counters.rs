@@ -1,6 +1,6 @@
 //! [`ServerCounters`]: what the node counts per proposal and per leader change for its
 //! metrics (etcd's `etcd_server_proposals_*` and `etcd_server_leader_changes_seen_total`),
-//! two relaxed atomic adds per proposal. The node holds it; `metrics.rs` renders it.
+//! two relaxed atomic adds per proposal. The node holds it; `metrics/mod.rs` renders it.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 

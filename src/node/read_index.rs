@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use raftkv_core::types::NodeId;
 
-use crate::raft_handle::Raft;
+use crate::node::raft_handle::Raft;
 use raftkv_core::{Error, Result};
 use raftkv_net::{PeerConnections, leader_read_index};
 use tokio::sync::{mpsc, oneshot};
@@ -111,7 +111,7 @@ impl Round {
                 Err(other) => return Err(other),
             },
         };
-        let url = crate::raft_handle::peer_url_of(&self.raft, leader)?;
+        let url = crate::node::raft_handle::peer_url_of(&self.raft, leader)?;
         match self.connections.read_index(&url, self.timeout).await {
             Ok(answer) => answer,
             Err(e) => Err(Error::Timeout(format!("read index from leader {leader}: {e}"))),

@@ -1,5 +1,5 @@
 //! [`AuthOptions`]: how a node authenticates clients, set on the builder and held by the
-//! running node (apart from `auth.rs`, whose calls are methods of that node).
+//! running node (apart from `api/auth.rs`, whose calls are methods of that node).
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! ([`KvBackend`]), the Lease service its leases ([`LeaseBackend`]), require-leader
 //! streams ask it for its leader ([`LeaderStatus`]), and the peer service proposes what
 //! followers forward ([`ForwardTarget`]). The Cluster and Maintenance services' side is
-//! `cluster_backend.rs`.
+//! `grpc/cluster_backend.rs`.
 
 use openraft::async_runtime::WatchReceiver;
 use std::time::Duration;

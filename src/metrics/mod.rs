@@ -5,12 +5,15 @@
 //!
 //! Almost everything is read at scrape time from state the node keeps anyway (Raft's
 //! metrics, the watermarks, the quota, `/proc/self`): nothing is recorded per request
-//! except what [`crate::server_counters::ServerCounters`] counts per proposal (two relaxed atomic adds) and one
+//! except what [`crate::node::server_counters::ServerCounters`] counts per proposal (two relaxed atomic adds) and one
 //! histogram observation per disk sync (`raftkv_storage`'s `SyncStats::durations`).
 //!
 //! The gRPC server counters come from `raftkv_net::GrpcCounters`, counted by the client
 //! port's layer. Not exported yet (the operations issue): peer round-trip times and
 //! traffic, the apply and snapshot histograms.
+
+pub(crate) mod process;
+pub(crate) mod text;
 
 use std::sync::Weak;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +22,7 @@ use openraft::async_runtime::WatchReceiver;
 use raftkv_core::NodeId;
 use tokio::sync::watch;
 
-use crate::metrics_text::Text;
+use crate::metrics::text::Text;
 use crate::node::{Node, NodeInner};
 
 /// Count leader changes as etcd does (each time a leader is seen that differs from the
@@ -224,7 +227,7 @@ pub(crate) fn render(node: &Node) -> String {
     render_group_commit(node, &mut out);
     inner.grpc_counters.render(out.raw());
     inner.connections.traffic().render(out.raw());
-    crate::process_metrics::render(&mut out);
+    crate::metrics::process::render(&mut out);
     out.into_string()
 }
 

@@ -1,7 +1,7 @@
 //! Leader elections on [`Node`] (`campaign`, `proclaim`, `election_leader`,
 //! `observe_election`, `resign`), the backend of etcd's `v3electionpb.Election` service,
 //! built as etcd's client-side recipe (`client/v3/concurrency/election.go`) on the same
-//! queue as the locks (`lock.rs`):
+//! queue as the locks (`api/lock.rs`):
 //!
 //! - **Campaign** creates `name/<lease hex>` holding the value, with the lease, unless it
 //!   exists (then it proclaims the value if it differs), waits until no key under
@@ -33,7 +33,7 @@ use raftkv_net::LeaderKeyParts;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::lock::{Cleanup, lock_key, oldest_first, prefix_of};
+use crate::api::lock::{Cleanup, lock_key, oldest_first, prefix_of};
 use crate::node::Node;
 
 /// Leader answers an observer may have unread before the observation pauses.

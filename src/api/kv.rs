@@ -29,7 +29,7 @@ impl Node {
         self.put_as(None, req).await
     }
 
-    /// [`Node::put_with`] as `caller` made it (`None`: the embedded API, see `auth.rs`).
+    /// [`Node::put_with`] as `caller` made it (`None`: the embedded API, see `api/auth.rs`).
     pub(crate) async fn put_as(&self, caller: Option<Caller>, req: PutRequest) -> Result<PutResponse> {
         match self.write(caller, Command::Put(req)).await? {
             (Response::Put(mut r), term) => {
@@ -208,17 +208,17 @@ impl Node {
                     }
                 }
                 Some(leader) => {
-                    let url = crate::raft_handle::peer_url_of(&self.inner.raft, leader)?;
+                    let url = crate::node::raft_handle::peer_url_of(&self.inner.raft, leader)?;
                     let remaining = deadline.saturating_duration_since(Instant::now());
                     let forward = async {
-                        match crate::lease::forwarded_as_lease_call(&command) {
+                        match crate::api::lease::forwarded_as_lease_call(&command) {
                             // Lease commands go through the peer protocol's `Lease` call.
                             Some(call) => self
                                 .inner
                                 .connections
                                 .lease(&url, &call, remaining)
                                 .await
-                                .map(|answer| answer.and_then(crate::lease::written)),
+                                .map(|answer| answer.and_then(crate::api::lease::written)),
                             None => self.inner.connections.forward(&url, &command, remaining).await,
                         }
                     };

@@ -1,5 +1,5 @@
 //! [`Quota`]: this member's disk quota (etcd's `--quota-backend-bytes`), measured at
-//! most once a second on the write path. `alarms.rs` raises NOSPACE from it; the node
+//! most once a second on the write path. `api/alarms.rs` raises NOSPACE from it; the node
 //! holds it and the metrics read it.
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,6 +1,6 @@
 //! Leases on [`Node`]: the embedded lease API (grant, revoke, keep-alive, time-to-live,
-//! list). The leader's timers that expire and checkpoint leases are `lease_timers.rs`;
-//! the deadlines they keep, [`crate::lease_deadlines::LeaseManager`].
+//! list). The leader's timers that expire and checkpoint leases are `tasks/lease_timers.rs`;
+//! the deadlines they keep, [`crate::node::lease_deadlines::LeaseManager`].
 //!
 //! **What is replicated and what is not.** The log carries grants (with the id chosen and
 //! the TTL clamped before proposing, so every replica applies the same thing), revokes
@@ -21,8 +21,8 @@ use raftkv_core::lease::{self, LeaseInfo};
 use raftkv_core::{Command, Error, LeaseAnswer, LeaseCall, RequestError, Response, Result};
 use tokio::time::Instant;
 
-use crate::lease_deadlines::ceil_secs;
 use crate::node::Node;
+use crate::node::lease_deadlines::ceil_secs;
 
 /// Attempts at a fresh server-chosen id that collides with an existing lease.
 const GRANT_ATTEMPTS: u32 = 3;
@@ -174,7 +174,7 @@ impl Node {
             let outcome = match leader {
                 Some(leader) if leader == self.id() => self.lease_call_here(call.clone()).await,
                 Some(leader) => {
-                    let url = crate::raft_handle::peer_url_of(&self.inner.raft, leader)?;
+                    let url = crate::node::raft_handle::peer_url_of(&self.inner.raft, leader)?;
                     let remaining = deadline.saturating_duration_since(Instant::now());
                     match self.inner.connections.lease(&url, &call, remaining).await {
                         Ok(answer) => answer,

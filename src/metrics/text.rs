@@ -1,6 +1,6 @@
 //! [`Text`]: Prometheus' text exposition format, one metric family after another, with
 //! sample values written as Go's Prometheus client writes them. Used by the node's
-//! metrics (`metrics.rs`) and the process metrics (`process_metrics.rs`).
+//! metrics (`metrics/mod.rs`) and the process metrics (`metrics/process.rs`).
 
 use std::fmt::Write as _;
 
