@@ -2,7 +2,7 @@
 //!
 //! Apply writes a batch's records one by one and the applied state last
 //! (`raft/state_machine.rs`); sled recovers a prefix of the writes. Random SIGKILL rounds
-//! (`tests/crash_sigkill.rs`) rarely stop inside a batch, so this test does it on
+//! (`tests/crash_sigkill/`) rarely stop inside a batch, so this test does it on
 //! purpose: for every `k`, the batch is stopped after its first `k` writes (what a crash
 //! there leaves on disk, since dropping the store writes out exactly those), the store is
 //! reopened, and then
