@@ -5,7 +5,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The package's directory when the script runs, not when it was compiled: a build
     // script binary reused from another checkout sharing the target directory would
     // otherwise read that checkout's protos.
-    let proto_dir = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
+    // `proto` in the package is a symlink to the workspace's `proto/`, so that a packaged
+    // crate carries the files (cargo packages what a symlink points to).
+    let proto_dir = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("proto");
     let files = [
         "etcd/kv.proto",
         "etcd/auth.proto",
