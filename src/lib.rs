@@ -51,7 +51,7 @@
 //!   follower it lags too (its responses say how far it is). A [`WatchStream`] holds the
 //!   node (and its store) until dropped, even after `shutdown` ended it.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod api;
 mod blocking;

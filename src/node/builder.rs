@@ -45,7 +45,7 @@ impl Listen {
     }
 }
 
-/// Configures and starts a [`Node`].
+/// Configures and starts a [`Node`](super::Node).
 #[derive(Debug)]
 pub struct NodeBuilder {
     pub(crate) id: NodeId,

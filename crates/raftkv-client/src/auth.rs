@@ -1,4 +1,4 @@
-//! Authentication as etcd's clients do it: with [`ClientOptions::credentials`]
+//! Authentication as etcd's clients do it: with [`ClientOptions::credentials`](crate::ClientOptions::credentials)
 //! (`crate::ClientOptions`), the client calls `Authenticate` once, caches the simple
 //! token it gets (valid on every member of the cluster) and sends it as the `token`
 //! metadata of every call and watch. When a server answers "invalid auth token" (the

@@ -88,7 +88,7 @@
 //! - Retries go to one endpoint at a time; there is no hedging and no health checking in
 //!   the background.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod auth;
 pub mod client;
