@@ -66,6 +66,23 @@ impl LeaderKey {
 impl Node {
     /// Campaign in election `name` under `lease` with `value` (see the module doc): waits
     /// until this campaigner leads. Errors as [`Node::lock`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "multi_thread")]
+    /// # async fn main() -> raftkv::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let node = raftkv::Node::builder().id(1).data_dir(dir.path()).start().await?;
+    /// let lease = node.lease_grant(0, 30).await?;
+    /// let (_, leader) = node.campaign("elections/scheduler", lease.id, "worker-1").await?;
+    /// let (_, current) = node.election_leader("elections/scheduler").await?;
+    /// assert_eq!(current.map(|kv| kv.value), Some(b"worker-1".to_vec()));
+    /// node.resign(&leader).await?;
+    /// node.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[tracing::instrument(level = "debug", skip_all, fields(lease = lease))]
     pub async fn campaign(
         &self,

@@ -20,6 +20,22 @@ pub(crate) fn unexpected(response: Response) -> Error {
 
 impl Node {
     /// Put `value` at `key`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "multi_thread")]
+    /// # async fn main() -> raftkv::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let node = raftkv::Node::builder().id(1).data_dir(dir.path()).start().await?;
+    /// let first = node.put("config/mode", "fast").await?;
+    /// let second = node.put("config/mode", "safe").await?;
+    /// // Every write makes a new revision of the whole store.
+    /// assert!(second.header.revision > first.header.revision);
+    /// node.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn put(&self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Result<PutResponse> {
         self.put_with(PutRequest::new(key, value)).await
     }
@@ -66,6 +82,28 @@ impl Node {
     }
 
     /// etcd Txn: compares, then the success or the failure branch, as one revision.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "multi_thread")]
+    /// # async fn main() -> raftkv::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let node = raftkv::Node::builder().id(1).data_dir(dir.path()).start().await?;
+    /// use raftkv::{Compare, CompareResult, CompareTarget, PutRequest, RequestOp, TxnRequest};
+    /// node.put("owner", "alice").await?;
+    /// // Compare-and-swap: hand the key to bob only if alice still holds it.
+    /// let swap = TxnRequest {
+    ///     compare: vec![Compare::key("owner", CompareResult::Equal, CompareTarget::Value(b"alice".to_vec()))],
+    ///     success: vec![RequestOp::Put(PutRequest::new("owner", "bob"))],
+    ///     failure: vec![],
+    /// };
+    /// assert!(node.txn(swap.clone()).await?.succeeded);
+    /// assert!(!node.txn(swap).await?.succeeded, "alice no longer holds it");
+    /// node.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse> {
         self.txn_as(None, req).await
     }
@@ -132,6 +170,27 @@ impl Node {
     }
 
     /// etcd Range: linearizable unless `req.serializable`. All keys come from one revision.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "multi_thread")]
+    /// # async fn main() -> raftkv::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let node = raftkv::Node::builder().id(1).data_dir(dir.path()).start().await?;
+    /// use raftkv::RangeRequest;
+    /// for name in ["a", "b", "c"] {
+    ///     node.put(format!("users/{name}"), name).await?;
+    /// }
+    /// let users = node.range(RangeRequest::prefix("users/")).await?;
+    /// assert_eq!(users.kvs.len(), 3);
+    /// // The same range as it was before the last write.
+    /// let before = node.range(RangeRequest::prefix("users/").with_revision(users.header.revision - 1)).await?;
+    /// assert_eq!(before.kvs.len(), 2);
+    /// node.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[tracing::instrument(level = "debug", skip_all, fields(serializable = req.serializable))]
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
         validate::check_range(&req)?;

@@ -233,6 +233,25 @@ impl Node {
 
     /// Grant a lease of `ttl` seconds (raised to the minimum TTL, 1.5 election timeouts)
     /// with id `id`, or a fresh id if `id` is 0.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "multi_thread")]
+    /// # async fn main() -> raftkv::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let node = raftkv::Node::builder().id(1).data_dir(dir.path()).start().await?;
+    /// use raftkv::PutRequest;
+    /// // id 0: the node picks one. A lease lives for its TTL unless kept alive.
+    /// let lease = node.lease_grant(0, 30).await?;
+    /// node.put_with(PutRequest { lease: lease.id, ..PutRequest::new("session/worker-1", "up") }).await?;
+    /// // Revoking the lease deletes every key attached to it, in one revision.
+    /// node.lease_revoke(lease.id).await?;
+    /// assert!(node.get("session/worker-1").await?.is_none());
+    /// node.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn lease_grant(&self, id: i64, ttl: i64) -> Result<LeaseGrant> {
         let ttl = self.lease_ttl(ttl)?;

@@ -122,6 +122,29 @@ impl Node {
     /// (`LeaseNotFound`), the key deleted by someone else while waiting (`KeyNotFound`),
     /// the node's errors. On an error (or if the future is dropped) the waiter's key is
     /// deleted.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "multi_thread")]
+    /// # async fn main() -> raftkv::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let node = raftkv::Node::builder().id(1).data_dir(dir.path()).start().await?;
+    /// use raftkv::{Compare, CompareResult, CompareTarget, PutRequest, RequestOp, TxnRequest};
+    /// let lease = node.lease_grant(0, 30).await?;
+    /// let lock = node.lock("locks/report", lease.id).await?;
+    /// // A fenced write: it applies only while this holder's lock key is the one that exists.
+    /// let fenced = TxnRequest {
+    ///     compare: vec![Compare::key(lock.key.clone(), CompareResult::Equal, CompareTarget::Create(lock.create_revision))],
+    ///     success: vec![RequestOp::Put(PutRequest::new("report/owner", "worker-1"))],
+    ///     failure: vec![],
+    /// };
+    /// assert!(node.txn(fenced).await?.succeeded);
+    /// node.unlock(lock.key).await?;
+    /// node.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[tracing::instrument(level = "debug", skip_all, fields(lease = lease))]
     pub async fn lock(&self, name: impl Into<Vec<u8>>, lease: i64) -> Result<LockKey> {
         let name = name.into();

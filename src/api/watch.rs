@@ -43,6 +43,28 @@ impl Node {
     ///
     /// Errors: a range that holds no key (`InvalidRangeEnd`), a negative start revision
     /// (`Compacted`), a node that is shut down.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "multi_thread")]
+    /// # async fn main() -> raftkv::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let node = raftkv::Node::builder().id(1).data_dir(dir.path()).start().await?;
+    /// use raftkv::{EventType, WatchRequest};
+    /// let mut watch = node.watch(WatchRequest::prefix("jobs/"))?;
+    /// node.put("jobs/1", "queued").await?;
+    /// // The first response says the watcher is created; events follow.
+    /// let mut events = Vec::new();
+    /// while events.is_empty() {
+    ///     events = watch.next().await.expect("the watch is open").events;
+    /// }
+    /// assert_eq!(events[0].kind, EventType::Put);
+    /// assert_eq!(events[0].kv.key, b"jobs/1");
+    /// node.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[tracing::instrument(level = "debug", skip_all, fields(start_revision = request.start_revision))]
     pub fn watch(&self, request: WatchRequest) -> Result<WatchStream> {
         let start_revision = request.start_revision;

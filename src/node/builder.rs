@@ -46,6 +46,22 @@ impl Listen {
 }
 
 /// Configures and starts a [`Node`](super::Node).
+///
+/// # Example
+///
+/// ```
+/// # #[tokio::main(flavor = "multi_thread")]
+/// # async fn main() -> raftkv::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let node = raftkv::Node::builder().id(1).data_dir(dir.path()).start().await?;
+/// // One member on its own: it bootstraps a cluster of one on the first start and
+/// // reopens it on the next. `initial_cluster` and `listen_peer` form larger ones.
+/// node.put("greeting", "hello").await?;
+/// assert_eq!(node.get("greeting").await?.map(|kv| kv.value), Some(b"hello".to_vec()));
+/// node.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct NodeBuilder {
     pub(crate) id: NodeId,
@@ -152,6 +168,29 @@ impl NodeBuilder {
 
     /// Serve etcd's gRPC API on `addr`. May be given more than once (etcd's
     /// `--listen-client-urls` often lists a loopback and a public address).
+    ///
+    /// # Example
+    ///
+    /// Serve etcd's v3 protocol and talk to it with `raftkv-client` (or `etcdctl`, or any
+    /// etcd client):
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "multi_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let node = raftkv::Node::builder()
+    ///     .id(1)
+    ///     .data_dir(dir.path())
+    ///     .listen_client("127.0.0.1:0".parse()?) // port 0: the system picks one
+    ///     .start()
+    ///     .await?;
+    /// let client = raftkv_client::Client::connect(node.client_urls().to_vec()).await?;
+    /// client.put("from/client", "hi").await?;
+    /// assert_eq!(node.get("from/client").await?.map(|kv| kv.value), Some(b"hi".to_vec()));
+    /// node.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn listen_client(mut self, addr: std::net::SocketAddr) -> Self {
         self.client_listen.push((Listen::Addr(addr), false));
         self
