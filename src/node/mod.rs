@@ -121,11 +121,22 @@ pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
 pub const MAX_APPLY_LAG: u64 = 5000;
 
 /// A raftkv node: the KV API (`api/kv.rs`), cluster membership (`api/membership.rs`), metrics,
-/// shutdown. Cheap to clone; every clone is the same node.
+/// shutdown.
+///
+/// A handle: `Clone + Send + Sync + 'static` (checked at compile time below), cheap to
+/// clone, and every clone is the same member, so hand clones to tasks and threads freely.
+/// Start it on a multi-threaded Tokio runtime: its servers and background tasks run on
+/// the runtime it was started on. Stop it with [`Node::shutdown`].
 #[derive(Clone)]
 pub struct Node {
     pub(crate) inner: Arc<NodeInner>,
 }
+
+// `Node` is a handle that callers share across tasks and threads: keep it so.
+const _: () = {
+    const fn shareable<T: Clone + Send + Sync + 'static>() {}
+    shareable::<Node>();
+};
 
 /// A point-in-time view of the node's Raft state.
 #[derive(Debug, Clone, PartialEq, Eq)]
