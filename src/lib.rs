@@ -44,9 +44,18 @@
 //! must authenticate and are checked, while the embedded API stays trusted (see
 //! `api/auth.rs`).
 //!
+//! ## Cancellation
+//!
+//! Dropping a future of the API before it finishes abandons the wait, not the request
+//! (`tests/t44_cancellation.rs`, `tests/t23_lock_election/`):
+//! - a write (`put`, `delete_range`, `txn`, `compact`) already handed to Raft may still
+//!   commit, but whole: a txn is never applied in part. Read before retrying a write
+//!   that is not idempotent;
+//! - a dropped [`WatchStream`] unregisters its watcher;
+//! - a dropped `lock` or `campaign` wait deletes the waiter's key; a lock already
+//!   granted stays held until `unlock` or the end of its lease.
+//!
 //! ## Caveats
-//! - openraft 0.9 has no leadership transfer: stopping the leader costs one election
-//!   timeout of unavailability for writes.
 //! - A watch is served from the node it was made on, without a Raft round: on a lagging
 //!   follower it lags too (its responses say how far it is). A [`WatchStream`] holds the
 //!   node (and its store) until dropped, even after `shutdown` ended it.

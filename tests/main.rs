@@ -58,3 +58,4 @@ mod t40_alarms;
 mod t41_etcd_snapshot_import;
 mod t42_auth;
 mod t43_crate_layers;
+mod t44_cancellation;
