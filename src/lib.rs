@@ -70,6 +70,8 @@ mod grpc;
 mod metrics;
 mod node;
 mod tasks;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use api::auth_options::{AuthOptions, DEFAULT_BCRYPT_COST};
 pub use api::election::LeaderKey;

@@ -59,3 +59,4 @@ mod t41_etcd_snapshot_import;
 mod t42_auth;
 mod t43_crate_layers;
 mod t44_cancellation;
+mod t45_test_cluster;

@@ -12,9 +12,10 @@ use raftkv::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_anywhere_reads_everywhere() {
-    let dir = tempfile::tempdir().unwrap();
-    let nodes = support::start_cluster(3, dir.path()).await;
-    let leader = support::wait_for_agreed_leader(&nodes, Duration::from_secs(20)).await;
+    let _turn = support::ClusterTurn::take();
+    let cluster = testing::TestCluster::start(3).await.unwrap();
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await.unwrap();
+    let nodes: Vec<Node> = cluster.nodes().cloned().collect();
     println!("leader: {leader}");
 
     let mut written = Vec::new();
@@ -89,7 +90,6 @@ async fn writes_anywhere_reads_everywhere() {
         assert_eq!(m.client_urls, n.client_urls().to_vec());
         assert!(!m.is_learner);
     }
-    for n in &nodes {
-        n.shutdown().await;
-    }
+    drop((nodes, follower));
+    cluster.shutdown().await;
 }

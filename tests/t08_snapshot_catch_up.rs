@@ -11,23 +11,24 @@ use raftkv::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lagging_follower_catches_up_from_a_streamed_snapshot() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cluster = support::start_cluster_with(3, dir.path(), |b| b.snapshot_every_entries(200)).await;
-    let mut nodes = std::mem::take(&mut cluster.nodes);
-    let leader = support::wait_for_agreed_leader(&nodes, Duration::from_secs(20)).await;
+    let _turn = support::ClusterTurn::take();
+    let mut cluster = testing::TestCluster::builder(3)
+        .configure(|b| b.snapshot_every_entries(200))
+        .start()
+        .await
+        .unwrap();
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await.unwrap();
     // Take down a follower (node 3 unless it leads).
     let down = if leader == 3 { 2 } else { 3 };
-    let survivor = nodes.iter().find(|n| n.id() != down).unwrap().clone();
-    nodes[down as usize - 1].shutdown().await;
-    let down_node = nodes.remove(down as usize - 1);
-    drop(down_node);
+    let survivor = cluster.nodes().find(|n| n.id() != down).unwrap().clone();
+    cluster.stop(down).await.unwrap();
 
     // Several MiB of state in many entries, until the leader has snapshotted and purged
     // its log past node 3. Snapshots come after 200 entries and once as many bytes were
     // written as the last snapshot holds, so with every put a new key they come at about
     // 200, 400, 800, 1600 entries; the log keeps 1,000 entries behind the snapshot.
     let value = vec![b'x'; 4096];
-    let leader_node = nodes.iter().find(|n| n.id() == leader).unwrap();
+    let leader_node = cluster.node(leader).unwrap().clone();
     let mut written = 0;
     while written < 4000 && leader_node.metrics().purged_index.is_none_or(|p| p <= 100) {
         for _ in 0..100 {
@@ -52,12 +53,7 @@ async fn lagging_follower_catches_up_from_a_streamed_snapshot() {
 
     // Bring the follower back on the same directory and addresses (the cluster held its
     // ports while it was down).
-    let back = cluster
-        .builder(down, dir.path())
-        .snapshot_every_entries(200)
-        .start()
-        .await
-        .unwrap();
+    let back = cluster.restart(down).await.unwrap().clone();
     support::wait_until("the follower catches up", Duration::from_secs(60), || {
         back.metrics().applied >= target
     })
@@ -65,7 +61,7 @@ async fn lagging_follower_catches_up_from_a_streamed_snapshot() {
     let installed = back.metrics().snapshot_index;
     assert!(installed.is_some(), "the follower caught up without a snapshot");
     // Several MiB moved, in 1 MiB chunks of one client stream.
-    let snapshot_bytes: u64 = std::fs::read_dir(dir.path().join(format!("node-{down}/snapshots")))
+    let snapshot_bytes: u64 = std::fs::read_dir(cluster.data_dir(down).unwrap().join("snapshots"))
         .unwrap()
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().ends_with(".snap"))
@@ -81,8 +77,6 @@ async fn lagging_follower_catches_up_from_a_streamed_snapshot() {
     println!(
         "follower {down} installed a {snapshot_bytes}-byte snapshot at {installed:?}; it holds all {written} keys"
     );
-    back.shutdown().await;
-    for n in &nodes {
-        n.shutdown().await;
-    }
+    drop((back, survivor, leader_node));
+    cluster.shutdown().await;
 }

@@ -433,16 +433,16 @@ async fn etcd_answers_health_requests_the_same_way() {
 /// `/health` says `RAFT NO LEADER` and its metrics say no leader, not a read timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_left_alone_says_there_is_no_leader() {
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = support::start_cluster(3, dir.path()).await;
+    let _turn = support::ClusterTurn::take();
+    let mut cluster = raftkv::testing::TestCluster::start(3).await.unwrap();
     // A leader counts as one only while a quorum acknowledged it within the leader
     // lease, so on a loaded machine one stalled heartbeat round can make it say "no
     // leader" for a moment (and an early re-election can move it): wait for a leader
     // whose health and metrics both say so, rather than asserting one instant.
     let deadline = Instant::now() + WAIT;
     let (leader_id, leader, url) = loop {
-        let leader_id = support::wait_for_agreed_leader(&cluster, WAIT).await;
-        let leader = cluster.iter().find(|n| n.id() == leader_id).unwrap().clone();
+        let leader_id = cluster.wait_for_leader(WAIT).await.unwrap();
+        let leader = cluster.node(leader_id).unwrap().clone();
         let url = leader.client_urls()[0].clone();
         let health = http("GET", &url, "/health").await;
         let scrape = parse_prometheus(&http("GET", &url, "/metrics").await.body);
@@ -456,11 +456,11 @@ async fn a_leader_left_alone_says_there_is_no_leader() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    for node in cluster.iter().filter(|n| n.id() != leader_id) {
+    for id in cluster.ids().into_iter().filter(|id| *id != leader_id) {
         // A follower stops at once: the leader's append stream ends with it (it once
         // waited out the servers' drain deadline, and campaigned meanwhile).
         let started = Instant::now();
-        node.shutdown().await;
+        cluster.stop(id).await.unwrap();
         let took = started.elapsed();
         assert!(
             took < Duration::from_secs(3),
@@ -482,5 +482,6 @@ async fn a_leader_left_alone_says_there_is_no_leader() {
     );
     let local = http("GET", &url, "/health?serializable=true").await;
     assert_eq!(local.status, 200, "{local:?}");
-    leader.shutdown().await;
+    drop(leader);
+    cluster.shutdown().await;
 }

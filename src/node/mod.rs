@@ -12,6 +12,8 @@
 //! it, `grpc/`.
 
 mod builder;
+#[cfg(feature = "testing")]
+mod kill;
 pub(crate) mod lease_deadlines;
 pub(crate) mod quota;
 pub(crate) mod raft_handle;

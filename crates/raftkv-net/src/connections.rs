@@ -59,7 +59,7 @@ impl PeerConnections {
     }
 
     /// The test-only network faults every peer call goes through (a no-op without the
-    /// `failpoints` feature).
+    /// `net-faults` feature).
     pub fn faults(&self) -> &NetFaults {
         &self.faults
     }

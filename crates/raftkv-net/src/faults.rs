@@ -17,8 +17,8 @@
 //! Random choices come from one seeded generator per process, so a failing run names the
 //! seed that replays the same sequence of choices (timing still varies).
 //!
-//! Without the `failpoints` feature this module is a zero-sized no-op: release builds
-//! carry neither the state nor the admin service that switches it.
+//! Without the `net-faults` feature (which `failpoints` and the root package's `testing`
+//! turn on) this module is a zero-sized no-op: release builds carry no fault state.
 
 use std::time::Duration;
 
@@ -57,13 +57,13 @@ pub struct NetFaultPlan {
     pub seed: u64,
 }
 
-#[cfg(feature = "failpoints")]
+#[cfg(feature = "net-faults")]
 pub use enabled::NetFaults;
 
-#[cfg(not(feature = "failpoints"))]
+#[cfg(not(feature = "net-faults"))]
 pub use disabled::NetFaults;
 
-#[cfg(feature = "failpoints")]
+#[cfg(feature = "net-faults")]
 mod enabled {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -283,13 +283,13 @@ mod enabled {
     }
 }
 
-#[cfg(not(feature = "failpoints"))]
+#[cfg(not(feature = "net-faults"))]
 mod disabled {
     use std::time::Duration;
 
     use super::{FaultCounts, Lost, NetFaultPlan};
 
-    /// Without the `failpoints` feature: no state, no faults.
+    /// Without the `net-faults` feature: no state, no faults.
     #[derive(Clone, Default)]
     pub struct NetFaults(());
 

@@ -41,8 +41,9 @@
 //! - [`tls`]: TLS on the client and peer ports as etcd configures it (rustls): mutual
 //!   TLS between members, certificates re-read when renewed on disk.
 //! - [`NetFaults`]: test-only network faults (loss, delay, duplication, partitions) that
-//!   every outgoing peer call goes through; a zero-sized no-op unless the `failpoints`
-//!   feature is on, which also serves `FaultService` on the peer port to switch them.
+//!   every outgoing peer call goes through; a zero-sized no-op unless the `net-faults`
+//!   feature is on (switched in-process), or `failpoints`, which also serves
+//!   `FaultService` on the peer port to switch them from another process.
 //!
 //! openraft's messages travel as bincode bytes inside protobuf (see `proto/peer.proto`).
 //!
