@@ -87,6 +87,9 @@ pub use raftkv_core::alarm::{
     ALARM_CORRUPT, ALARM_NONE, ALARM_NOSPACE, AlarmAction, AlarmMember, AlarmRequest,
 };
 pub use raftkv_core::auth::{AuthChange, AuthCommand, AuthError, AuthState, Permission, PermissionType};
+pub use raftkv_core::informer::{
+    Change, Informer, InformerError, InformerHandler, InformerStats, ListWatch, SourceError, WatchEvents,
+};
 pub use raftkv_core::kv::*;
 pub use raftkv_core::lease::LeaseInfo;
 pub use raftkv_core::validate::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS, Limits};

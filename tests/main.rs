@@ -60,3 +60,4 @@ mod t42_auth;
 mod t43_crate_layers;
 mod t44_cancellation;
 mod t45_test_cluster;
+mod t46_informer;

@@ -2,7 +2,7 @@
 //!
 //! One file per etcd service family, each a block of `impl Node` methods: KV and txns
 //! (`kv.rs`), leases (`lease.rs`), watches (`watch.rs`), locks (`lock.rs`), elections
-//! (`election.rs`), membership (`membership.rs`), leadership transfer (`leadership.rs`),
+//! (`election.rs`), the List-Watch cache (`informer.rs`), membership (`membership.rs`), leadership transfer (`leadership.rs`),
 //! alarms (`alarms.rs`), auth (`auth.rs`, options in `auth_options.rs`) and etcd's `HashKV`
 //! (`hash_kv.rs`). The gRPC services reach the same methods through `grpc/`.
 //!
@@ -19,6 +19,7 @@ pub(crate) mod auth;
 pub(crate) mod auth_options;
 pub(crate) mod election;
 pub(crate) mod hash_kv;
+pub(crate) mod informer;
 pub(crate) mod kv;
 pub(crate) mod leadership;
 pub(crate) mod lease;

@@ -32,6 +32,8 @@
 //!   answer's [`LockKey::fence`] is the compare that fences writes with the lock.
 //! - [`election`]: campaign, proclaim, leader, observe and resign over etcd's Election
 //!   service; [`LeaderKey::fence`] fences the leader's writes.
+//! - [`informer`]: [`Client::informer`], a List-Watch cache of a prefix with add /
+//!   update / delete handlers, re-listing when the watch is compacted away.
 //! - [`watch`]: [`Client::watch`] gives a [`Watcher`] that resumes by itself after a broken
 //!   connection, on another endpoint, from the next revision it has not delivered.
 //! - `endpoints`: the endpoint set, one long-lived lazy gRPC channel
@@ -96,6 +98,7 @@ pub mod cluster;
 pub mod election;
 mod endpoints;
 pub mod error;
+pub mod informer;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;
@@ -112,6 +115,10 @@ pub use error::{ClientError, Result};
 pub use lease::{KeepAliveState, LeaseGrant, LeaseKeeper, LeaseTimeToLive};
 pub use lock::LockKey;
 pub use maintenance::{Alarm, AlarmAction, AlarmResponse, AlarmType, HashKv, Status};
+/// The List-Watch cache ([`Client::informer`]).
+pub use raftkv_core::informer::{
+    Change, Informer, InformerError, InformerHandler, InformerStats, ListWatch, SourceError, WatchEvents,
+};
 pub use raftkv_core::kv::{
     CompactionResponse, Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse,
     KeyValue, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp,

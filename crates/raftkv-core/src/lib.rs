@@ -24,6 +24,8 @@
 //! - [`alarm`]: etcd's alarms (NOSPACE, CORRUPT), replicated through the log.
 //! - [`auth`]: etcd's users, roles and permissions, replicated through the log, and its
 //!   simple tokens.
+//! - [`informer`]: List-Watch, a local cache of a prefix kept current by a watch, over
+//!   any source (the embedded node, the gRPC client).
 //! - [`watch`]: etcd's Watch vocabulary (requests, events, responses) and
 //!   [`WatchSession`], the interface between the servers of watch streams and the storage
 //!   that feeds them.
@@ -41,6 +43,7 @@ pub mod command;
 pub mod error;
 pub mod histogram;
 mod ids;
+pub mod informer;
 pub mod kv;
 pub mod lease;
 pub mod membership;
