@@ -42,5 +42,12 @@ rm -f "$reliability_log"
 cargo test --workspace --all-targets --locked --no-fail-fast --features failpoints
 cargo test --workspace --doc --locked --no-fail-fast --features failpoints
 
+# The examples of what people build with etcd, each against an embedded three-node
+# cluster (`raftkv::testing`); each must exit 0. Same features as above: no rebuild.
+for example in service_registration leader_election distributed_lock; do
+  echo "== example $example"
+  timeout 300 cargo run --locked --quiet --features failpoints --example "$example"
+done
+
 echo "== reliability: faults injected and operations checked in this run (RELIABILITY.md)"
 cat "$reliability_log"
