@@ -14,6 +14,18 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Start with the [`guide`]: embedding a node, forming a cluster, read consistency,
+//! watches, leases, locks with fencing, errors and retries, runtime and shutdown. Test an
+//! application against a real cluster with [`testing::TestCluster`] (feature `testing`).
+//!
+//! ## Features
+//! - `testing`: [`testing::TestCluster`], an in-process cluster for your tests (compiles
+//!   network fault hooks into peer calls: for dev-dependencies only).
+//! - `mimalloc` (default): the allocator of the `raftkv-server` binary; the library never
+//!   sets one.
+//! - `failpoints`: raftkv's own fault injection (storage failpoints, a fault admin
+//!   service on the peer port); never for production builds.
+//!
 //! The crate is the facade over the workspace: `raftkv-core` (types, watermarks, group
 //! commit), `raftkv-storage` (sled log store and MVCC state machine), `raftkv-net` (gRPC
 //! peer network and etcd's KV service). See
@@ -67,6 +79,7 @@ mod blocking;
 mod disk_usage;
 mod failpoints;
 mod grpc;
+pub mod guide;
 mod metrics;
 mod node;
 mod tasks;

@@ -61,3 +61,4 @@ mod t43_crate_layers;
 mod t44_cancellation;
 mod t45_test_cluster;
 mod t46_informer;
+mod t47_runtime_and_shutdown;

@@ -30,6 +30,21 @@ impl Node {
     /// Make `to` the leader (this node must lead; `to` must be a voter). Returns once `to`
     /// leads, or with [`Error::LeaderTransferTimeout`] if neither it nor a fallback voter
     /// took over in time. Transferring to the current leader does nothing.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// let cluster = raftkv::testing::TestCluster::start(3).await?;
+    /// let leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;
+    /// let target = cluster.ids().into_iter().find(|id| *id != leader).unwrap_or(leader);
+    /// cluster.node(leader)?.transfer_leader(target).await?;
+    /// assert_eq!(cluster.wait_for_leader(Duration::from_secs(10)).await?, target);
+    /// // Writes go on through any member, with no election in between.
+    /// cluster.node(leader)?.put("after", "transfer").await?;
+    /// # cluster.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     #[tracing::instrument(level = "info", skip(self))]
     pub async fn transfer_leader(&self, to: NodeId) -> Result<()> {
         self.ensure_leading()?;

@@ -38,7 +38,7 @@
 //! its client URL for `raftkv-client` or any etcd v3 client.
 //!
 //! Invariants and limits, stated so tests do not lean on more than there is:
-//! - Ports are held by the cluster for its life ([`ports`]): a member restarts on the
+//! - Ports are held by the cluster for its life (see `ports.rs`): a member restarts on the
 //!   same URLs, and nothing else can take them meanwhile.
 //! - A partition cuts the peer network only (replication, votes, forwarded writes);
 //!   client connections still reach every running member, as with a real network split
