@@ -29,6 +29,10 @@ fi
 # No two files of a crate import each other, directly or around a loop.
 ./scripts/file-cycles.py
 
+# No dependency needs a newer Rust than the workspace's rust-version (clippy's
+# incompatible_msrv lint checks our own use of std against it).
+./scripts/msrv-check.py
+
 # `failpoints`: the servers the tests start serve the test-only fault-injection service
 # (network faults, storage failpoints) the reliability scenarios switch at run time.
 # The fault scenarios append their summary lines here; printed at the end.
