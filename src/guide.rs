@@ -140,6 +140,39 @@
 //! holder's key exists. See `Node::lock`'s example, and `examples/distributed_lock.rs`
 //! and `examples/leader_election.rs` for a worker pool.
 //!
+//! ## From another process: `raftkv-client`
+//!
+//! Every member with a client address serves etcd's v3 gRPC API; `raftkv-client` speaks
+//! it (to raftkv and to etcd) with the same calls as the embedded API, fails over between
+//! endpoints, and has the same List-Watch cache.
+//!
+//! ```
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # use std::time::Duration;
+//! use raftkv_client::{Client, PutRequest, RequestOp, TxnRequest};
+//! let cluster = raftkv::testing::TestCluster::start(3).await?;
+//! let client = Client::connect(cluster.client_urls()).await?;
+//! client.put("services/api/a", "10.0.0.7:80").await?;
+//! let services = client.informer("services/", ());
+//! services.wait_synced(Duration::from_secs(10)).await?;
+//! assert_eq!(services.len(), 1);
+//!
+//! // A lock and a write fenced by it.
+//! let lease = client.lease_grant(0, 30).await?;
+//! let lock = client.lock("locks/report", lease.id).await?;
+//! let fenced = TxnRequest {
+//!     compare: vec![lock.fence()],
+//!     success: vec![RequestOp::Put(PutRequest::new("report/owner", "me"))],
+//!     failure: vec![],
+//! };
+//! assert!(client.txn(fenced).await?.succeeded);
+//! client.unlock(lock.key).await?;
+//! # drop(services);
+//! # cluster.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
 //! ## Errors, and what is safe to retry
 //!
 //! Every call returns [`crate::Error`]; [`crate::Error::is_retryable`] says when the same

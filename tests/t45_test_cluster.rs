@@ -12,15 +12,20 @@ use raftkv::*;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn partition_heal_kill_and_restart_do_what_they_say() {
-    let _turn = support::ClusterTurn::take();
-    let mut cluster = TestCluster::builder(3)
-        // The cut-off leader's write fails within this, rather than etcd's 7 s.
+/// Three members whose requests give up after 2 s (rather than etcd's 7 s), so a write
+/// on a cut-off member fails quickly.
+async fn three_members() -> TestCluster {
+    TestCluster::builder(3)
         .configure(|b| b.request_timeout(Duration::from_secs(2)))
         .start()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_heal_kill_and_restart_do_what_they_say() {
+    let _turn = support::ClusterTurn::take();
+    let mut cluster = three_members().await;
     let old = cluster.wait_for_leader(WAIT).await.unwrap();
     cluster.node(old).unwrap().put("k", "before").await.unwrap();
 
@@ -121,11 +126,7 @@ async fn partition_heal_kill_and_restart_do_what_they_say() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_restarted_inside_a_partition_stays_inside_it() {
     let _turn = support::ClusterTurn::take();
-    let mut cluster = TestCluster::builder(3)
-        .configure(|b| b.request_timeout(Duration::from_secs(2)))
-        .start()
-        .await
-        .unwrap();
+    let mut cluster = three_members().await;
     let leader = cluster.wait_for_leader(WAIT).await.unwrap();
     let alone = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
     let rest: Vec<u64> = cluster.ids().into_iter().filter(|id| *id != alone).collect();

@@ -158,7 +158,24 @@ impl Node {
         Ok(response)
     }
 
-    /// Linearizable read of one key.
+    /// Linearizable read of one key: it sees every write acknowledged before it
+    /// started, whichever member it runs on.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use std::time::Duration;
+    /// let cluster = raftkv::testing::TestCluster::start(3).await?;
+    /// let leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;
+    /// let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap_or(leader);
+    /// let written = cluster.node(leader)?.put("user/1", "ada").await?;
+    /// // Read on a follower, just after: it waits for what the leader acknowledged.
+    /// let kv = cluster.node(follower)?.get("user/1").await?.ok_or("missing")?;
+    /// assert_eq!((kv.value.as_slice(), kv.mod_revision), (&b"ada"[..], written.header.revision));
+    /// assert!(cluster.node(follower)?.get("user/2").await?.is_none());
+    /// # cluster.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn get(&self, key: impl Into<Vec<u8>>) -> Result<Option<KeyValue>> {
         Ok(self.range(RangeRequest::key(key)).await?.kvs.into_iter().next())
     }
