@@ -332,6 +332,7 @@ impl NodeBuilder {
                 }
             }
         }
+        crate::tasks::stall_watch::start(shutdown_rx.clone());
         tokio::spawn(crate::tasks::snapshot_trigger::run(
             raft.clone(),
             node.inner.shared.clone(),

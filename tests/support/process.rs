@@ -244,8 +244,11 @@ impl ProcessCluster {
             .collect()
     }
 
+    /// Every member's log, then the machine's pressure (how long tasks waited for CPU,
+    /// disk and memory lately): whether a failure came with a stalled machine.
     pub fn logs(&self) -> String {
-        self.nodes
+        let mut out: String = self
+            .nodes
             .values()
             .map(|n| {
                 format!(
@@ -254,7 +257,13 @@ impl ProcessCluster {
                     std::fs::read_to_string(&n.log).unwrap_or_default()
                 )
             })
-            .collect()
+            .collect();
+        for file in ["/proc/pressure/cpu", "/proc/pressure/io", "/proc/pressure/memory", "/proc/loadavg"] {
+            if let Ok(text) = std::fs::read_to_string(file) {
+                out.push_str(&format!("--- {file} ---\n{text}"));
+            }
+        }
+        out
     }
 
     /// etcd `Status` of one member, if it answers within a second.

@@ -18,13 +18,16 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use raftkv_core::Histogram;
 
 use crate::disk::blob_watch::{BlobChanges, BlobWatch};
 use crate::disk::data_dir_lock::DataDirLock;
 use crate::error::Result;
+
+/// A sync slower than this is logged (etcd's `slow fdatasync` threshold).
+const SLOW_SYNC: Duration = Duration::from_secs(1);
 
 /// Counters of real syncs, for tests and metrics.
 #[derive(Debug, Default)]
@@ -117,7 +120,12 @@ impl DurableDb {
         self.data_file.sync_data()?;
         self.sync_new_blobs()?;
         self.stats.syncs.fetch_add(1, Ordering::Relaxed);
-        self.stats.durations.observe(started.elapsed());
+        let took = started.elapsed();
+        self.stats.durations.observe(took);
+        if took > SLOW_SYNC {
+            // etcd's "slow fdatasync" warning, at its threshold.
+            tracing::warn!(?took, expected_duration = ?SLOW_SYNC, dir = %self.dir.display(), "slow fdatasync");
+        }
         Ok(())
     }
 
