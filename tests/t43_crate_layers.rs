@@ -58,6 +58,9 @@ fn workspace_edges() -> BTreeMap<String, BTreeSet<String>> {
                 .as_array()
                 .expect("dependencies")
                 .iter()
+                // A crate's dev-dependency on itself only turns on its own features for
+                // its tests and examples (the root's `testing`): no edge between crates.
+                .filter(|d| !(d["name"].as_str() == Some(name.as_str()) && d["kind"].as_str() == Some("dev")))
                 .filter_map(|d| d["name"].as_str())
                 .filter(|d| names.contains(*d))
                 .map(str::to_owned)

@@ -258,7 +258,12 @@ impl ProcessCluster {
                 )
             })
             .collect();
-        for file in ["/proc/pressure/cpu", "/proc/pressure/io", "/proc/pressure/memory", "/proc/loadavg"] {
+        for file in [
+            "/proc/pressure/cpu",
+            "/proc/pressure/io",
+            "/proc/pressure/memory",
+            "/proc/loadavg",
+        ] {
             if let Ok(text) = std::fs::read_to_string(file) {
                 out.push_str(&format!("--- {file} ---\n{text}"));
             }
