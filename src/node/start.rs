@@ -332,37 +332,13 @@ impl NodeBuilder {
                 }
             }
         }
-        crate::tasks::stall_watch::start(shutdown_rx.clone());
-        tokio::spawn(crate::tasks::snapshot_trigger::run(
-            raft.clone(),
-            node.inner.shared.clone(),
-            shutdown_rx.clone(),
-        ));
-        tokio::spawn(crate::tasks::lease_timers::run(
-            Arc::downgrade(&node.inner),
-            shutdown_rx.clone(),
-        ));
-        tokio::spawn(crate::metrics::count_leader_changes(
-            Arc::downgrade(&node.inner),
-            shutdown_rx.clone(),
-        ));
-        tokio::spawn(crate::metrics::probe_peers(
-            Arc::downgrade(&node.inner),
-            shutdown_rx.clone(),
-        ));
-        tokio::spawn(crate::tasks::auto_compaction::run(
-            Arc::downgrade(&node.inner),
+        crate::tasks::start_all(
+            &node,
             self.auto_compaction,
-            shutdown_rx.clone(),
-        ));
-        if !client_urls.is_empty() {
-            tokio::spawn(crate::tasks::publish::publish_client_urls(
-                node.clone(),
-                self.name.clone(),
-                client_urls,
-                shutdown_rx,
-            ));
-        }
+            self.name.clone(),
+            client_urls,
+            shutdown_rx,
+        );
         Ok(node)
     }
 }
