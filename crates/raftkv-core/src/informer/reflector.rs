@@ -57,7 +57,14 @@ impl<S: ListWatch, H: InformerHandler> Reflector<S, H> {
             }
             // Watch (and resume) until the history no longer has the next revision.
             loop {
-                match self.watch_once().await {
+                let opened_before = self.shared.watches.load(Ordering::Relaxed);
+                let end = self.watch_once().await;
+                if self.shared.watches.load(Ordering::Relaxed) != opened_before {
+                    // The watch was open: its break starts the backoff over, so a
+                    // long-lived informer resumes at once, not after 5 s.
+                    backoff = BACKOFF_START;
+                }
+                match end {
                     WatchEnd::Compacted => {
                         self.shared
                             .relists_after_compaction
