@@ -47,7 +47,7 @@
 //! batch the state machine publishes the batch's events to the [`WatchHub`]
 //! (`watch/hub.rs`, etcd's synced watchers), which queues them for the watchers whose key
 //! or range they touch, within a bounded buffer per watcher. A [`LocalWatchSession`]
-//! (`watch/session.rs`, one per watch stream) hands them out, and replays the history
+//! (`watch/session/`, one per watch stream) hands them out, and replays the history
 //! (`watch/history.rs`, the `h` family) for watchers that start in the past or fell
 //! behind, at its consumer's pace; apply never waits for a watcher.
 //!

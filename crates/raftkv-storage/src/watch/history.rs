@@ -2,7 +2,7 @@
 //! [`crate::keys`]) names the key changed at every (revision, sub-revision), the version
 //! records give each event's key-value and previous key-value. A watcher that starts in
 //! the past, or fell behind because it did not keep up, reads its events from here in
-//! bounded chunks until it reaches the applied revision (`watch/session.rs` drives that).
+//! bounded chunks until it reaches the applied revision (`watch/session/` drives that).
 //!
 //! **What is safe to read.** Physical compaction deletes history records below its target
 //! `T`, which never exceeds the (published) compact revision `C`; version records above

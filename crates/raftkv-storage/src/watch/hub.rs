@@ -3,7 +3,7 @@
 //! It follows etcd's `watchableStore`: watchers are either **synced** (they have every
 //! event up to the published revision, and get each new batch's events pushed to them as
 //! it is applied) or **unsynced** (behind: their own session replays the history until it
-//! reaches the published revision, then asks to be promoted, see `watch/session.rs`).
+//! reaches the published revision, then asks to be promoted, see `watch/session/`).
 //!
 //! **Publishing.** After apply's sled batch is in the tree and the revision is stored,
 //! `StateMachine::apply` calls `WatchHub::publish` with the events of the batch, in

@@ -5,10 +5,10 @@
 //! `watchableStore`, `hub.rs`) routes them (`route.rs`) to its synced watchers, whose
 //! registry it keeps under one lock (`registry.rs`), each into its session's queue within
 //! a bounded share (`queue.rs`, limits in `config.rs`). A [`session::LocalWatchSession`]
-//! (one watch stream, `session.rs`) hands out responses, coalescing one watcher's waiting
-//! batches (`ready.rs`), and replays the history (`history.rs`, the `h` family) for
-//! watchers that start in the past or fell behind. `KeyRange` is the one form
-//! of a watcher's keys they all use.
+//! (one watch stream, `session/`) hands out responses, coalescing one watcher's waiting
+//! batches (`ready.rs`), and replays the history (`history.rs`, the `h` family; driven
+//! by `session/replay.rs`) for watchers that start in the past or fell behind.
+//! `KeyRange` is the one form of a watcher's keys they all use.
 //!
 //! **Invariants.**
 //! - Apply never waits for a watcher: a watcher whose share is full is made unsynced and

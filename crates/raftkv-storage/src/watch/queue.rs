@@ -3,7 +3,7 @@
 //! unbounded channel, but what a watcher may have in it is bounded: its events by
 //! `WatchConfig::buffered_events` / `buffered_bytes` (one batch alone always fits), and
 //! at most one replay notice and one progress marker at a time (`watch/hub.rs`,
-//! `watch/session.rs`).
+//! `watch/session/`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -29,7 +29,6 @@
 //! one marker on its way, so requests cannot flood the queue.
 
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -42,8 +41,10 @@ use raftkv_core::watch::{
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{Interval, MissedTickBehavior, Sleep};
 
+mod replay;
+
 use crate::state::StateShared;
-use crate::watch::history::{ChunkLimits, HistoryQuery, ReadOutcome, read_chunk};
+use crate::watch::history::ChunkLimits;
 use crate::watch::key_range::KeyRange;
 use crate::watch::queue::{Buffered, SinkItem};
 use crate::watch::ready::ReadyQueue;
@@ -57,9 +58,6 @@ const MAX_ITEMS_PER_POLL: usize = 1024;
 
 /// History chunks replayed per poll before yielding to the executor.
 const MAX_REPLAY_STEPS_PER_POLL: usize = 8;
-
-/// Wait before re-reading history that a snapshot install overlapped.
-const RETRY_AFTER_INSTALL: Duration = Duration::from_millis(20);
 
 /// One watcher of a session.
 struct SessionWatcher {
@@ -237,81 +235,6 @@ impl LocalWatchSession {
                 self.answer_stream_progress();
             }
         }
-    }
-
-    /// Replay one chunk of history for the next watcher that is behind.
-    fn replay_step(&mut self) {
-        let Some(id) = self.replaying.pop_front() else {
-            return;
-        };
-        let Some(w) = self.watchers.get(&id) else {
-            return;
-        };
-        let Some(from) = w.replay_from else {
-            return;
-        };
-        let to = self.published();
-        let query = HistoryQuery {
-            range: &w.range,
-            request: &w.request,
-        };
-        match read_chunk(&self.shared, &query, from, to, self.limits) {
-            Ok(ReadOutcome::Chunk { events, next }) => {
-                let mut response = self.response(id, next - 1);
-                let Some(w) = self.watchers.get_mut(&id) else {
-                    return;
-                };
-                w.sent_up_to = w.sent_up_to.max(next - 1);
-                w.replay_from = Some(next);
-                if !events.is_empty() {
-                    w.sent_since_tick = true;
-                    response.events = events;
-                    self.ready.push(response.into());
-                }
-                if next > to && self.shared.watch_hub.promote(w.hub_id, next) {
-                    w.replay_from = None;
-                } else {
-                    self.replaying.push_back(id);
-                }
-                self.answer_stream_progress();
-            }
-            Ok(ReadOutcome::Compacted(compacted)) => {
-                // The oldest revision a watch can start at now (see `watch/history.rs`).
-                let response = WatchResponse {
-                    canceled: true,
-                    compact_revision: compacted,
-                    cancel_reason: cancel_reason::COMPACTED.to_string(),
-                    ..self.response(id, self.published())
-                };
-                self.end_watcher(id, Some(response));
-            }
-            Ok(ReadOutcome::Retry) => {
-                self.replaying.push_front(id);
-                if tokio::runtime::Handle::try_current().is_ok() {
-                    self.retry = Some(Box::pin(tokio::time::sleep(RETRY_AFTER_INSTALL)));
-                }
-            }
-            Err(e) => {
-                tracing::warn!(watch_id = id, error = %e, "replaying watch history failed; canceling the watcher");
-                let response = WatchResponse {
-                    canceled: true,
-                    cancel_reason: format!("{}: {e}", cancel_reason::STORAGE),
-                    ..self.response(id, self.published())
-                };
-                self.end_watcher(id, Some(response));
-            }
-        }
-    }
-
-    /// Whether replay may run now (not waiting out an install).
-    fn replay_allowed(&mut self, cx: &mut Context<'_>) -> bool {
-        if let Some(sleep) = self.retry.as_mut()
-            && sleep.as_mut().poll(cx).is_pending()
-        {
-            return false;
-        }
-        self.retry = None;
-        true
     }
 
     /// Poll the progress timer; returns whether it ticked.
@@ -506,5 +429,4 @@ impl Drop for LocalWatchSession {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-#[path = "session_tests.rs"]
 mod tests;
