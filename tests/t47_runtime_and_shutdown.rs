@@ -1,8 +1,9 @@
 //! The runtime a node expects and the order it shuts down in, as the crate docs state
 //! them: a node works on a current-thread Tokio runtime too (everything shares the one
 //! thread: slower, not wrong); `shutdown` ends open watch streams, then requests fail
-//! with `Error::Shutdown`, and the data directory opens again once the last handle to
-//! the node (a clone, a watch stream, an informer) is gone.
+//! with `Error::Shutdown`, an informer stops on its own (keeping its cache), and the data
+//! directory opens again once the last handle to the node (a clone, a watch stream) is
+//! gone.
 
 use std::time::Duration;
 
@@ -58,15 +59,21 @@ async fn shutdown_ends_watches_refuses_requests_and_frees_the_directory_with_the
         .expect("a watch stream outlived shutdown");
     let refused = clone.put("k/2", "v").await.unwrap_err();
     assert!(matches!(refused, Error::Shutdown(_)), "{refused:?}");
+    // The informer stops on its own (its watch is refused with Shutdown), keeps its cache
+    // and lets go of the node.
+    let stopped = informer.wait_for_revision(i64::MAX, WAIT).await.unwrap_err();
+    assert!(matches!(stopped, InformerError::Stopped { .. }), "{stopped:?}");
+    assert_eq!(informer.len(), 1);
 
-    // The directory is held while any handle lives: here the informer, the watch and a
-    // clone. Once they are gone a new node opens it and finds the data.
-    drop((open_watch, informer, clone, node));
+    // The directory is held while any handle lives: here the watch and a clone (not the
+    // stopped informer). Once they are gone a new node opens it and finds the data.
+    drop((open_watch, clone, node));
     let reopened = tokio::time::timeout(WAIT, Node::builder().id(1).data_dir(dir.path()).start())
         .await
         .unwrap()
         .unwrap();
     reopened.wait_for_leader(WAIT).await.unwrap();
     assert!(reopened.get("k/1").await.unwrap().is_some());
+    drop(informer);
     reopened.shutdown().await;
 }

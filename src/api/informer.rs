@@ -8,10 +8,12 @@ use raftkv_core::watch::{WatchRequest, WatchResponse};
 use crate::Node;
 use crate::api::watch::WatchStream;
 
-/// A compacted revision is the informer's cue to list again; anything else a retry.
+/// A compacted revision is the informer's cue to list again, a node shut down its cue to
+/// stop (and let go of the node); anything else a retry.
 fn source_error(e: raftkv_core::Error) -> SourceError {
     match e {
         raftkv_core::Error::Request(raftkv_core::RequestError::Compacted { .. }) => SourceError::Compacted,
+        raftkv_core::Error::Shutdown(reason) => SourceError::Closed(reason),
         other => SourceError::Failed(other.to_string()),
     }
 }
@@ -45,7 +47,8 @@ impl Node {
     /// A List-Watch cache of every key under `prefix`, kept current by a watch on this
     /// node, calling `handler` (`()` for none) on each add, update and delete; re-lists
     /// when the watch's next revision was compacted away. Runs as a task on the current
-    /// Tokio runtime until dropped, and holds a clone of the node until then.
+    /// Tokio runtime until dropped or until the node is shut down (then it stops, keeps
+    /// its cache, and lets go of its clone of the node: see [`Informer::stopped`]).
     ///
     /// ```
     /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

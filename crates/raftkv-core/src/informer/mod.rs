@@ -17,7 +17,9 @@
 //!   changes are lost from the history, so it lists again and reports the difference
 //!   between the old cache and the new list as adds, updates and deletes (what
 //!   client-go's `Replace` does). A failed list or watch is retried after a backoff
-//!   (100 ms doubling to 5 s).
+//!   (100 ms doubling to 5 s). A source that is closed for good (a node that was shut
+//!   down) stops the informer: it keeps its cache, drops the source (so the node's
+//!   data directory is not held by it), and waits on it return at once.
 //! - **Revisions only go forward**: events at or below the cache's revision (a resumed
 //!   watch repeating a revision) change nothing; handlers see each change once, in
 //!   revision order, from one task.
@@ -53,6 +55,10 @@ pub enum SourceError {
     /// Anything else (logged; the informer retries after a backoff).
     #[error("{0}")]
     Failed(String),
+    /// The source will never answer again (the embedded node was shut down): the
+    /// informer stops, keeps its cache as it was, and lets go of the source.
+    #[error("source closed: {0}")]
+    Closed(String),
 }
 
 /// Where an informer lists and watches: the embedded node or a client.
@@ -119,6 +125,16 @@ pub enum InformerError {
         /// How long it waited.
         after: Duration,
     },
+    /// The informer stopped (its source closed for good) below the awaited revision.
+    #[error("informer stopped at revision {reached}, not {wanted}: {reason}")]
+    Stopped {
+        /// The awaited revision.
+        wanted: Revision,
+        /// Where the cache stays.
+        reached: Revision,
+        /// Why its source closed.
+        reason: String,
+    },
 }
 
 /// How an informer got where it is.
@@ -142,6 +158,8 @@ struct Shared {
     lists: AtomicU64,
     relists_after_compaction: AtomicU64,
     watches: AtomicU64,
+    /// Why the informer stopped, once its source closed for good.
+    stopped: parking_lot::Mutex<Option<String>>,
 }
 
 /// A running List-Watch cache of one prefix; see the module docs. Dropping it stops
@@ -166,6 +184,7 @@ impl Informer {
             lists: AtomicU64::new(0),
             relists_after_compaction: AtomicU64::new(0),
             watches: AtomicU64::new(0),
+            stopped: parking_lot::Mutex::new(None),
         });
         let reflector = reflector::Reflector {
             source,
@@ -224,7 +243,14 @@ impl Informer {
         let wait = async {
             loop {
                 if *seen.borrow_and_update() >= revision {
-                    return;
+                    return Ok(());
+                }
+                if let Some(reason) = self.stopped() {
+                    return Err(InformerError::Stopped {
+                        wanted: revision,
+                        reached: self.revision(),
+                        reason,
+                    });
                 }
                 self.shared.progress_wanted.notify_one();
                 // Ask again now and then: a progress request made while the watch was
@@ -238,7 +264,13 @@ impl Informer {
                 wanted: revision,
                 reached: self.revision(),
                 after: timeout,
-            })
+            })?
+    }
+
+    /// Why the informer stopped, if its source closed for good (the node it watches was
+    /// shut down); its cache stays as it was then.
+    pub fn stopped(&self) -> Option<String> {
+        self.shared.stopped.lock().clone()
     }
 
     /// How the informer got here (lists, re-lists, watches).

@@ -27,6 +27,8 @@ enum WatchEnd {
     Compacted,
     /// The stream ended or failed: watch again from the next revision.
     Broken(String),
+    /// The source closed for good: stop.
+    Closed(String),
 }
 
 impl From<SourceError> for WatchEnd {
@@ -34,12 +36,24 @@ impl From<SourceError> for WatchEnd {
         match e {
             SourceError::Compacted => WatchEnd::Compacted,
             SourceError::Failed(e) => WatchEnd::Broken(e),
+            SourceError::Closed(e) => WatchEnd::Closed(e),
         }
     }
 }
 
 impl<S: ListWatch, H: InformerHandler> Reflector<S, H> {
+    /// List and watch until the source closes for good; then record why and return,
+    /// dropping the source.
     pub(super) async fn run(self) {
+        let reason = self.list_and_watch().await;
+        tracing::info!(reason = %reason, "informer's source closed; the informer stops");
+        *self.shared.stopped.lock() = Some(reason);
+        // Wake every waiter so it sees the stop.
+        self.shared.revision.send_modify(|_| {});
+    }
+
+    /// Returns why the source closed.
+    async fn list_and_watch(&self) -> String {
         let mut backoff = BACKOFF_START;
         loop {
             match self.list().await {
@@ -49,6 +63,7 @@ impl<S: ListWatch, H: InformerHandler> Reflector<S, H> {
                     self.shared.lists.fetch_add(1, Ordering::Relaxed);
                     backoff = BACKOFF_START;
                 }
+                Err(SourceError::Closed(reason)) => return reason,
                 Err(e) => {
                     tracing::warn!(error = %e, "informer list failed; retrying");
                     backoff = pause(backoff).await;
@@ -76,6 +91,7 @@ impl<S: ListWatch, H: InformerHandler> Reflector<S, H> {
                         tracing::debug!(error = %e, "informer watch ended; resuming");
                         backoff = pause(backoff).await;
                     }
+                    WatchEnd::Closed(reason) => return reason,
                 }
             }
         }
@@ -207,7 +223,7 @@ mod tests {
     use parking_lot::Mutex;
 
     use super::*;
-    use crate::informer::Informer;
+    use crate::informer::{Informer, InformerError};
     use crate::kv::{RangeResponse, ResponseHeader};
     use crate::watch::{Event, EventType};
 
@@ -375,5 +391,55 @@ mod tests {
         assert_eq!(s.pages, 3 + 2, "three pages, then two");
         let stats = informer.stats();
         assert_eq!((stats.lists, stats.relists_after_compaction), (2, 1));
+    }
+
+    #[tokio::test]
+    async fn a_closed_source_stops_the_informer_which_keeps_its_cache_and_lets_go() {
+        let script = Arc::new(Mutex::new(Script {
+            listing: vec![kv("p/a", 10)],
+            list_revision: 10,
+            ..Script::default()
+        }));
+        script.lock().watches.push_back(vec![
+            events(vec![Event {
+                kind: EventType::Put,
+                kv: kv("p/b", 11),
+                prev_kv: None,
+            }]),
+            Err(SourceError::Closed("node is shut down".into())),
+        ]);
+        let informer = Informer::spawn(Source(script.clone()), "p/", ());
+        informer
+            .wait_for_revision(11, Duration::from_secs(5))
+            .await
+            .unwrap();
+        // A wait beyond where it stopped fails at once with the reason, not at its deadline.
+        let started = tokio::time::Instant::now();
+        let refused = informer
+            .wait_for_revision(50, Duration::from_secs(30))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused,
+            InformerError::Stopped {
+                wanted: 50,
+                reached: 11,
+                reason: "node is shut down".into(),
+            }
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(informer.stopped().as_deref(), Some("node is shut down"));
+        assert_eq!(informer.len(), 2, "the cache stays");
+        // The source is dropped (the node's clone let go) while the informer lives on.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&script) > 1 {
+            assert!(tokio::time::Instant::now() < deadline, "the source is still held");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(script.lock().watch_starts, [11], "no watch after the close");
     }
 }
