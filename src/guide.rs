@@ -202,5 +202,6 @@
 //! Acknowledged writes were durable before they were acknowledged. The data directory
 //! stays locked until the last handle to the node is dropped (clones, watch streams); an
 //! informer lets go of its node by itself once the node is shut down (it stops, keeps
-//! its cache, and says why in `Informer::stopped`). For a planned restart of a cluster member, hand leadership over first
-//! (`Node::step_down` or `Node::transfer_leader`) so the cluster holds no election.
+//! its cache, and says why in `Informer::stopped`). For a planned restart of a cluster
+//! member, hand leadership over first (`Node::step_down` or `Node::transfer_leader`) so
+//! the cluster holds no election.
