@@ -12,7 +12,7 @@
 //! `sleep(100)`, `off`, ...); `return` makes the operation fail with an I/O error, which
 //! openraft treats as fatal: the node stops acknowledging and must be restarted, and
 //! whatever the failed flush covered was never reported durable. Only builds with the
-//! `failpoints` feature have them; elsewhere [`check`] is an inlined `Ok(())`.
+//! `failpoints` feature have them; elsewhere `check` is an inlined `Ok(())`.
 
 /// Every failpoint name, for validating a test's configuration.
 pub const FAILPOINTS: &[&str] = &["log-flush", "vote-save", "sm-apply", "sm-write", "log-write"];

@@ -54,7 +54,7 @@ pub const AUTH_STATE: &[u8] = b"x";
 
 /// Metadata key names.
 pub mod meta {
-    /// The applied state ([`crate::apply::applied_state::AppliedState`]): ONE record, so that
+    /// The applied state (`apply::applied_state::AppliedState`): ONE record, so that
     /// the applied log id, membership, revision and compact revision a crash leaves
     /// always belong together. Layout version 2 on.
     pub const STATE: &[u8] = b"mstate";

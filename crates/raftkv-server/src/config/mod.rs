@@ -3,7 +3,7 @@
 //! with `--config-file`; parsed into a typed [`Config`] before anything touches the disk.
 //!
 //! The parts: [`settings`] is what the operator wrote (clap for flags and variables,
-//! serde for the file), [`resolve`] applies defaults and checks and derives member ids
+//! serde for the file), `resolve` applies defaults and checks and derives member ids
 //! ([`urls`]), [`unsupported`] says what happens to each etcd flag raftkv lacks, and
 //! [`file`] reads the YAML. Behaviour follows etcd 3.4 where it is observable: a flag
 //! set both on the command line and in the environment is refused, an unknown `ETCD_*`

@@ -1,7 +1,10 @@
 //! What the operator said, before any default or check: one struct read from the command
 //! line (with `ETCD_<FLAG>` variables, through clap) or from an etcd YAML config file
-//! (through serde, keys = flag names). Every field is optional so that [`super::resolve`]
+//! (through serde, keys = flag names). Every field is optional so that `resolve`
 //! can tell "not given" from "given the default".
+
+// The field docs are also clap's help text, which quotes etcd's `<name>` placeholders.
+#![allow(rustdoc::invalid_html_tags)]
 
 use clap::Parser;
 use serde::Deserialize;

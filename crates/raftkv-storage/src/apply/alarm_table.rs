@@ -1,5 +1,5 @@
 //! The active alarms (the `r` family, see [`crate::keys`]) and applying
-//! [`Command::Alarm`](raftkv_core::Command::Alarm) (an extension of [`Applier`], see
+//! [`raftkv_core::Command::Alarm`] (an extension of `Applier`, see
 //! `apply/applier.rs`), with etcd 3.4's semantics: raising an alarm that is active answers it
 //! again and changes nothing; disarming one that is not active answers nothing; a list
 //! names the alarms of one type, or all of them for type NONE.

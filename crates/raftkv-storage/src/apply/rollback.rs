@@ -1,7 +1,7 @@
 //! Rolling back what an unfinished apply left in the state-machine tree, at open.
 //!
 //! An apply writes its records one by one, in order, and the record naming its applied
-//! index and revision ([`AppliedState`]) last (`raft/state_machine.rs`). sled recovers a
+//! index and revision (`AppliedState`) last (`raft/state_machine.rs`). sled recovers a
 //! prefix of the writes, so after a crash the tree holds a whole number of applies (up to
 //! the durable applied state) plus, possibly, the first records of the next one. Those
 //! records are what this module removes, so that openraft's replay of the log from the

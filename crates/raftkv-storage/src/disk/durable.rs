@@ -6,7 +6,7 @@
 //! file (`<dir>/db`). sled also writes any item larger than a quarter of a segment
 //! (~128 KiB by default; a page can get there too) to its own file under `<dir>/blobs/`
 //! and never syncs it: `sync()` `fdatasync`s every blob file written since the last sync,
-//! which an inotify watch names ([`BlobWatch`], no directory listing per sync), then the
+//! which an inotify watch names (`BlobWatch`, no directory listing per sync), then the
 //! directory itself when a file was created, so the new names survive too.
 //!
 //! [`SyncStats`] counts what was synced; tests read it to prove the order of events

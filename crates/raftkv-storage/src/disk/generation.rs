@@ -20,7 +20,7 @@
 //! directory synced). A crash before the rename leaves the old generation active and the
 //! half-built directory is removed at the next open; after it, the new one is active and
 //! the old directory is removed at the next open. While running, a retired generation is
-//! removed when the last reader holding it lets go ([`Generation::retire`]).
+//! removed when the last reader holding it lets go (`Generation::retire`).
 
 use std::fs::File;
 use std::io::{self, Write};

@@ -1,7 +1,7 @@
 //! etcd 3.4's snapshot format (a bbolt file holding etcd's buckets), read and written by
-//! our own code against bbolt's documented page layout: [`import`] turns an etcd
+//! our own code against bbolt's documented page layout: [`import()`] turns an etcd
 //! snapshot into one of ours (the migration path from etcd, used by
-//! [`restore`](crate::raft::restore::restore)); [`export`] writes one of ours as etcd's (what
+//! [`restore`](crate::raft::restore::restore)); [`export()`] writes one of ours as etcd's (what
 //! `Maintenance.Snapshot` streams, so `etcdctl snapshot restore` can seed an etcd
 //! cluster from raftkv).
 //!

@@ -15,7 +15,7 @@
 //!   the state grows. The price is a log up to about one state's size long between
 //!   snapshots (etcd's backend needs no build: its database file is the snapshot).
 //!
-//! Apply reports each batch ([`SnapshotCadence::applied`]); a node task waits on
+//! Apply reports each batch (`SnapshotCadence::applied`); a node task waits on
 //! [`SnapshotCadence::due`] and asks openraft to build (its own policy is off). The
 //! counters restart at each capture and install. No lock: atomics read by apply and the
 //! node's task, a `Notify` between them.

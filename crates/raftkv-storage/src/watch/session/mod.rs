@@ -15,7 +15,7 @@
 //! it is behind, and its replayed events are handed out before the poll that could see
 //! anything pushed after its promotion. So every watcher sees its events in order, with
 //! no gap and no repeat, and each revision whole. A poll takes every item queued at the
-//! time (up to [`MAX_ITEMS_PER_POLL`]), so that the batches of a watcher that wait
+//! time (up to `MAX_ITEMS_PER_POLL`), so that the batches of a watcher that wait
 //! together go out as one response (`watch/ready.rs` says how order is kept).
 //!
 //! **Progress.** Every response carries the revision the watcher is complete up to. A
