@@ -25,10 +25,19 @@ for sys in A B; do
   SERVER=${!sys} RK_PEER_TLS=$peer_tls start_raftkv_cluster "$WORK/$sys"
   wait_until_writable "$RK_ENDPOINTS" "$WORK/$sys/*.log"
   EPS[$sys]=$RK_ENDPOINTS; PID[$sys]="${PIDS[*]}"
-  read -r l f < <(etcdctl --endpoints="${RK_ENDPOINTS//http:\/\//}" endpoint status -w json | python3 -c '
+  # The leader and a follower, once every member names the same leader (a member that
+  # has not heard from one yet leaves the field out).
+  l=""
+  for _ in $(seq 1 50); do
+    if read -r l f < <(etcdctl --endpoints="${RK_ENDPOINTS//http:\/\//}" endpoint status -w json | python3 -c '
 import json,sys
-s=json.load(sys.stdin); l=[e["Endpoint"] for e in s if e["Status"]["header"]["member_id"]==e["Status"]["leader"]][0]
-f=[e["Endpoint"] for e in s if e["Endpoint"]!=l][0]; print(l,f)')
+s=json.load(sys.stdin); leaders={e["Status"].get("leader") for e in s}
+assert len(leaders)==1 and None not in leaders
+l=[e["Endpoint"] for e in s if e["Status"]["header"]["member_id"]==e["Status"]["leader"]][0]
+f=[e["Endpoint"] for e in s if e["Endpoint"]!=l][0]; print(l,f)' 2>/dev/null) && [ -n "$l" ]; then break; fi
+    sleep 0.2
+  done
+  if [ -z "$l" ]; then echo "no agreed leader among ${RK_ENDPOINTS}" >&2; exit 1; fi
   LEAD[$sys]=http://$l; FOL[$sys]=http://$f
 done
 for round in $(seq "${ROUNDS:-6}"); do

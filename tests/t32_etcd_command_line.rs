@@ -155,6 +155,24 @@ fn bad_configurations_are_refused_as_etcd_refuses_them() {
     }
 }
 
+/// raftkv's one setting of its own outside etcd's flags: the async worker count
+/// (`TOKIO_WORKER_THREADS`, Tokio's variable). Nonsense is refused like a bad flag.
+#[test]
+fn a_bad_worker_count_is_refused_before_anything_is_written() {
+    for bad in ["0", "many"] {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("member");
+        let args = strings(&["--data-dir", &data_dir.display().to_string()]);
+        let (code, stderr) = run_to_exit(SERVER_BIN, &args, &[("TOKIO_WORKER_THREADS", bad)]);
+        assert_eq!(code, Some(2), "{bad:?}\n{stderr}");
+        assert!(
+            stderr.contains("TOKIO_WORKER_THREADS must be a positive integer"),
+            "{bad:?}: {stderr}"
+        );
+        assert!(!data_dir.exists(), "{bad:?}: the data dir was created");
+    }
+}
+
 /// One member's part in the session: its flags, or a config file plus a flag the file
 /// overrides.
 struct Member {

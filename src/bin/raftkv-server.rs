@@ -100,11 +100,15 @@ fn main() -> ExitCode {
         tracing::error!(%info, "panic: aborting");
         std::process::abort();
     }));
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match raftkv_server::runtime::build() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("raftkv-server: starting the runtime: {e}");
-            return ExitCode::FAILURE;
+            eprintln!("raftkv-server: {e}");
+            // A bad worker count is a bad configuration (exit 2, as for a bad flag).
+            return match e {
+                raftkv_server::runtime::RuntimeError::WorkerCount(_) => ExitCode::from(2),
+                raftkv_server::runtime::RuntimeError::Start(_) => ExitCode::FAILURE,
+            };
         }
     };
     match runtime.block_on(serve(config, inherited, tls)) {

@@ -11,6 +11,8 @@
 //!   which replace `--listen-peer-urls` / `--listen-client-urls`.
 //! - [`signals`]: SIGTERM / SIGINT as a future, for a clean shutdown.
 //! - [`logging`]: `tracing` to stderr, filtered by `--log`, `--log-level` or `RUST_LOG`.
+//! - [`runtime`]: the Tokio runtime, one async worker fewer than the cores (the disk
+//!   threads get the last), `TOKIO_WORKER_THREADS` to override.
 //!
 //! It does not depend on the `raftkv` library (the library's package holds the binary,
 //! and a dependency back would be a cycle).
@@ -19,6 +21,7 @@
 
 pub mod config;
 pub mod logging;
+pub mod runtime;
 pub mod signals;
 pub mod socket_activation;
 
