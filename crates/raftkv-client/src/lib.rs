@@ -1,10 +1,11 @@
 //! # raftkv-client: a client for raftkv, and for any etcd v3 server
 //!
 //! The client speaks etcd v3's gRPC KV API (Range, Put, DeleteRange, Txn, Compact), Watch and
-//! its Cluster and Maintenance APIs (members, status, alarms, hashes, snapshots), so the
-//! same code talks to a raftkv cluster and to a real etcd. It gives the same KV API as an
-//! embedded raftkv node and answers with raftkv-core's types; the administrative calls
-//! answer with this crate's plain types ([`Member`], [`Status`], ...), never protobuf.
+//! its Cluster, Maintenance and Auth APIs (members, status, alarms, hashes, snapshots;
+//! users, roles and permissions), so the same code talks to a raftkv cluster and to a
+//! real etcd. It gives the same KV API as an embedded raftkv node and answers with
+//! raftkv-core's types; the administrative calls answer with this crate's plain types
+//! ([`Member`], [`Status`], ...) or raftkv-core's ([`Permission`]), never protobuf.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), raftkv_client::ClientError> {
@@ -36,6 +37,9 @@
 //!   update / delete handlers, re-listing when the watch is compacted away.
 //! - [`watch`]: [`Client::watch`] gives a [`Watcher`] that resumes by itself after a broken
 //!   connection, on another endpoint, from the next revision it has not delivered.
+//! - `auth_admin`: users, roles and permissions, and auth on and off, as `etcdctl user`,
+//!   `role` and `auth` do ([`Client::user_add`], [`Client::role_grant_permission`],
+//!   [`Client::auth_enable`], ...); [`auth`]: authenticating with [`Credentials`].
 //! - `endpoints`: the endpoint set, one long-lived lazy gRPC channel
 //!   per server, and which server the client prefers (an atomic index).
 //! - `retry`: the decisions of the retry loop as pure functions: what a
@@ -93,6 +97,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+mod auth_admin;
 pub mod client;
 pub mod cluster;
 pub mod election;
@@ -115,6 +120,7 @@ pub use error::{ClientError, Result};
 pub use lease::{KeepAliveState, LeaseGrant, LeaseKeeper, LeaseTimeToLive};
 pub use lock::LockKey;
 pub use maintenance::{Alarm, AlarmAction, AlarmResponse, AlarmType, HashKv, Status};
+pub use raftkv_core::auth::{Permission, PermissionType};
 /// The List-Watch cache ([`Client::informer`]).
 pub use raftkv_core::informer::{
     Change, Informer, InformerError, InformerHandler, InformerStats, ListWatch, SourceError, WatchEvents,
