@@ -11,9 +11,15 @@ impl Node {
         self.inner.connections.faults()
     }
 
-    /// Stop at once and wait until Raft has stopped.
+    /// Stop at once and wait until the listeners are closed and Raft has stopped.
     pub(crate) async fn kill(&self) {
-        self.stop_serving_now();
+        for server in self.stop_serving_now() {
+            // `abort` only asks: the task (and the listener it owns) is dropped when the
+            // runtime next gets to it. Waiting for that is what makes "a killed member
+            // refuses connections" true when `kill` returns (t45 once connected
+            // in the gap, on a loaded CI machine).
+            let _ = server.await;
+        }
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown after kill");
         }
@@ -22,7 +28,7 @@ impl Node {
     /// Stop at once without waiting (for a `Drop`): Raft stops in the background when a
     /// runtime is at hand, else with the runtime.
     pub(crate) fn kill_now(&self) {
-        self.stop_serving_now();
+        drop(self.stop_serving_now());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let raft = self.inner.raft.clone();
             runtime.spawn(async move {
@@ -31,12 +37,15 @@ impl Node {
         }
     }
 
-    fn stop_serving_now(&self) {
+    /// Signal shutdown, close the watch hub and abort the servers; the aborted servers'
+    /// handles, to wait on (their listeners close when the tasks are dropped).
+    fn stop_serving_now(&self) -> Vec<tokio::task::JoinHandle<()>> {
         let _ = self.inner.shutdown.send(true);
         self.inner.shared.watch_hub().close();
-        // Aborting a server drops its listener at once: new connections are refused.
-        for server in self.inner.servers.lock().drain(..) {
+        let servers: Vec<_> = self.inner.servers.lock().drain(..).collect();
+        for server in &servers {
             server.abort();
         }
+        servers
     }
 }
