@@ -62,3 +62,4 @@ mod t44_cancellation;
 mod t45_test_cluster;
 mod t46_informer;
 mod t47_runtime_and_shutdown;
+mod t48_long_apply;

@@ -214,7 +214,14 @@ impl Node {
         if !req.serializable {
             self.read_barrier().await?;
         }
-        let mut r = self.inner.reader.range(&req)?;
+        let mut r = if req.range_end.is_empty() {
+            self.inner.reader.range(&req)?
+        } else {
+            // A key range may hold millions of keys: read it off the async workers, so a
+            // long scan does not hold up heartbeats (one key stays inline, it is cheap).
+            let reader = self.inner.reader.clone();
+            crate::blocking::off_workers("range read", move || reader.range(&req)).await?
+        };
         let term = self.inner.raft.metrics().borrow_watched().current_term;
         self.fill_header(&mut r.header, term);
         Ok(r)

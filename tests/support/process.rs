@@ -33,6 +33,8 @@ pub struct ServerProcess {
     peer_port: HeldPort,
     client_port: HeldPort,
     args: Vec<String>,
+    /// Extra environment variables of the process.
+    env: Vec<(String, String)>,
     log: PathBuf,
     child: Option<OwnedChild>,
 }
@@ -47,6 +49,7 @@ impl ServerProcess {
         let (peer, client) = (self.peer_port.listener(), self.client_port.listener());
         let mut cmd = child::command(SERVER_BIN, &self.args, &[("peer", &peer), ("client", &client)]);
         cmd.env("RUST_LOG", "info,openraft=warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
         let mut child = OwnedChild::spawn(cmd).expect("spawn raftkv-server");
@@ -125,6 +128,11 @@ impl ProcessCluster {
 
     /// [`Self::start`] with the members' data dirs (`node-N`) and logs under `dir`.
     pub fn start_in(dir: tempfile::TempDir, n: u64, extra: &[&str]) -> Self {
+        Self::start_with_env(dir, n, extra, &[])
+    }
+
+    /// [`Self::start_in`] with extra environment variables for every member.
+    pub fn start_with_env(dir: tempfile::TempDir, n: u64, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let turn = ClusterTurn::take();
         let ports: Vec<(u64, HeldPort, HeldPort)> =
             (1..=n).map(|id| (id, HeldPort::new(), HeldPort::new())).collect();
@@ -153,6 +161,7 @@ impl ProcessCluster {
                 peer_port,
                 client_port,
                 args,
+                env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
                 log: dir.path().join(format!("node-{id}.log")),
                 child: None,
             };

@@ -107,6 +107,35 @@ impl Command {
     }
 }
 
+impl Command {
+    /// Whether applying it may touch a number of keys its size does not bound: a delete
+    /// over a key range, a txn that reads, deletes or compares a key range at any depth,
+    /// a lease revoke (it deletes every key attached to the lease), or a batch or a
+    /// user's request holding one. The state machine applies such entries off the async
+    /// workers, so that deleting a million keys does not hold up heartbeats.
+    pub fn may_touch_many_keys(&self) -> bool {
+        match self {
+            Command::DeleteRange(d) => !d.range_end.is_empty(),
+            Command::LeaseRevoke { .. } => true,
+            Command::Txn(t) => txn_spans_keys(t),
+            Command::Batch(commands) => commands.iter().any(Command::may_touch_many_keys),
+            Command::AsUser { command, .. } => command.may_touch_many_keys(),
+            _ => false,
+        }
+    }
+}
+
+/// Whether a compare or an operation of `txn`, at any depth, covers a key range.
+fn txn_spans_keys(txn: &TxnRequest) -> bool {
+    txn.compare.iter().any(|c| !c.range_end.is_empty())
+        || txn.success.iter().chain(&txn.failure).any(|op| match op {
+            RequestOp::Range(r) => !r.range_end.is_empty(),
+            RequestOp::DeleteRange(d) => !d.range_end.is_empty(),
+            RequestOp::Put(_) => false,
+            RequestOp::Txn(inner) => txn_spans_keys(inner),
+        })
+}
+
 /// Whether an operation of either branch of `txn`, at any depth, matches `leaf`.
 fn txn_has(txn: &TxnRequest, leaf: &dyn Fn(&RequestOp) -> bool) -> bool {
     txn.success.iter().chain(&txn.failure).any(|op| match op {
@@ -168,4 +197,61 @@ pub enum Response {
         /// Store revision after the command.
         revision: Revision,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::{Compare, CompareResult, CompareTarget, RangeRequest};
+
+    fn txn(compare: Vec<Compare>, success: Vec<RequestOp>) -> Command {
+        Command::Txn(TxnRequest {
+            compare,
+            success,
+            failure: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn only_requests_over_key_ranges_may_touch_many_keys() {
+        let one_key = [
+            Command::Put(PutRequest::new("k", "v")),
+            Command::DeleteRange(DeleteRangeRequest::key("k")),
+            txn(
+                vec![Compare::key("k", CompareResult::Equal, CompareTarget::Version(1))],
+                vec![
+                    RequestOp::Range(RangeRequest::key("k")),
+                    RequestOp::Put(PutRequest::new("k", "v")),
+                ],
+            ),
+            Command::LeaseGrant { id: 1, ttl: 5 },
+            Command::Batch(vec![Command::Put(PutRequest::new("k", "v"))]),
+        ];
+        for command in &one_key {
+            assert!(!command.may_touch_many_keys(), "{command}");
+        }
+        let mut range_compare = Compare::key("k", CompareResult::Equal, CompareTarget::Version(1));
+        range_compare.range_end = b"l".to_vec();
+        let nested = txn(
+            Vec::new(),
+            vec![RequestOp::Txn(TxnRequest {
+                success: vec![RequestOp::DeleteRange(DeleteRangeRequest::prefix("k"))],
+                ..TxnRequest::default()
+            })],
+        );
+        let many = [
+            Command::DeleteRange(DeleteRangeRequest::prefix("k")),
+            Command::LeaseRevoke { id: 1 },
+            txn(vec![range_compare], Vec::new()),
+            txn(Vec::new(), vec![RequestOp::Range(RangeRequest::prefix("k"))]),
+            nested,
+            Command::Batch(vec![
+                Command::Put(PutRequest::new("k", "v")),
+                Command::DeleteRange(DeleteRangeRequest::prefix("k")),
+            ]),
+        ];
+        for command in &many {
+            assert!(command.may_touch_many_keys(), "{command}");
+        }
+    }
 }

@@ -5,6 +5,7 @@
 //! | `log-flush` | the log sync thread, before it makes a batch durable    |
 //! | `vote-save` | `save_vote`, before the vote is synced                  |
 //! | `sm-apply`  | the state machine, before it applies a batch of entries |
+//! | `sm-apply-long` | on the blocking pool, before a batch with an entry that may touch many keys is applied there (`pause` holds it, to show the member answers meanwhile) |
 //! | `sm-write`  | before each single write of a state-machine batch (apply, compaction): `return(abort)` aborts the process there, as a crash in the middle of a batch |
 //! | `log-write` | before each entry's insert of a log append: `return(abort)` aborts the process in the middle of a group of appends |
 //!
@@ -15,7 +16,14 @@
 //! `failpoints` feature have them; elsewhere `check` is an inlined `Ok(())`.
 
 /// Every failpoint name, for validating a test's configuration.
-pub const FAILPOINTS: &[&str] = &["log-flush", "vote-save", "sm-apply", "sm-write", "log-write"];
+pub const FAILPOINTS: &[&str] = &[
+    "log-flush",
+    "vote-save",
+    "sm-apply",
+    "sm-apply-long",
+    "sm-write",
+    "log-write",
+];
 
 #[cfg(feature = "failpoints")]
 static FIRED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

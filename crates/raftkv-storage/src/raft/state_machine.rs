@@ -88,6 +88,33 @@ impl StateMachine {
         self.apply_entries(entries, &mut gate)
     }
 
+    /// [`Self::apply_committed`] on Tokio's blocking pool, for a run holding an entry that
+    /// may touch many keys (a range delete, a lease revoke): applying it can take seconds,
+    /// and on the async workers it would hold up heartbeats and elections with it (with
+    /// one worker, the whole member). Small entries stay inline: the hand-off costs two
+    /// thread wake-ups, which a put cannot afford.
+    async fn apply_off_workers(&mut self, entries: Vec<Entry>) -> Result<Vec<Response>> {
+        let gate = self.shared.writers.clone().lock_owned().await;
+        let mut detached = StateMachine {
+            shared: self.shared.clone(),
+            last_applied: self.last_applied,
+            last_membership: self.last_membership.clone(),
+            lease_changes: self.lease_changes.clone(),
+        };
+        let (detached, applied) = tokio::task::spawn_blocking(move || {
+            let mut gate = gate;
+            let applied = crate::failpoints::check("sm-apply-long")
+                .map_err(Into::into)
+                .and_then(|()| detached.apply_entries(entries, &mut gate));
+            (detached, applied)
+        })
+        .await
+        .map_err(|e| std::io::Error::other(format!("the apply task failed: {e}")))?;
+        self.last_applied = detached.last_applied;
+        self.last_membership = detached.last_membership;
+        applied
+    }
+
     fn apply_entries(
         &mut self,
         entries: impl IntoIterator<Item = Entry>,
@@ -216,6 +243,11 @@ pub(crate) fn cluster_id_of(m: &openraft::Membership<NodeId, MemberNode>) -> u64
     hash.max(1)
 }
 
+/// Whether applying `entry` may touch many keys ([`Command::may_touch_many_keys`]).
+fn may_touch_many_keys(entry: &Entry) -> bool {
+    matches!(&entry.payload, EntryPayload::Normal(command) if command.may_touch_many_keys())
+}
+
 fn header(revision: i64, raft_term: u64) -> ResponseHeader {
     ResponseHeader {
         revision,
@@ -331,7 +363,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             batch.push(entry);
             responders.push(responder);
         }
-        let responses = self.apply_committed(batch).await.map_err(sm_write)?;
+        let responses = if batch.iter().any(may_touch_many_keys) {
+            self.apply_off_workers(batch).await
+        } else {
+            self.apply_committed(batch).await
+        }
+        .map_err(sm_write)?;
         for (responder, response) in responders.into_iter().zip(responses) {
             if let Some(responder) = responder {
                 responder.send(response);
