@@ -11,6 +11,7 @@
 //! names it. What the node does for callers is `api/`; what the gRPC services see of
 //! it, `grpc/`.
 
+mod bootstrap;
 mod builder;
 #[cfg(feature = "testing")]
 mod kill;

@@ -322,13 +322,11 @@ impl NodeBuilder {
                 Bootstrap::Join => BTreeMap::new(),
             };
             if !members.is_empty() {
-                match raft.initialize(members).await {
-                    Ok(()) => {}
-                    // Another member's vote or log reached us first: we are part of it.
-                    Err(openraft::error::RaftError::APIError(
-                        openraft::error::InitializeError::NotAllowed(_),
-                    )) => {}
-                    Err(e) => return Err(Error::Internal(format!("initialize: {e}"))),
+                let delay = super::bootstrap::initialize_delay(self.id, &members, self.election_timeout.1);
+                if delay.is_zero() {
+                    super::bootstrap::initialize(&raft, members).await?;
+                } else {
+                    super::bootstrap::initialize_later(raft.clone(), members, delay);
                 }
             }
         }
