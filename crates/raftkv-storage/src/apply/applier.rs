@@ -32,7 +32,7 @@ use crate::apply::lease_table::LeaseRecord;
 use crate::apply::tree_writes::TreeBatch;
 use crate::error::Error;
 use crate::keys;
-use crate::mvcc::key_index::KeyIndex;
+use crate::mvcc::key_index::{KeyIndex, KeyMeta};
 use crate::mvcc::{self, VersionRecord};
 use crate::watch::events::EventCollector;
 
@@ -201,6 +201,15 @@ impl<'a> Applier<'a> {
         }
     }
 
+    /// `key`'s newest version without its value, as of the requests applied so far: no
+    /// read of the tree (the key index has it).
+    pub(crate) fn latest_meta(&self, scope: &RequestScopeHandle, key: &[u8]) -> Option<KeyMeta> {
+        match scope.0.overlay.get(key).or_else(|| self.overlay.get(key)) {
+            Some(state) => state.as_ref().map(KeyMeta::of),
+            None => self.index.meta(key),
+        }
+    }
+
     /// The version of `key` the index names as its newest. The index is exact for the tree
     /// apply writes; should it ever disagree, the scan answers and the mismatch is logged.
     fn version(&self, key: &[u8], rev: Revision) -> Result<Option<KeyValue>, ApplyError> {
@@ -213,10 +222,60 @@ impl<'a> Applier<'a> {
     }
 
     /// The final state of every key this call wrote (`None`: deleted), for the key index.
-    pub(crate) fn written_keys(&self) -> impl Iterator<Item = (&[u8], Option<Revision>)> {
+    pub(crate) fn written_keys(&self) -> impl Iterator<Item = (&[u8], Option<KeyMeta>)> {
         self.overlay
             .iter()
-            .map(|(k, state)| (k.as_slice(), state.as_ref().map(|kv| kv.mod_revision)))
+            .map(|(k, state)| (k.as_slice(), state.as_ref().map(KeyMeta::of)))
+    }
+
+    /// The live keys in `[key, range_end)` with their newest versions' metadata, as of the
+    /// requests applied so far, in key order: the key index, corrected by what this call
+    /// and this request wrote. Reads nothing from the tree.
+    fn latest_range_meta(
+        &self,
+        scope: &RequestScopeHandle,
+        key: &[u8],
+        range_end: &[u8],
+    ) -> Vec<(Vec<u8>, KeyMeta)> {
+        if range_end.is_empty() {
+            return self
+                .latest_meta(scope, key)
+                .map(|meta| (key.to_vec(), meta))
+                .into_iter()
+                .collect();
+        }
+        let from_index = self.index.range(key, range_end);
+        let written: Vec<(&Vec<u8>, &Option<KeyValue>)> = [&self.overlay, &scope.0.overlay]
+            .into_iter()
+            .flat_map(|overlay| overlay.iter().filter(|(k, _)| in_range(k, key, range_end)))
+            .collect();
+        if written.is_empty() {
+            return from_index;
+        }
+        let mut merged: BTreeMap<Vec<u8>, KeyMeta> = from_index.into_iter().collect();
+        for (k, state) in written {
+            match state {
+                Some(kv) => merged.insert(k.clone(), KeyMeta::of(kv)),
+                None => merged.remove(k),
+            };
+        }
+        merged.into_iter().collect()
+    }
+
+    /// The full key-value before a write of `key` whose metadata is `meta`, when someone
+    /// needs its value (`wanted`, or a watcher that asked for previous values); `None`
+    /// otherwise, or if the key is not live.
+    pub(crate) fn prev_if_needed(
+        &self,
+        scope: &RequestScopeHandle,
+        key: &[u8],
+        meta: Option<KeyMeta>,
+        wanted: bool,
+    ) -> Result<Option<KeyValue>, ApplyError> {
+        if meta.is_none() || !(wanted || self.watch.wants_prev_of(key)) {
+            return Ok(None);
+        }
+        self.latest(scope, key)
     }
 
     fn latest_range(
@@ -229,8 +288,8 @@ impl<'a> Applier<'a> {
             return Ok(self.latest(scope, key)?.into_iter().collect());
         }
         let mut merged = BTreeMap::new();
-        for (k, rev) in self.index.range(key, range_end) {
-            if let Some(kv) = self.version(&k, rev)? {
+        for (k, meta) in self.index.range(key, range_end) {
+            if let Some(kv) = self.version(&k, meta.mod_revision)? {
                 merged.insert(k, kv);
             }
         }
@@ -250,31 +309,33 @@ impl<'a> Applier<'a> {
         scope: &mut RequestScopeHandle,
         req: &PutRequest,
     ) -> Result<PutResponse, ApplyError> {
-        let prev = self.latest(scope, &req.key)?;
-        if (req.ignore_value || req.ignore_lease) && prev.is_none() {
+        let meta = self.latest_meta(scope, &req.key);
+        if (req.ignore_value || req.ignore_lease) && meta.is_none() {
             return Err(RequestError::KeyNotFound.into());
         }
         if req.lease != 0 && !req.ignore_lease && self.lease(req.lease)?.is_none() {
             return Err(RequestError::LeaseNotFound(req.lease).into());
         }
+        let prev = self.prev_if_needed(scope, &req.key, meta, req.prev_kv || req.ignore_value)?;
         let value = match (&prev, req.ignore_value) {
             (Some(p), true) => p.value.clone(),
             _ => req.value.clone(),
         };
-        let lease = match (&prev, req.ignore_lease) {
+        let lease = match (&meta, req.ignore_lease) {
             (Some(p), true) => p.lease,
             _ => req.lease,
         };
         let rev = scope.0.revision;
         let kv = KeyValue {
             key: req.key.clone(),
-            create_revision: prev.as_ref().map_or(rev, |p| p.create_revision),
+            create_revision: meta.map_or(rev, |p| p.create_revision),
             mod_revision: rev,
-            version: prev.as_ref().map_or(1, |p| p.version + 1),
+            version: meta.map_or(1, |p| p.version + 1),
             value,
             lease,
         };
-        scope.write(&self.watch, &kv.key, Some(kv.clone()), prev.as_ref())?;
+        let prev_lease = meta.map_or(0, |p| p.lease);
+        scope.write(&self.watch, &kv.key, Some(kv.clone()), prev_lease, prev.as_ref())?;
         Ok(PutResponse {
             header: ResponseHeader::default(),
             prev_kv: if req.prev_kv { prev } else { None },
@@ -286,14 +347,19 @@ impl<'a> Applier<'a> {
         scope: &mut RequestScopeHandle,
         req: &DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, ApplyError> {
-        let doomed = self.latest_range(scope, &req.key, &req.range_end)?;
-        for kv in &doomed {
-            scope.write(&self.watch, &kv.key, None, Some(kv))?;
+        let doomed = self.latest_range_meta(scope, &req.key, &req.range_end);
+        let mut prev_kvs = Vec::new();
+        for (key, meta) in &doomed {
+            let prev = self.prev_if_needed(scope, key, Some(*meta), req.prev_kv)?;
+            scope.write(&self.watch, key, None, meta.lease, prev.as_ref())?;
+            if req.prev_kv {
+                prev_kvs.extend(prev);
+            }
         }
         Ok(DeleteRangeResponse {
             header: ResponseHeader::default(),
             deleted: doomed.len() as i64,
-            prev_kvs: if req.prev_kv { doomed } else { Vec::new() },
+            prev_kvs,
         })
     }
 
@@ -355,7 +421,15 @@ impl<'a> Applier<'a> {
     /// etcd's `applyCompare`: every key in the range must satisfy the compare; an empty
     /// range compares a zero key-value, except that a value compare then fails.
     fn compare_holds(&self, scope: &RequestScopeHandle, cmp: &Compare) -> Result<bool, ApplyError> {
-        let kvs = self.latest_range(scope, &cmp.key, &cmp.range_end)?;
+        let kvs = if matches!(cmp.target, CompareTarget::Value(_)) {
+            self.latest_range(scope, &cmp.key, &cmp.range_end)?
+        } else {
+            // Revisions, version and lease are all in the key index: no value read.
+            self.latest_range_meta(scope, &cmp.key, &cmp.range_end)
+                .into_iter()
+                .map(|(key, meta)| meta.without_value(key))
+                .collect()
+        };
         if kvs.is_empty() {
             if matches!(cmp.target, CompareTarget::Value(_)) {
                 return Ok(false);
@@ -370,13 +444,16 @@ impl<'a> Applier<'a> {
 pub(crate) struct RequestScopeHandle(RequestScope);
 
 impl RequestScopeHandle {
-    /// Stage a put (`Some`) or a delete (`None`) of `key` at the request's revision
-    /// (`prev`: the key before it), with its watch event if a watcher covers `key`.
+    /// Stage a put (`Some`) or a delete (`None`) of `key` at the request's revision, with
+    /// its watch event if a watcher covers `key`. `prev_lease` is the lease of the key
+    /// before it (0: none, or not live); `prev` the key before it if a watcher wants
+    /// previous values (`EventCollector::wants_prev_of`), else may be `None`.
     pub(crate) fn write(
         &mut self,
         watch: &EventCollector,
         key: &[u8],
         state: Option<KeyValue>,
+        prev_lease: i64,
         prev: Option<&KeyValue>,
     ) -> Result<(), Error> {
         let scope = &mut self.0;
@@ -405,7 +482,7 @@ impl RequestScopeHandle {
             keys::version_key(key, scope.revision),
             Some(codec::encode(&record)?),
         ));
-        let old_lease = prev.map_or(0, |p| p.lease);
+        let old_lease = prev_lease;
         let new_lease = state.as_ref().map_or(0, |s| s.lease);
         if old_lease != new_lease {
             if old_lease != 0 {

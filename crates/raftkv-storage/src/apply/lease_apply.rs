@@ -72,10 +72,11 @@ impl Applier<'_> {
         let deleted = self.client_request(|a, scope| {
             for key in &attached {
                 // The index is maintained with every write; re-check against the key itself.
-                if let Some(kv) = a.latest(scope, key)?
-                    && kv.lease == id
+                if let Some(meta) = a.latest_meta(scope, key)
+                    && meta.lease == id
                 {
-                    scope.write(&a.watch, key, None, Some(&kv))?;
+                    let prev = a.prev_if_needed(scope, key, Some(meta), false)?;
+                    scope.write(&a.watch, key, None, id, prev.as_ref())?;
                 }
             }
             Ok(())

@@ -7,8 +7,11 @@
 //! sled's `Iter::next_back`). With it, apply's read of a key it writes is one map lookup
 //! and one point `get` of the version record, whatever the history behind it.
 //!
-//! What it holds: for each key whose newest version is a put, that version's revision;
-//! deleted keys are absent. It is derived state, never written to disk: `Store::open`
+//! What it holds: for each key whose newest version is a put, everything of that version
+//! but its value ([`KeyMeta`]: revisions, version, lease); deleted keys are absent. So apply
+//! overwrites or deletes a key without reading its record at all unless someone needs
+//! the old value (a `prev_kv`, a watcher's previous value, a value compare): a prefix
+//! delete of 200,000 keys read each record once, with its value, for nothing but its lease. It is derived state, never written to disk: `Store::open`
 //! builds it from the `v` records after the rollback (`apply/rollback.rs`), a snapshot install
 //! rebuilds it from the installed tree, and apply updates it after its batch is in the
 //! tree and before the batch's revision is published. So a reader that pinned revision
@@ -22,16 +25,53 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 use raftkv_core::codec;
-use raftkv_core::kv::Revision;
+use raftkv_core::kv::{KeyValue, Revision};
 
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::mvcc::version_record::VersionRecord;
 
-/// Key → revision of its newest version, for live keys.
+/// A live key's newest version without its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyMeta {
+    /// Revision of the newest version (where its record is).
+    pub mod_revision: Revision,
+    /// Revision of the key's creation.
+    pub create_revision: Revision,
+    /// Puts since the key's creation.
+    pub version: i64,
+    /// Attached lease (0: none).
+    pub lease: i64,
+}
+
+impl KeyMeta {
+    /// The metadata of `kv`.
+    pub fn of(kv: &KeyValue) -> Self {
+        Self {
+            mod_revision: kv.mod_revision,
+            create_revision: kv.create_revision,
+            version: kv.version,
+            lease: kv.lease,
+        }
+    }
+
+    /// `kv` as a key-value with an empty value (what compares other than on the value see).
+    pub fn without_value(self, key: Vec<u8>) -> KeyValue {
+        KeyValue {
+            key,
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+            version: self.version,
+            value: Vec::new(),
+            lease: self.lease,
+        }
+    }
+}
+
+/// Key → its newest version's metadata, for live keys.
 #[derive(Default)]
 pub struct KeyIndex {
-    newest: RwLock<BTreeMap<Box<[u8]>, Revision>>,
+    newest: RwLock<BTreeMap<Box<[u8]>, KeyMeta>>,
     /// Times apply found the tree without the version the index named (a bug if ever
     /// non-zero: apply then falls back to the scan, see `Applier::version`).
     misses: AtomicU64,
@@ -69,12 +109,17 @@ impl KeyIndex {
 
     /// The revision of `key`'s newest version, if the key is live.
     pub fn newest(&self, key: &[u8]) -> Option<Revision> {
+        self.meta(key).map(|meta| meta.mod_revision)
+    }
+
+    /// `key`'s newest version without its value, if the key is live.
+    pub fn meta(&self, key: &[u8]) -> Option<KeyMeta> {
         self.newest.read().get(key).copied()
     }
 
     /// Live keys in `[key, range_end)` (etcd's forms: empty `range_end` is `key` alone,
-    /// `"\0"` is every key from `key` on), with their newest revisions, in key order.
-    pub fn range(&self, key: &[u8], range_end: &[u8]) -> Vec<(Vec<u8>, Revision)> {
+    /// `"\0"` is every key from `key` on), with their newest versions' metadata, in key order.
+    pub fn range(&self, key: &[u8], range_end: &[u8]) -> Vec<(Vec<u8>, KeyMeta)> {
         let newest = self.newest.read();
         let upper = if range_end.is_empty() {
             Bound::Included(key)
@@ -87,21 +132,21 @@ impl KeyIndex {
         };
         newest
             .range::<[u8], _>((Bound::Included(key), upper))
-            .map(|(k, rev)| (k.to_vec(), *rev))
+            .map(|(k, meta)| (k.to_vec(), *meta))
             .collect()
     }
 
-    /// Record the outcome of an applied batch: each key's newest revision, or `None` if
+    /// Record the outcome of an applied batch: each key's newest version, or `None` if
     /// its newest version is a delete.
-    pub(crate) fn update<'k>(&self, changes: impl IntoIterator<Item = (&'k [u8], Option<Revision>)>) {
+    pub(crate) fn update<'k>(&self, changes: impl IntoIterator<Item = (&'k [u8], Option<KeyMeta>)>) {
         let mut newest = self.newest.write();
-        for (key, rev) in changes {
-            match rev {
-                Some(rev) => {
+        for (key, meta) in changes {
+            match meta {
+                Some(meta) => {
                     if let Some(slot) = newest.get_mut(key) {
-                        *slot = rev;
+                        *slot = meta;
                     } else {
-                        newest.insert(key.into(), rev);
+                        newest.insert(key.into(), meta);
                     }
                 }
                 None => {
@@ -140,22 +185,34 @@ fn same_prefix(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn add_if_put(
-    newest: &mut BTreeMap<Box<[u8]>, Revision>,
+    newest: &mut BTreeMap<Box<[u8]>, KeyMeta>,
     last: Option<(sled::IVec, Revision, sled::IVec)>,
 ) -> Result<()> {
     let Some((tree_key, rev, bytes)) = last else {
         return Ok(());
     };
-    if let VersionRecord::Delete { .. } = codec::decode::<VersionRecord>(&bytes)? {
+    let VersionRecord::Put {
+        create_revision,
+        version,
+        lease,
+        ..
+    } = codec::decode::<VersionRecord>(&bytes)?
+    else {
         return Ok(());
-    }
+    };
     let user_key = keys::split_version_key(&tree_key)
         .and_then(|(prefix, _)| keys::decode_user_key(prefix))
         .ok_or_else(|| Error::Corrupt {
             what: "version key",
             detail: format!("{tree_key:?}"),
         })?;
-    newest.insert(user_key.into_boxed_slice(), rev);
+    let meta = KeyMeta {
+        mod_revision: rev,
+        create_revision,
+        version,
+        lease,
+    };
+    newest.insert(user_key.into_boxed_slice(), meta);
     Ok(())
 }
 
@@ -165,10 +222,14 @@ mod tests {
     use super::*;
 
     fn put() -> Vec<u8> {
+        put_of(1, 1, 0)
+    }
+
+    fn put_of(create_revision: Revision, version: i64, lease: i64) -> Vec<u8> {
         codec::encode(&VersionRecord::Put {
-            create_revision: 1,
-            version: 1,
-            lease: 0,
+            create_revision,
+            version,
+            lease,
             value: b"x".to_vec(),
             sub: 0,
         })
@@ -190,7 +251,7 @@ mod tests {
             (b"b", 4, put()),
             (b"b", 6, delete()),
             (b"c", 7, delete()),
-            (b"c", 8, put()),
+            (b"c", 8, put_of(8, 1, 77)),
         ] {
             tree.insert(keys::version_key(key, rev), record).unwrap();
         }
@@ -201,13 +262,29 @@ mod tests {
         assert_eq!(index.newest(b"a\x00"), Some(3));
         assert_eq!(index.newest(b"b"), None);
         assert_eq!(index.newest(b"c"), Some(8));
+        let c = KeyMeta {
+            mod_revision: 8,
+            create_revision: 8,
+            version: 1,
+            lease: 77,
+        };
+        assert_eq!(index.meta(b"c"), Some(c));
+    }
+
+    fn at(rev: Revision) -> Option<KeyMeta> {
+        Some(KeyMeta {
+            mod_revision: rev,
+            create_revision: rev,
+            version: 1,
+            lease: 0,
+        })
     }
 
     #[test]
     fn range_follows_etcds_forms_and_update_applies_puts_and_deletes() {
         let index = KeyIndex::default();
-        index.update([(&b"a"[..], Some(1)), (b"b", Some(2)), (b"c", Some(3))]);
-        let keys_of = |r: Vec<(Vec<u8>, Revision)>| r.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        index.update([(&b"a"[..], at(1)), (b"b", at(2)), (b"c", at(3))]);
+        let keys_of = |r: Vec<(Vec<u8>, KeyMeta)>| r.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
         assert_eq!(keys_of(index.range(b"b", b"")), vec![b"b".to_vec()]);
         assert_eq!(
             keys_of(index.range(b"a", b"c")),
@@ -218,10 +295,10 @@ mod tests {
             vec![b"b".to_vec(), b"c".to_vec()]
         );
         assert!(index.range(b"c", b"a").is_empty());
-        index.update([(&b"b"[..], None), (b"c", Some(9))]);
+        index.update([(&b"b"[..], None), (b"c", at(9))]);
         assert_eq!(
             index.range(b"a", &[0]),
-            vec![(b"a".to_vec(), 1), (b"c".to_vec(), 9)]
+            vec![(b"a".to_vec(), at(1).unwrap()), (b"c".to_vec(), at(9).unwrap())]
         );
     }
 }

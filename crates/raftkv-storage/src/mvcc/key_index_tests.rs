@@ -13,7 +13,7 @@ use raftkv_core::Command;
 use raftkv_core::kv::*;
 use raftkv_core::types::{Entry, LogId};
 
-use crate::mvcc::key_index::KeyIndex;
+use crate::mvcc::key_index::{KeyIndex, KeyMeta};
 use crate::{Store, StoreOptions};
 
 /// A small deterministic generator (xorshift), so a failure replays.
@@ -34,11 +34,11 @@ fn key(i: u64) -> Vec<u8> {
     format!("k{i:02}").into_bytes()
 }
 
-fn live_index(store: &Store) -> Vec<(Vec<u8>, Revision)> {
+fn live_index(store: &Store) -> Vec<(Vec<u8>, KeyMeta)> {
     store.shared.key_index.range(b"", &[0])
 }
 
-fn built_index(store: &Store) -> Vec<(Vec<u8>, Revision)> {
+fn built_index(store: &Store) -> Vec<(Vec<u8>, KeyMeta)> {
     #[allow(clippy::unwrap_used)]
     KeyIndex::build(&store.shared.tree()).unwrap().range(b"", &[0])
 }

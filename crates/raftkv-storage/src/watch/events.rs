@@ -36,6 +36,14 @@ impl EventCollector {
         }
     }
 
+    /// Whether the event of a write of `key` carries the key's previous value (a watcher
+    /// covering it asked for previous values): only then must apply read the old value.
+    pub(crate) fn wants_prev_of(&self, key: &[u8]) -> bool {
+        self.interest
+            .as_ref()
+            .is_some_and(|interest| interest.prev_kv() && interest.matches(key))
+    }
+
     /// The event of a staged write of `key` at `revision` (`state` after it, `prev` before
     /// it), if some watcher covers `key`.
     pub(crate) fn event(
