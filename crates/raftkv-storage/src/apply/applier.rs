@@ -95,8 +95,8 @@ pub(crate) struct Applier<'a> {
 struct RequestScope {
     revision: Revision,
     next_sub: u32,
-    /// Tree writes in order (`None`: remove the tree key).
-    writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Tree writes in order.
+    writes: TreeBatch,
     overlay: KeyState,
     events: Vec<Event>,
     attachments: BTreeMap<(i64, Vec<u8>), bool>,
@@ -138,7 +138,7 @@ impl<'a> Applier<'a> {
         let mut scope = RequestScopeHandle(RequestScope {
             revision: self.revision + 1,
             next_sub: 0,
-            writes: Vec::new(),
+            writes: TreeBatch::default(),
             overlay: KeyState::new(),
             events: Vec::new(),
             attachments: BTreeMap::new(),
@@ -148,13 +148,14 @@ impl<'a> Applier<'a> {
                 let scope = scope.0;
                 if scope.next_sub > 0 {
                     self.revision = scope.revision;
-                    for (k, v) in scope.writes {
-                        match v {
-                            Some(v) => self.batch.insert(k, v),
-                            None => self.batch.remove(k),
-                        }
+                    self.batch.append(scope.writes);
+                    if self.overlay.is_empty() {
+                        // The first writing request of the call (often the only one, as
+                        // with a large delete): take its overlay whole.
+                        self.overlay = scope.overlay;
+                    } else {
+                        self.overlay.extend(scope.overlay);
                     }
-                    self.overlay.extend(scope.overlay);
                     self.watch.events.extend(scope.events);
                     self.attachments.extend(scope.attachments);
                 }
@@ -349,6 +350,7 @@ impl<'a> Applier<'a> {
     ) -> Result<DeleteRangeResponse, ApplyError> {
         let doomed = self.latest_range_meta(scope, &req.key, &req.range_end);
         let mut prev_kvs = Vec::new();
+        scope.0.writes.reserve(2 * doomed.len());
         for (key, meta) in &doomed {
             let prev = self.prev_if_needed(scope, key, Some(*meta), req.prev_kv)?;
             scope.write(&self.watch, key, None, meta.lease, prev.as_ref())?;
@@ -474,25 +476,23 @@ impl RequestScopeHandle {
         };
         // History first, then the version, then the attachments: a crash keeps a prefix of
         // these, and the history record is how `apply/rollback.rs` finds the rest.
-        scope.writes.push((
-            keys::history_key(scope.revision, sub).to_vec(),
-            Some(key.to_vec()),
-        ));
-        scope.writes.push((
-            keys::version_key(key, scope.revision),
-            Some(codec::encode(&record)?),
-        ));
-        let old_lease = prev_lease;
+        scope
+            .writes
+            .insert(&keys::history_key(scope.revision, sub)[..], key);
+        scope
+            .writes
+            .insert(keys::version_key(key, scope.revision), codec::encode(&record)?);
         let new_lease = state.as_ref().map_or(0, |s| s.lease);
+        let old_lease = prev_lease;
         if old_lease != new_lease {
             if old_lease != 0 {
-                scope.writes.push((keys::attachment_key(old_lease, key), None));
+                scope.writes.remove(keys::attachment_key(old_lease, key));
                 scope.attachments.insert((old_lease, key.to_vec()), false);
             }
             if new_lease != 0 {
                 scope
                     .writes
-                    .push((keys::attachment_key(new_lease, key), Some(Vec::new())));
+                    .insert(keys::attachment_key(new_lease, key), Vec::new());
                 scope.attachments.insert((new_lease, key.to_vec()), true);
             }
         }

@@ -97,9 +97,19 @@ impl TreeBatch {
             .collect()
     }
 
+    /// Make room for `additional` more writes (a large delete stages two per key; growing
+    /// the list as it goes copies it, and each copy faults in fresh pages).
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        self.writes.reserve(additional);
+    }
+
     /// Stage everything `other` staged, after what is staged here.
     pub(crate) fn append(&mut self, other: TreeBatch) {
-        self.writes.extend(other.writes);
+        if self.writes.is_empty() {
+            self.writes = other.writes;
+        } else {
+            self.writes.extend(other.writes);
+        }
         self.inserted += other.inserted;
         self.removed += other.removed;
         self.inserted_bytes += other.inserted_bytes;
