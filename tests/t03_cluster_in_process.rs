@@ -52,7 +52,10 @@ async fn writes_anywhere_reads_everywhere() {
         let burst = node.range(RangeRequest::prefix("burst/")).await.unwrap();
         assert_eq!(burst.count, 32, "node {}", node.id());
     }
-    // Concurrent linearizable reads on a follower share read-index rounds.
+    // Concurrent linearizable reads on a follower share read-index rounds, and each of
+    // the follower's rounds joins a round of the leader's own batcher.
+    let leader_node = nodes.iter().find(|n| n.id() == leader).unwrap().clone();
+    let leader_before = leader_node.storage_stats();
     let before = follower.storage_stats();
     let reads: Vec<_> = (0..200)
         .map(|i| {
@@ -71,6 +74,12 @@ async fn writes_anywhere_reads_everywhere() {
     println!("200 linearizable reads on a follower: {rounds} read-index rounds");
     assert_eq!(served, 200);
     assert!(rounds < 100, "{rounds} rounds for 200 concurrent reads");
+    let leader_after = leader_node.storage_stats();
+    let joined = leader_after.read_index_reads - leader_before.read_index_reads;
+    assert!(
+        joined >= rounds,
+        "the leader's batcher served {joined} read-index requests for the follower's {rounds} rounds"
+    );
 
     let ids: Vec<u64> = nodes.iter().map(|n| n.cluster_id()).collect();
     assert!(ids[0] != 0 && ids.iter().all(|id| *id == ids[0]), "{ids:?}");
@@ -90,6 +99,6 @@ async fn writes_anywhere_reads_everywhere() {
         assert_eq!(m.client_urls, n.client_urls().to_vec());
         assert!(!m.is_learner);
     }
-    drop((nodes, follower));
+    drop((nodes, follower, leader_node));
     cluster.shutdown().await;
 }

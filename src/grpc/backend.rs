@@ -78,6 +78,10 @@ impl ForwardTarget for Node {
         }
     }
 
+    async fn read_index_forwarded(&self) -> Result<u64> {
+        self.inner.read_index.read_index_as_leader().await
+    }
+
     async fn propose_forwarded(&self, command: Command) -> Result<(Response, u64)> {
         // A leader does not trust a follower's checks. Followers forward client requests,
         // compactions and their own published client URLs; batches are made only by the

@@ -6,6 +6,11 @@
 //! heartbeat round per read. On the leader the round is openraft's `get_read_log_id()`;
 //! on a follower it is a `ReadIndex` RPC to the leader. The caller then waits for its own
 //! applied watermark to reach the index and reads locally.
+//!
+//! The followers' `ReadIndex` RPCs join the leader's rounds too
+//! ([`ReadIndexBatcher::read_index_as_leader`]): each used to start a heartbeat round of
+//! its own, so with reads spread over three members the leader ran up to three at once.
+//! Such a request is answered only from a local round (never passed on: no loops).
 
 use openraft::async_runtime::WatchReceiver;
 use std::sync::Arc;
@@ -21,8 +26,15 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Handle to the batching task.
 pub(crate) struct ReadIndexBatcher {
-    queue: mpsc::Sender<oneshot::Sender<Result<u64>>>,
+    queue: mpsc::Sender<Waiter>,
     stats: Arc<ReadIndexStats>,
+}
+
+/// A caller waiting for the next round.
+struct Waiter {
+    reply: oneshot::Sender<Result<u64>>,
+    /// Asked by a follower: answer only from this node's own leadership.
+    as_leader: bool,
 }
 
 /// Counters that show reads sharing confirmation rounds.
@@ -69,9 +81,19 @@ impl ReadIndexBatcher {
 
     /// A read index confirmed after this call started.
     pub(crate) async fn read_index(&self) -> Result<u64> {
-        let (tx, rx) = oneshot::channel();
+        self.wait(false).await
+    }
+
+    /// A read index this node confirmed as leader after this call started (a follower's
+    /// `ReadIndex` RPC); `NotLeader` if it does not lead.
+    pub(crate) async fn read_index_as_leader(&self) -> Result<u64> {
+        self.wait(true).await
+    }
+
+    async fn wait(&self, as_leader: bool) -> Result<u64> {
+        let (reply, rx) = oneshot::channel();
         self.queue
-            .send(tx)
+            .send(Waiter { reply, as_leader })
             .await
             .map_err(|_| Error::Shutdown("read-index task stopped".into()))?;
         rx.await
@@ -79,7 +101,7 @@ impl ReadIndexBatcher {
     }
 }
 
-async fn run(round: Round, mut rx: mpsc::Receiver<oneshot::Sender<Result<u64>>>, stats: Arc<ReadIndexStats>) {
+async fn run(round: Round, mut rx: mpsc::Receiver<Waiter>, stats: Arc<ReadIndexStats>) {
     while let Some(first) = rx.recv().await {
         let mut waiting = vec![first];
         while let Ok(next) = rx.try_recv() {
@@ -87,34 +109,49 @@ async fn run(round: Round, mut rx: mpsc::Receiver<oneshot::Sender<Result<u64>>>,
         }
         stats.rounds.fetch_add(1, Ordering::Relaxed);
         stats.reads.fetch_add(waiting.len() as u64, Ordering::Relaxed);
-        let outcome = tokio::time::timeout(round.timeout, round.confirm())
+        let any_as_leader = waiting.iter().any(|w| w.as_leader);
+        let (own, passed_on) = tokio::time::timeout(round.timeout, round.confirm(any_as_leader))
             .await
-            .unwrap_or_else(|_| Err(Error::Timeout("no leader confirmed the read in time".into())));
-        for reply in waiting {
-            let _ = reply.send(outcome.clone());
+            .unwrap_or_else(|_| {
+                let late = Err(Error::Timeout("no leader confirmed the read in time".into()));
+                (late.clone(), late)
+            });
+        for waiter in waiting {
+            let outcome = if waiter.as_leader { &own } else { &passed_on };
+            let _ = waiter.reply.send(outcome.clone());
         }
     }
 }
 
 impl Round {
-    /// One confirmation round: locally if this node leads, else at the leader.
-    async fn confirm(&self) -> Result<u64> {
+    /// One confirmation round: locally if this node leads, else at the leader. Answers
+    /// (this node's own answer, the answer for callers that may be passed on): they differ
+    /// only when another node leads. `ask_locally`: some caller wants this node's own
+    /// answer, so ask openraft even if the metrics name another leader.
+    async fn confirm(&self, ask_locally: bool) -> (Result<u64>, Result<u64>) {
         let leader = self.raft.metrics().borrow_watched().current_leader;
-        let leader = match leader {
-            Some(leader) if leader != self.id => leader,
-            _ => match leader_read_index(&self.raft, self.read_floor).await {
-                Ok(read) => return Ok(read),
-                Err(Error::NotLeader {
-                    leader_id: Some(leader),
-                    ..
-                }) if leader != self.id => leader,
-                Err(other) => return Err(other),
-            },
+        let own = match leader {
+            Some(leader) if leader != self.id && !ask_locally => Err(Error::NotLeader {
+                leader_id: Some(leader),
+                leader_client_urls: Vec::new(),
+            }),
+            _ => leader_read_index(&self.raft, self.read_floor).await,
         };
-        let url = crate::node::raft_handle::peer_url_of(&self.raft, leader)?;
-        match self.connections.read_index(&url, self.timeout).await {
-            Ok(answer) => answer,
-            Err(e) => Err(Error::Timeout(format!("read index from leader {leader}: {e}"))),
-        }
+        let leader = match &own {
+            Ok(_) => return (own.clone(), own),
+            Err(Error::NotLeader {
+                leader_id: Some(leader),
+                ..
+            }) if *leader != self.id => *leader,
+            Err(_) => return (own.clone(), own),
+        };
+        let passed_on = match crate::node::raft_handle::peer_url_of(&self.raft, leader) {
+            Ok(url) => match self.connections.read_index(&url, self.timeout).await {
+                Ok(answer) => answer,
+                Err(e) => Err(Error::Timeout(format!("read index from leader {leader}: {e}"))),
+            },
+            Err(e) => Err(e),
+        };
+        (own, passed_on)
     }
 }

@@ -191,7 +191,6 @@ impl NodeBuilder {
             let service = RaftPeerServer::new(PeerService::new(
                 raft.clone(),
                 Arc::new(node.clone()),
-                read_floor,
                 {
                     let shared = node.inner.shared.clone();
                     Arc::new(move || shared.receiving_snapshot_file())

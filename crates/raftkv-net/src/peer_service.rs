@@ -40,6 +40,10 @@ pub trait ForwardTarget: Send + Sync + 'static {
     /// Answer a lease call a follower forwarded (only if this node leads; never forwarded
     /// again).
     fn lease_forwarded(&self, call: LeaseCall) -> impl Future<Output = Result<LeaseAnswer, Error>> + Send;
+    /// A read index confirmed by this node as leader after the call started, for a
+    /// follower's `ReadIndex` RPC (never passed on to another node). The node may share
+    /// one heartbeat round among many callers; [`leader_read_index`] is one round each.
+    fn read_index_forwarded(&self) -> impl Future<Output = Result<u64, Error>> + Send;
     /// An append (replication or heartbeat) arrived from a leader: the node counts a
     /// leader it knows as alive only while these keep coming.
     fn heard_from_leader(&self) {}
@@ -57,28 +61,20 @@ pub type SnapshotInbox = Arc<dyn Fn() -> std::io::Result<std::fs::File> + Send +
 pub struct PeerService<F, SM: KvStateMachine> {
     raft: Raft<SM>,
     forward: Arc<F>,
-    read_floor: u64,
     inbox: SnapshotInbox,
     traffic: PeerTraffic,
 }
 
 impl<F: ForwardTarget, SM: KvStateMachine> PeerService<F, SM> {
-    /// Serve the peer protocol for `raft`, proposing forwarded writes through `forward`;
-    /// read indexes it answers as leader are at least `read_floor` (see
-    /// [`leader_read_index`]); snapshots are received into files from `inbox`. Raft's
+    /// Serve the peer protocol for `raft`, proposing forwarded writes and answering
+    /// followers' read-index requests through `forward`; snapshots are received into
+    /// files from `inbox`. Raft's
     /// messages from a peer (appends, votes: they name their sender) and the answers to
     /// them are counted in `traffic`, as the bytes received from and sent to that peer.
-    pub fn new(
-        raft: Raft<SM>,
-        forward: Arc<F>,
-        read_floor: u64,
-        inbox: SnapshotInbox,
-        traffic: PeerTraffic,
-    ) -> Self {
+    pub fn new(raft: Raft<SM>, forward: Arc<F>, inbox: SnapshotInbox, traffic: PeerTraffic) -> Self {
         Self {
             raft,
             forward,
-            read_floor,
             inbox,
             traffic,
         }
@@ -288,7 +284,7 @@ impl<F: ForwardTarget, SM: KvStateMachine> RaftPeer for PeerService<F, SM> {
         &self,
         _request: Request<ReadIndexRequest>,
     ) -> Result<GrpcResponse<ReadIndexResponse>, Status> {
-        let result: Result<u64, Error> = leader_read_index(&self.raft, self.read_floor).await;
+        let result: Result<u64, Error> = self.forward.read_index_forwarded().await;
         Ok(stamp_answer(GrpcResponse::new(ReadIndexResponse {
             data: encode(&result)?.data,
         })))
