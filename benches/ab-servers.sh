@@ -8,7 +8,7 @@
 #          [WORKLOADS="c64-all"] [A_PEER_TLS=1] [B_PEER_TLS=1] benches/ab-servers.sh
 # X_PEER_TLS=1: that cluster's members talk mutual TLS (https:// peer URLs, a CA and a
 # certificate made for the run); clients stay plaintext.
-# Workloads: c64-all (64 clients over all members), c1-leader, c1-follower (one client,
+# Workloads: c64-all, c16-all (64 or 16 clients over all members), c1-leader, c1-follower (one client,
 # one connection, to the leader or to a follower). Either build may predate etcd's flags
 # (cluster.sh starts each with the flags it speaks).
 set -uo pipefail
@@ -47,6 +47,7 @@ for round in $(seq "${ROUNDS:-6}"); do
       case $w in
         c1-follower) ep=${FOL[$sys]}; args="--clients 1 --conns 1";;
         c1-leader) ep=${LEAD[$sys]}; args="--clients 1 --conns 1";;
+        c16-all) ep=${EPS[$sys]}; args="--clients 16 --conns 4";;
         c64-all) ep=${EPS[$sys]}; args="--clients 64 --conns 8";;
         *) echo "unknown workload $w" >&2; exit 2;;
       esac
