@@ -93,6 +93,10 @@ pub mod raft;
 pub mod state;
 pub mod watch;
 
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) mod test_store;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64};

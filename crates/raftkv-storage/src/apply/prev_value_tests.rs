@@ -6,48 +6,16 @@
 use raftkv_core::kv::*;
 use raftkv_core::{Command, Response};
 
-use crate::apply::lease_tests::entries;
-use crate::{Store, StoreOptions};
+use crate::test_store::TestStore as Fixture;
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    store: Store,
-    index: u64,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-        Self {
-            _dir: dir,
-            store,
-            index: 0,
-        }
-    }
-
-    /// Apply `commands` in one call; their answers.
-    async fn apply(&mut self, commands: Vec<Command>) -> Vec<Response> {
-        let n = commands.len() as u64;
-        let answers = self
-            .store
-            .state_machine
-            .apply_committed(entries(self.index + 1, commands))
-            .await
-            .unwrap();
-        self.index += n;
-        answers
-    }
-
-    fn get(&self, key: &str) -> Option<KeyValue> {
-        self.store
-            .reader
-            .range(&RangeRequest::key(key))
-            .unwrap()
-            .kvs
-            .into_iter()
-            .next()
-    }
+fn get(f: &Fixture, key: &str) -> Option<KeyValue> {
+    f.store
+        .reader
+        .range(&RangeRequest::key(key))
+        .unwrap()
+        .kvs
+        .into_iter()
+        .next()
 }
 
 fn put(key: &str, value: &str) -> Command {
@@ -90,13 +58,13 @@ async fn puts_see_the_previous_version_with_or_without_its_value() {
         second.prev_kv.as_ref().map(|kv| kv.value.as_slice()),
         Some(&b"v2"[..])
     );
-    let a = f.get("a").unwrap();
+    let a = get(&f, "a").unwrap();
     assert_eq!((a.value.as_slice(), a.version, a.lease), (&b"v3"[..], 4, 5));
     assert_eq!(a.create_revision, 2, "created by the first put");
     // The plain put moved the key off lease 5 and the last put back onto it: a revoke
     // deletes it.
     f.apply(vec![Command::LeaseRevoke { id: 5 }]).await;
-    assert_eq!(f.get("a"), None);
+    assert_eq!(get(&f, "a"), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,7 +112,7 @@ async fn range_deletes_count_and_return_values_only_when_asked() {
         })
         .collect();
     assert_eq!(counts, [(2, 0), (0, 0)]);
-    assert_eq!(f.get("q").map(|kv| kv.value), Some(b"x".to_vec()));
+    assert_eq!(get(&f, "q").map(|kv| kv.value), Some(b"x".to_vec()));
     // p/b's attachment went with its delete: revoking lease 9 deletes nothing more.
     let revision = f.store.shared.revision();
     f.apply(vec![Command::LeaseRevoke { id: 9 }]).await;

@@ -4,50 +4,15 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use openraft::storage::RaftStateMachine;
-use openraft::{EntryPayload, LogId};
 use raftkv_core::Command;
 use raftkv_core::kv::{CompactionRequest, DeleteRangeRequest, PutRequest, RequestOp, TxnRequest};
-use raftkv_core::types::Entry;
 use raftkv_core::watch::{EventType, INVALID_WATCH_ID, WatchRequest, WatchResponse, WatchSession};
 
 use super::*;
-use crate::{Store, StoreOptions, WatchConfig};
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    store: Store,
-    index: u64,
-}
+use crate::WatchConfig;
+use crate::test_store::TestStore as Fixture;
 
 impl Fixture {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-        Self {
-            _dir: dir,
-            store,
-            index: 0,
-        }
-    }
-
-    async fn apply(&mut self, commands: Vec<Command>) {
-        let entries: Vec<Entry> = commands
-            .into_iter()
-            .map(|c| {
-                self.index += 1;
-                Entry {
-                    log_id: LogId::new(raftkv_core::types::leader_id(1, 1), self.index),
-                    payload: EntryPayload::Normal(c),
-                }
-            })
-            .collect();
-        self.store.state_machine.apply_committed(entries).await.unwrap();
-    }
-
-    async fn put(&mut self, key: &str, value: &str) {
-        self.apply(vec![put(key, value)]).await;
-    }
-
     fn session(&self) -> LocalWatchSession {
         LocalWatchSession::open(self.store.shared.clone())
     }
