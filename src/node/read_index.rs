@@ -145,13 +145,39 @@ impl Round {
             }) if *leader != self.id => *leader,
             Err(_) => return (own.clone(), own),
         };
-        let passed_on = match crate::node::raft_handle::peer_url_of(&self.raft, leader) {
-            Ok(url) => match self.connections.read_index(&url, self.timeout).await {
+        let url = match crate::node::raft_handle::peer_url_of(&self.raft, leader) {
+            Ok(url) => url,
+            Err(e) => return (own, Err(e)),
+        };
+        // A leader that stops answering (paused, partitioned) would hold this round, and
+        // every read queued behind it, until the timeout, even after this node follows a
+        // new leader or became leader itself: ask again as soon as the leader changes.
+        let passed_on = tokio::select! {
+            answer = self.connections.read_index(&url, self.timeout) => match answer {
                 Ok(answer) => answer,
                 Err(e) => Err(Error::Timeout(format!("read index from leader {leader}: {e}"))),
             },
-            Err(e) => Err(e),
+            () = leader_changed_from(&self.raft, leader) => {
+                return Box::pin(self.confirm(ask_locally)).await;
+            }
         };
         (own, passed_on)
+    }
+}
+
+/// Resolves once `raft` names a leader other than `leader` (or none) after this call;
+/// never if Raft stops. Only a change counts, so a leader the metrics have not caught up
+/// with yet cannot spin the round.
+async fn leader_changed_from(raft: &Raft, leader: NodeId) {
+    // The server metrics change only with vote, role, leader or membership, not with
+    // every write as the full metrics do.
+    let mut server = raft.server_metrics();
+    loop {
+        if server.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        if server.borrow_watched().current_leader != Some(leader) {
+            return;
+        }
     }
 }
