@@ -8,7 +8,7 @@
 //! |---------------------------------------|----------------------------|
 //! | `m` name                              | metadata: [`meta::STATE`] (applied log id, membership, revision, compact revision: ONE record, written last by every apply), physical compaction progress, cluster id |
 //! | `v` escaped(key) 00 00 rev(8, BE)     | [`crate::mvcc::VersionRecord`]: a put or a tombstone of `key` at `rev` |
-//! | `h` rev(8, BE) sub(4, BE)             | the user key changed at (rev, sub): the event history by revision |
+//! | `h` rev(8, BE) sub(4, BE) 01          | a chunk of the event history by revision, from (rev, sub) on: the user keys changed, each with its (rev, sub) (`mvcc/history_records.rs`; layout 2 wrote `h` rev sub without the 01, value the one key) |
 //! | `p` member id(8, BE)                  | a member's published client URLs |
 //! | `l` lease id(8, sign-flipped BE)      | [`crate::apply::lease_table::LeaseRecord`]: granted TTL, last checkpointed remaining TTL |
 //! | `a` lease id(8, sign-flipped BE) key  | empty: `key` (raw user key) is attached to the lease |
@@ -26,8 +26,9 @@
 //! revision.
 //!
 //! Physical compaction ([`crate::maintenance::compactor`]) removes `v` records no read at or above the
-//! compact revision can see and every `h` record at or below the revision it compacted
-//! to; the `h` family therefore only holds the history a future watch could still replay.
+//! compact revision can see and every `h` record whose events are all below the revision it
+//! compacted to; the `h` family therefore holds the history a future watch could still
+//! replay, plus the older events of the one record that reaches that revision.
 
 use raftkv_core::Revision;
 
@@ -146,7 +147,8 @@ pub fn version_bounds(key: &[u8], range_end: &[u8]) -> (Vec<u8>, Vec<u8>) {
     (lower, upper)
 }
 
-/// The history key of (rev, sub).
+/// The history key of (rev, sub) as layout 2 wrote it (a chunk's adds
+/// [`crate::mvcc::history_records::CHUNK_MARK`]); also the bound readers seek to.
 pub fn history_key(rev: Revision, sub: u32) -> [u8; 13] {
     let mut out = [0u8; 13];
     out[0] = HISTORY;

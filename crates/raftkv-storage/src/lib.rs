@@ -56,8 +56,8 @@
 //! any write; [`KvReader`] answers lease lookups and [`LeaseChanges`] tells the leader's
 //! lease manager when the table changed.
 //!
-//! The log database and the snapshot format carry [`SCHEMA_VERSION`], the state database
-//! [`STATE_LAYOUT_VERSION`]; a data directory or snapshot of an unknown version is refused
+//! The log database carries [`SCHEMA_VERSION`], the snapshot format
+//! [`SNAPSHOT_FORMAT_VERSION`], the state database [`STATE_LAYOUT_VERSION`]; a data directory or snapshot of an unknown version is refused
 //! with [`Error::Schema`] instead of misread (a state database of layout 1 is migrated).
 //!
 //! ## Caveats
@@ -134,12 +134,20 @@ pub use watch::config::WatchConfig;
 pub use watch::hub::WatchHub;
 pub use watch::session::LocalWatchSession;
 
-/// Version of the log database's layout and of the snapshot format.
+/// Version of the log database's layout.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// Version of the snapshot file format: 2 since history records may be chunks of events
+/// (`mvcc/history_records.rs`); files of version 1 (one record per event) are still read,
+/// and a build before it refuses a version-2 file instead of misreading it.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+
 /// Version of the state database's layout: 2 since the applied state is one record
-/// written last (`apply/applied_state.rs`); 1 is migrated at open.
-pub const STATE_LAYOUT_VERSION: u32 = 2;
+/// written last (`apply/applied_state.rs`), 3 since history records may be chunks of
+/// events (`mvcc/history_records.rs`). Layout 2 needs nothing rewritten (its one-event
+/// records are still read); 1 is migrated at open. A build of layout 2 refuses a layout-3
+/// directory instead of misreading its history.
+pub const STATE_LAYOUT_VERSION: u32 = 3;
 
 const SCHEMA_KEY: &[u8] = b"schema";
 

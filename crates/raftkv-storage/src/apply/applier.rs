@@ -476,9 +476,7 @@ impl RequestScopeHandle {
         };
         // History first, then the version, then the attachments: a crash keeps a prefix of
         // these, and the history record is how `apply/rollback.rs` finds the rest.
-        scope
-            .writes
-            .insert(&keys::history_key(scope.revision, sub)[..], key);
+        scope.writes.history(scope.revision, sub, key);
         scope
             .writes
             .insert(keys::version_key(key, scope.revision), codec::encode(&record)?);

@@ -11,7 +11,8 @@
 //!
 //! What an apply writes, and how each is undone:
 //! - `h` history and `v` version records are keyed by revision and only ever inserted by
-//!   apply, the history record first: the keys touched above the durable revision are
+//!   apply, a batch's history records (chunks of its events, `mvcc/history_records.rs`)
+//!   before everything else it writes: the keys touched above the durable revision are
 //!   found by scanning `h` above it, and their versions above it are removed with them.
 //! - `a` attachments follow the newest version of a key, and are written after it: for
 //!   every key rolled back, the attachments its removed versions made are removed and the
@@ -37,14 +38,14 @@ use raftkv_core::kv::Revision;
 use crate::apply::applied_state::AppliedState;
 use crate::error::Result;
 use crate::keys;
-use crate::mvcc::{self, VersionRecord};
+use crate::mvcc::{self, VersionRecord, history_records};
 
 /// What a rollback removed or restored.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RolledBack {
     /// Version records above the durable revision.
     pub versions: u64,
-    /// History records above it.
+    /// History events above it.
     pub history: u64,
     /// Keys whose newest version changed back.
     pub keys: u64,
@@ -94,13 +95,13 @@ fn roll_back_overwrites(tree: &sled::Tree, applied: u64) -> Result<RolledBack> {
 /// index of the keys they touched.
 fn roll_back_above(tree: &sled::Tree, revision: Revision) -> Result<RolledBack> {
     let mut report = RolledBack::default();
-    let first = keys::history_key(revision.saturating_add(1), 0);
     let mut history = Vec::new();
     let mut touched = BTreeSet::new();
-    for item in tree.range(first.to_vec()..vec![keys::HISTORY + 1]) {
-        let (tree_key, user_key) = item?;
-        history.push(tree_key);
-        touched.insert(user_key.to_vec());
+    for record in history_records::records_from(tree, revision.saturating_add(1)) {
+        let record = record?;
+        let above = record.events.iter().filter(|e| e.revision > revision);
+        touched.extend(above.map(|e| e.key.clone()));
+        history.push(record);
     }
     for key in &touched {
         let lower = keys::version_key(key, revision.saturating_add(1));
@@ -122,9 +123,22 @@ fn roll_back_above(tree: &sled::Tree, revision: Revision) -> Result<RolledBack> 
         }
         report.keys += 1;
     }
-    for tree_key in history {
-        tree.remove(tree_key)?;
-        report.history += 1;
+    for record in history {
+        let above = record.events.iter().filter(|e| e.revision > revision).count();
+        report.history += above as u64;
+        if above == record.events.len() {
+            tree.remove(record.tree_key)?;
+            continue;
+        }
+        // A record never spans two applies (`mvcc/history_records.rs`), so none should
+        // start at or below the revision and reach above it; if one does, its events at or
+        // below stay: the same first event, so the same chunk key, rewritten in place.
+        let kept = record.events.iter().filter(|e| e.revision <= revision);
+        if let Some((key, value)) =
+            history_records::encode_chunk(kept.map(|e| (e.revision, e.sub, e.key.as_slice())))
+        {
+            tree.insert(&key[..], value)?;
+        }
     }
     Ok(report)
 }
@@ -132,12 +146,11 @@ fn roll_back_above(tree: &sled::Tree, revision: Revision) -> Result<RolledBack> 
 /// Fails when a history record sits above `revision`.
 #[cfg(test)]
 pub(crate) fn check_nothing_above(tree: &sled::Tree, revision: Revision) -> Result<()> {
-    let first = keys::history_key(revision.saturating_add(1), 0);
-    if let Some(item) = tree.range(first.to_vec()..vec![keys::HISTORY + 1]).next() {
-        let (tree_key, _) = item?;
+    if let Some(record) = history_records::records_from(tree, revision.saturating_add(1)).next() {
+        let record = record?;
         return Err(crate::error::Error::Corrupt {
             what: "history above the applied revision",
-            detail: format!("{:?}", keys::history_revision(&tree_key)),
+            detail: format!("{:?}", record.events.first()),
         });
     }
     Ok(())
@@ -186,6 +199,71 @@ mod tests {
         assert_eq!(roll_back_above(&tree, 3).unwrap(), RolledBack::default());
         let after: Vec<_> = tree.iter().map(|i| i.unwrap()).collect();
         assert_eq!(before, after);
+    }
+
+    /// Writes a version record only (its history is written apart, as a chunk).
+    fn version_only(tree: &sled::Tree, key: &[u8], rev: Revision, sub: u32) {
+        let record = VersionRecord::Put {
+            create_revision: rev,
+            version: 1,
+            lease: 0,
+            value: b"v".to_vec(),
+            sub,
+        };
+        tree.insert(keys::version_key(key, rev), codec::encode(&record).unwrap())
+            .unwrap();
+    }
+
+    fn chunk(tree: &sled::Tree, events: &[(Revision, u32, &[u8])]) {
+        let (key, value) = history_records::encode_chunk(events.iter().copied()).unwrap();
+        tree.insert(&key[..], value).unwrap();
+    }
+
+    #[test]
+    fn an_unfinished_apply_with_its_history_in_a_chunk_is_removed() {
+        let tree = tree();
+        // Durable at 3: one-event records of layout 2 (a, b), then a chunk (c, d).
+        put(&tree, b"a", 2, 0, 0);
+        put(&tree, b"b", 3, 0, 0);
+        chunk(&tree, &[(3, 1, b"c"), (3, 2, b"d")]);
+        version_only(&tree, b"c", 3, 1);
+        version_only(&tree, b"d", 3, 2);
+        // The unfinished apply: its chunk first, then some of its versions.
+        chunk(&tree, &[(4, 0, b"a"), (5, 0, b"e"), (6, 0, b"c")]);
+        version_only(&tree, b"a", 4, 0);
+        version_only(&tree, b"e", 5, 0);
+        let report = roll_back_above(&tree, 3).unwrap();
+        assert_eq!((report.versions, report.history, report.keys), (2, 3, 3));
+        check_nothing_above(&tree, 3).unwrap();
+        let newest = |k: &[u8]| {
+            mvcc::get_at(&tree, k, Revision::MAX)
+                .unwrap()
+                .map(|kv| kv.mod_revision)
+        };
+        assert_eq!(
+            [b"a", b"b", b"c", b"d", b"e"].map(|k| newest(k)),
+            [Some(2), Some(3), Some(3), Some(3), None]
+        );
+        let events: Vec<_> = history_records::events_between(&tree, 0, Revision::MAX)
+            .map(|e| e.unwrap().revision)
+            .collect();
+        assert_eq!(events, [2, 3, 3, 3]);
+    }
+
+    #[test]
+    fn a_chunk_reaching_above_the_durable_revision_keeps_its_events_below() {
+        let tree = tree();
+        put(&tree, b"a", 2, 0, 0);
+        version_only(&tree, b"b", 3, 0);
+        version_only(&tree, b"c", 4, 0);
+        chunk(&tree, &[(3, 0, b"b"), (4, 0, b"c")]);
+        let report = roll_back_above(&tree, 3).unwrap();
+        assert_eq!((report.versions, report.history), (1, 1));
+        let events: Vec<_> = history_records::events_between(&tree, 0, Revision::MAX)
+            .map(|e| e.unwrap())
+            .map(|e| (e.revision, e.key))
+            .collect();
+        assert_eq!(events, [(2, b"a".to_vec()), (3, b"b".to_vec())]);
     }
 
     #[test]

@@ -29,6 +29,7 @@ use std::collections::HashSet;
 use sled::IVec;
 
 use crate::disk::generation::Generation;
+use crate::mvcc::history_records::HistoryChunks;
 
 /// What the tree-writers gate guards: the keys written while a defragmentation copies.
 #[derive(Debug, Default)]
@@ -63,11 +64,22 @@ pub(crate) struct TreeBatch {
     removed: u64,
     /// Key and value bytes of the inserted records (the snapshot cadence counts them).
     inserted_bytes: u64,
+    /// History events, written as chunk records BEFORE every staged write (see
+    /// [`TreeBatch::history`]).
+    history: HistoryChunks,
 }
 
 impl TreeBatch {
-    /// Stage writing `value` at `key`, a record of the keyspace (a version, a history
-    /// record, a lease): it counts as added.
+    /// Stage the history event `key` at (`revision`, `sub`) (in order). The batch writes
+    /// its history records ([`crate::mvcc::history_records`]) before everything else it
+    /// stages: a crash keeps a prefix of a batch, and the history is how
+    /// `apply/rollback.rs` finds the versions an unfinished apply wrote.
+    pub(crate) fn history(&mut self, revision: raftkv_core::kv::Revision, sub: u32, key: &[u8]) {
+        self.history.push(revision, sub, key);
+    }
+
+    /// Stage writing `value` at `key`, a record of the keyspace (a version, a lease): it
+    /// counts as added.
     pub(crate) fn insert(&mut self, key: impl Into<IVec>, value: impl Into<IVec>) {
         let (key, value) = (key.into(), value.into());
         self.inserted += 1;
@@ -97,7 +109,7 @@ impl TreeBatch {
             .collect()
     }
 
-    /// Make room for `additional` more writes (a large delete stages two per key; growing
+    /// Make room for `additional` more writes (a large delete stages one per key; growing
     /// the list as it goes copies it, and each copy faults in fresh pages).
     pub(crate) fn reserve(&mut self, additional: usize) {
         self.writes.reserve(additional);
@@ -110,6 +122,7 @@ impl TreeBatch {
         } else {
             self.writes.extend(other.writes);
         }
+        self.history.append(other.history);
         self.inserted += other.inserted;
         self.removed += other.removed;
         self.inserted_bytes += other.inserted_bytes;
@@ -127,20 +140,23 @@ impl TreeBatch {
 
     /// Key and value bytes of the records staged as added ([`TreeBatch::insert`]).
     pub(crate) fn inserted_bytes(&self) -> u64 {
-        self.inserted_bytes
+        self.inserted_bytes + self.history.bytes()
     }
 
     /// Whether nothing is staged.
     pub(crate) fn is_empty(&self) -> bool {
-        self.writes.is_empty()
+        self.writes.is_empty() && self.history.is_empty()
     }
 
     /// Write the batch to `tree` in staged order (see the module doc: a crash keeps a
     /// prefix) and count its churn; `gate` (held by the caller) records its keys if a
     /// defragmentation is copying.
     pub(crate) fn commit(self, tree: &Generation, gate: &mut WriteGate) -> crate::error::Result<()> {
-        let mut keys = Vec::with_capacity(self.writes.len());
-        for (key, value) in self.writes {
+        let history = self.history.into_records();
+        let inserted = self.inserted + history.len() as u64;
+        let mut keys = Vec::with_capacity(history.len() + self.writes.len());
+        let history = history.into_iter().map(|(key, value)| (key, Some(value)));
+        for (key, value) in history.chain(self.writes) {
             crate::failpoints::check_write("sm-write")?;
             match value {
                 Some(value) => tree.insert(&key, value)?,
@@ -148,7 +164,7 @@ impl TreeBatch {
             };
             keys.push(key);
         }
-        tree.record_churn(self.inserted, self.removed);
+        tree.record_churn(inserted, self.removed);
         gate.record(keys);
         Ok(())
     }

@@ -103,7 +103,13 @@ impl Generation {
                 crate::apply::applied_state::migrate_from_layout_1(&tree)?;
                 crate::write_schema(db.db(), crate::STATE_LAYOUT_VERSION)?;
                 db.sync()?;
-                tracing::info!(dir = %dir.display(), "state database migrated from layout 1 to 2");
+                tracing::info!(dir = %dir.display(), "state database migrated from layout 1 to 3");
+            }
+            Some(2) => {
+                // Its one-event history records are read as they are; new ones are chunks.
+                crate::write_schema(db.db(), crate::STATE_LAYOUT_VERSION)?;
+                db.sync()?;
+                tracing::info!(dir = %dir.display(), "state database migrated from layout 2 to 3");
             }
             Some(found) => {
                 return Err(Error::Schema {
@@ -313,7 +319,7 @@ mod tests {
     }
 
     #[test]
-    fn layout_1_is_migrated_and_an_unknown_layout_refused() {
+    fn layouts_1_and_2_are_migrated_and_an_unknown_layout_refused() {
         let dir = tempfile::tempdir().unwrap();
         let stats = Arc::new(SyncStats::default());
         {
@@ -333,14 +339,21 @@ mod tests {
         }
         {
             let g = Generation::open(dir.path(), 0, 1 << 20, stats.clone(), lock(&dir)).unwrap();
-            assert_eq!(crate::read_schema(g.db.db(), "t").unwrap(), Some(2));
+            assert_eq!(crate::read_schema(g.db.db(), "t").unwrap(), Some(3));
             assert_eq!(
                 crate::apply::applied_state::AppliedState::read(&g)
                     .unwrap()
                     .revision,
                 9
             );
-            crate::write_schema(g.db.db(), 3).unwrap();
+            crate::write_schema(g.db.db(), 2).unwrap();
+            g.sync().unwrap();
+        }
+        {
+            // Layout 2: only the version changes (its history records are read as they are).
+            let g = Generation::open(dir.path(), 0, 1 << 20, stats.clone(), lock(&dir)).unwrap();
+            assert_eq!(crate::read_schema(g.db.db(), "t").unwrap(), Some(3));
+            crate::write_schema(g.db.db(), 4).unwrap();
             g.sync().unwrap();
         }
         let refused = Generation::open(dir.path(), 0, 1 << 20, stats, lock(&dir))
@@ -349,8 +362,8 @@ mod tests {
         assert!(matches!(
             refused,
             Error::Schema {
-                found: 3,
-                supported: 2,
+                found: 4,
+                supported: 3,
                 ..
             }
         ));

@@ -35,6 +35,7 @@ use crate::apply::lease_table::LeaseRecord;
 use crate::error::Result;
 use crate::keys;
 use crate::mvcc::VersionRecord;
+use crate::mvcc::history_records::HistoryChunks;
 use crate::raft::snapshot_file::{Frame, FrameWriter, MAX_FRAME_PAIR_BYTES, SnapshotHeader};
 
 /// What an import read.
@@ -77,7 +78,7 @@ pub fn convert(etcd_db: &Path, out: &Path) -> Result<ImportReport> {
     };
     // Version records sorted by tree key (key, then revision); history in revision order.
     let mut versions: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-    let mut history: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut history = HistoryChunks::default();
     let mut revision = compact_revision;
     db.for_each(&key_bucket, &mut |key, value, _| {
         let (main, sub, deletion) = etcd_revision(key)?;
@@ -99,7 +100,7 @@ pub fn convert(etcd_db: &Path, out: &Path) -> Result<ImportReport> {
         };
         versions.insert(keys::version_key(&kv.key, main), codec::encode(&record)?);
         if main > compact_revision {
-            history.push((keys::history_key(main, sub).to_vec(), kv.key));
+            history.push(main, sub, &kv.key);
         }
         revision = revision.max(main);
         Ok(())
@@ -170,7 +171,12 @@ pub fn convert(etcd_db: &Path, out: &Path) -> Result<ImportReport> {
     alarms.sort();
     for pair in versions
         .into_iter()
-        .chain(history)
+        .chain(
+            history
+                .into_records()
+                .into_iter()
+                .map(|(k, v)| (k.to_vec(), v.to_vec())),
+        )
         .chain(leases)
         .chain(alarms)
         .chain(auth)

@@ -10,9 +10,9 @@ use raftkv_core::kv::Revision;
 
 use crate::apply::tree_writes::{TreeBatch, WriteGate};
 use crate::disk::generation::Generation;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::keys::{self, meta};
-use crate::mvcc::VersionRecord;
+use crate::mvcc::{VersionRecord, history_records};
 
 /// The revision `tree` is physically compacted up to (0 if never).
 pub(crate) fn compacted_to(tree: &sled::Tree) -> Result<Revision> {
@@ -30,7 +30,10 @@ pub(crate) struct Chunk {
     /// deleted if below the target).
     pub(crate) progress: Revision,
     pub(crate) versions_deleted: usize,
+    /// History records deleted (each one deletion of the budget)...
     pub(crate) history_deleted: usize,
+    /// ... and the events they held.
+    pub(crate) history_events_deleted: usize,
 }
 
 impl Chunk {
@@ -76,33 +79,45 @@ pub(crate) fn plan_chunk(
         progress: done,
         versions_deleted: 0,
         history_deleted: 0,
+        history_events_deleted: 0,
     };
-    let mut finished: HashSet<sled::IVec> = HashSet::new();
+    let mut finished: HashSet<Vec<u8>> = HashSet::new();
     let mut stopped_at = None;
-    // From `done` itself: the records of a previous target were kept (see below).
-    let window = keys::history_key(done, 0)..=keys::history_key(target, u32::MAX);
-    for item in tree.range(window) {
-        let (history_key, user_key) = item?;
-        let rev = keys::history_revision(&history_key).ok_or_else(|| Error::Corrupt {
-            what: "history key",
-            detail: format!("{history_key:?}"),
-        })?;
-        let key_done =
-            finished.contains(&user_key) || delete_superseded(tree, &user_key, target, &mut chunk, budget)?;
-        // The history record goes only once its key is finished, and needs a slot itself.
-        if !key_done || chunk.deletions() >= budget {
-            stopped_at = Some(rev);
+    // From `done` itself: the records of a previous target were kept (see below). A record
+    // (a chunk of events) that starts below `done` has its events below it processed.
+    'records: for record in history_records::records_from(tree, done) {
+        let record = record?;
+        if record.events.first().is_some_and(|e| e.revision > target) {
             break;
         }
-        finished.insert(user_key);
-        // The target's own records stay, so a watch can start at the compact revision
-        // (as on etcd); the next compaction deletes them.
-        if rev < target {
-            chunk.history.remove(history_key);
+        let mut first_unprocessed = None;
+        for event in record.events.iter().filter(|e| e.revision >= done) {
+            if event.revision > target {
+                break 'records;
+            }
+            first_unprocessed.get_or_insert(event.revision);
+            let key_done = finished.contains(&event.key)
+                || delete_superseded(tree, &event.key, target, &mut chunk, budget)?;
+            if !key_done || chunk.deletions() >= budget {
+                stopped_at = Some(event.revision);
+                break 'records;
+            }
+            finished.insert(event.key.clone());
+        }
+        // The target's own events stay, so a watch can start at the compact revision (as
+        // on etcd): a record holding any goes with the next compaction. The record needs a
+        // slot of the budget itself; without one, its events are found again next time.
+        if record.last_revision() < target {
+            if chunk.deletions() >= budget {
+                stopped_at = Some(first_unprocessed.unwrap_or(done).max(done));
+                break;
+            }
+            chunk.history.remove(record.tree_key);
             chunk.history_deleted += 1;
+            chunk.history_events_deleted += record.events.len();
         }
     }
-    // Stopped inside revision `rev`: its remaining records are found again next time.
+    // Stopped at revision `rev`: its remaining events are found again next time.
     chunk.progress = stopped_at.map_or(target, |rev| rev - 1);
     chunk
         .history
@@ -204,14 +219,16 @@ mod tests {
             .map(|(i, c)| entry(i as u64 + 1, c))
             .collect();
         let last = entries.len() as u64;
-        store.state_machine.apply_committed(entries).await.unwrap();
+        // Three entries per apply call: each call writes one history record (a chunk of
+        // its events), so compaction deletes some records whole and keeps others.
+        for call in entries.chunks(3) {
+            store.state_machine.apply_committed(call.to_vec()).await.unwrap();
+        }
         let current = store.shared.revision();
         let compact_at = current - 1; // "d" is deleted at C, re-created above it.
         let tree = store.shared.tree();
         let expected: Vec<_> = (compact_at..=current).map(|r| reads_at(&tree, r)).collect();
-        let history_kept = (compact_at..=current)
-            .map(|r| tree.scan_prefix(&keys::history_key(r, 0)[..9]).count())
-            .sum::<usize>();
+        let history_kept = history_records::events_between(&tree, compact_at, current).count();
         store
             .state_machine
             .apply_committed([entry(
@@ -252,6 +269,15 @@ mod tests {
         // (deleted below C). The history of C and above stays.
         assert_eq!(store.shared.version_records(b"", &[0]).unwrap(), 5);
         assert_eq!(store.shared.version_records(b"gone", b"").unwrap(), 0);
-        assert_eq!(store.shared.history_records().unwrap(), history_kept);
+        assert_eq!(
+            history_records::events_between(&tree, compact_at, current).count(),
+            history_kept
+        );
+        // Records wholly below C are gone; the one holding C's events stays whole.
+        let records: Vec<_> = history_records::records_from(&tree, 0)
+            .map(|r| r.unwrap())
+            .collect();
+        assert!(records.iter().all(|r| r.last_revision() >= compact_at));
+        assert!(records.len() <= 2, "{} records left", records.len());
     }
 }

@@ -167,7 +167,11 @@ pub(crate) fn step(shared: &StateShared) -> Result<bool> {
         return Ok(false);
     }
     let chunk = plan_chunk(&tree, done, target, MAX_DELETIONS_PER_BATCH)?;
-    let (versions, history, progress) = (chunk.versions_deleted, chunk.history_deleted, chunk.progress);
+    let (versions, history, progress) = (
+        chunk.versions_deleted,
+        chunk.history_events_deleted,
+        chunk.progress,
+    );
     {
         // Planned without the gate (apply goes on meanwhile: it never deletes what a
         // chunk plans to), committed under it, and only into the generation still active:

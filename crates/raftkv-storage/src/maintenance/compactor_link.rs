@@ -16,7 +16,8 @@ pub struct CompactionStats {
     pub batches: AtomicU64,
     /// Version records deleted.
     pub versions_deleted: AtomicU64,
-    /// History records deleted.
+    /// History events deleted (in whole records: one that holds an event at or above the
+    /// target stays, with its events below it, until a later compaction passes it).
     pub history_deleted: AtomicU64,
     /// Times the compactor went idle short of the compact revision because a snapshot
     /// build pinned an older one.

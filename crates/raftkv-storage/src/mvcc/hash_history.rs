@@ -19,8 +19,8 @@ use raftkv_core::{Error, RequestError, codec};
 
 use crate::keys;
 use crate::maintenance::compaction_pins::CompactionPin;
-use crate::mvcc::VersionRecord;
 use crate::mvcc::reader::KvReader;
+use crate::mvcc::{VersionRecord, history_records};
 
 /// One write, as `HashKV` sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,14 +137,9 @@ impl KvReader {
         }
 
         // Every write above the compact revision, from the history family.
-        let from = keys::history_key(compact.saturating_add(1).max(0), 0);
-        let to = keys::history_key(rev.saturating_add(1), 0);
-        for item in tree.range(from..to) {
-            let (tree_key, user_key) = item.map_err(storage)?;
-            let (Some(r), Some(sub)) = (keys::history_revision(&tree_key), history_sub(&tree_key)) else {
-                continue;
-            };
-            visit(read_write(&tree, r, sub, user_key.to_vec())?);
+        for event in history_records::events_between(&tree, compact.saturating_add(1).max(0), rev) {
+            let event = event.map_err(storage)?;
+            visit(read_write(&tree, event.revision, event.sub, event.key)?);
         }
         Ok(HashScope {
             revision: rev,
@@ -152,12 +147,6 @@ impl KvReader {
             compact,
         })
     }
-}
-
-/// The sub-revision of a history key.
-fn history_sub(tree_key: &[u8]) -> Option<u32> {
-    let bytes: [u8; 4] = tree_key.get(9..13)?.try_into().ok()?;
-    Some(u32::from_be_bytes(bytes))
 }
 
 /// The write of `key` at `r` as its version record has it.

@@ -24,6 +24,7 @@
 //! reach its read index first.
 
 pub mod hash_history;
+pub mod history_records;
 pub mod key_index;
 pub mod reader;
 pub(crate) mod version_record;

@@ -22,10 +22,10 @@
 //! not sent: the install rebuilds it from the versions it receives (the newest version of
 //! each key names its lease). A version-1 snapshot written before leases existed simply
 //! holds no lease records, which is exactly the state it was taken in, so the file format
-//! and [`crate::SCHEMA_VERSION`] stay as they were. Active alarms (`r`) travel the same
+//! and its version stayed as it was. Active alarms (`r`) travel the same
 //! way, and the same holds for a snapshot written before alarms were replicated.
 //!
-//! **File format** (schema version [`crate::SCHEMA_VERSION`]):
+//! **File format** (version [`crate::SNAPSHOT_FORMAT_VERSION`]):
 //! `"RAFTKVSN"` (8 bytes), schema version (u32 BE), then frames, each a u32 BE length and
 //! a bincode `Frame`: one `Header`, any number of `Pairs` (raw tree key/value pairs,
 //! at most ~256 KiB a frame), one `EndCrc32` with the pair count and a CRC-32 of all
@@ -55,6 +55,7 @@ use crate::disk::generation::Generation;
 use crate::error::{Error, Result};
 use crate::keys::{self, meta};
 use crate::maintenance::compaction_pins::CompactionPin;
+use crate::mvcc::history_records;
 use crate::mvcc::key_index::KeyIndex;
 use crate::raft::snapshot_file::{
     Frame, FrameReader, FrameWriter, MAGIC, MAX_FRAME_PAIR_BYTES, Pairs, SnapshotHeader, SnapshotMetaOf,
@@ -184,16 +185,16 @@ impl SnapshotBuilder {
         for item in self.tree.iter() {
             let (k, v) = item?;
             let keep = match k.first() {
-                Some(&keys::VERSION) => {
-                    keys::split_version_key(&k).is_some_and(|(_, rev)| rev <= self.revision)
-                }
-                Some(&keys::HISTORY) => keys::history_revision(&k).is_some_and(|rev| rev <= self.revision),
+                Some(&keys::VERSION) => keys::split_version_key(&k)
+                    .is_some_and(|(_, rev)| rev <= self.revision)
+                    .then(|| (k.to_vec(), v.to_vec())),
+                Some(&keys::HISTORY) => history_records::clip(k, &v, self.revision)?,
                 // Metadata and members come from the capture, not the live tree.
-                _ => false,
+                _ => None,
             };
-            if keep {
+            if let Some((k, v)) = keep {
                 pair_bytes += k.len() + v.len();
-                pairs.push((k.to_vec(), v.to_vec()));
+                pairs.push((k, v));
                 if pair_bytes >= MAX_FRAME_PAIR_BYTES {
                     out.pairs(std::mem::take(&mut pairs))?;
                     pair_bytes = 0;
@@ -315,7 +316,7 @@ pub(crate) fn install(shared: &StateShared, meta: &SnapshotMetaOf, mut file: Fil
     let tee_path = dir.join(format!("install-{}.tmp", unique_suffix()));
     let mut tee = BufWriter::new(File::create(&tee_path)?);
     tee.write_all(MAGIC)?;
-    tee.write_all(&crate::SCHEMA_VERSION.to_be_bytes())?;
+    tee.write_all(&crate::SNAPSHOT_FORMAT_VERSION.to_be_bytes())?;
 
     let old = shared.tree();
     let tree = Generation::create(

@@ -1,4 +1,4 @@
-//! The snapshot file format (schema version [`crate::SCHEMA_VERSION`]): `"RAFTKVSN"`
+//! The snapshot file format (version [`crate::SNAPSHOT_FORMAT_VERSION`]): `"RAFTKVSN"`
 //! (8 bytes), schema version (u32 BE), then frames, each a u32 BE length and a bincode
 //! [`Frame`]: one `Header`, any number of `Pairs` (raw tree key/value pairs, at most
 //! ~256 KiB a frame), one `EndCrc32` with the pair count and the CRC-32 (crc32fast) of all
@@ -66,7 +66,7 @@ impl FrameWriter {
     pub(crate) fn create(path: &Path) -> Result<Self> {
         let mut out = BufWriter::new(File::create(path)?);
         out.write_all(MAGIC)?;
-        out.write_all(&crate::SCHEMA_VERSION.to_be_bytes())?;
+        out.write_all(&crate::SNAPSHOT_FORMAT_VERSION.to_be_bytes())?;
         Ok(Self {
             out,
             pairs: 0,
@@ -126,11 +126,11 @@ impl<R: Read> FrameReader<R> {
         let mut version = [0u8; 4];
         input.read_exact(&mut version)?;
         let found = u32::from_be_bytes(version);
-        if found != crate::SCHEMA_VERSION {
+        if !(1..=crate::SNAPSHOT_FORMAT_VERSION).contains(&found) {
             return Err(Error::Schema {
                 what: "snapshot",
                 found,
-                supported: crate::SCHEMA_VERSION,
+                supported: crate::SNAPSHOT_FORMAT_VERSION,
             });
         }
         Ok(Self {
@@ -266,7 +266,7 @@ mod tests {
     fn a_file_of_the_fnv_era_still_reads_and_is_still_checked() {
         // Frames as the builds before 2026-12-06 wrote them: FNV-1a over the same bytes.
         let mut bytes = MAGIC.to_vec();
-        bytes.extend_from_slice(&crate::SCHEMA_VERSION.to_be_bytes());
+        bytes.extend_from_slice(&1u32.to_be_bytes());
         let mut fnv = Fnv64::new();
         for frame in [header(), Frame::Pairs(vec![(b"a".to_vec(), b"1".to_vec())])] {
             let encoded = codec::encode(&frame).unwrap();

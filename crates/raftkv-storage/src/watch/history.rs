@@ -25,6 +25,7 @@ use raftkv_core::watch::{Event, EventType, WatchRequest};
 
 use crate::error::{Error, Result};
 use crate::keys;
+use crate::mvcc::history_records::{self, HistoryEvent};
 use crate::mvcc::{self, VersionRecord};
 use crate::state::StateShared;
 use crate::watch::key_range::KeyRange;
@@ -40,7 +41,7 @@ pub(crate) struct HistoryQuery<'a> {
 pub(crate) struct ChunkLimits {
     /// Events gathered.
     pub(crate) events: usize,
-    /// Records (history or versions) scanned, matching or not.
+    /// History events or version records scanned, matching or not.
     pub(crate) records: usize,
 }
 
@@ -142,15 +143,14 @@ fn scan_history(
     to: Revision,
     limits: ChunkLimits,
 ) -> Result<(Vec<Event>, Revision)> {
-    let window = keys::history_key(from, 0)..=keys::history_key(to, u32::MAX);
     let mut events = Vec::new();
     let mut current: Option<Revision> = None;
-    for (scanned, item) in tree.range(window).enumerate() {
-        let (history_key, user_key) = item?;
-        let rev = keys::history_revision(&history_key).ok_or_else(|| Error::Corrupt {
-            what: "history key",
-            detail: format!("{history_key:?}"),
-        })?;
+    for (scanned, event) in history_records::events_between(tree, from, to).enumerate() {
+        let HistoryEvent {
+            revision: rev,
+            key: user_key,
+            ..
+        } = event?;
         if current.is_some_and(|c| c != rev) && (events.len() >= limits.events || scanned >= limits.records) {
             return Ok((events, rev));
         }

@@ -138,7 +138,7 @@ pub(crate) fn string_bomb_cases() -> Vec<Case> {
     );
     let file = [
         &MAGIC[..],
-        &SCHEMA_VERSION.to_be_bytes(),
+        &SNAPSHOT_FORMAT_VERSION.to_be_bytes(),
         &(frame.len() as u32).to_be_bytes(),
         &frame,
     ]

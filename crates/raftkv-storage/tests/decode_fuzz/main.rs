@@ -82,7 +82,7 @@ use raftkv_core::{
     Response, codec,
 };
 use raftkv_storage::mvcc::VersionRecord;
-use raftkv_storage::{SCHEMA_VERSION, Store, StoreOptions};
+use raftkv_storage::{SNAPSHOT_FORMAT_VERSION, Store, StoreOptions};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

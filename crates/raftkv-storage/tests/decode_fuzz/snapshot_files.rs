@@ -109,7 +109,7 @@ pub(crate) async fn install(
 }
 
 pub(crate) fn snapshot_input(valid: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
-    let header = [&MAGIC[..], &SCHEMA_VERSION.to_be_bytes()].concat();
+    let header = [&MAGIC[..], &SNAPSHOT_FORMAT_VERSION.to_be_bytes()].concat();
     let framed = header.clone();
     let whole = valid.clone();
     let reframed = valid.clone();
