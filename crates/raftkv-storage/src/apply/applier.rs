@@ -248,7 +248,7 @@ impl<'a> Applier<'a> {
         let from_index = self.index.range(key, range_end);
         let written: Vec<(&Vec<u8>, &Option<KeyValue>)> = [&self.overlay, &scope.0.overlay]
             .into_iter()
-            .flat_map(|overlay| overlay.iter().filter(|(k, _)| in_range(k, key, range_end)))
+            .flat_map(|overlay| overlay_range(overlay, key, range_end))
             .collect();
         if written.is_empty() {
             return from_index;
@@ -279,30 +279,21 @@ impl<'a> Applier<'a> {
         self.latest(scope, key)
     }
 
+    /// The live keys in `[key, range_end)` with their newest versions, as of the requests
+    /// applied so far, in key order: [`Applier::latest_range_meta`], then each version.
     fn latest_range(
         &self,
         scope: &RequestScopeHandle,
         key: &[u8],
         range_end: &[u8],
     ) -> Result<Vec<KeyValue>, ApplyError> {
-        if range_end.is_empty() {
-            return Ok(self.latest(scope, key)?.into_iter().collect());
-        }
-        let mut merged = BTreeMap::new();
-        for (k, meta) in self.index.range(key, range_end) {
-            if let Some(kv) = self.version(&k, meta.mod_revision)? {
-                merged.insert(k, kv);
+        let mut kvs = Vec::new();
+        for (k, _) in self.latest_range_meta(scope, key, range_end) {
+            if let Some(kv) = self.latest(scope, &k)? {
+                kvs.push(kv);
             }
         }
-        for overlay in [&self.overlay, &scope.0.overlay] {
-            for (k, state) in overlay.iter().filter(|(k, _)| in_range(k, key, range_end)) {
-                match state {
-                    Some(kv) => merged.insert(k.clone(), kv.clone()),
-                    None => merged.remove(k),
-                };
-            }
-        }
-        Ok(merged.into_values().collect())
+        Ok(kvs)
     }
 
     pub(crate) fn put(
@@ -499,14 +490,24 @@ impl RequestScopeHandle {
     }
 }
 
-fn in_range(k: &[u8], key: &[u8], range_end: &[u8]) -> bool {
-    if range_end.is_empty() {
-        k == key
+/// The entries of `overlay` whose keys are in `[key, range_end)` (etcd's forms: an empty
+/// `range_end` is `key` alone, `[0]` everything from `key` on).
+fn overlay_range<'o>(
+    overlay: &'o KeyState,
+    key: &[u8],
+    range_end: &[u8],
+) -> impl Iterator<Item = (&'o Vec<u8>, &'o Option<KeyValue>)> {
+    use std::ops::Bound;
+    let upper = if range_end.is_empty() {
+        Bound::Included(key.to_vec())
     } else if range_end == [0] {
-        k >= key
+        Bound::Unbounded
     } else {
-        k >= key && k < range_end
-    }
+        Bound::Excluded(range_end.to_vec())
+    };
+    let empty = matches!(&upper, Bound::Excluded(end) if end.as_slice() <= key);
+    let range = (!empty).then(|| overlay.range((Bound::Included(key.to_vec()), upper)));
+    range.into_iter().flatten()
 }
 
 fn compare_kv(cmp: &Compare, kv: &KeyValue) -> bool {
@@ -523,5 +524,29 @@ fn compare_kv(cmp: &Compare, kv: &KeyValue) -> bool {
         CompareResult::Greater => ordering == Ordering::Greater,
         CompareResult::Less => ordering == Ordering::Less,
         CompareResult::NotEqual => ordering != Ordering::Equal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_range_takes_etcd_range_forms() {
+        let overlay: KeyState = ["a", "b", "ba", "c"]
+            .iter()
+            .map(|k| (k.as_bytes().to_vec(), None))
+            .collect();
+        let keys = |key: &str, end: &[u8]| -> Vec<String> {
+            overlay_range(&overlay, key.as_bytes(), end)
+                .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+                .collect()
+        };
+        assert_eq!(keys("b", b""), ["b"]);
+        assert_eq!(keys("bb", b""), Vec::<String>::new());
+        assert_eq!(keys("b", b"c"), ["b", "ba"]);
+        assert_eq!(keys("b", &[0]), ["b", "ba", "c"]);
+        assert_eq!(keys("c", b"b"), Vec::<String>::new(), "end below the start");
+        assert_eq!(keys("b", b"b"), Vec::<String>::new(), "end at the start");
     }
 }
