@@ -63,3 +63,4 @@ mod t45_test_cluster;
 mod t46_informer;
 mod t47_runtime_and_shutdown;
 mod t48_long_apply;
+mod t49_read_index_leader_change;

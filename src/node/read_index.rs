@@ -129,39 +129,60 @@ impl Round {
     /// only when another node leads. `ask_locally`: some caller wants this node's own
     /// answer, so ask openraft even if the metrics name another leader.
     async fn confirm(&self, ask_locally: bool) -> (Result<u64>, Result<u64>) {
-        let leader = self.raft.metrics().borrow_watched().current_leader;
-        let own = match leader {
-            Some(leader) if leader != self.id && !ask_locally => Err(Error::NotLeader {
-                leader_id: Some(leader),
-                leader_client_urls: Vec::new(),
-            }),
-            _ => leader_read_index(&self.raft, self.read_floor).await,
-        };
-        let leader = match &own {
-            Ok(_) => return (own.clone(), own),
-            Err(Error::NotLeader {
-                leader_id: Some(leader),
-                ..
-            }) if *leader != self.id => *leader,
-            Err(_) => return (own.clone(), own),
-        };
-        let url = match crate::node::raft_handle::peer_url_of(&self.raft, leader) {
-            Ok(url) => url,
-            Err(e) => return (own, Err(e)),
-        };
-        // A leader that stops answering (paused, partitioned) would hold this round, and
-        // every read queued behind it, until the timeout, even after this node follows a
-        // new leader or became leader itself: ask again as soon as the leader changes.
-        let passed_on = tokio::select! {
-            answer = self.connections.read_index(&url, self.timeout) => match answer {
-                Ok(answer) => answer,
-                Err(e) => Err(Error::Timeout(format!("read index from leader {leader}: {e}"))),
-            },
-            () = leader_changed_from(&self.raft, leader) => {
-                return Box::pin(self.confirm(ask_locally)).await;
+        loop {
+            let leader = self.raft.metrics().borrow_watched().current_leader;
+            if leader.is_none() && !ask_locally {
+                // An election is on: wait for its leader (within the round's deadline), as
+                // etcd's read loop retries until one answers, instead of failing the read.
+                leader_known(&self.raft).await;
+                continue;
             }
-        };
-        (own, passed_on)
+            let own = match leader {
+                Some(leader) if leader != self.id && !ask_locally => Err(Error::NotLeader {
+                    leader_id: Some(leader),
+                    leader_client_urls: Vec::new(),
+                }),
+                _ => leader_read_index(&self.raft, self.read_floor).await,
+            };
+            let leader = match &own {
+                Ok(_) => return (own.clone(), own),
+                Err(Error::NotLeader {
+                    leader_id: Some(leader),
+                    ..
+                }) if *leader != self.id => *leader,
+                Err(_) => return (own.clone(), own),
+            };
+            let url = match crate::node::raft_handle::peer_url_of(&self.raft, leader) {
+                Ok(url) => url,
+                Err(e) => return (own, Err(e)),
+            };
+            // A leader that stops answering (paused, partitioned) would hold this round,
+            // and every read queued behind it, until the timeout, even after this node
+            // follows a new leader or became leader itself: ask again as soon as the
+            // leader changes.
+            tokio::select! {
+                answer = self.connections.read_index(&url, self.timeout) => {
+                    let passed_on = answer.unwrap_or_else(|e| {
+                        Err(Error::Timeout(format!("read index from leader {leader}: {e}")))
+                    });
+                    return (own, passed_on);
+                }
+                () = leader_changed_from(&self.raft, leader) => continue,
+            }
+        }
+    }
+}
+
+/// Resolves once `raft` names a leader; never if Raft stops.
+async fn leader_known(raft: &Raft) {
+    let mut server = raft.server_metrics();
+    loop {
+        if server.borrow_watched().current_leader.is_some() {
+            return;
+        }
+        if server.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 
