@@ -94,7 +94,7 @@ impl Applier<'_> {
             AlarmAction::Activate => {
                 if !self.alarms(req.alarm)?.contains(&member) {
                     self.batch
-                        .insert(&keys::alarm_key(req.alarm, req.member_id), Vec::new());
+                        .insert(keys::alarm_key(req.alarm, req.member_id), Vec::new());
                     self.alarms.insert(member, true);
                     tracing::warn!(alarm = req.alarm, member = %format_args!("{:x}", req.member_id), "alarm raised");
                 }
@@ -104,7 +104,7 @@ impl Applier<'_> {
                 if !self.alarms(req.alarm)?.contains(&member) {
                     return Ok(Vec::new());
                 }
-                self.batch.remove(&keys::alarm_key(req.alarm, req.member_id));
+                self.batch.remove(keys::alarm_key(req.alarm, req.member_id));
                 self.alarms.insert(member, false);
                 tracing::warn!(alarm = req.alarm, member = %format_args!("{:x}", req.member_id), "alarm disarmed");
                 vec![member]

@@ -29,8 +29,8 @@ impl Applier<'_> {
 
     fn set_lease(&mut self, id: i64, record: Option<LeaseRecord>) -> Result<(), Error> {
         match &record {
-            Some(r) => self.batch.insert(&keys::lease_key(id), codec::encode(r)?),
-            None => self.batch.remove(&keys::lease_key(id)),
+            Some(r) => self.batch.insert(keys::lease_key(id), codec::encode(r)?),
+            None => self.batch.remove(keys::lease_key(id)),
         }
         self.leases.insert(id, record);
         Ok(())

@@ -48,6 +48,11 @@ impl WriteGate {
         self.tracked.take().unwrap_or_default()
     }
 
+    /// Whether keys are being recorded.
+    pub(crate) fn is_tracking(&self) -> bool {
+        self.tracked.is_some()
+    }
+
     fn record(&mut self, keys: Vec<IVec>) {
         if let Some(tracked) = &mut self.tracked {
             tracked.extend(keys);
@@ -55,11 +60,67 @@ impl WriteGate {
     }
 }
 
+/// The key of a staged write: taken as it comes, without a copy (sled copies the key into
+/// its node on insert anyway; a key built for the write, such as a version key, is moved
+/// in, and a key read from the tree is shared).
+#[derive(Debug)]
+pub(crate) enum StagedKey {
+    /// A key built for this write.
+    Owned(Vec<u8>),
+    /// A key read from sled.
+    Shared(IVec),
+}
+
+impl AsRef<[u8]> for StagedKey {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            StagedKey::Owned(key) => key,
+            StagedKey::Shared(key) => key,
+        }
+    }
+}
+
+impl From<Vec<u8>> for StagedKey {
+    fn from(key: Vec<u8>) -> Self {
+        StagedKey::Owned(key)
+    }
+}
+
+impl From<IVec> for StagedKey {
+    fn from(key: IVec) -> Self {
+        StagedKey::Shared(key)
+    }
+}
+
+impl From<&[u8]> for StagedKey {
+    fn from(key: &[u8]) -> Self {
+        StagedKey::Owned(key.to_vec())
+    }
+}
+
+impl<const N: usize> From<&[u8; N]> for StagedKey {
+    fn from(key: &[u8; N]) -> Self {
+        StagedKey::Owned(key.to_vec())
+    }
+}
+
+impl From<&IVec> for StagedKey {
+    fn from(key: &IVec) -> Self {
+        StagedKey::Shared(key.clone())
+    }
+}
+
+impl<const N: usize> From<[u8; N]> for StagedKey {
+    fn from(key: [u8; N]) -> Self {
+        StagedKey::Owned(key.to_vec())
+    }
+}
+
 /// Staged tree writes in order, committed through the gate.
 #[derive(Debug, Default)]
 pub(crate) struct TreeBatch {
     /// `None`: remove the key.
-    writes: Vec<(IVec, Option<IVec>)>,
+    writes: Vec<(StagedKey, Option<IVec>)>,
     inserted: u64,
     removed: u64,
     /// Key and value bytes of the inserted records (the snapshot cadence counts them).
@@ -80,21 +141,21 @@ impl TreeBatch {
 
     /// Stage writing `value` at `key`, a record of the keyspace (a version, a lease): it
     /// counts as added.
-    pub(crate) fn insert(&mut self, key: impl Into<IVec>, value: impl Into<IVec>) {
+    pub(crate) fn insert(&mut self, key: impl Into<StagedKey>, value: impl Into<IVec>) {
         let (key, value) = (key.into(), value.into());
         self.inserted += 1;
-        self.inserted_bytes += (key.len() + value.len()) as u64;
+        self.inserted_bytes += (key.as_ref().len() + value.len()) as u64;
         self.stage(key, Some(value));
     }
 
     /// Stage replacing the value of a fixed metadata key (applied index, revision, ...),
     /// which always exists: it counts as neither added nor deleted.
-    pub(crate) fn overwrite(&mut self, key: impl Into<IVec>, value: impl Into<IVec>) {
+    pub(crate) fn overwrite(&mut self, key: impl Into<StagedKey>, value: impl Into<IVec>) {
         self.stage(key.into(), Some(value.into()));
     }
 
     /// Stage deleting a bookkeeping key (an undo record): it counts as neither.
-    pub(crate) fn discard(&mut self, key: impl Into<IVec>) {
+    pub(crate) fn discard(&mut self, key: impl Into<StagedKey>) {
         self.stage(key.into(), None);
     }
 
@@ -103,9 +164,9 @@ impl TreeBatch {
     pub(crate) fn keys_overwritten_in_place(&self) -> std::collections::BTreeSet<IVec> {
         self.writes
             .iter()
-            .map(|(key, _)| key)
+            .map(|(key, _)| key.as_ref())
             .filter(|key| crate::keys::overwritten_in_place(key))
-            .cloned()
+            .map(IVec::from)
             .collect()
     }
 
@@ -129,12 +190,12 @@ impl TreeBatch {
     }
 
     /// Stage deleting `key`: it counts as deleted.
-    pub(crate) fn remove(&mut self, key: impl Into<IVec>) {
+    pub(crate) fn remove(&mut self, key: impl Into<StagedKey>) {
         self.removed += 1;
         self.stage(key.into(), None);
     }
 
-    fn stage(&mut self, key: IVec, value: Option<IVec>) {
+    fn stage(&mut self, key: StagedKey, value: Option<IVec>) {
         self.writes.push((key, value));
     }
 
@@ -154,18 +215,24 @@ impl TreeBatch {
     pub(crate) fn commit(self, tree: &Generation, gate: &mut WriteGate) -> crate::error::Result<()> {
         let history = self.history.into_records();
         let inserted = self.inserted + history.len() as u64;
-        let mut keys = Vec::with_capacity(history.len() + self.writes.len());
-        let history = history.into_iter().map(|(key, value)| (key, Some(value)));
+        let mut tracked = gate.is_tracking().then(Vec::new);
+        let history = history
+            .into_iter()
+            .map(|(key, value)| (StagedKey::Shared(key), Some(value)));
         for (key, value) in history.chain(self.writes) {
             crate::failpoints::check_write("sm-write")?;
             match value {
-                Some(value) => tree.insert(&key, value)?,
-                None => tree.remove(&key)?,
+                Some(value) => tree.insert(key.as_ref(), value)?,
+                None => tree.remove(key.as_ref())?,
             };
-            keys.push(key);
+            if let Some(tracked) = &mut tracked {
+                tracked.push(IVec::from(key.as_ref()));
+            }
         }
         tree.record_churn(inserted, self.removed);
-        gate.record(keys);
+        if let Some(tracked) = tracked {
+            gate.record(tracked);
+        }
         Ok(())
     }
 }

@@ -306,7 +306,7 @@ fn apply_command(applier: &mut Applier<'_>, command: Command, term: u64, index: 
         } => {
             applier
                 .batch
-                .insert(&keys::member_key(id), codec::encode(&(name, client_urls))?);
+                .insert(keys::member_key(id), codec::encode(&(name, client_urls))?);
             Ok(Response::Done {
                 revision: applier.revision,
             })
