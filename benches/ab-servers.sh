@@ -9,7 +9,9 @@
 # X_PEER_TLS=1: that cluster's members talk mutual TLS (https:// peer URLs, a CA and a
 # certificate made for the run); clients stay plaintext.
 # Workloads: c64-all, c16-all (64 or 16 clients over all members), c1-leader, c1-follower (one client,
-# one connection, to the leader or to a follower). Either build may predate etcd's flags
+# one connection, to the leader or to a follower) put 256-byte values; get-lin, get-ser: 64
+# clients reading 10,000 prefilled keys over all members, linearizable or serializable
+# (CPU per 1,000 reads then). Either build may predate etcd's flags
 # (cluster.sh starts each with the flags it speaks).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -39,22 +41,29 @@ f=[e["Endpoint"] for e in s if e["Endpoint"]!=l][0]; print(l,f)' 2>/dev/null) &&
   done
   if [ -z "$l" ]; then echo "no agreed leader among ${RK_ENDPOINTS}" >&2; exit 1; fi
   LEAD[$sys]=http://$l; FOL[$sys]=http://$f
+  case " ${WORKLOADS:-c64-all} " in
+    *" get-"*) "$BENCH" get --endpoints "${EPS[$sys]}" --clients 16 --key-space 10000 --prefill \
+                 --duration 1s > /dev/null;;
+  esac
 done
 for round in $(seq "${ROUNDS:-6}"); do
   for w in ${WORKLOADS:-c64-all}; do
     order="A B"; if [ $((round % 2)) = 0 ]; then order="B A"; fi
     for sys in $order; do
+      put="put --value-size 256 --key-space 100000"
       case $w in
-        c1-follower) ep=${FOL[$sys]}; args="--clients 1 --conns 1";;
-        c1-leader) ep=${LEAD[$sys]}; args="--clients 1 --conns 1";;
-        c16-all) ep=${EPS[$sys]}; args="--clients 16 --conns 4";;
-        c64-all) ep=${EPS[$sys]}; args="--clients 64 --conns 8";;
+        c1-follower) ep=${FOL[$sys]}; args="$put --clients 1 --conns 1";;
+        c1-leader) ep=${LEAD[$sys]}; args="$put --clients 1 --conns 1";;
+        c16-all) ep=${EPS[$sys]}; args="$put --clients 16 --conns 4";;
+        c64-all) ep=${EPS[$sys]}; args="$put --clients 64 --conns 8";;
+        get-lin) ep=${EPS[$sys]}; args="get --consistency l --key-space 10000 --clients 64 --conns 8";;
+        get-ser) ep=${EPS[$sys]}; args="get --consistency s --key-space 10000 --clients 64 --conns 8";;
         *) echo "unknown workload $w" >&2; exit 2;;
       esac
       # shellcheck disable=SC2086
       c0=$(cpu_seconds ${PID[$sys]})
       # shellcheck disable=SC2086
-      out=$("$BENCH" put --endpoints "$ep" $args --value-size 256 --key-space 100000 --duration "${DUR:-10}s" 2>&1)
+      out=$("$BENCH" $args --endpoints "$ep" --duration "${DUR:-10}s" 2>&1)
       # shellcheck disable=SC2086
       c1=$(cpu_seconds ${PID[$sys]})
       thr=$(echo "$out" | grep -oP 'throughput:\s+\K[0-9,.]+' | tr -d ,)

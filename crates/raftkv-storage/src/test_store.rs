@@ -1,11 +1,19 @@
-//! [`TestStore`]: a store in a temporary directory that unit tests apply commands to
-//! directly, without Raft (one log index per command, in order).
+//! Fixtures of the storage unit tests: [`TestStore`], a store in a temporary directory
+//! that tests apply commands to directly, without Raft (one log index per command, in
+//! order), and [`temporary_tree`], a bare tree for tests of the layout.
 
 use raftkv_core::kv::PutRequest;
 use raftkv_core::{Command, Response};
 
 use crate::apply::lease_tests::entries;
 use crate::{Store, StoreOptions};
+
+/// A tree of a temporary sled database (removed when the last handle drops): for tests of
+/// the tree layout that need no store around it.
+pub(crate) fn temporary_tree() -> sled::Tree {
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    db.open_tree("t").unwrap()
+}
 
 pub(crate) struct TestStore {
     _dir: tempfile::TempDir,

@@ -101,10 +101,7 @@ pub(crate) fn migrate_from_layout_1(tree: &sled::Tree) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn tree() -> sled::Tree {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        db.open_tree("t").unwrap()
-    }
+    use crate::test_store::temporary_tree as tree;
 
     #[test]
     fn an_empty_tree_is_at_revision_1_with_nothing_applied() {

@@ -149,8 +149,7 @@ mod tests {
 
     #[test]
     fn rebuild_attaches_each_key_to_the_lease_of_its_newest_version() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let tree = db.open_tree("t").unwrap();
+        let tree = crate::test_store::temporary_tree();
         let mut pairs = vec![
             (keys::version_key(b"a", 2), put(7)),
             (keys::version_key(b"a", 3), put(0)),

@@ -185,10 +185,7 @@ mod tests {
         tree.insert(keys::history_key(rev, sub), key).unwrap();
     }
 
-    fn tree() -> sled::Tree {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        db.open_tree("t").unwrap()
-    }
+    use crate::test_store::temporary_tree as tree;
 
     #[test]
     fn nothing_above_the_durable_revision_changes_nothing() {

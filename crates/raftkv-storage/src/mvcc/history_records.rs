@@ -308,10 +308,7 @@ pub fn events_between(
 mod tests {
     use super::*;
 
-    fn tree() -> sled::Tree {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        db.open_tree("t").unwrap()
-    }
+    use crate::test_store::temporary_tree as tree;
 
     fn event(revision: Revision, sub: u32, key: &str) -> HistoryEvent {
         HistoryEvent {

@@ -242,8 +242,7 @@ mod tests {
 
     #[test]
     fn build_keeps_the_newest_put_of_each_key_and_drops_deleted_keys() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let tree = db.open_tree("t").unwrap();
+        let tree = crate::test_store::temporary_tree();
         for (key, rev, record) in [
             (&b"a"[..], 2, put()),
             (b"a", 5, put()),
