@@ -43,7 +43,7 @@ f=[e["Endpoint"] for e in s if e["Endpoint"]!=l][0]; print(l,f)' 2>/dev/null) &&
   LEAD[$sys]=http://$l; FOL[$sys]=http://$f
   case " ${WORKLOADS:-c64-all} " in
     *" get-"*) "$BENCH" get --endpoints "${EPS[$sys]}" --clients 16 --key-space 10000 --prefill \
-                 --duration 1s > /dev/null;;
+                 --duration 1s > /dev/null 2>&1;;
   esac
 done
 for round in $(seq "${ROUNDS:-6}"); do
