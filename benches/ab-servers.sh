@@ -20,13 +20,18 @@ install_missing etcdctl:etcd-client python3:python3 openssl:openssl
 make_work_dir ab
 build_release
 declare -A EPS PID LEAD FOL
+# cluster.sh's clean-up kills "${PIDS[@]}" on exit: it must name both clusters' members
+# (reset per cluster, it named B's alone and left A's running after every run).
+ALL_PIDS=()
 for sys in A B; do
-  mkdir -p "$WORK/$sys"; PIDS=()
+  mkdir -p "$WORK/$sys"; PIDS=("${ALL_PIDS[@]}")
   tls_var=${sys}_PEER_TLS; peer_tls=""
   if [ -n "${!tls_var:-}" ]; then peer_tls="$WORK/$sys-pki"; make_peer_certs "$peer_tls"; fi
   SERVER=${!sys} RK_PEER_TLS=$peer_tls start_raftkv_cluster "$WORK/$sys"
   wait_until_writable "$RK_ENDPOINTS" "$WORK/$sys/*.log"
-  EPS[$sys]=$RK_ENDPOINTS; PID[$sys]="${PIDS[*]}"
+  new_pids=("${PIDS[@]:${#ALL_PIDS[@]}}")
+  ALL_PIDS=("${PIDS[@]}")
+  EPS[$sys]=$RK_ENDPOINTS; PID[$sys]="${new_pids[*]}"
   # The leader and a follower, once every member names the same leader (a member that
   # has not heard from one yet leaves the field out).
   l=""
