@@ -278,11 +278,7 @@ impl Node {
             match leader {
                 Some(leader) if leader == self.id() => {
                     self.admit_write(&command)?;
-                    let proposed =
-                        tokio::time::timeout_at(deadline, self.inner.proposer.propose(command.clone(), size))
-                            .await
-                            .map_err(|_| unknown())?;
-                    match proposed {
+                    match self.propose_as_leader(command.clone(), size, deadline).await {
                         Ok(p) => return Ok((p.response, p.log_id.leader_id.term)),
                         // Lost leadership (or its lease) before the entry was appended:
                         // nothing happened.

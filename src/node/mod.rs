@@ -16,6 +16,7 @@ mod builder;
 #[cfg(feature = "testing")]
 mod kill;
 pub(crate) mod lease_deadlines;
+mod propose_as_leader;
 pub(crate) mod quota;
 pub(crate) mod raft_handle;
 pub(crate) mod read_index;

@@ -1,0 +1,84 @@
+//! [`Node::propose_as_leader`]: a proposal through this member's proposer while it leads, with
+//! the one refusal a new leader makes retried at once.
+//!
+//! openraft refuses writes on a leader whose lease no quorum has acknowledged within the
+//! maximum election timeout (`LeaseExpired`, which our proposer reports as `NotLeader`
+//! with no leader named). A leader just elected has no acknowledgement at all until a
+//! follower first answers it, so the writes that reach it in those first milliseconds were
+//! refused, and the callers' retry loops waited up to their 100 ms poll for a leader
+//! change that was not coming. Here such a refusal waits for the next quorum
+//! acknowledgement (or a leader change) and proposes again; nothing was appended, so a
+//! retry is safe.
+
+use std::time::Duration;
+
+use openraft::async_runtime::WatchReceiver;
+use raftkv_core::proposer::Proposed;
+use raftkv_core::{Command, Error, Result};
+use tokio::time::Instant;
+
+use crate::node::Node;
+
+/// The longest wait for an acknowledgement before proposing again anyway.
+const ACK_WAIT: Duration = Duration::from_millis(100);
+
+impl Node {
+    /// Propose `command` (`size`: its encoded length) here, as leader, until `deadline`.
+    /// `Err(Error::NotLeader)` once this member does not lead (nothing was appended).
+    pub(crate) async fn propose_as_leader(
+        &self,
+        command: Command,
+        size: usize,
+        deadline: Instant,
+    ) -> Result<Proposed> {
+        loop {
+            let acked_before = self
+                .inner
+                .raft
+                .metrics()
+                .borrow_watched()
+                .last_quorum_acked
+                .clone();
+            let proposed = tokio::time::timeout_at(deadline, self.inner.proposer.propose(command.clone(), size))
+                .await
+                .map_err(|_| {
+                    Error::Unknown(format!(
+                        "no answer within {:?} (no quorum, or the leader is unreachable); the write may or may not apply",
+                        self.inner.request_timeout
+                    ))
+                })?;
+            match proposed {
+                // Refused without a leader named while this member still leads: its lease.
+                Err(Error::NotLeader { leader_id: None, .. })
+                    if self.leads() && Instant::now() < deadline =>
+                {
+                    // Wait for a quorum acknowledgement later than the one before the
+                    // proposal, or a leader change, at most ACK_WAIT.
+                    let mut metrics = self.inner.raft.metrics();
+                    let id = self.id();
+                    let renewed = async {
+                        loop {
+                            {
+                                let m = metrics.borrow_watched();
+                                let acked =
+                                    m.last_quorum_acked.is_some() && m.last_quorum_acked != acked_before;
+                                if m.current_leader != Some(id) || acked {
+                                    return;
+                                }
+                            }
+                            if metrics.changed().await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                    let _ = tokio::time::timeout_at((Instant::now() + ACK_WAIT).min(deadline), renewed).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn leads(&self) -> bool {
+        self.inner.raft.metrics().borrow_watched().current_leader == Some(self.id())
+    }
+}
