@@ -7,8 +7,9 @@
 //! follower first answers it, so the writes that reach it in those first milliseconds were
 //! refused, and the callers' retry loops waited up to their 100 ms poll for a leader
 //! change that was not coming. Here such a refusal waits for the next quorum
-//! acknowledgement (or a leader change) and proposes again; nothing was appended, so a
-//! retry is safe.
+//! acknowledgement and proposes again (nothing was appended, so a retry is safe); without
+//! one within [`ACK_WAIT`] (a leader cut off from its quorum) or after a leader change,
+//! the refusal stands and the caller follows leader changes as before.
 
 use std::time::Duration;
 
@@ -19,12 +20,13 @@ use tokio::time::Instant;
 
 use crate::node::Node;
 
-/// The longest wait for an acknowledgement before proposing again anyway.
+/// The longest wait for an acknowledgement before the refusal stands.
 const ACK_WAIT: Duration = Duration::from_millis(100);
 
 impl Node {
     /// Propose `command` (`size`: its encoded length) here, as leader, until `deadline`.
-    /// `Err(Error::NotLeader)` once this member does not lead (nothing was appended).
+    /// `Err(Error::NotLeader)`: refused, nothing was appended (this member does not lead,
+    /// or no quorum acknowledged it).
     pub(crate) async fn propose_as_leader(
         &self,
         command: Command,
@@ -53,25 +55,31 @@ impl Node {
                     if self.leads() && Instant::now() < deadline =>
                 {
                     // Wait for a quorum acknowledgement later than the one before the
-                    // proposal, or a leader change, at most ACK_WAIT.
+                    // proposal, at most ACK_WAIT: a leader just elected gets one within a
+                    // round trip. None (a leader cut off from its quorum) or another
+                    // leader: the refusal stands, and the caller follows leader changes.
                     let mut metrics = self.inner.raft.metrics();
                     let id = self.id();
                     let renewed = async {
                         loop {
                             {
                                 let m = metrics.borrow_watched();
-                                let acked =
-                                    m.last_quorum_acked.is_some() && m.last_quorum_acked != acked_before;
-                                if m.current_leader != Some(id) || acked {
-                                    return;
+                                if m.current_leader != Some(id) {
+                                    return false;
+                                }
+                                if m.last_quorum_acked.is_some() && m.last_quorum_acked != acked_before {
+                                    return true;
                                 }
                             }
                             if metrics.changed().await.is_err() {
-                                return;
+                                return false;
                             }
                         }
                     };
-                    let _ = tokio::time::timeout_at((Instant::now() + ACK_WAIT).min(deadline), renewed).await;
+                    let wait = tokio::time::timeout_at((Instant::now() + ACK_WAIT).min(deadline), renewed);
+                    if !wait.await.unwrap_or(false) {
+                        return proposed;
+                    }
                 }
                 other => return other,
             }
