@@ -34,13 +34,7 @@ impl Node {
         deadline: Instant,
     ) -> Result<Proposed> {
         loop {
-            let acked_before = self
-                .inner
-                .raft
-                .metrics()
-                .borrow_watched()
-                .last_quorum_acked
-                .clone();
+            let acked_before = self.inner.raft.metrics().borrow_watched().last_quorum_acked;
             let proposed = tokio::time::timeout_at(deadline, self.inner.proposer.propose(command.clone(), size))
                 .await
                 .map_err(|_| {
