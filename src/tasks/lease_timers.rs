@@ -73,12 +73,8 @@ impl Node {
             });
         }
         let size = raftkv_core::codec::encoded_len(&command).map_err(|e| Error::Internal(e.to_string()))?;
-        let proposed = tokio::time::timeout(
-            self.inner.request_timeout,
-            self.inner.proposer.propose(command, size),
-        )
-        .await
-        .map_err(|_| Error::Unknown("the lease write was not committed in time".into()))??;
+        let deadline = Instant::now() + self.inner.request_timeout;
+        let proposed = self.propose_as_leader(command, size, deadline).await?;
         Ok((proposed.response, proposed.log_id.leader_id.term))
     }
 

@@ -133,10 +133,7 @@ fn roll_back_above(tree: &sled::Tree, revision: Revision) -> Result<RolledBack> 
         // A record never spans two applies (`mvcc/history_records.rs`), so none should
         // start at or below the revision and reach above it; if one does, its events at or
         // below stay: the same first event, so the same chunk key, rewritten in place.
-        let kept = record.events.iter().filter(|e| e.revision <= revision);
-        if let Some((key, value)) =
-            history_records::encode_chunk(kept.map(|e| (e.revision, e.sub, e.key.as_slice())))
-        {
+        if let Some((key, value)) = record.up_to(revision) {
             tree.insert(&key[..], value)?;
         }
     }
