@@ -329,16 +329,17 @@ pub fn events_between(
                 .map_or(true, |r| r.events.first().is_some_and(|e| e.revision <= to))
         })
         .flat_map(move |record| {
-            let events: Vec<Result<HistoryEvent>> = match record {
-                Ok(r) => r
-                    .events
-                    .into_iter()
-                    .filter(|e| e.revision >= from && e.revision <= to)
-                    .map(Ok)
-                    .collect(),
-                Err(e) => vec![Err(e)],
+            // The record's own event list, filtered as it is consumed (no copy per record).
+            let (events, error) = match record {
+                Ok(r) => (r.events, None),
+                Err(e) => (Vec::new(), Some(e)),
             };
-            events
+            error.map(Err).into_iter().chain(
+                events
+                    .into_iter()
+                    .filter(move |e| e.revision >= from && e.revision <= to)
+                    .map(Ok),
+            )
         })
 }
 
