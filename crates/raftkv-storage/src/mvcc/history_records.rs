@@ -441,9 +441,7 @@ mod tests {
         let records = call.into_records();
         assert_eq!(records.len(), 1, "one chunk for the whole call");
         let record = HistoryRecord::decode(records[0].0.clone(), &records[0].1).unwrap();
-        let mut want: Vec<HistoryEvent> = (20..30)
-            .map(|r| event(r, 0, &format!("key{r}")))
-            .collect();
+        let mut want: Vec<HistoryEvent> = (20..30).map(|r| event(r, 0, &format!("key{r}"))).collect();
         want.insert(6, event(25, 1, "second"));
         assert_eq!(record.events, want);
 
