@@ -9,7 +9,8 @@
 //! Files written before 2026-12-06 end with `End` and an FNV-1a 64 checksum instead; the
 //! reader still checks those, because a member keeps its current snapshot file until it
 //! builds the next one and sends it to followers as it is. That is the only reason the
-//! small FNV-1a hasher below stays.
+//! small FNV-1a hasher below stays, and it runs on format 1 files only (format 2 came
+//! after the CRC-32 end, so its files never end the old way).
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
@@ -108,8 +109,9 @@ impl FrameWriter {
 pub(crate) struct FrameReader<R: Read> {
     input: R,
     crc32: crc32fast::Hasher,
-    /// For files written before 2026-12-06 (see the module doc).
-    legacy_fnv: Fnv64,
+    /// For files written before 2026-12-06 (see the module doc): only format 1 files can
+    /// end that way, so only theirs pay for the byte-at-a-time hash.
+    legacy_fnv: Option<Fnv64>,
     pairs: u64,
 }
 
@@ -136,7 +138,7 @@ impl<R: Read> FrameReader<R> {
         Ok(Self {
             input,
             crc32: crc32fast::Hasher::new(),
-            legacy_fnv: Fnv64::new(),
+            legacy_fnv: (found == 1).then(Fnv64::new),
             pairs: 0,
         })
     }
@@ -158,7 +160,15 @@ impl<R: Read> FrameReader<R> {
         self.input.read_exact(&mut raw[4..])?;
         let frame: Frame = codec::decode(&raw[4..])?;
         match &frame {
-            Frame::End { pairs, checksum } => self.check_end(*pairs, *checksum, self.legacy_fnv.0)?,
+            Frame::End { pairs, checksum } => match &self.legacy_fnv {
+                Some(fnv) => self.check_end(*pairs, *checksum, fnv.0)?,
+                None => {
+                    return Err(Error::Corrupt {
+                        what: "snapshot",
+                        detail: "an old-style end frame in a format 2 file".into(),
+                    });
+                }
+            },
             Frame::EndCrc32 { pairs, crc32 } => {
                 let read = self.crc32.clone().finalize();
                 self.check_end(*pairs, u64::from(*crc32), u64::from(read))?
@@ -167,7 +177,9 @@ impl<R: Read> FrameReader<R> {
             Frame::Header(_) => {}
         }
         self.crc32.update(&raw);
-        self.legacy_fnv.update(&raw);
+        if let Some(fnv) = &mut self.legacy_fnv {
+            fnv.update(&raw);
+        }
         Ok((frame, raw))
     }
 
@@ -286,8 +298,16 @@ mod tests {
             Some(Frame::End { pairs: 1, .. })
         ));
         let encoded = end(fnv.0 ^ 1);
-        bytes.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
-        bytes.extend_from_slice(&encoded);
-        assert!(read_all(&bytes).is_err());
+        let mut bad = bytes.clone();
+        bad.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+        bad.extend_from_slice(&encoded);
+        assert!(read_all(&bad).is_err());
+
+        // Format 2 files were never written with the FNV end (the reader does not hash
+        // them that way): one that ends so is refused, even with the right checksum.
+        let mut format2 = good;
+        format2[8..12].copy_from_slice(&2u32.to_be_bytes());
+        let error = read_all(&format2).unwrap_err().to_string();
+        assert!(error.contains("old-style end frame"), "{error}");
     }
 }
