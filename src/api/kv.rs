@@ -267,18 +267,12 @@ impl Node {
         let size = codec::encoded_len(&command).map_err(|e| Error::Internal(e.to_string()))?;
         self.check_quota(&command).await?;
         let deadline = Instant::now() + self.inner.request_timeout;
-        let unknown = || {
-            Error::Unknown(format!(
-                "no answer within {:?} (no quorum, or the leader is unreachable); the write may or may not apply",
-                self.inner.request_timeout
-            ))
-        };
         loop {
             let leader = self.inner.raft.metrics().borrow_watched().current_leader;
             match leader {
                 Some(leader) if leader == self.id() => {
                     self.admit_write(&command)?;
-                    match self.propose_as_leader(command.clone(), size, deadline).await {
+                    match self.propose_as_leader(&command, size, deadline).await {
                         Ok(p) => return Ok((p.response, p.log_id.leader_id.term)),
                         // Lost leadership (or its lease) before the entry was appended:
                         // nothing happened.
@@ -314,7 +308,7 @@ impl Node {
                         }
                     })
                     .await
-                    .map_err(|_| unknown())?
+                    .map_err(|_| self.no_answer_in_time())?
                     .map_err(|()| {
                         Error::Unknown(format!(
                             "the leader changed from {leader} while the forwarded write was in flight; \

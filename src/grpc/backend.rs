@@ -126,7 +126,7 @@ impl ForwardTarget for Node {
         self.admit_write(&command)?;
         let size = raftkv_core::codec::encoded_len(&command).map_err(|e| Error::Internal(e.to_string()))?;
         let deadline = tokio::time::Instant::now() + self.inner.request_timeout;
-        let proposed = self.propose_as_leader(command, size, deadline).await?;
+        let proposed = self.propose_as_leader(&command, size, deadline).await?;
         Ok((proposed.response, proposed.log_id.leader_id.term))
     }
 

@@ -27,22 +27,19 @@ impl Node {
     /// Propose `command` (`size`: its encoded length) here, as leader, until `deadline`.
     /// `Err(Error::NotLeader)`: refused, nothing was appended (this member does not lead,
     /// or no quorum acknowledged it).
+    /// `command` is cloned once per proposal (the retry needs it again).
     pub(crate) async fn propose_as_leader(
         &self,
-        command: Command,
+        command: &Command,
         size: usize,
         deadline: Instant,
     ) -> Result<Proposed> {
         loop {
             let acked_before = self.inner.raft.metrics().borrow_watched().last_quorum_acked;
-            let proposed = tokio::time::timeout_at(deadline, self.inner.proposer.propose(command.clone(), size))
-                .await
-                .map_err(|_| {
-                    Error::Unknown(format!(
-                        "no answer within {:?} (no quorum, or the leader is unreachable); the write may or may not apply",
-                        self.inner.request_timeout
-                    ))
-                })?;
+            let proposed =
+                tokio::time::timeout_at(deadline, self.inner.proposer.propose(command.clone(), size))
+                    .await
+                    .map_err(|_| self.no_answer_in_time())?;
             match proposed {
                 // Refused without a leader named while this member still leads: its lease.
                 Err(Error::NotLeader { leader_id: None, .. })
@@ -78,6 +75,14 @@ impl Node {
                 other => return other,
             }
         }
+    }
+
+    /// A write that got no answer within the request timeout: its outcome is unknown.
+    pub(crate) fn no_answer_in_time(&self) -> Error {
+        Error::Unknown(format!(
+            "no answer within {:?} (no quorum, or the leader is unreachable); the write may or may not apply",
+            self.inner.request_timeout
+        ))
     }
 
     fn leads(&self) -> bool {

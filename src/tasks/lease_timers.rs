@@ -74,7 +74,7 @@ impl Node {
         }
         let size = raftkv_core::codec::encoded_len(&command).map_err(|e| Error::Internal(e.to_string()))?;
         let deadline = Instant::now() + self.inner.request_timeout;
-        let proposed = self.propose_as_leader(command, size, deadline).await?;
+        let proposed = self.propose_as_leader(&command, size, deadline).await?;
         Ok((proposed.response, proposed.log_id.leader_id.term))
     }
 
