@@ -184,7 +184,18 @@ async fn the_compactor_defragments_by_itself_once_the_file_outgrows_its_ratio() 
         stats.last_before_bytes.load(Ordering::Relaxed),
         stats.last_after_bytes.load(Ordering::Relaxed),
     );
-    assert!(after < before, "rewritten from {before} to {after} bytes");
+    // It ran because the file passed the ratio. Whether the copy comes out smaller is
+    // `defragment_shrinks_the_file...`'s to show: at this size sled's own rewrites while
+    // copying (~6 MB for ~400 KiB of values) are as large as the churned file it
+    // replaces (~5.8 MB): the copy came out 1.08-1.18x larger in 4 of 10 runs on
+    // 2026-12-07, before and after the key index kept every revision.
+    assert!(
+        before > auto.ratio * auto.floor_bytes,
+        "started at {before} bytes, below {} x {}",
+        auto.ratio,
+        auto.floor_bytes
+    );
+    assert!(after > 0, "rewritten from {before} to {after} bytes");
     assert!(store.shared.state_file().0 >= 1);
     let expected = visible(&store);
     drop(store);
