@@ -40,6 +40,12 @@ pub enum Workload {
     },
     /// A `Txn` whose always-true compare guards a put of the same key.
     Txn,
+    /// `Range` of every key under `--key-prefix` (etcdctl's `get --prefix`): what a
+    /// list costs, which grows with the keys it returns, never with their history.
+    Range {
+        /// Linearizable or serializable reads.
+        consistency: Consistency,
+    },
 }
 
 impl Workload {
@@ -56,11 +62,17 @@ impl Workload {
                 ..
             } => "get-serializable",
             Workload::Txn => "txn",
+            Workload::Range {
+                consistency: Consistency::Linearizable,
+            } => "range",
+            Workload::Range {
+                consistency: Consistency::Serializable,
+            } => "range-serializable",
         }
     }
 }
 
-/// The read consistency of the `get` workload.
+/// The read consistency of the `get` and `range` workloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Consistency {
     /// Read through the leader's read index (etcd's default).
@@ -207,6 +219,15 @@ enum Sub {
     },
     /// Txn: if version(key) > -1 (always true) then Put(key, value).
     Txn(LoadArgs),
+    /// Range of every key under --key-prefix (linearizable unless --consistency s).
+    /// Write the keys first, e.g. with `put --key-space N --total M` (M / N versions each).
+    Range {
+        #[command(flatten)]
+        load: LoadArgs,
+        /// l = linearizable (through the leader's read index), s = serializable.
+        #[arg(long, value_name = "l|s", value_parser = consistency, default_value = "l")]
+        consistency: Consistency,
+    },
     /// The physical floor: fdatasync of 4 KiB appends in DIR, and a 64-byte round trip
     /// over loopback TCP; p50 and p99 of each.
     Floor {
@@ -297,6 +318,7 @@ where
             consistency,
             prefill,
         } => Command::Load(load.into_config(Workload::Get { consistency, prefill })?),
+        Sub::Range { load, consistency } => Command::Load(load.into_config(Workload::Range { consistency })?),
         Sub::Floor { dir, count, json } => Command::Floor(FloorConfig { dir, count, json }),
     })
 }

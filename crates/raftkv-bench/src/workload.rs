@@ -323,9 +323,21 @@ fn timeout_message() -> String {
 /// The request each operation sends.
 #[derive(Debug, Clone)]
 enum Operation {
-    Put { value: Vec<u8> },
-    Get { serializable: bool },
-    Txn { value: Vec<u8> },
+    Put {
+        value: Vec<u8>,
+    },
+    Get {
+        serializable: bool,
+    },
+    Txn {
+        value: Vec<u8>,
+    },
+    /// Every key in `[key, range_end)`; the key drawn for the operation is not used.
+    Range {
+        serializable: bool,
+        key: Vec<u8>,
+        range_end: Vec<u8>,
+    },
 }
 
 impl Operation {
@@ -337,6 +349,14 @@ impl Operation {
                 serializable: consistency == Consistency::Serializable,
             },
             Workload::Txn => Operation::Txn { value },
+            Workload::Range { consistency } => {
+                let (key, range_end) = crate::watchers::prefix_range(config.key_prefix.as_bytes());
+                Operation::Range {
+                    serializable: consistency == Consistency::Serializable,
+                    key,
+                    range_end,
+                }
+            }
         }
     }
 
@@ -354,6 +374,19 @@ impl Operation {
             Operation::Get { serializable } => {
                 let request = RangeRequest {
                     key,
+                    serializable: *serializable,
+                    ..Default::default()
+                };
+                client.range(request).await.map_err(status_message)?;
+            }
+            Operation::Range {
+                serializable,
+                key,
+                range_end,
+            } => {
+                let request = RangeRequest {
+                    key: key.clone(),
+                    range_end: range_end.clone(),
                     serializable: *serializable,
                     ..Default::default()
                 };

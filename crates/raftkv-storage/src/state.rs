@@ -88,7 +88,7 @@ pub struct StateShared {
     pub(crate) compaction_budget: AtomicU64,
     /// This replica's watchers and the events apply publishes to them.
     pub(crate) watch_hub: WatchHub,
-    /// The newest revision of every live key (`mvcc/key_index.rs`).
+    /// Every key's retained revisions and live keys' newest versions (`mvcc/key_index.rs`).
     pub(crate) key_index: KeyIndex,
     /// When the next snapshot is due (`raft/snapshot_cadence.rs`).
     pub(crate) snapshot_cadence: SnapshotCadence,
@@ -176,7 +176,7 @@ impl StateShared {
         &self.watch_hub
     }
 
-    /// The newest revision of every live key (`mvcc/key_index.rs`).
+    /// Every key's retained revisions and live keys' newest versions (`mvcc/key_index.rs`).
     pub fn key_index(&self) -> &KeyIndex {
         &self.key_index
     }

@@ -89,6 +89,21 @@ fn get_consistency_and_prefill() {
 }
 
 #[test]
+fn range_reads_the_whole_prefix_at_either_consistency() {
+    let config = load("range --endpoints x:1 --key-prefix list/");
+    assert_eq!(
+        config.workload,
+        Workload::Range {
+            consistency: Consistency::Linearizable
+        }
+    );
+    assert_eq!(config.workload.name(), "range");
+    assert_eq!(config.key_prefix, "list/");
+    let config = load("range --endpoints x:1 --consistency s");
+    assert_eq!(config.workload.name(), "range-serializable");
+}
+
+#[test]
 fn conns_are_capped_at_clients() {
     assert_eq!(load("put --endpoints x:1 --clients 2").conns, 2);
 }

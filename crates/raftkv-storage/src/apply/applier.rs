@@ -21,6 +21,7 @@
 //! itself. Grants, revokes and checkpoints are applied in `apply/lease_apply.rs`.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 use raftkv_core::RequestError;
 use raftkv_core::alarm::AlarmMember;
@@ -32,7 +33,7 @@ use crate::apply::lease_table::LeaseRecord;
 use crate::apply::tree_writes::TreeBatch;
 use crate::error::Error;
 use crate::keys;
-use crate::mvcc::key_index::{KeyIndex, KeyMeta};
+use crate::mvcc::key_index::{Change, KeyIndex, KeyMeta};
 use crate::mvcc::{self, VersionRecord};
 use crate::watch::events::EventCollector;
 
@@ -62,7 +63,15 @@ impl From<sled::Error> for ApplyError {
     }
 }
 
-type KeyState = BTreeMap<Vec<u8>, Option<KeyValue>>;
+type KeyState = BTreeMap<Vec<u8>, Written>;
+
+/// A key written by the call so far: its state after the last write (`None`: deleted)
+/// and each write as a [`Change`], in order (what the key index records).
+#[derive(Debug, Clone)]
+pub(crate) struct Written {
+    state: Option<KeyValue>,
+    changes: Vec<Change>,
+}
 
 /// Writes of one `apply()` call.
 pub(crate) struct Applier<'a> {
@@ -154,7 +163,14 @@ impl<'a> Applier<'a> {
                         // with a large delete): take its overlay whole.
                         self.overlay = scope.overlay;
                     } else {
-                        self.overlay.extend(scope.overlay);
+                        for (key, mut written) in scope.overlay {
+                            if let Some(earlier) = self.overlay.get_mut(&key) {
+                                earlier.changes.append(&mut written.changes);
+                                earlier.state = written.state;
+                            } else {
+                                self.overlay.insert(key, written);
+                            }
+                        }
                     }
                     self.watch.events.extend(scope.events);
                     self.attachments.extend(scope.attachments);
@@ -193,8 +209,8 @@ impl<'a> Applier<'a> {
         scope: &RequestScopeHandle,
         key: &[u8],
     ) -> Result<Option<KeyValue>, ApplyError> {
-        if let Some(state) = scope.0.overlay.get(key).or_else(|| self.overlay.get(key)) {
-            return Ok(state.clone());
+        if let Some(written) = scope.0.overlay.get(key).or_else(|| self.overlay.get(key)) {
+            return Ok(written.state.clone());
         }
         match self.index.newest(key) {
             Some(rev) => self.version(key, rev),
@@ -206,7 +222,7 @@ impl<'a> Applier<'a> {
     /// read of the tree (the key index has it).
     pub(crate) fn latest_meta(&self, scope: &RequestScopeHandle, key: &[u8]) -> Option<KeyMeta> {
         match scope.0.overlay.get(key).or_else(|| self.overlay.get(key)) {
-            Some(state) => state.as_ref().map(KeyMeta::of),
+            Some(written) => written.state.as_ref().map(KeyMeta::of),
             None => self.index.meta(key),
         }
     }
@@ -222,11 +238,16 @@ impl<'a> Applier<'a> {
         Ok(mvcc::get_at(self.tree, key, Revision::MAX)?)
     }
 
-    /// The final state of every key this call wrote (`None`: deleted), for the key index.
-    pub(crate) fn written_keys(&self) -> impl Iterator<Item = (&[u8], Option<KeyMeta>)> {
-        self.overlay
-            .iter()
-            .map(|(k, state)| (k.as_slice(), state.as_ref().map(KeyMeta::of)))
+    /// Every key this call wrote, with its writes and final state (`None`: deleted), for
+    /// the key index.
+    pub(crate) fn written_keys(&self) -> impl Iterator<Item = (&[u8], &[Change], Option<KeyMeta>)> {
+        self.overlay.iter().map(|(k, written)| {
+            (
+                k.as_slice(),
+                written.changes.as_slice(),
+                written.state.as_ref().map(KeyMeta::of),
+            )
+        })
     }
 
     /// The live keys in `[key, range_end)` with their newest versions' metadata, as of the
@@ -371,7 +392,14 @@ impl<'a> Applier<'a> {
                 }
                 .into());
             }
-            mvcc::scan_at(self.tree, &req.key, &req.range_end, req.revision)?
+            // Apply holds the write gate: physical compaction deletes nothing meanwhile,
+            // so every fallback is the index out of step with the tree.
+            let (kvs, fallbacks) =
+                mvcc::range_indexed_at(self.tree, self.index, &req.key, &req.range_end, req.revision)?;
+            for _ in 0..fallbacks {
+                self.index.count_miss();
+            }
+            kvs
         };
         let (kvs, more, count) = mvcc::shape_range(kvs, req);
         Ok(RangeResponse {
@@ -485,7 +513,29 @@ impl RequestScopeHandle {
                 scope.attachments.insert((new_lease, key.to_vec()), true);
             }
         }
-        scope.overlay.insert(key.to_vec(), state);
+        let change = if state.is_some() {
+            Change::put(scope.revision)
+        } else {
+            Change::delete(scope.revision)
+        };
+        match scope.overlay.entry(key.to_vec()) {
+            Entry::Occupied(mut written) => {
+                let written = written.get_mut();
+                // One version record per (key, revision): a second write of the key in
+                // the same request replaces the first in the tree, so here too.
+                match written.changes.last_mut() {
+                    Some(last) if last.revision() == change.revision() => *last = change,
+                    _ => written.changes.push(change),
+                }
+                written.state = state;
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(Written {
+                    state,
+                    changes: vec![change],
+                });
+            }
+        }
         Ok(())
     }
 }
@@ -507,7 +557,10 @@ fn overlay_range<'o>(
     };
     let empty = matches!(&upper, Bound::Excluded(end) if end.as_slice() <= key);
     let range = (!empty).then(|| overlay.range((Bound::Included(key.to_vec()), upper)));
-    range.into_iter().flatten()
+    range
+        .into_iter()
+        .flatten()
+        .map(|(key, written)| (key, &written.state))
 }
 
 fn compare_kv(cmp: &Compare, kv: &KeyValue) -> bool {
@@ -535,7 +588,13 @@ mod tests {
     fn overlay_range_takes_etcd_range_forms() {
         let overlay: KeyState = ["a", "b", "ba", "c"]
             .iter()
-            .map(|k| (k.as_bytes().to_vec(), None))
+            .map(|k| {
+                let written = Written {
+                    state: None,
+                    changes: vec![Change::delete(1)],
+                };
+                (k.as_bytes().to_vec(), written)
+            })
             .collect();
         let keys = |key: &str, end: &[u8]| -> Vec<String> {
             overlay_range(&overlay, key.as_bytes(), end)

@@ -34,6 +34,9 @@ pub(crate) struct Chunk {
     pub(crate) history_deleted: usize,
     /// ... and the events they held.
     pub(crate) history_events_deleted: usize,
+    /// Keys whose versions below the target this chunk finishes deleting: once it is
+    /// committed, the key index forgets the same writes (`KeyIndex::prune`).
+    pub(crate) keys_done: HashSet<Vec<u8>>,
 }
 
 impl Chunk {
@@ -80,6 +83,7 @@ pub(crate) fn plan_chunk(
         versions_deleted: 0,
         history_deleted: 0,
         history_events_deleted: 0,
+        keys_done: HashSet::new(),
     };
     let mut finished: HashSet<Vec<u8>> = HashSet::new();
     let mut stopped_at = None;
@@ -119,6 +123,7 @@ pub(crate) fn plan_chunk(
     }
     // Stopped at revision `rev`: its remaining events are found again next time.
     chunk.progress = stopped_at.map_or(target, |rev| rev - 1);
+    chunk.keys_done = finished;
     chunk
         .history
         .overwrite(meta::COMPACT_DONE, codec::encode(&chunk.progress)?);

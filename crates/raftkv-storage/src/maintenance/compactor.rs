@@ -166,7 +166,8 @@ pub(crate) fn step(shared: &StateShared) -> Result<bool> {
         publish(shared, &tree, done);
         return Ok(false);
     }
-    let chunk = plan_chunk(&tree, done, target, MAX_DELETIONS_PER_BATCH)?;
+    let mut chunk = plan_chunk(&tree, done, target, MAX_DELETIONS_PER_BATCH)?;
+    let keys_done = std::mem::take(&mut chunk.keys_done);
     let (versions, history, progress) = (
         chunk.versions_deleted,
         chunk.history_events_deleted,
@@ -183,6 +184,9 @@ pub(crate) fn step(shared: &StateShared) -> Result<bool> {
         chunk
             .commit_versions(&tree, &mut gate)?
             .commit_history(&tree, &mut gate)?;
+        shared
+            .key_index
+            .prune(keys_done.iter().map(Vec::as_slice), target);
     }
     let stats = &shared.compaction_stats;
     stats.batches.fetch_add(1, Ordering::Relaxed);

@@ -2,8 +2,11 @@
 //!
 //! A seeded random run of puts, deletes (single keys and ranges), txns, lease grants and
 //! revokes (which delete keys) and compactions, applied in batches of random size. After
-//! each batch the live index equals one built from scratch from the tree, every key reads
-//! as a plain model of the map says, and after a reopen the rebuilt index is the same.
+//! each batch the live index equals one built from scratch from the tree (every key's
+//! retained writes too, so pruning follows physical compaction exactly), every key reads
+//! as a plain model of the map says, a range read at every earlier batch's revision not
+//! yet compacted answers what the model said then (and what a walk of the tree says),
+//! and after a reopen the rebuilt index is the same.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,7 +16,7 @@ use raftkv_core::Command;
 use raftkv_core::kv::*;
 use raftkv_core::types::{Entry, LogId};
 
-use crate::mvcc::key_index::{KeyIndex, KeyMeta};
+use crate::mvcc::key_index::{Change, KeyIndex, KeyMeta};
 use crate::{Store, StoreOptions};
 
 /// A small deterministic generator (xorshift), so a failure replays.
@@ -41,6 +44,43 @@ fn live_index(store: &Store) -> Vec<(Vec<u8>, KeyMeta)> {
 fn built_index(store: &Store) -> Vec<(Vec<u8>, KeyMeta)> {
     #[allow(clippy::unwrap_used)]
     KeyIndex::build(&store.shared.tree()).unwrap().range(b"", &[0])
+}
+
+/// Every key's retained writes, from the live index and from one built from the tree.
+fn changes(store: &Store) -> (Vec<Vec<Change>>, Vec<Vec<Change>>) {
+    #[allow(clippy::unwrap_used)]
+    let built = KeyIndex::build(&store.shared.tree()).unwrap();
+    let live = (0..KEYS)
+        .map(|i| store.shared.key_index.changes(&key(i)))
+        .collect();
+    (live, (0..KEYS).map(|i| built.changes(&key(i))).collect())
+}
+
+/// (key, value) pairs in key order.
+type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A whole-keyspace range read at `revision`.
+#[allow(clippy::unwrap_used)]
+fn everything_at(store: &Store, revision: Revision) -> Pairs {
+    let request = RangeRequest {
+        key: b"k".to_vec(),
+        range_end: b"l".to_vec(),
+        revision,
+        ..RangeRequest::default()
+    };
+    let kvs = store.reader.range(&request).unwrap().kvs;
+    let tree = store.shared.tree();
+    let walked = crate::mvcc::scan_at(&tree, b"k", b"l", revision).unwrap();
+    assert_eq!(kvs, walked, "the read and the walk disagree at {revision}");
+    // The index's way, whichever way the read took.
+    let (visible, _) = store.shared.key_index.range_at(b"k", b"l", revision);
+    let (by_index, fallbacks) = crate::mvcc::range_by_index(&tree, visible, revision).unwrap();
+    assert_eq!(
+        (by_index, fallbacks),
+        (walked, 0),
+        "index and walk disagree at {revision}"
+    );
+    kvs.into_iter().map(|kv| (kv.key, kv.value)).collect()
 }
 
 /// One random command, and its effect on `model` (key → value) and `leases` (lease → keys).
@@ -124,6 +164,8 @@ async fn the_index_matches_the_tree_after_every_batch_and_a_reopen() {
     let mut leases = Vec::new();
     let mut index = 0u64;
     let mut most_live = 0;
+    // (revision after a batch, the model then) for the reads at earlier revisions.
+    let mut past: Vec<(Revision, Pairs)> = Vec::new();
     for batch in 0..150 {
         let mut entries = Vec::new();
         for _ in 0..=rng.below(6) {
@@ -157,6 +199,21 @@ async fn the_index_matches_the_tree_after_every_batch_and_a_reopen() {
         }
         most_live = most_live.max(model.len());
         assert_eq!(live_index(&store), built_index(&store), "after batch {batch}");
+        let (live_changes, built_changes) = changes(&store);
+        assert_eq!(live_changes, built_changes, "after batch {batch}");
+        past.push((
+            store.shared.revision(),
+            model.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect(),
+        ));
+        let compacted = store.shared.compact_revision();
+        past.retain(|(revision, _)| *revision >= compacted);
+        for (revision, then) in &past {
+            assert_eq!(
+                &everything_at(&store, *revision),
+                then,
+                "at {revision} after batch {batch}"
+            );
+        }
         let live: Vec<Vec<u8>> = live_index(&store).into_iter().map(|(k, _)| k).collect();
         assert_eq!(
             live,

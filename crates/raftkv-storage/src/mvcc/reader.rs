@@ -141,13 +141,12 @@ impl KvReader {
         } else {
             req.revision
         };
-        let kvs: Vec<KeyValue> = if req.range_end.is_empty() {
-            mvcc::get_indexed_at(&tree, &self.shared.key_index, &req.key, rev)
-                .map_err(storage)?
-                .into_iter()
-                .collect()
+        let index = &self.shared.key_index;
+        let (kvs, fallbacks): (Vec<KeyValue>, usize) = if req.range_end.is_empty() {
+            let kv = mvcc::get_indexed_at(&tree, index, &req.key, rev).map_err(storage)?;
+            (kv.into_iter().collect(), 0)
         } else {
-            mvcc::scan_at(&tree, &req.key, &req.range_end, rev).map_err(storage)?
+            mvcc::range_indexed_at(&tree, index, &req.key, &req.range_end, rev).map_err(storage)?
         };
         after_scan(rev);
         // The scan may have raced with physical compaction. The compactor deletes for a
@@ -164,6 +163,14 @@ impl KvReader {
                 requested: rev,
                 compacted,
             }));
+        }
+        if fallbacks > 0 {
+            // Not compacted past `rev` meanwhile, so the index named versions the tree
+            // never had: a bug (the scan answered them correctly).
+            for _ in 0..fallbacks {
+                index.count_miss();
+            }
+            tracing::error!(fallbacks, rev, "key index names versions the tree lacks");
         }
         let (kvs, more, count) = mvcc::shape_range(kvs, req);
         Ok(Ok(RangeResponse {
