@@ -45,6 +45,10 @@ pub enum Workload {
     Range {
         /// Linearizable or serializable reads.
         consistency: Consistency,
+        /// At most this many keys per answer (0: all), as a paginated list asks.
+        limit: i64,
+        /// Ask for the count alone.
+        count_only: bool,
     },
 }
 
@@ -64,9 +68,11 @@ impl Workload {
             Workload::Txn => "txn",
             Workload::Range {
                 consistency: Consistency::Linearizable,
+                ..
             } => "range",
             Workload::Range {
                 consistency: Consistency::Serializable,
+                ..
             } => "range-serializable",
         }
     }
@@ -227,6 +233,12 @@ enum Sub {
         /// l = linearizable (through the leader's read index), s = serializable.
         #[arg(long, value_name = "l|s", value_parser = consistency, default_value = "l")]
         consistency: Consistency,
+        /// At most N keys per answer (0: all), as a paginated list asks.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        limit: i64,
+        /// Ask for the count alone (etcdctl's --count-only).
+        #[arg(long)]
+        count_only: bool,
     },
     /// The physical floor: fdatasync of 4 KiB appends in DIR, and a 64-byte round trip
     /// over loopback TCP; p50 and p99 of each.
@@ -318,7 +330,16 @@ where
             consistency,
             prefill,
         } => Command::Load(load.into_config(Workload::Get { consistency, prefill })?),
-        Sub::Range { load, consistency } => Command::Load(load.into_config(Workload::Range { consistency })?),
+        Sub::Range {
+            load,
+            consistency,
+            limit,
+            count_only,
+        } => Command::Load(load.into_config(Workload::Range {
+            consistency,
+            limit,
+            count_only,
+        })?),
         Sub::Floor { dir, count, json } => Command::Floor(FloorConfig { dir, count, json }),
     })
 }

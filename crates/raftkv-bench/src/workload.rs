@@ -337,6 +337,8 @@ enum Operation {
         serializable: bool,
         key: Vec<u8>,
         range_end: Vec<u8>,
+        limit: i64,
+        count_only: bool,
     },
 }
 
@@ -349,12 +351,18 @@ impl Operation {
                 serializable: consistency == Consistency::Serializable,
             },
             Workload::Txn => Operation::Txn { value },
-            Workload::Range { consistency } => {
+            Workload::Range {
+                consistency,
+                limit,
+                count_only,
+            } => {
                 let (key, range_end) = crate::watchers::prefix_range(config.key_prefix.as_bytes());
                 Operation::Range {
                     serializable: consistency == Consistency::Serializable,
                     key,
                     range_end,
+                    limit,
+                    count_only,
                 }
             }
         }
@@ -383,11 +391,15 @@ impl Operation {
                 serializable,
                 key,
                 range_end,
+                limit,
+                count_only,
             } => {
                 let request = RangeRequest {
                     key: key.clone(),
                     range_end: range_end.clone(),
                     serializable: *serializable,
+                    limit: *limit,
+                    count_only: *count_only,
                     ..Default::default()
                 };
                 client.range(request).await.map_err(status_message)?;

@@ -94,13 +94,23 @@ fn range_reads_the_whole_prefix_at_either_consistency() {
     assert_eq!(
         config.workload,
         Workload::Range {
-            consistency: Consistency::Linearizable
+            consistency: Consistency::Linearizable,
+            limit: 0,
+            count_only: false,
         }
     );
     assert_eq!(config.workload.name(), "range");
     assert_eq!(config.key_prefix, "list/");
-    let config = load("range --endpoints x:1 --consistency s");
+    let config = load("range --endpoints x:1 --consistency s --limit 500 --count-only");
     assert_eq!(config.workload.name(), "range-serializable");
+    assert_eq!(
+        config.workload,
+        Workload::Range {
+            consistency: Consistency::Serializable,
+            limit: 500,
+            count_only: true,
+        }
+    );
 }
 
 #[test]

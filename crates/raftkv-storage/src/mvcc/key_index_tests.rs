@@ -76,10 +76,32 @@ fn everything_at(store: &Store, revision: Revision) -> Pairs {
     let (visible, _) = store.shared.key_index.range_at(b"k", b"l", revision);
     let (by_index, fallbacks) = crate::mvcc::range_by_index(&tree, visible, revision).unwrap();
     assert_eq!(
-        (by_index, fallbacks),
-        (walked, 0),
+        (&by_index, fallbacks),
+        (&walked, 0),
         "index and walk disagree at {revision}"
     );
+    // Counts, limits (a paginated list) and keys-only answer as a walk shaped by hand.
+    for (limit, count_only, keys_only) in [
+        (1, false, false),
+        (3, false, true),
+        (100, false, false),
+        (0, true, false),
+        (2, true, false),
+    ] {
+        let request = RangeRequest {
+            limit,
+            count_only,
+            keys_only,
+            ..request.clone()
+        };
+        let got = store.reader.range(&request).unwrap();
+        let (kvs, more, count) = crate::mvcc::shape_range(walked.clone(), &request);
+        assert_eq!(
+            (got.kvs, got.more, got.count),
+            (kvs, more, count),
+            "limit {limit} count_only {count_only} keys_only {keys_only} at {revision}"
+        );
+    }
     kvs.into_iter().map(|kv| (kv.key, kv.value)).collect()
 }
 

@@ -141,6 +141,66 @@ pub(crate) fn range_by_index(
     Ok((out, fallbacks))
 }
 
+/// A range answer read from the index where the request's shape asks for fewer versions
+/// than its range holds, shaped as [`shape_range`] would.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LimitedAnswer {
+    /// The key-values returned.
+    pub kvs: Vec<KeyValue>,
+    /// Whether the range holds more keys than returned.
+    pub more: bool,
+    /// Keys in the range.
+    pub count: i64,
+    /// Versions the index named that the tree lacked (see [`range_by_index`]).
+    pub fallbacks: usize,
+}
+
+/// `req` answered at `rev` reading only the versions it returns, where its shape allows:
+/// a count alone reads none (etcd's `--count-only`, which Kubernetes sends for its
+/// object counts), and a limit in key order (a paginated list) reads only the first
+/// `limit`; the count comes from the index. `None` where every version is needed
+/// anyway: no limit, revision filters (they apply before the limit), or another order.
+pub fn range_by_index_limited(
+    tree: &sled::Tree,
+    index: &KeyIndex,
+    req: &RangeRequest,
+    rev: Revision,
+) -> Result<Option<LimitedAnswer>> {
+    let filtered = req.min_mod_revision > 0
+        || req.max_mod_revision > 0
+        || req.min_create_revision > 0
+        || req.max_create_revision > 0;
+    let key_order =
+        req.sort_target == SortTarget::Key && matches!(req.sort_order, SortOrder::None | SortOrder::Ascend);
+    if filtered || !(req.count_only || (req.limit > 0 && key_order)) {
+        return Ok(None);
+    }
+    let (mut visible, _) = index.range_at(&req.key, &req.range_end, rev);
+    let count = visible.len() as i64;
+    if req.count_only {
+        return Ok(Some(LimitedAnswer {
+            kvs: Vec::new(),
+            more: false,
+            count,
+            fallbacks: 0,
+        }));
+    }
+    let more = count > req.limit;
+    visible.truncate(usize::try_from(req.limit).unwrap_or(usize::MAX));
+    let (mut kvs, fallbacks) = range_by_index(tree, visible, rev)?;
+    if req.keys_only {
+        for kv in &mut kvs {
+            kv.value.clear();
+        }
+    }
+    Ok(Some(LimitedAnswer {
+        kvs,
+        more,
+        count,
+        fallbacks,
+    }))
+}
+
 /// Every key in `[key, range_end)` (etcd's forms) as it was at `rev`, in key order, from
 /// the tree alone (every version of every key in the range is walked).
 pub fn scan_at(tree: &sled::Tree, key: &[u8], range_end: &[u8], rev: Revision) -> Result<Vec<KeyValue>> {

@@ -142,7 +142,14 @@ impl KvReader {
             req.revision
         };
         let index = &self.shared.key_index;
-        let (kvs, fallbacks): (Vec<KeyValue>, usize) = if req.range_end.is_empty() {
+        let limited = if req.range_end.is_empty() {
+            None
+        } else {
+            mvcc::range_by_index_limited(&tree, index, req, rev).map_err(storage)?
+        };
+        let (kvs, fallbacks): (Vec<KeyValue>, usize) = if let Some(limited) = &limited {
+            (Vec::new(), limited.fallbacks)
+        } else if req.range_end.is_empty() {
             let kv = mvcc::get_indexed_at(&tree, index, &req.key, rev).map_err(storage)?;
             (kv.into_iter().collect(), 0)
         } else {
@@ -172,7 +179,10 @@ impl KvReader {
             }
             tracing::error!(fallbacks, rev, "key index names versions the tree lacks");
         }
-        let (kvs, more, count) = mvcc::shape_range(kvs, req);
+        let (kvs, more, count) = match limited {
+            Some(limited) => (limited.kvs, limited.more, limited.count),
+            None => mvcc::shape_range(kvs, req),
+        };
         Ok(Ok(RangeResponse {
             header: ResponseHeader {
                 revision: current,
