@@ -141,6 +141,9 @@ pub struct KeyIndex {
     misses: AtomicU64,
 }
 
+/// Keys a range read visits per hold of the index's lock (see [`KeyIndex::range_at`]).
+pub const KEYS_PER_LOCK: usize = 1024;
+
 /// Lower and upper bound of a range of keys.
 type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 
@@ -236,20 +239,38 @@ impl KeyIndex {
     /// of the version a read at `rev` sees, in key order; and how many changes the index
     /// retains for the keys in the range, live or not (the records a walk of the tree
     /// over the range would step through).
+    ///
+    /// The map is read [`KEYS_PER_LOCK`] keys at a time, so a list of many keys holds up
+    /// apply's update for a moment at a time, not for the whole list. Between two holds
+    /// only changes above `rev` are added, and pruning removes only changes no read at or
+    /// above the compact revision sees, so the answer is the same as in one hold.
     pub fn range_at(&self, key: &[u8], range_end: &[u8], rev: Revision) -> (Vec<(Vec<u8>, Revision)>, usize) {
-        let Some(bounds) = bounds(key, range_end) else {
+        let Some((lower, upper)) = bounds(key, range_end) else {
             return (Vec::new(), 0);
         };
-        let keys = self.keys.read();
+        let mut visible = Vec::new();
         let mut retained = 0;
-        let visible = keys
-            .range::<[u8], _>(bounds)
-            .filter_map(|(k, entry)| {
+        let mut from: Bound<Vec<u8>> = lower.map(<[u8]>::to_vec);
+        loop {
+            let keys = self.keys.read();
+            let mut held = 0;
+            let mut last: Option<&[u8]> = None;
+            for (k, entry) in keys.range::<[u8], _>((from.as_ref().map(Vec::as_slice), upper)) {
+                if held == KEYS_PER_LOCK {
+                    break;
+                }
+                held += 1;
+                last = Some(k);
                 retained += entry.changes.len();
-                Some((k.to_vec(), entry.visible_at(rev)?))
-            })
-            .collect();
-        (visible, retained)
+                if let Some(r) = entry.visible_at(rev) {
+                    visible.push((k.to_vec(), r));
+                }
+            }
+            match last {
+                Some(k) if held == KEYS_PER_LOCK => from = Bound::Excluded(k.to_vec()),
+                _ => return (visible, retained),
+            }
+        }
     }
 
     /// The retained changes of `key`, oldest first (tests and diagnostics).
@@ -540,5 +561,22 @@ mod tests {
         assert_eq!(before, after);
         assert_eq!(index.range_at(b"", &[0], 8).1, 4, "the changes left to walk");
         assert_eq!(index.len(), 2);
+    }
+
+    #[test]
+    fn a_range_over_more_keys_than_one_lock_hold_visits_every_key_once() {
+        let index = KeyIndex::default();
+        let names: Vec<Vec<u8>> = (0..KEYS_PER_LOCK * 2 + 7)
+            .map(|i| format!("k{i:06}").into_bytes())
+            .collect();
+        let changes = [Change::put(1), Change::put(2)];
+        index.update(names.iter().map(|k| (k.as_slice(), &changes[..], at(2))));
+        let (visible, retained) = index.range_at(b"k", b"l", 2);
+        assert_eq!(visible.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), names);
+        assert_eq!(retained, names.len() * 2);
+        // Bounds inside the map, across a hold's boundary.
+        let (visible, _) = index.range_at(&names[1000], &names[1030], 1);
+        assert_eq!(visible.len(), 30);
+        assert!(visible.iter().all(|(_, r)| *r == 1));
     }
 }
