@@ -298,6 +298,7 @@ impl Store {
             defrag_running: Default::default(),
             revision: AtomicI64::new(revision),
             compact_revision: AtomicI64::new(compact_revision),
+            switch_epoch: AtomicU64::new(0),
             applied: Arc::new(Watermark::new(applied_index)),
             synced_applied: AtomicU64::new(applied_index),
             synced_revision: AtomicI64::new(revision),

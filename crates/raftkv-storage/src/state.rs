@@ -54,6 +54,9 @@ pub struct StateShared {
     pub(crate) defrag_running: parking_lot::Mutex<()>,
     pub(crate) revision: AtomicI64,
     pub(crate) compact_revision: AtomicI64,
+    /// Odd while a snapshot install switches tree, key index and revisions (a seqlock:
+    /// `begin_switch`, `end_switch`); readers that saw it change read again.
+    pub(crate) switch_epoch: AtomicU64,
     pub(crate) applied: Arc<Watermark>,
     /// The applied index covered by the last completed `sync_durable`.
     pub(crate) synced_applied: AtomicU64,
@@ -189,6 +192,28 @@ impl StateShared {
 
     pub(crate) fn tree(&self) -> Arc<Generation> {
         self.active.load_full()
+    }
+
+    /// A snapshot install starts switching tree, key index and revisions.
+    pub(crate) fn begin_switch(&self) {
+        self.switch_epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The switch is complete.
+    pub(crate) fn end_switch(&self) {
+        self.switch_epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The switch epoch, once no switch is under way (odd: one is; it takes a few
+    /// stores, so this yields until it ends). A reader compares it before and after.
+    pub(crate) fn settled_switch_epoch(&self) -> u64 {
+        loop {
+            let epoch = self.switch_epoch.load(Ordering::Acquire);
+            if epoch.is_multiple_of(2) {
+                return epoch;
+            }
+            std::thread::yield_now();
+        }
     }
 
     /// Make the state machine durable up to what is applied now (flush + fdatasync).

@@ -102,11 +102,13 @@ pub(crate) fn plan_chunk(
             first_unprocessed.get_or_insert(event.revision);
             let key_done = finished.contains(&event.key)
                 || delete_superseded(tree, &event.key, target, &mut chunk, budget)?;
+            if key_done {
+                finished.insert(event.key.clone());
+            }
             if !key_done || chunk.deletions() >= budget {
                 stopped_at = Some(event.revision);
                 break 'records;
             }
-            finished.insert(event.key.clone());
         }
         // The target's own events stay, so a watch can start at the compact revision (as
         // on etcd): a record holding any goes with the next compaction. The record needs a

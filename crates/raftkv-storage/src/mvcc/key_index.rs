@@ -15,7 +15,7 @@
 //! its value ([`KeyMeta`]: revisions, version, lease). So apply overwrites or deletes a
 //! key without reading its record unless someone needs the old value (a `prev_kv`, a
 //! watcher's previous value, a value compare). "Retained": physical compaction removes
-//! a key's changes as it deletes their versions ([`KeyIndex::prune`]); until then a read
+//! a key's changes as it deletes their versions (`KeyIndex::prune`); until then a read
 //! at or above the compact revision never looks at them.
 //!
 //! It is derived state, never written to disk: `Store::open` builds it from the `v`
@@ -25,9 +25,10 @@
 //! at or below `R`; changes above `R` it ignores. Across a snapshot install a reader may
 //! pair one tree with the other tree's index: both describe the same history, so they
 //! agree at every revision both still hold, and a read below the new compact revision is
-//! refused by the reader's re-check (`mvcc/reader.rs`). A version the index names that
-//! the tree lacks (a bug if ever) is read by a scan instead and counted
-//! ([`KeyIndex::misses`]).
+//! refused by the reader's re-check (`mvcc/reader.rs`), and a read that overlaps the
+//! install's switch of tree, index and revisions reads again (its seqlock,
+//! `StateShared::switch_epoch`). A version the index names that the tree lacks (a bug
+//! if ever) is read by a scan instead; a range counts it ([`KeyIndex::misses`]).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -201,10 +202,16 @@ impl KeyIndex {
     }
 
     /// Take over the contents of `other` (a snapshot install switches to a new tree).
-    pub(crate) fn replace(&self, other: KeyIndex) {
-        let mut keys = self.keys.write();
-        *keys = other.keys.into_inner();
-        self.live.store(other.live.into_inner(), Ordering::Relaxed);
+    /// Returns the old contents, for the caller to drop once the switch is done: freeing
+    /// millions of entries under the lock would hold up every read of the index.
+    pub(crate) fn replace(&self, other: KeyIndex) -> KeyIndex {
+        let keys = std::mem::replace(&mut *self.keys.write(), other.keys.into_inner());
+        let live = self.live.swap(other.live.into_inner(), Ordering::Relaxed);
+        KeyIndex {
+            keys: RwLock::new(keys),
+            live: AtomicU64::new(live),
+            misses: AtomicU64::new(0),
+        }
     }
 
     /// The revision of `key`'s newest version, if the key is live.
@@ -408,175 +415,4 @@ fn add_group(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    fn put() -> Vec<u8> {
-        put_of(1, 1, 0)
-    }
-
-    fn put_of(create_revision: Revision, version: i64, lease: i64) -> Vec<u8> {
-        codec::encode(&VersionRecord::Put {
-            create_revision,
-            version,
-            lease,
-            value: b"x".to_vec(),
-            sub: 0,
-        })
-        .unwrap()
-    }
-
-    fn delete() -> Vec<u8> {
-        codec::encode(&VersionRecord::Delete { sub: 0 }).unwrap()
-    }
-
-    #[test]
-    fn build_keeps_every_change_and_the_newest_put_of_each_live_key() {
-        let tree = crate::test_store::temporary_tree();
-        for (key, rev, record) in [
-            (&b"a"[..], 2, put()),
-            (b"a", 5, put()),
-            (b"a\x00", 3, put()), // escaping: "a" and "a\0" are different keys
-            (b"b", 4, put()),
-            (b"b", 6, delete()),
-            (b"c", 7, delete()),
-            (b"c", 8, put_of(8, 1, 77)),
-        ] {
-            tree.insert(keys::version_key(key, rev), record).unwrap();
-        }
-        tree.insert(keys::history_key(9, 0), b"a".to_vec()).unwrap();
-        let index = KeyIndex::build(&tree).unwrap();
-        assert_eq!(index.len(), 3);
-        assert_eq!(index.keys_held(), 4);
-        assert_eq!(index.newest(b"a"), Some(5));
-        assert_eq!(index.newest(b"a\x00"), Some(3));
-        assert_eq!(index.newest(b"b"), None);
-        assert_eq!(index.changes(b"b"), vec![Change::put(4), Change::delete(6)]);
-        assert_eq!(index.newest(b"c"), Some(8));
-        let c = KeyMeta {
-            mod_revision: 8,
-            create_revision: 8,
-            version: 1,
-            lease: 77,
-        };
-        assert_eq!(index.meta(b"c"), Some(c));
-        // What a read at each revision sees.
-        assert_eq!(index.visible_at(b"a", 1), None);
-        assert_eq!(index.visible_at(b"a", 4), Some(2));
-        assert_eq!(index.visible_at(b"a", 9), Some(5));
-        assert_eq!(index.visible_at(b"b", 5), Some(4));
-        assert_eq!(index.visible_at(b"b", 6), None);
-        assert_eq!(index.visible_at(b"c", 7), None);
-        assert_eq!(
-            index.range_at(b"", &[0], 5),
-            (
-                vec![(b"a".to_vec(), 5), (b"a\x00".to_vec(), 3), (b"b".to_vec(), 4)],
-                7
-            )
-        );
-        assert_eq!(
-            index.range_at(b"a", b"c", 9),
-            (vec![(b"a".to_vec(), 5), (b"a\x00".to_vec(), 3)], 5)
-        );
-    }
-
-    fn at(rev: Revision) -> Option<KeyMeta> {
-        Some(KeyMeta {
-            mod_revision: rev,
-            create_revision: rev,
-            version: 1,
-            lease: 0,
-        })
-    }
-
-    #[test]
-    fn range_follows_etcds_forms_and_update_applies_puts_and_deletes() {
-        let index = KeyIndex::default();
-        index.update([
-            (&b"a"[..], &[Change::put(1)][..], at(1)),
-            (b"b", &[Change::put(2)], at(2)),
-            (b"c", &[Change::put(3)], at(3)),
-        ]);
-        let keys_of = |r: Vec<(Vec<u8>, KeyMeta)>| r.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
-        assert_eq!(keys_of(index.range(b"b", b"")), vec![b"b".to_vec()]);
-        assert_eq!(
-            keys_of(index.range(b"a", b"c")),
-            vec![b"a".to_vec(), b"b".to_vec()]
-        );
-        assert_eq!(
-            keys_of(index.range(b"b", &[0])),
-            vec![b"b".to_vec(), b"c".to_vec()]
-        );
-        assert!(index.range(b"c", b"a").is_empty());
-        assert!(index.range_at(b"c", b"a", 3).0.is_empty());
-        index.update([
-            (&b"b"[..], &[Change::delete(4)][..], None),
-            (b"c", &[Change::put(5), Change::put(6)], at(6)),
-        ]);
-        assert_eq!(
-            index.range(b"a", &[0]),
-            vec![(b"a".to_vec(), at(1).unwrap()), (b"c".to_vec(), at(6).unwrap())]
-        );
-        assert_eq!(index.len(), 2);
-        assert_eq!(
-            index.range_at(b"", &[0], 3).0,
-            vec![(b"a".to_vec(), 1), (b"b".to_vec(), 2), (b"c".to_vec(), 3)]
-        );
-        assert_eq!(index.visible_at(b"c", 5), Some(5));
-        // A replay of the same writes leaves the index as it was.
-        index.update([(&b"c"[..], &[Change::put(5), Change::put(6)][..], at(6))]);
-        assert_eq!(
-            index.changes(b"c"),
-            vec![Change::put(3), Change::put(5), Change::put(6)]
-        );
-    }
-
-    #[test]
-    fn prune_forgets_what_compaction_deletes_and_keeps_what_reads_above_it_see() {
-        let index = KeyIndex::default();
-        index.update([
-            (
-                &b"live"[..],
-                &[Change::put(1), Change::put(3), Change::put(7)][..],
-                at(7),
-            ),
-            (b"gone", &[Change::put(2), Change::delete(4)], None),
-            (b"at-target", &[Change::put(2), Change::delete(5)], None),
-            (
-                b"reborn",
-                &[Change::put(1), Change::delete(2), Change::put(6)],
-                at(6),
-            ),
-        ]);
-        let before: Vec<_> = (5..=8).map(|r| index.range_at(b"", &[0], r).0).collect();
-        index.prune([&b"live"[..], b"gone", b"at-target", b"reborn", b"unknown"], 5);
-        assert_eq!(index.changes(b"live"), vec![Change::put(3), Change::put(7)]);
-        assert_eq!(index.changes(b"gone"), vec![]);
-        assert_eq!(index.keys_held(), 3, "a deleted key with nothing left goes");
-        // A tombstone at the target stays, as compaction keeps its version record.
-        assert_eq!(index.changes(b"at-target"), vec![Change::delete(5)]);
-        assert_eq!(index.changes(b"reborn"), vec![Change::put(6)]);
-        let after: Vec<_> = (5..=8).map(|r| index.range_at(b"", &[0], r).0).collect();
-        assert_eq!(before, after);
-        assert_eq!(index.range_at(b"", &[0], 8).1, 4, "the changes left to walk");
-        assert_eq!(index.len(), 2);
-    }
-
-    #[test]
-    fn a_range_over_more_keys_than_one_lock_hold_visits_every_key_once() {
-        let index = KeyIndex::default();
-        let names: Vec<Vec<u8>> = (0..KEYS_PER_LOCK * 2 + 7)
-            .map(|i| format!("k{i:06}").into_bytes())
-            .collect();
-        let changes = [Change::put(1), Change::put(2)];
-        index.update(names.iter().map(|k| (k.as_slice(), &changes[..], at(2))));
-        let (visible, retained) = index.range_at(b"k", b"l", 2);
-        assert_eq!(visible.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), names);
-        assert_eq!(retained, names.len() * 2);
-        // Bounds inside the map, across a hold's boundary.
-        let (visible, _) = index.range_at(&names[1000], &names[1030], 1);
-        assert_eq!(visible.len(), 30);
-        assert!(visible.iter().all(|(_, r)| *r == 1));
-    }
-}
+mod tests;

@@ -97,12 +97,12 @@ pub fn walk_is_cheaper(retained: usize, keys: usize) -> bool {
 }
 
 /// Every key in `[key, range_end)` (etcd's forms) as it was at `rev`, in key order.
-/// Where the keys have versions behind them, by the index ([`range_by_index`]), so the
+/// Where the keys have versions behind them, by the index (`range_by_index`), so the
 /// cost is per key whatever the history behind it; otherwise ([`walk_is_cheaper`]) by
 /// the walk of the tree ([`scan_at`]), which then steps through about as many records,
 /// each cheaper than a point read. `rev` must be at or above the compact
 /// revision. Returns the answer and how many versions the index named that the tree
-/// lacked, for the caller to judge (see [`range_by_index`]).
+/// lacked, for the caller to judge (see `range_by_index`).
 pub fn range_indexed_at(
     tree: &sled::Tree,
     index: &KeyIndex,
@@ -151,7 +151,7 @@ pub struct LimitedAnswer {
     pub more: bool,
     /// Keys in the range.
     pub count: i64,
-    /// Versions the index named that the tree lacked (see [`range_by_index`]).
+    /// Versions the index named that the tree lacked (see `range_by_index`).
     pub fallbacks: usize,
 }
 

@@ -9,6 +9,7 @@
 //! [`KvReader::range`]).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use raftkv_core::kv::{KeyValue, RangeRequest, RangeResponse, ResponseHeader, Revision};
 use raftkv_core::{Error, RequestError, Watermark, codec};
@@ -27,6 +28,9 @@ pub struct KvReader {
 
 /// Attempts of a read of the current revision that keeps being compacted mid-scan.
 const LATEST_READ_ATTEMPTS: u32 = 3;
+
+/// Attempts of a read that keeps overlapping snapshot installs' switches.
+const SWITCH_READ_ATTEMPTS: u32 = 8;
 
 fn storage(e: impl std::fmt::Display) -> Error {
     Error::Storage(e.to_string())
@@ -114,8 +118,29 @@ impl KvReader {
         }
     }
 
-    /// One attempt: `Ok(Err(_))` if the revision was compacted during the scan.
+    /// One attempt: `Ok(Err(_))` if the revision was compacted during the scan. Read
+    /// again (a few times) if a snapshot install switched the state meanwhile: the read
+    /// may have paired the old tree with the new index or revisions (`raft/snapshot.rs`).
     fn range_once(
+        &self,
+        req: &RangeRequest,
+        after_scan: &dyn Fn(Revision),
+    ) -> Result<Result<RangeResponse, RequestError>, Error> {
+        for _ in 0..SWITCH_READ_ATTEMPTS {
+            let epoch = self.shared.settled_switch_epoch();
+            let outcome = self.range_pinned(req, after_scan)?;
+            if self.shared.switch_epoch.load(Ordering::Acquire) == epoch {
+                return Ok(outcome);
+            }
+            tracing::debug!("a snapshot install switched the state during the read; reading again");
+        }
+        Err(Error::Timeout(format!(
+            "snapshot installs switched the state during {SWITCH_READ_ATTEMPTS} reads in a row"
+        )))
+    }
+
+    /// The read at a pinned revision, against whatever tree and index it loads.
+    fn range_pinned(
         &self,
         req: &RangeRequest,
         after_scan: &dyn Fn(Revision),
@@ -333,5 +358,55 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, Error::Request(RequestError::Compacted { .. })));
         assert_eq!(calls.get(), LATEST_READ_ATTEMPTS);
+    }
+
+    /// A snapshot install's switch (tree, key index, revisions) that overlaps a read makes
+    /// it read again, at an explicit revision too; reads that keep overlapping one give up
+    /// with an error instead of spinning. The hook stands in for the install.
+    #[test]
+    fn a_read_that_overlaps_a_state_switch_reads_again() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        for (n, value) in ["a", "b"].into_iter().enumerate() {
+            runtime
+                .block_on(
+                    store
+                        .state_machine
+                        .apply_committed([put(n as u64 + 1, "k", value)]),
+                )
+                .unwrap();
+        }
+        let switch = || {
+            store.shared.begin_switch();
+            store.shared.end_switch();
+        };
+        let calls = Cell::new(0);
+        let at_2 = RangeRequest::prefix("k").with_revision(2);
+        let response = store
+            .reader
+            .range_with_hook(&at_2, &|_| {
+                calls.set(calls.get() + 1);
+                if calls.get() == 1 {
+                    switch();
+                }
+            })
+            .unwrap();
+        assert_eq!(calls.get(), 2, "read again after the switch");
+        assert_eq!(response.kvs[0].value, b"a");
+        let calls = Cell::new(0);
+        let err = store
+            .reader
+            .range_with_hook(&RangeRequest::key("k"), &|_| {
+                calls.set(calls.get() + 1);
+                switch();
+            })
+            .unwrap_err();
+        assert!(matches!(err, Error::Timeout(_)), "{err:?}");
+        assert_eq!(calls.get(), SWITCH_READ_ATTEMPTS);
     }
 }

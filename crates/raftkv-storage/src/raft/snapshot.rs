@@ -387,14 +387,19 @@ pub(crate) fn install(shared: &StateShared, meta: &SnapshotMetaOf, mut file: Fil
     // The switch: `state.current`, made durable.
     shared.commit_switch(&tree)?;
     // Readers pin the revision before they load the tree, so store the tree first, and
-    // the index before the revision (`mvcc/key_index.rs`).
+    // the index before the revision (`mvcc/key_index.rs`). A range reader that overlaps
+    // the switch may pair one tree or index with the other's revisions: it sees the
+    // switch epoch move and reads again (`mvcc/reader.rs`).
+    shared.begin_switch();
     shared.active.store(Arc::new(tree));
-    shared.key_index.replace(key_index);
+    let replaced = shared.key_index.replace(key_index);
     old.retire();
     shared
         .compact_revision
         .store(header.compact_revision, Ordering::Release);
     shared.revision.store(header.revision, Ordering::Release);
+    shared.end_switch();
+    drop(replaced);
     if let Some(bytes) = shared.tree().get(meta::CLUSTER_ID)? {
         shared.cluster_id.store(codec::decode(&bytes)?, Ordering::Release);
     }
