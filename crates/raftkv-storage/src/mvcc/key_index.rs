@@ -113,6 +113,18 @@ impl std::fmt::Debug for Change {
     }
 }
 
+/// What [`KeyIndex::range_at_most`] found in a range at a revision.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RangeAt {
+    /// The first keys live at the revision, each with the revision of the version a read
+    /// at it sees, in key order.
+    pub visible: Vec<(Vec<u8>, Revision)>,
+    /// Keys live at the revision, kept or not.
+    pub live: usize,
+    /// Changes the index retains for the keys in the range, live or not.
+    pub retained: usize,
+}
+
 /// What the index knows of one key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct KeyEntry {
@@ -243,20 +255,20 @@ impl KeyIndex {
     }
 
     /// The keys in `[key, range_end)` (etcd's forms) live at `rev`, each with the revision
-    /// of the version a read at `rev` sees, in key order; and how many changes the index
-    /// retains for the keys in the range, live or not (the records a walk of the tree
-    /// over the range would step through).
+    /// of the version a read at `rev` sees, in key order, at most `keep` of them (the
+    /// rest are counted, not copied); how many there are in all; and how many changes the
+    /// index retains for the keys in the range, live or not (the records a walk of the
+    /// tree over the range would step through).
     ///
     /// The map is read [`KEYS_PER_LOCK`] keys at a time, so a list of many keys holds up
     /// apply's update for a moment at a time, not for the whole list. Between two holds
     /// only changes above `rev` are added, and pruning removes only changes no read at or
     /// above the compact revision sees, so the answer is the same as in one hold.
-    pub fn range_at(&self, key: &[u8], range_end: &[u8], rev: Revision) -> (Vec<(Vec<u8>, Revision)>, usize) {
+    pub fn range_at_most(&self, key: &[u8], range_end: &[u8], rev: Revision, keep: usize) -> RangeAt {
+        let mut answer = RangeAt::default();
         let Some((lower, upper)) = bounds(key, range_end) else {
-            return (Vec::new(), 0);
+            return answer;
         };
-        let mut visible = Vec::new();
-        let mut retained = 0;
         let mut from: Bound<Vec<u8>> = lower.map(<[u8]>::to_vec);
         loop {
             let keys = self.keys.read();
@@ -268,16 +280,25 @@ impl KeyIndex {
                 }
                 held += 1;
                 last = Some(k);
-                retained += entry.changes.len();
+                answer.retained += entry.changes.len();
                 if let Some(r) = entry.visible_at(rev) {
-                    visible.push((k.to_vec(), r));
+                    answer.live += 1;
+                    if answer.visible.len() < keep {
+                        answer.visible.push((k.to_vec(), r));
+                    }
                 }
             }
             match last {
                 Some(k) if held == KEYS_PER_LOCK => from = Bound::Excluded(k.to_vec()),
-                _ => return (visible, retained),
+                _ => return answer,
             }
         }
+    }
+
+    /// [`KeyIndex::range_at_most`] keeping every key: (keys and revisions, retained changes).
+    pub fn range_at(&self, key: &[u8], range_end: &[u8], rev: Revision) -> (Vec<(Vec<u8>, Revision)>, usize) {
+        let answer = self.range_at_most(key, range_end, rev, usize::MAX);
+        (answer.visible, answer.retained)
     }
 
     /// The retained changes of `key`, oldest first (tests and diagnostics).

@@ -175,8 +175,13 @@ pub fn range_by_index_limited(
     if filtered || !(req.count_only || (req.limit > 0 && key_order)) {
         return Ok(None);
     }
-    let (mut visible, _) = index.range_at(&req.key, &req.range_end, rev);
-    let count = visible.len() as i64;
+    let keep = if req.count_only {
+        0
+    } else {
+        usize::try_from(req.limit).unwrap_or(usize::MAX)
+    };
+    let found = index.range_at_most(&req.key, &req.range_end, rev, keep);
+    let count = found.live as i64;
     if req.count_only {
         return Ok(Some(LimitedAnswer {
             kvs: Vec::new(),
@@ -186,8 +191,7 @@ pub fn range_by_index_limited(
         }));
     }
     let more = count > req.limit;
-    visible.truncate(usize::try_from(req.limit).unwrap_or(usize::MAX));
-    let (mut kvs, fallbacks) = range_by_index(tree, visible, rev)?;
+    let (mut kvs, fallbacks) = range_by_index(tree, found.visible, rev)?;
     if req.keys_only {
         for kv in &mut kvs {
             kv.value.clear();

@@ -168,6 +168,19 @@ fn a_range_over_more_keys_than_one_lock_hold_visits_every_key_once() {
     let (visible, retained) = index.range_at(b"k", b"l", 2);
     assert_eq!(visible.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), names);
     assert_eq!(retained, names.len() * 2);
+    // Kept: the first ones; counted: all.
+    let some = index.range_at_most(b"k", b"l", 2, 1500);
+    assert_eq!(some.visible.len(), 1500);
+    assert_eq!(
+        some.visible.last().map(|(k, _)| k.clone()),
+        Some(names[1499].clone())
+    );
+    assert_eq!((some.live, some.retained), (names.len(), names.len() * 2));
+    let none = index.range_at_most(b"k", b"l", 0, 10);
+    assert_eq!(
+        (none.visible.len(), none.live, none.retained),
+        (0, 0, names.len() * 2)
+    );
     // Bounds inside the map, across a hold's boundary.
     let (visible, _) = index.range_at(&names[1000], &names[1030], 1);
     assert_eq!(visible.len(), 30);
