@@ -55,7 +55,7 @@ pub struct StateShared {
     pub(crate) revision: AtomicI64,
     pub(crate) compact_revision: AtomicI64,
     /// Odd while a snapshot install switches tree, key index and revisions (a seqlock:
-    /// `begin_switch`, `end_switch`); readers that saw it change read again.
+    /// `begin_switch` and its guard); readers that saw it change read again.
     pub(crate) switch_epoch: AtomicU64,
     pub(crate) applied: Arc<Watermark>,
     /// The applied index covered by the last completed `sync_durable`.
@@ -194,14 +194,12 @@ impl StateShared {
         self.active.load_full()
     }
 
-    /// A snapshot install starts switching tree, key index and revisions.
-    pub(crate) fn begin_switch(&self) {
+    /// A snapshot install starts switching tree, key index and revisions; the switch
+    /// ends when the guard drops (however the install's code leaves), so readers never
+    /// wait on a switch that will not end.
+    pub(crate) fn begin_switch(&self) -> SwitchGuard<'_> {
         self.switch_epoch.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// The switch is complete.
-    pub(crate) fn end_switch(&self) {
-        self.switch_epoch.fetch_add(1, Ordering::AcqRel);
+        SwitchGuard(&self.switch_epoch)
     }
 
     /// The switch epoch, once no switch is under way (odd: one is; it takes a few
@@ -343,4 +341,13 @@ fn count(iter: sled::Iter) -> Result<usize> {
         n += 1;
     }
     Ok(n)
+}
+
+/// Ends a state switch when dropped (see [`StateShared::begin_switch`]).
+pub(crate) struct SwitchGuard<'a>(&'a AtomicU64);
+
+impl Drop for SwitchGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
 }

@@ -154,7 +154,7 @@ pub struct KeyIndex {
     misses: AtomicU64,
 }
 
-/// Keys a range read visits per hold of the index's lock (see [`KeyIndex::range_at`]).
+/// Keys a range read visits per hold of the index's lock (see [`KeyIndex::range_at_most`]).
 pub const KEYS_PER_LOCK: usize = 1024;
 
 /// Lower and upper bound of a range of keys.
@@ -263,7 +263,10 @@ impl KeyIndex {
     /// The map is read [`KEYS_PER_LOCK`] keys at a time, so a list of many keys holds up
     /// apply's update for a moment at a time, not for the whole list. Between two holds
     /// only changes above `rev` are added, and pruning removes only changes no read at or
-    /// above the compact revision sees, so the answer is the same as in one hold.
+    /// above the compact revision sees, so `visible` and `live` are what one hold would
+    /// give (`retained`, a cost estimate, may count a key added meanwhile). An install's
+    /// `replace` between holds, or a compaction past `rev`, are the reader's to catch
+    /// (its switch epoch and compact re-check, `mvcc/reader.rs`).
     pub fn range_at_most(&self, key: &[u8], range_end: &[u8], rev: Revision, keep: usize) -> RangeAt {
         let mut answer = RangeAt::default();
         let Some((lower, upper)) = bounds(key, range_end) else {

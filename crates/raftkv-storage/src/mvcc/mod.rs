@@ -147,7 +147,7 @@ pub(crate) fn range_by_index(
 pub struct LimitedAnswer {
     /// The key-values returned.
     pub kvs: Vec<KeyValue>,
-    /// Whether the range holds more keys than returned.
+    /// Whether the range holds more keys than the limit let through (false for a count).
     pub more: bool,
     /// Keys in the range.
     pub count: i64,

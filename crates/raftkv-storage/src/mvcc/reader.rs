@@ -91,7 +91,9 @@ impl KvReader {
     ///
     /// A read of the current revision (`req.revision <= 0`) whose revision is compacted
     /// during its scan is retried at the new current revision (a couple of times); a read
-    /// of an explicit revision answers `Compacted`.
+    /// of an explicit revision answers `Compacted`. A read that overlaps a snapshot
+    /// install's switch of the state reads again; after 8 in a row it answers
+    /// `Error::Timeout` (retryable: `Unavailable` on the wire).
     #[tracing::instrument(level = "debug", skip_all)]
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, Error> {
         self.range_with_hook(req, &|_| {})
@@ -381,10 +383,7 @@ mod tests {
                 )
                 .unwrap();
         }
-        let switch = || {
-            store.shared.begin_switch();
-            store.shared.end_switch();
-        };
+        let switch = || drop(store.shared.begin_switch());
         let calls = Cell::new(0);
         let at_2 = RangeRequest::prefix("k").with_revision(2);
         let response = store

@@ -390,7 +390,7 @@ pub(crate) fn install(shared: &StateShared, meta: &SnapshotMetaOf, mut file: Fil
     // the index before the revision (`mvcc/key_index.rs`). A range reader that overlaps
     // the switch may pair one tree or index with the other's revisions: it sees the
     // switch epoch move and reads again (`mvcc/reader.rs`).
-    shared.begin_switch();
+    let switching = shared.begin_switch();
     shared.active.store(Arc::new(tree));
     let replaced = shared.key_index.replace(key_index);
     old.retire();
@@ -398,7 +398,7 @@ pub(crate) fn install(shared: &StateShared, meta: &SnapshotMetaOf, mut file: Fil
         .compact_revision
         .store(header.compact_revision, Ordering::Release);
     shared.revision.store(header.revision, Ordering::Release);
-    shared.end_switch();
+    drop(switching);
     drop(replaced);
     if let Some(bytes) = shared.tree().get(meta::CLUSTER_ID)? {
         shared.cluster_id.store(codec::decode(&bytes)?, Ordering::Release);
