@@ -6,6 +6,8 @@
 # (README, "etcdctl check perf").
 #
 # Usage: benches/delete-range.sh [KEYS] [SYSTEMS...]   (defaults: 150000 raftkv etcd)
+#        BASELINE_SERVER=/path/to/older/raftkv-server benches/delete-range.sh KEYS baseline raftkv
+#        (system `baseline`: a raftkv cluster of that build, in the same run)
 # Needs: etcd and etcdctl (Debian etcd-server, etcd-client; installed if missing, as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,8 +23,13 @@ build_release
 
 for sys in "${SYSTEMS[@]}"; do
   mkdir -p "$WORK/$sys"
-  if [ "$sys" = raftkv ]; then
-    start_raftkv_cluster "$WORK/$sys"; endpoints=$RK_ENDPOINTS
+  if [ "$sys" = raftkv ] || [ "$sys" = baseline ]; then
+    if [ "$sys" = baseline ]; then
+      SERVER=${BASELINE_SERVER:?system baseline needs BASELINE_SERVER} start_raftkv_cluster "$WORK/$sys"
+    else
+      start_raftkv_cluster "$WORK/$sys"
+    fi
+    endpoints=$RK_ENDPOINTS
   else
     start_etcd_cluster "$WORK/$sys"; endpoints=$ET_EP
   fi

@@ -7,8 +7,8 @@
 //! | key                                   | value                      |
 //! |---------------------------------------|----------------------------|
 //! | `m` name                              | metadata: [`meta::STATE`] (applied log id, membership, revision, compact revision: ONE record, written last by every apply), physical compaction progress, cluster id |
-//! | `v` escaped(key) 00 00 rev(8, BE)     | [`crate::mvcc::VersionRecord`]: a put or a tombstone of `key` at `rev` |
-//! | `h` rev(8, BE) sub(4, BE) 01          | a chunk of the event history by revision, from (rev, sub) on: the user keys changed, each with its (rev, sub) (`mvcc/history_records.rs`; layout 2 wrote `h` rev sub without the 01, value the one key) |
+//! | `v` escaped(key) 00 00 rev(8, BE)     | [`crate::mvcc::VersionRecord`]: a put of `key` at `rev` (layouts before 4 also wrote tombstones here) |
+//! | `h` rev(8, BE) sub(4, BE) 02          | a chunk of the event history by revision, from (rev, sub) on: the user keys changed, each with its (rev, sub) and whether it was deleted; a delete has no other record (`mvcc/history_records.rs`; layout 3 wrote chunks without kinds, mark 01, layout 2 `h` rev sub without a mark, value the one key) |
 //! | `p` member id(8, BE)                  | a member's published client URLs |
 //! | `l` lease id(8, sign-flipped BE)      | [`crate::apply::lease_table::LeaseRecord`]: granted TTL, last checkpointed remaining TTL |
 //! | `a` lease id(8, sign-flipped BE) key  | empty: `key` (raw user key) is attached to the lease |
@@ -16,8 +16,9 @@
 //! | `x`                                   | the auth store ([`raftkv_core::auth::AuthState`]: users with their bcrypt hashes, roles, enabled, auth revision; `apply/auth_table.rs`) |
 //! | `u` index(8, BE) tree key             | an apply's undo record: the record at `tree key` (an `l`, `p`, `r`, `x` or `m` record, which apply overwrites in place) before the apply that ends at `index` changed it |
 //!
-//! The `a` family is an index: the newest version of `key` names the lease too. It is not
-//! copied into snapshots; an install rebuilds it from the versions it received.
+//! The `a` family is an index: the newest version of a live `key` names the lease too. It
+//! is not copied into snapshots; an install rebuilds it from the key index of the tree it
+//! received.
 //!
 //! `escaped(key)` writes each 0x00 byte as 0x00 0xFF and ends with 0x00 0x00. It keeps the
 //! order of user keys (a key sorts before every longer key it prefixes, since the

@@ -137,17 +137,19 @@ pub use watch::session::LocalWatchSession;
 /// Version of the log database's layout.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// Version of the snapshot file format: 2 since history records may be chunks of events
-/// (`mvcc/history_records.rs`); files of version 1 (one record per event) are still read,
-/// and a build before it refuses a version-2 file instead of misreading it.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+/// Version of the snapshot file format: 2 since history records may be chunks of events,
+/// 3 since a delete is a history event alone (`mvcc/history_records.rs`); files of
+/// versions 1 and 2 are still read, and a build before a version refuses its files
+/// instead of misreading them.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
 
 /// Version of the state database's layout: 2 since the applied state is one record
 /// written last (`apply/applied_state.rs`), 3 since history records may be chunks of
-/// events (`mvcc/history_records.rs`). Layout 2 needs nothing rewritten (its one-event
-/// records are still read); 1 is migrated at open. A build of layout 2 refuses a layout-3
-/// directory instead of misreading its history.
-pub const STATE_LAYOUT_VERSION: u32 = 3;
+/// events, 4 since a delete is a history event alone, without a tombstone version record
+/// (`mvcc/history_records.rs`). Layouts 2 and 3 need nothing rewritten (their records are
+/// still read as they are); 1 is migrated at open. A build of an older layout refuses a
+/// newer directory instead of misreading its history.
+pub const STATE_LAYOUT_VERSION: u32 = 4;
 
 const SCHEMA_KEY: &[u8] = b"schema";
 
@@ -257,10 +259,14 @@ impl Store {
             dir_lock.clone(),
         )?;
         let state = AppliedState::read(&tree)?;
+        let physically_compacted = compactor::compacted_to(&tree)?;
+        // The index of the state `state` names (what lies above it is ignored): the
+        // rollback asks it which keys were live there.
+        let key_index = KeyIndex::build(&tree, state.revision, physically_compacted)?;
         // A crash may have left the first writes of the apply after `state`: undo them
         // before anything reads the tree, so that openraft's replay starts from exactly
         // the state `state` names.
-        let rolled_back = rollback::roll_back(&tree, &state)?;
+        let rolled_back = rollback::roll_back(&tree, &state, &key_index)?;
         if rolled_back != rollback::RolledBack::default() {
             tracing::info!(
                 ?rolled_back,
@@ -275,10 +281,8 @@ impl Store {
             Some(b) => codec::decode(&b)?,
             None => 0,
         };
-        let physically_compacted = compactor::compacted_to(&tree)?;
         let alarm_mask = alarm_table::mask_of(&alarm_table::read(&tree, raftkv_core::alarm::ALARM_NONE)?);
         let auth = auth_table::read(&tree)?;
-        let key_index = KeyIndex::build(&tree)?;
         let (snapshot_index, snapshot_bytes) = snapshot::current_index_and_size(&snapshot_dir)?;
         let snapshot_cadence = SnapshotCadence::new(
             options.snapshot_every_entries,

@@ -21,7 +21,7 @@ use raftkv_core::codec;
 
 use crate::error::Result;
 use crate::keys;
-use crate::mvcc::VersionRecord;
+use crate::mvcc::key_index::KeyIndex;
 
 /// What the tree stores for one lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,51 +90,23 @@ pub(crate) fn attached(tree: &sled::Tree, id: i64) -> Result<Vec<Vec<u8>>> {
     Ok(out)
 }
 
-/// Rebuilds the `a` family from version records streamed in tree order (every version of
-/// a key, oldest first, then the next key): the newest version of each key names its
-/// lease. Used by snapshot installs, whose files carry versions but no attachments.
-#[derive(Default)]
-pub(crate) struct AttachmentRebuild {
-    /// The current key's version prefix and the lease of its newest version so far.
-    current: Option<(Vec<u8>, i64)>,
-}
-
-impl AttachmentRebuild {
-    /// Look at one tree pair; attachments that are complete are written to `tree`.
-    pub(crate) fn pair(&mut self, key: &[u8], value: &[u8], tree: &sled::Tree) -> Result<()> {
-        let Some((prefix, _rev)) = keys::split_version_key(key) else {
-            return Ok(());
-        };
-        let lease = match codec::decode::<VersionRecord>(value)? {
-            VersionRecord::Put { lease, .. } => lease,
-            VersionRecord::Delete { .. } => 0,
-        };
-        match &mut self.current {
-            Some((p, l)) if p.as_slice() == prefix => *l = lease,
-            _ => {
-                self.flush(tree)?;
-                self.current = Some((prefix.to_vec(), lease));
-            }
-        }
-        Ok(())
+/// Writes the `a` family of `tree` from `index`: each live key on a lease. A snapshot
+/// install uses it, whose files carry versions but no attachments; the index (built from
+/// the installed tree) knows which keys are live, which the newest version record alone
+/// cannot tell since a delete has none (`mvcc/history_records.rs`).
+pub(crate) fn rebuild_attachments(tree: &sled::Tree, index: &KeyIndex) -> Result<()> {
+    for (lease, key) in index.leased_keys() {
+        tree.insert(keys::attachment_key(lease, &key), &[][..])?;
     }
-
-    /// Write the attachment of the last key, if any.
-    pub(crate) fn flush(&mut self, tree: &sled::Tree) -> Result<()> {
-        if let Some((prefix, lease)) = self.current.take()
-            && lease != 0
-            && let Some(user_key) = keys::decode_user_key(&prefix)
-        {
-            tree.insert(keys::attachment_key(lease, &user_key), &[][..])?;
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::mvcc::VersionRecord;
+    use raftkv_core::kv::Revision;
 
     fn put(lease: i64) -> Vec<u8> {
         codec::encode(&VersionRecord::Put {
@@ -148,25 +120,30 @@ mod tests {
     }
 
     #[test]
-    fn rebuild_attaches_each_key_to_the_lease_of_its_newest_version() {
+    fn rebuild_attaches_each_live_key_to_the_lease_of_its_newest_version() {
+        use crate::mvcc::history_records::{EventKind, encode_chunk};
         let tree = crate::test_store::temporary_tree();
-        let mut pairs = vec![
+        let pairs = [
             (keys::version_key(b"a", 2), put(7)),
             (keys::version_key(b"a", 3), put(0)),
             (keys::version_key(b"b", 2), put(0)),
             (keys::version_key(b"b", 4), put(7)),
+            (keys::version_key(b"c", 1), put(7)),
             (
                 keys::version_key(b"c", 5),
                 codec::encode(&VersionRecord::Delete { sub: 0 }).unwrap(),
             ),
             (keys::version_key(b"d", 6), put(9)),
+            (keys::version_key(b"e", 6), put(9)),
         ];
-        pairs.sort();
-        let mut rebuild = AttachmentRebuild::default();
-        for (k, v) in &pairs {
-            rebuild.pair(k, v, &tree).unwrap();
+        for (k, v) in pairs {
+            tree.insert(k, v).unwrap();
         }
-        rebuild.flush(&tree).unwrap();
+        // e is deleted by a history event alone (layout 4).
+        let (k, v) = encode_chunk([(7, 0, EventKind::Delete, &b"e"[..])]).unwrap();
+        tree.insert(&k[..], v).unwrap();
+        let index = KeyIndex::build(&tree, Revision::MAX, 0).unwrap();
+        rebuild_attachments(&tree, &index).unwrap();
         assert_eq!(attached(&tree, 7).unwrap(), vec![b"b".to_vec()]);
         assert_eq!(attached(&tree, 9).unwrap(), vec![b"d".to_vec()]);
         assert!(attached(&tree, 0).unwrap().is_empty());

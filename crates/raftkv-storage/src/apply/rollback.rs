@@ -16,7 +16,9 @@
 //!   found by scanning `h` above it, and their versions above it are removed with them.
 //! - `a` attachments follow the newest version of a key, and are written after it: for
 //!   every key rolled back, the attachments its removed versions made are removed and the
-//!   one its now-newest version names is put back.
+//!   one its version live at the durable revision names is put back (the key index, built
+//!   at open from what lies at or below that revision, says which version that is: a
+//!   delete has no version record, so the newest record left need not be live).
 //! - `l` lease records, `p` published members and `m` metadata (the cluster id) are
 //!   overwritten in place: before an apply changes one, it writes an undo record (`u` +
 //!   its last index + the record's key) with the record as it was; undo records above
@@ -38,7 +40,8 @@ use raftkv_core::kv::Revision;
 use crate::apply::applied_state::AppliedState;
 use crate::error::Result;
 use crate::keys;
-use crate::mvcc::{self, VersionRecord, history_records};
+use crate::mvcc::key_index::KeyIndex;
+use crate::mvcc::{VersionRecord, history_records};
 
 /// What a rollback removed or restored.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -57,9 +60,10 @@ pub struct RolledBack {
 
 /// Bring `tree` back to exactly `state`: undo in-place overwrites and remove every
 /// record an apply wrote above it.
-pub(crate) fn roll_back(tree: &sled::Tree, state: &AppliedState) -> Result<RolledBack> {
+/// `index` is the key index of `state` (built ignoring what lies above its revision).
+pub(crate) fn roll_back(tree: &sled::Tree, state: &AppliedState, index: &KeyIndex) -> Result<RolledBack> {
     let mut report = roll_back_overwrites(tree, state.applied_index())?;
-    let versions = roll_back_above(tree, state.revision)?;
+    let versions = roll_back_above(tree, state.revision, index)?;
     report.versions = versions.versions;
     report.history = versions.history;
     report.keys = versions.keys;
@@ -93,7 +97,7 @@ fn roll_back_overwrites(tree: &sled::Tree, applied: u64) -> Result<RolledBack> {
 
 /// Remove every version and history record above `revision` and restore the attachment
 /// index of the keys they touched.
-fn roll_back_above(tree: &sled::Tree, revision: Revision) -> Result<RolledBack> {
+fn roll_back_above(tree: &sled::Tree, revision: Revision, index: &KeyIndex) -> Result<RolledBack> {
     let mut report = RolledBack::default();
     let mut history = Vec::new();
     let mut touched = BTreeSet::new();
@@ -116,10 +120,10 @@ fn roll_back_above(tree: &sled::Tree, revision: Revision) -> Result<RolledBack> 
             tree.remove(tree_key)?;
             report.versions += 1;
         }
-        if let Some(kv) = mvcc::get_at(tree, key, Revision::MAX)?
-            && kv.lease != 0
+        if let Some(meta) = index.meta(key)
+            && meta.lease != 0
         {
-            tree.insert(keys::attachment_key(kv.lease, key), &[][..])?;
+            tree.insert(keys::attachment_key(meta.lease, key), &[][..])?;
         }
         report.keys += 1;
     }
@@ -158,6 +162,14 @@ pub(crate) fn check_nothing_above(tree: &sled::Tree, revision: Revision) -> Resu
 mod tests {
     use super::*;
     use crate::apply::lease_table;
+    use crate::mvcc;
+    use crate::mvcc::history_records::EventKind;
+
+    /// The rollback as `Store::open` runs it: with the index of the durable revision.
+    fn roll_back_above(tree: &sled::Tree, revision: Revision) -> Result<RolledBack> {
+        let index = KeyIndex::build(tree, revision, 0)?;
+        super::roll_back_above(tree, revision, &index)
+    }
 
     fn put(tree: &sled::Tree, key: &[u8], rev: Revision, sub: u32, lease: i64) {
         let record = VersionRecord::Put {
@@ -208,8 +220,10 @@ mod tests {
             .unwrap();
     }
 
+    /// A chunk of layout 3 (no kinds: deletes are tombstone records).
     fn chunk(tree: &sled::Tree, events: &[(Revision, u32, &[u8])]) {
-        let (key, value) = history_records::encode_chunk(events.iter().copied()).unwrap();
+        let events = events.iter().map(|&(r, s, k)| (r, s, EventKind::Unrecorded, k));
+        let (key, value) = history_records::encode_chunk(events).unwrap();
         tree.insert(&key[..], value).unwrap();
     }
 
@@ -303,6 +317,62 @@ mod tests {
         check_nothing_above(&tree, 3).unwrap();
         // Running it again (a crash during the rollback) finds nothing more.
         assert_eq!(roll_back_above(&tree, 3).unwrap(), RolledBack::default());
+    }
+
+    /// Layout 4: a delete is a history event alone. A key deleted at or below the durable
+    /// revision gets no attachment back from its older put; one deleted above it does.
+    #[test]
+    fn a_key_deleted_by_its_history_event_alone_stays_deleted_or_comes_back() {
+        let tree = tree();
+        let kinded = |events: &[(Revision, u32, EventKind, &[u8])]| {
+            let (key, value) = history_records::encode_chunk(events.iter().copied()).unwrap();
+            tree.insert(&key[..], value).unwrap();
+        };
+        // Durable at 4: a@2 and b@3 on lease 7, a deleted at 4 (its attachment removed).
+        for (key, rev) in [(&b"a"[..], 2), (b"b", 3)] {
+            let record = VersionRecord::Put {
+                create_revision: rev,
+                version: 1,
+                lease: 7,
+                value: b"v".to_vec(),
+                sub: 0,
+            };
+            tree.insert(keys::version_key(key, rev), codec::encode(&record).unwrap())
+                .unwrap();
+        }
+        tree.insert(keys::attachment_key(7, b"b"), &[][..]).unwrap();
+        kinded(&[
+            (2, 0, EventKind::Put, b"a"),
+            (3, 0, EventKind::Put, b"b"),
+            (4, 0, EventKind::Delete, b"a"),
+        ]);
+        // The unfinished apply: a put again at 5 (on lease 9), b deleted at 5.
+        kinded(&[(5, 0, EventKind::Put, b"a"), (5, 1, EventKind::Delete, b"b")]);
+        tree.insert(keys::attachment_key(9, b"a"), &[][..]).unwrap();
+        tree.remove(keys::attachment_key(7, b"b")).unwrap();
+        let record = VersionRecord::Put {
+            create_revision: 5,
+            version: 1,
+            lease: 9,
+            value: b"new".to_vec(),
+            sub: 0,
+        };
+        tree.insert(keys::version_key(b"a", 5), codec::encode(&record).unwrap())
+            .unwrap();
+
+        let report = roll_back_above(&tree, 4).unwrap();
+        assert_eq!((report.versions, report.history, report.keys), (1, 2, 2));
+        check_nothing_above(&tree, 4).unwrap();
+        assert!(lease_table::attached(&tree, 9).unwrap().is_empty());
+        assert_eq!(
+            lease_table::attached(&tree, 7).unwrap(),
+            vec![b"b".to_vec()],
+            "b back on its lease, a (deleted at 4) not"
+        );
+        let index = KeyIndex::build(&tree, Revision::MAX, 0).unwrap();
+        assert_eq!(index.visible_at(b"a", 4), None);
+        assert_eq!(index.visible_at(b"b", 4), Some(3));
+        assert_eq!(roll_back_above(&tree, 4).unwrap(), RolledBack::default());
     }
 
     #[test]

@@ -131,12 +131,19 @@ pub(crate) struct TreeBatch {
 }
 
 impl TreeBatch {
-    /// Stage the history event `key` at (`revision`, `sub`) (in order). The batch writes
+    /// Stage the history event `key` at (`revision`, `sub`) (in order), a delete if
+    /// `deleted` (a delete has no other record: no version). The batch writes
     /// its history records ([`crate::mvcc::history_records`]) before everything else it
     /// stages: a crash keeps a prefix of a batch, and the history is how
     /// `apply/rollback.rs` finds the versions an unfinished apply wrote.
-    pub(crate) fn history(&mut self, revision: raftkv_core::kv::Revision, sub: u32, key: &[u8]) {
-        self.history.push(revision, sub, key);
+    pub(crate) fn history(
+        &mut self,
+        revision: raftkv_core::kv::Revision,
+        sub: u32,
+        deleted: bool,
+        key: &[u8],
+    ) {
+        self.history.push(revision, sub, deleted, key);
     }
 
     /// Stage writing `value` at `key`, a record of the keyspace (a version, a lease): it

@@ -103,13 +103,15 @@ impl Generation {
                 crate::apply::applied_state::migrate_from_layout_1(&tree)?;
                 crate::write_schema(db.db(), crate::STATE_LAYOUT_VERSION)?;
                 db.sync()?;
-                tracing::info!(dir = %dir.display(), "state database migrated from layout 1 to 3");
+                tracing::info!(dir = %dir.display(), "state database migrated from layout 1 to 4");
             }
-            Some(2) => {
-                // Its one-event history records are read as they are; new ones are chunks.
+            Some(old @ (2 | 3)) => {
+                // Its history records (one event each, or chunks without kinds) and
+                // tombstone version records are read as they are; new ones are chunks
+                // with kinds, and deletes write no version record.
                 crate::write_schema(db.db(), crate::STATE_LAYOUT_VERSION)?;
                 db.sync()?;
-                tracing::info!(dir = %dir.display(), "state database migrated from layout 2 to 3");
+                tracing::info!(dir = %dir.display(), "state database migrated from layout {old} to 4");
             }
             Some(found) => {
                 return Err(Error::Schema {
@@ -319,7 +321,7 @@ mod tests {
     }
 
     #[test]
-    fn layouts_1_and_2_are_migrated_and_an_unknown_layout_refused() {
+    fn layouts_1_to_3_are_migrated_and_an_unknown_layout_refused() {
         let dir = tempfile::tempdir().unwrap();
         let stats = Arc::new(SyncStats::default());
         {
@@ -339,7 +341,7 @@ mod tests {
         }
         {
             let g = Generation::open(dir.path(), 0, 1 << 20, stats.clone(), lock(&dir)).unwrap();
-            assert_eq!(crate::read_schema(g.db.db(), "t").unwrap(), Some(3));
+            assert_eq!(crate::read_schema(g.db.db(), "t").unwrap(), Some(4));
             assert_eq!(
                 crate::apply::applied_state::AppliedState::read(&g)
                     .unwrap()
@@ -352,8 +354,15 @@ mod tests {
         {
             // Layout 2: only the version changes (its history records are read as they are).
             let g = Generation::open(dir.path(), 0, 1 << 20, stats.clone(), lock(&dir)).unwrap();
-            assert_eq!(crate::read_schema(g.db.db(), "t").unwrap(), Some(3));
-            crate::write_schema(g.db.db(), 4).unwrap();
+            assert_eq!(crate::read_schema(g.db.db(), "t").unwrap(), Some(4));
+            crate::write_schema(g.db.db(), 3).unwrap();
+            g.sync().unwrap();
+        }
+        {
+            // Layout 3: the same (its chunks without kinds and its tombstones are read).
+            let g = Generation::open(dir.path(), 0, 1 << 20, stats.clone(), lock(&dir)).unwrap();
+            assert_eq!(crate::read_schema(g.db.db(), "t").unwrap(), Some(4));
+            crate::write_schema(g.db.db(), 5).unwrap();
             g.sync().unwrap();
         }
         let refused = Generation::open(dir.path(), 0, 1 << 20, stats, lock(&dir))
@@ -362,8 +371,8 @@ mod tests {
         assert!(matches!(
             refused,
             Error::Schema {
-                found: 4,
-                supported: 3,
+                found: 5,
+                supported: 4,
                 ..
             }
         ));

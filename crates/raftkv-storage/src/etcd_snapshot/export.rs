@@ -3,7 +3,8 @@
 //! seeds an etcd cluster that serves the same data: the migration path back to etcd.
 //!
 //! Written, from the snapshot's records:
-//! - `key`: every version (`v`) as etcd stores it: key = revision (main u64 BE, `_`, sub
+//! - `key`: every version (`v`) and every delete (a history event since layout 4, a
+//!   tombstone version before) as etcd stores it: key = revision (main u64 BE, `_`, sub
 //!   u64 BE, plus `t` for a deletion), value = `mvccpb.KeyValue` (for a deletion, the key
 //!   alone), sorted by revision.
 //! - `meta`: `consistent_index` (the snapshot's log index) and, after a compaction,
@@ -34,6 +35,7 @@ use crate::apply::lease_table::LeaseRecord;
 use crate::error::Result;
 use crate::keys;
 use crate::mvcc::VersionRecord;
+use crate::mvcc::history_records::{EventKind, HistoryEvent, HistoryRecord};
 use crate::raft::snapshot_file::{Frame, FrameReader};
 use crate::state::StateShared;
 
@@ -64,6 +66,10 @@ pub fn export(ours: File, out: File) -> Result<(File, ExportReport)> {
                 for (k, v) in pairs {
                     match k.first() {
                         Some(&keys::VERSION) => versions.push(version_entry(&k, &v)?),
+                        Some(&keys::HISTORY) => {
+                            let record = HistoryRecord::decode(k.into(), &v)?;
+                            versions.extend(record.events.into_iter().filter_map(tombstone_entry));
+                        }
                         Some(&keys::LEASE) => leases.push(lease_entry(&k, &v)?),
                         Some(&keys::ALARM) => {
                             let (alarm, member_id) =
@@ -168,6 +174,22 @@ fn version_entry(tree_key: &[u8], value: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
                 prost::Message::encode_to_vec(&kv),
             )
         }
+    })
+}
+
+/// The tombstone of a delete that is a history event alone (layout 4), as etcd's `key`
+/// bucket holds it; `None` for any other event (a put, or a delete of an older layout,
+/// whose tombstone is a version record).
+fn tombstone_entry(event: HistoryEvent) -> Option<(Vec<u8>, Vec<u8>)> {
+    (event.kind == EventKind::Delete).then(|| {
+        let kv = EtcdKeyValue {
+            key: event.key,
+            ..Default::default()
+        };
+        (
+            revision_key(event.revision, event.sub, true),
+            prost::Message::encode_to_vec(&kv),
+        )
     })
 }
 

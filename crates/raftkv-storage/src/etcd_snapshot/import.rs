@@ -6,8 +6,10 @@
 //!
 //! What is read, from etcd's buckets (`mvcc/kvstore.go`, `lease/lessor.go`):
 //! - `key`: key = revision (main u64 BE, `_`, sub u64 BE), plus `t` for a deletion;
-//!   value = `mvccpb.KeyValue`. Each becomes a version record (`v`) of its key and, above
-//!   the compact revision, a history record (`h`) for watchers.
+//!   value = `mvccpb.KeyValue`. Above the compact revision each becomes a history event
+//!   (`h`, with its kind) and a put also a version record (`v`), as apply writes them; at
+//!   or below it a put becomes a version record and a deletion a tombstone record (the
+//!   form of layouts before 4, still read everywhere).
 //! - `meta`: `scheduledCompactRev` (etcd's compact revision, a revision key). The store's
 //!   revision is the newest in `key` (or the compact revision, if higher).
 //! - `lease`: key = id (u64 BE), value = `leasepb.Lease` (id, TTL, remaining TTL).
@@ -87,20 +89,26 @@ pub fn convert(etcd_db: &Path, out: &Path) -> Result<ImportReport> {
         if kv.key.is_empty() {
             return Err(corrupt(format!("empty key at revision {main}")));
         }
+        // A delete above the compact revision is its history event alone, as apply writes
+        // it; one at or below it has no history event left, so it stays a tombstone
+        // record (the form of layouts before 4, which every reader accepts) until our
+        // compactor removes it.
+        if main > compact_revision {
+            history.push(main, sub, deletion, &kv.key);
+        }
         let record = if deletion {
-            VersionRecord::Delete { sub }
+            (main <= compact_revision).then_some(VersionRecord::Delete { sub })
         } else {
-            VersionRecord::Put {
+            Some(VersionRecord::Put {
                 create_revision: kv.create_revision,
                 version: kv.version,
                 lease: kv.lease,
                 value: kv.value,
                 sub,
-            }
+            })
         };
-        versions.insert(keys::version_key(&kv.key, main), codec::encode(&record)?);
-        if main > compact_revision {
-            history.push(main, sub, &kv.key);
+        if let Some(record) = record {
+            versions.insert(keys::version_key(&kv.key, main), codec::encode(&record)?);
         }
         revision = revision.max(main);
         Ok(())

@@ -12,6 +12,7 @@ use crate::apply::tree_writes::{TreeBatch, WriteGate};
 use crate::disk::generation::Generation;
 use crate::error::Result;
 use crate::keys::{self, meta};
+use crate::mvcc::key_index::KeyIndex;
 use crate::mvcc::{VersionRecord, history_records};
 
 /// The revision `tree` is physically compacted up to (0 if never).
@@ -72,6 +73,7 @@ impl CommittedVersions {
 /// deletions. Reads only; see [`Chunk`].
 pub(crate) fn plan_chunk(
     tree: &sled::Tree,
+    index: &KeyIndex,
     done: Revision,
     target: Revision,
     budget: usize,
@@ -101,7 +103,7 @@ pub(crate) fn plan_chunk(
             }
             first_unprocessed.get_or_insert(event.revision);
             let key_done = finished.contains(&event.key)
-                || delete_superseded(tree, &event.key, target, &mut chunk, budget)?;
+                || delete_superseded(tree, index, &event.key, target, &mut chunk, budget)?;
             if key_done {
                 finished.insert(event.key.clone());
             }
@@ -134,8 +136,15 @@ pub(crate) fn plan_chunk(
 
 /// Stage the deletion of every version of `key` that no read at or above `target` can
 /// see, oldest first, within `budget`. Returns whether the key is finished.
+///
+/// Every version below the newest at or below `target` goes; that newest one too if the
+/// key was deleted at or below `target` after it (a delete is a history event, which
+/// `index` knows) or if it is a tombstone record of an older layout below `target`. A
+/// tombstone at the target itself stays with the target's history record: the delete is
+/// an event of the compact revision, which a watch may still replay.
 fn delete_superseded(
     tree: &sled::Tree,
+    index: &KeyIndex,
     key: &[u8],
     target: Revision,
     chunk: &mut Chunk,
@@ -155,11 +164,14 @@ fn delete_superseded(
         chunk.versions.remove(version_key);
         chunk.versions_deleted += 1;
     }
-    let newest: VersionRecord = codec::decode(&newest_bytes)?;
-    // A tombstone at the target itself stays with the target's history record: the delete
-    // is an event of the compact revision, which a watch may still replay.
+    let tombstone_record = !VersionRecord::is_put(&newest_bytes)?;
     let at_target = keys::split_version_key(&newest_key).is_some_and(|(_, rev)| rev == target);
-    if let (VersionRecord::Delete { .. }, false) = (newest, at_target) {
+    // The index holds every change of the key at or below the target that compaction has
+    // not pruned; without it (it should always know), the record's own kind decides.
+    let deleted = index
+        .change_at(key, target)
+        .map_or(tombstone_record, |change| !change.is_put());
+    if deleted && !(tombstone_record && at_target) {
         if chunk.deletions() >= budget {
             return Ok(false);
         }
@@ -187,14 +199,24 @@ mod tests {
         }
     }
 
-    /// Everything a read at `rev` sees: the whole range, and each key on its own.
-    fn reads_at(tree: &sled::Tree, rev: Revision) -> (Vec<KeyValue>, Vec<Option<KeyValue>>) {
-        let all = mvcc::scan_at(tree, b"", &[0], rev).unwrap();
+    /// Everything a read at `rev` sees: the whole range (by the index and by the walk),
+    /// and each key on its own.
+    fn reads_at(
+        tree: &sled::Tree,
+        index: &KeyIndex,
+        rev: Revision,
+    ) -> (Vec<KeyValue>, Vec<KeyValue>, Vec<Option<KeyValue>>) {
+        let (all, fallbacks) = mvcc::range_indexed_at(tree, index, b"", &[0], rev).unwrap();
+        assert_eq!(fallbacks, 0);
+        let (visible, _) = index.range_at(b"", &[0], rev);
+        let (by_index, fallbacks) = mvcc::range_by_index(tree, visible, rev).unwrap();
+        assert_eq!(fallbacks, 0);
+        assert_eq!(all, by_index);
         let each = ["a", "b", "c", "d", "gone"]
             .iter()
-            .map(|k| mvcc::get_at(tree, k.as_bytes(), rev).unwrap())
+            .map(|k| mvcc::get_indexed_at(tree, index, k.as_bytes(), rev).unwrap())
             .collect();
-        (all, each)
+        (all, by_index, each)
     }
 
     /// A crash can stop compaction after any chunk's commit (a chunk is written as plain
@@ -234,7 +256,10 @@ mod tests {
         let current = store.shared.revision();
         let compact_at = current - 1; // "d" is deleted at C, re-created above it.
         let tree = store.shared.tree();
-        let expected: Vec<_> = (compact_at..=current).map(|r| reads_at(&tree, r)).collect();
+        let index = &store.shared.key_index;
+        let expected: Vec<_> = (compact_at..=current)
+            .map(|r| reads_at(&tree, index, r))
+            .collect();
         let history_kept = history_records::events_between(&tree, compact_at, current).count();
         store
             .state_machine
@@ -250,7 +275,7 @@ mod tests {
 
         let check = |when: &str| {
             for (r, want) in (compact_at..=current).zip(&expected) {
-                assert_eq!(&reads_at(&tree, r), want, "{when}: read at {r} changed");
+                assert_eq!(&reads_at(&tree, index, r), want, "{when}: read at {r} changed");
             }
         };
         let mut chunks = 0;
@@ -259,22 +284,43 @@ mod tests {
             if done >= compact_at {
                 break;
             }
-            let chunk = plan_chunk(&tree, done, compact_at, 3).unwrap();
+            let mut chunk = plan_chunk(&tree, index, done, compact_at, 3).unwrap();
             assert!(chunk.versions_deleted + chunk.history_deleted <= 3);
+            let keys_done = std::mem::take(&mut chunk.keys_done);
             let gate = &mut WriteGate::default();
             let committed = chunk.commit_versions(&tree, gate).unwrap();
             check("after a version batch");
             committed.commit_history(&tree, gate).unwrap();
             check("after a history batch");
+            index.prune(keys_done.iter().map(Vec::as_slice), compact_at);
+            check("after the index forgot the same");
             chunks += 1;
             assert!(chunks < 1000, "no progress");
         }
         assert!(chunks > 10, "{chunks} chunks");
         assert_eq!(compacted_to(&tree).unwrap(), compact_at);
-        // Left: one version of a, b, c (their newest puts); d's tombstone at C (an event
-        // of C, which a watch may replay) and its re-creation above C; nothing of "gone"
-        // (deleted below C). The history of C and above stays.
-        assert_eq!(store.shared.version_records(b"", &[0]).unwrap(), 5);
+        // Left: one version of a, b, c (their newest puts) and d's re-creation above C;
+        // d's delete at C is its history event (an event of C, which a watch may replay);
+        // nothing of "gone" (deleted below C). The history of C and above stays.
+        assert_eq!(store.shared.version_records(b"", &[0]).unwrap(), 4);
+        assert_eq!(
+            index
+                .changes(b"d")
+                .iter()
+                .map(|c| (c.revision(), c.is_put()))
+                .collect::<Vec<_>>(),
+            [(compact_at, false), (current, true)]
+        );
+        assert!(index.changes(b"gone").is_empty());
+        // A restart rebuilds the same index from what the tree holds.
+        let rebuilt = KeyIndex::build(&tree, Revision::MAX, compact_at).unwrap();
+        for key in ["a", "b", "c", "d", "gone"] {
+            assert_eq!(
+                rebuilt.changes(key.as_bytes()),
+                index.changes(key.as_bytes()),
+                "{key}"
+            );
+        }
         assert_eq!(store.shared.version_records(b"gone", b"").unwrap(), 0);
         assert_eq!(
             history_records::events_between(&tree, compact_at, current).count(),

@@ -9,8 +9,10 @@
 //! above it, see `apply/rollback.rs`, so none of them may be deleted):
 //!
 //! - for every key, every version older than its newest version at or below `T`, and
-//!   that newest version too if it is a tombstone below `T` (a read at `r >= T` picks
-//!   the newest version `<= r`, which is never one of these);
+//!   that newest version too if the key was deleted after it at or below `T` (a delete
+//!   is a history event, which the key index knows), or if it is a tombstone record of
+//!   an older layout below `T` (a read at `r >= T` sees the newest change `<= r`, which
+//!   is never one of these);
 //! - every history record (`h` family) below `T`. Readers use only the `v` family; the
 //!   history serves future watches, which start at the compact revision or above, so the
 //!   records of `T` itself (and a tombstone at `T`) stay until the next compaction, as
@@ -157,6 +159,9 @@ pub(crate) fn step(shared: &StateShared) -> Result<bool> {
         shared.sync_durable()?;
     }
     let target = target.min(shared.synced_revision());
+    // The plan reads the tree and the key index; an install switches both (and then the
+    // plan is made again: see the commit below).
+    let switch_epoch = shared.settled_switch_epoch();
     let tree = shared.tree();
     let done = compacted_to(&tree)?;
     if target <= done {
@@ -166,7 +171,7 @@ pub(crate) fn step(shared: &StateShared) -> Result<bool> {
         publish(shared, &tree, done);
         return Ok(false);
     }
-    let mut chunk = plan_chunk(&tree, done, target, MAX_DELETIONS_PER_BATCH)?;
+    let mut chunk = plan_chunk(&tree, &shared.key_index, done, target, MAX_DELETIONS_PER_BATCH)?;
     let keys_done = std::mem::take(&mut chunk.keys_done);
     let (versions, history, progress) = (
         chunk.versions_deleted,
@@ -175,10 +180,12 @@ pub(crate) fn step(shared: &StateShared) -> Result<bool> {
     );
     {
         // Planned without the gate (apply goes on meanwhile: it never deletes what a
-        // chunk plans to), committed under it, and only into the generation still active:
-        // a chunk planned on a replaced one is planned again on the new one.
+        // chunk plans to), committed under it, and only into the generation still active,
+        // with the index of that generation: a chunk planned on a replaced tree, or with
+        // an index that an install replaced meanwhile, is planned again.
         let mut gate = shared.writers.blocking_lock();
-        if !Arc::ptr_eq(&tree, &shared.tree()) {
+        let switched = shared.switch_epoch.load(Ordering::Acquire) != switch_epoch;
+        if switched || !Arc::ptr_eq(&tree, &shared.tree()) {
             return Ok(true);
         }
         chunk

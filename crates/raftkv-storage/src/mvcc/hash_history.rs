@@ -19,6 +19,7 @@ use raftkv_core::{Error, RequestError, codec};
 
 use crate::keys;
 use crate::maintenance::compaction_pins::CompactionPin;
+use crate::mvcc::history_records::EventKind;
 use crate::mvcc::reader::KvReader;
 use crate::mvcc::{VersionRecord, history_records};
 
@@ -84,6 +85,7 @@ impl KvReader {
         }
 
         // Writes at or below the compact revision that etcd would still hold and hash.
+        let index = &self.shared.key_index;
         let (mut live_at_rev, mut live_at_compact) = (Vec::new(), Vec::new());
         let mut any_live = false;
         let mut group: Option<(Vec<u8>, KeyState)> = None;
@@ -94,14 +96,27 @@ impl KvReader {
             };
             let user_key =
                 || keys::decode_user_key(&prefix).ok_or_else(|| corrupt(format!("a version key {prefix:?}")));
+            // A put the walk found newest is live only if no delete came after it: a
+            // delete has no version record (`mvcc/history_records.rs`), the index knows.
+            let still_put = |key: &[u8], r: Revision, at: Revision| {
+                index
+                    .change_at(key, at)
+                    .is_none_or(|c| c.is_put() || c.revision() <= r)
+            };
             if let Some((r, sub, true)) = state.at_rev {
-                *any_live = true;
-                if r <= compact {
-                    live_at_rev.push((r, sub, user_key()?));
+                let key = user_key()?;
+                if still_put(&key, r, rev) {
+                    *any_live = true;
+                    if r <= compact {
+                        live_at_rev.push((r, sub, key));
+                    }
                 }
             }
             if let Some((r, sub, true)) = state.at_compact {
-                live_at_compact.push((r, sub, user_key()?));
+                let key = user_key()?;
+                if still_put(&key, r, compact) {
+                    live_at_compact.push((r, sub, key));
+                }
             }
             Ok(())
         };
@@ -139,6 +154,15 @@ impl KvReader {
         // Every write above the compact revision, from the history family.
         for event in history_records::events_between(&tree, compact.saturating_add(1).max(0), rev) {
             let event = event.map_err(storage)?;
+            if event.kind == EventKind::Delete {
+                visit(HashedWrite {
+                    revision: event.revision,
+                    sub: event.sub,
+                    key: event.key,
+                    put: None,
+                });
+                continue;
+            }
             visit(read_write(&tree, event.revision, event.sub, event.key)?);
         }
         Ok(HashScope {

@@ -1,24 +1,33 @@
-//! The `h` family: which key changed at each (revision, sub), as records of the tree,
-//! and the one way to write and read them.
+//! The `h` family: which key changed at each (revision, sub), and since layout 4 how
+//! (put or delete), as records of the tree, and the one way to write and read them.
 //!
 //! Since layout version 3 apply writes a **chunk** per run of consecutive events (up to
-//! [`CHUNK_BYTES`] of encoding): key `h` rev(8, BE) sub(4, BE) [`CHUNK_MARK`], the
-//! (revision, sub) of its first event; value the events in (revision, sub) order, each as
-//! varint(revision - previous revision) varint(sub) varint(key length) key, the first one's
-//! previous revision being the one in the key. Before, every event was its own record
-//! (`h` rev sub, value the user key: 13-byte keys, which layout 2 data directories and
-//! snapshots still hold and readers still accept). One record per event cost every put
-//! and every deleted key a second sled insert, next to its version record; the requests of
-//! one apply call share chunks (a request's events continue the call's open chunk), so
-//! a call of 30 single-key puts writes one history record instead of 30, and a
-//! 200,000-key delete about 1,000 instead of 200,000.
+//! [`CHUNK_BYTES`] of encoding): key `h` rev(8, BE) sub(4, BE) mark, the (revision, sub)
+//! of its first event; value the events in (revision, sub) order. Before, every event was
+//! its own record (`h` rev sub, value the user key: 13-byte keys, which layout 2 data
+//! directories and snapshots still hold and readers still accept). One record per event
+//! cost every put and every deleted key a second sled insert, next to its version record;
+//! the requests of one apply call share chunks (a request's events continue the call's
+//! open chunk), so a call of 30 single-key puts writes one history record instead of 30,
+//! and a 200,000-key delete about 1,000 instead of 200,000.
 //!
-//! Chunks are small enough ([`CHUNK_BYTES`]) that a sled leaf of them stays far below the
-//! size at which sled moves a page to an unsynced blob file, and never span two apply
-//! calls (a `HistoryChunks` belongs to one batch), so a record never straddles an
-//! applied revision: the rollback, a snapshot's revision filter and physical compaction
-//! can still treat a record as a unit where they need to (each of them says how it handles
-//! a record that straddles its own boundary).
+//! Two chunk formats, told apart by the key's last byte:
+//! - [`KINDED_CHUNK_MARK`] (layout 4, written today): each event is varint(revision -
+//!   previous revision) varint(sub << 1 | deleted) varint(key length) key. A delete lives
+//!   only here: it writes no version record (a tombstone in the `v` family cost every
+//!   deleted key a sled insert of its escaped key; a 200,000-key delete spent most of its
+//!   apply there), so the history and the key index are where deletes are known.
+//! - [`CHUNK_MARK`] (layout 3): varint(step) varint(sub) varint(key length) key, no kind
+//!   ([`EventKind::Unrecorded`]): its deletes are tombstone records of the `v` family,
+//!   which every reader still accepts.
+//!
+//! The first event's previous revision is the one in the key. Chunks are small enough
+//! ([`CHUNK_BYTES`]) that a sled leaf of them stays far below the size at which sled moves
+//! a page to an unsynced blob file, and never span two apply calls (a `HistoryChunks`
+//! belongs to one batch), so a record never straddles an applied revision: the rollback,
+//! a snapshot's revision filter and physical compaction can still treat a record as a unit
+//! where they need to (each of them says how it handles a record that straddles its own
+//! boundary).
 
 use raftkv_core::kv::Revision;
 use sled::IVec;
@@ -26,12 +35,28 @@ use sled::IVec;
 use crate::error::{Error, Result};
 use crate::keys;
 
-/// The last byte of a chunk's tree key: tells it apart from a one-event record of layout 2.
+/// The last byte of a layout-3 chunk's tree key (events without their kinds): tells it
+/// apart from a one-event record of layout 2.
 pub const CHUNK_MARK: u8 = 1;
+
+/// The last byte of a chunk's tree key whose events carry their kinds (layout 4).
+pub const KINDED_CHUNK_MARK: u8 = 2;
 
 /// A chunk is closed once its encoding reaches this many bytes (a single event may make
 /// it longer: a key as large as the request limit gets a chunk of its own).
 pub const CHUNK_BYTES: usize = 4096;
+
+/// How an event changed its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// A put: its version record holds what was written.
+    Put,
+    /// A delete: no version record (the event is the tombstone).
+    Delete,
+    /// A record of layout 2 or 3, which did not record the kind: the version record at
+    /// (key, revision) says (a put, or a tombstone record).
+    Unrecorded,
+}
 
 /// One event of the history: `key` changed (put or deleted) at (`revision`, `sub`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +65,8 @@ pub struct HistoryEvent {
     pub revision: Revision,
     /// The order within the revision.
     pub sub: u32,
+    /// Put or delete, if the record says.
+    pub kind: EventKind,
     /// The user key.
     pub key: Vec<u8>,
 }
@@ -64,7 +91,7 @@ impl HistoryRecord {
     /// written in place of the whole one.
     pub fn up_to(&self, revision: Revision) -> Option<([u8; 14], Vec<u8>)> {
         let kept = self.events.iter().filter(|e| e.revision <= revision);
-        encode_chunk(kept.map(|e| (e.revision, e.sub, e.key.as_slice())))
+        encode_chunk(kept.map(|e| (e.revision, e.sub, e.kind, e.key.as_slice())))
     }
 
     /// Decode a record read from the tree.
@@ -78,10 +105,13 @@ impl HistoryRecord {
             13 => vec![HistoryEvent {
                 revision,
                 sub,
+                kind: EventKind::Unrecorded,
                 key: value.to_vec(),
             }],
             _ => {
-                decode_chunk(revision, value).ok_or_else(|| corrupt(format!("chunk at {revision}.{sub}")))?
+                let kinded = tree_key.get(13) == Some(&KINDED_CHUNK_MARK);
+                decode_chunk(revision, kinded, value)
+                    .ok_or_else(|| corrupt(format!("chunk at {revision}.{sub}")))?
             }
         };
         if events.is_empty() {
@@ -94,7 +124,8 @@ impl HistoryRecord {
 /// (revision, sub) of a history key of either form.
 fn split_key(tree_key: &[u8]) -> Option<(Revision, u32)> {
     let valid = tree_key.first() == Some(&keys::HISTORY)
-        && (tree_key.len() == 13 || (tree_key.len() == 14 && tree_key[13] == CHUNK_MARK));
+        && (tree_key.len() == 13
+            || (tree_key.len() == 14 && matches!(tree_key[13], CHUNK_MARK | KINDED_CHUNK_MARK)));
     if !valid {
         return None;
     }
@@ -103,41 +134,68 @@ fn split_key(tree_key: &[u8]) -> Option<(Revision, u32)> {
     Some((revision, u32::from_be_bytes(sub)))
 }
 
-/// The tree key of a chunk whose first event is at (`revision`, `sub`).
-pub fn chunk_key(revision: Revision, sub: u32) -> [u8; 14] {
+/// The tree key of a chunk whose first event is at (`revision`, `sub`), its events with
+/// their kinds (`kinded`) or without (layout 3).
+pub fn chunk_key(revision: Revision, sub: u32, kinded: bool) -> [u8; 14] {
     let mut out = [0u8; 14];
     out[..13].copy_from_slice(&keys::history_key(revision, sub));
-    out[13] = CHUNK_MARK;
+    out[13] = if kinded { KINDED_CHUNK_MARK } else { CHUNK_MARK };
     out
 }
 
-/// Encode `events` (in (revision, sub) order) as a chunk: its tree key and value.
+/// Encode `events` (in (revision, sub) order) as a chunk: its tree key and value. The
+/// first event's kind picks the format: a recorded kind the kinded one (an `Unrecorded`
+/// event after it is written as a put), `Unrecorded` the layout-3 one (later kinds are
+/// dropped); the records this re-encodes never mix the two.
 pub fn encode_chunk<'a>(
-    events: impl IntoIterator<Item = (Revision, u32, &'a [u8])>,
+    events: impl IntoIterator<Item = (Revision, u32, EventKind, &'a [u8])>,
 ) -> Option<([u8; 14], Vec<u8>)> {
-    let mut writer = ChunkWriter::default();
-    for (revision, sub, key) in events {
-        writer.push(revision, sub, key);
+    let mut events = events.into_iter().peekable();
+    let kinded = events.peek()?.2 != EventKind::Unrecorded;
+    let mut writer = ChunkWriter::new(kinded);
+    for (revision, sub, kind, key) in events {
+        writer.push(revision, sub, kind == EventKind::Delete, key);
     }
     writer.finish()
 }
 
 /// Builds one chunk.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ChunkWriter {
+    kinded: bool,
     first: Option<(Revision, u32)>,
     previous: Revision,
     bytes: Vec<u8>,
 }
 
+impl Default for ChunkWriter {
+    /// A chunk of today's format.
+    fn default() -> Self {
+        Self::new(true)
+    }
+}
+
 impl ChunkWriter {
-    fn push(&mut self, revision: Revision, sub: u32, key: &[u8]) {
+    fn new(kinded: bool) -> Self {
+        Self {
+            kinded,
+            first: None,
+            previous: 0,
+            bytes: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, revision: Revision, sub: u32, deleted: bool, key: &[u8]) {
         if self.first.is_none() {
             self.first = Some((revision, sub));
             self.previous = revision;
         }
         put_varint(&mut self.bytes, revision.saturating_sub(self.previous) as u64);
-        put_varint(&mut self.bytes, u64::from(sub));
+        if self.kinded {
+            put_varint(&mut self.bytes, u64::from(sub) << 1 | u64::from(deleted));
+        } else {
+            put_varint(&mut self.bytes, u64::from(sub));
+        }
         put_varint(&mut self.bytes, key.len() as u64);
         self.bytes.extend_from_slice(key);
         self.previous = revision;
@@ -151,6 +209,7 @@ impl ChunkWriter {
         let Some((revision, _)) = other.first else {
             return;
         };
+        debug_assert_eq!(self.kinded, other.kinded);
         if self.first.is_none() {
             *self = other;
             return;
@@ -165,20 +224,36 @@ impl ChunkWriter {
 
     fn finish(self) -> Option<([u8; 14], Vec<u8>)> {
         let (revision, sub) = self.first?;
-        Some((chunk_key(revision, sub), self.bytes))
+        Some((chunk_key(revision, sub, self.kinded), self.bytes))
     }
 }
 
-fn decode_chunk(first: Revision, mut bytes: &[u8]) -> Option<Vec<HistoryEvent>> {
+fn decode_chunk(first: Revision, kinded: bool, mut bytes: &[u8]) -> Option<Vec<HistoryEvent>> {
     let mut events = Vec::new();
     let mut revision = first;
     while !bytes.is_empty() {
         revision = revision.checked_add(Revision::try_from(take_varint(&mut bytes)?).ok()?)?;
-        let sub = u32::try_from(take_varint(&mut bytes)?).ok()?;
+        let sub_and_kind = take_varint(&mut bytes)?;
+        let (sub, kind) = if kinded {
+            let kind = if sub_and_kind & 1 == 1 {
+                EventKind::Delete
+            } else {
+                EventKind::Put
+            };
+            (sub_and_kind >> 1, kind)
+        } else {
+            (sub_and_kind, EventKind::Unrecorded)
+        };
+        let sub = u32::try_from(sub).ok()?;
         let len = usize::try_from(take_varint(&mut bytes)?).ok()?;
         let key = bytes.get(..len)?.to_vec();
         bytes = &bytes[len..];
-        events.push(HistoryEvent { revision, sub, key });
+        events.push(HistoryEvent {
+            revision,
+            sub,
+            kind,
+            key,
+        });
     }
     Some(events)
 }
@@ -214,13 +289,14 @@ pub(crate) struct HistoryChunks {
 }
 
 impl HistoryChunks {
-    /// Stage the event `key` at (`revision`, `sub`); events come in (revision, sub) order
-    /// (one out of order starts a new record rather than encode a negative step).
-    pub(crate) fn push(&mut self, revision: Revision, sub: u32, key: &[u8]) {
+    /// Stage the event `key` at (`revision`, `sub`), a delete if `deleted`; events come in
+    /// (revision, sub) order (one out of order starts a new record rather than encode a
+    /// negative step).
+    pub(crate) fn push(&mut self, revision: Revision, sub: u32, deleted: bool, key: &[u8]) {
         if self.open.first.is_some() && revision < self.open.previous {
             self.close();
         }
-        self.open.push(revision, sub, key);
+        self.open.push(revision, sub, deleted, key);
         self.events += 1;
         self.bytes += key.len() as u64 + 3;
         if self.open.bytes.len() >= CHUNK_BYTES {
@@ -344,153 +420,4 @@ pub fn events_between(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    use crate::test_store::temporary_tree as tree;
-
-    fn event(revision: Revision, sub: u32, key: &str) -> HistoryEvent {
-        HistoryEvent {
-            revision,
-            sub,
-            key: key.as_bytes().to_vec(),
-        }
-    }
-
-    #[test]
-    fn a_chunk_round_trips_and_large_revision_gaps_and_keys_survive() {
-        let big = vec![0xabu8; 300];
-        let events = [
-            (5, 0, &b"a"[..]),
-            (5, 1, &b""[..]),
-            (6, 0, &big[..]),
-            (1 << 40, 70_000, &b"z"[..]),
-        ];
-        let (key, value) = encode_chunk(events).unwrap();
-        let record = HistoryRecord::decode(IVec::from(&key[..]), &value).unwrap();
-        let decoded: Vec<_> = record
-            .events
-            .iter()
-            .map(|e| (e.revision, e.sub, e.key.clone()))
-            .collect();
-        let want: Vec<_> = events.iter().map(|&(r, s, k)| (r, s, k.to_vec())).collect();
-        assert_eq!(decoded, want);
-        assert_eq!(record.last_revision(), 1 << 40);
-    }
-
-    #[test]
-    fn damaged_records_are_corrupt_not_misread() {
-        let (key, value) = encode_chunk([(5, 0, &b"abc"[..]), (6, 0, &b"de"[..])]).unwrap();
-        let key = IVec::from(&key[..]);
-        for cut in 1..value.len() {
-            let damaged = HistoryRecord::decode(key.clone(), &value[..cut]);
-            // A cut on an event boundary is a shorter valid chunk; any other is an error.
-            if let Ok(record) = damaged {
-                assert_eq!(record.events, vec![event(5, 0, "abc")]);
-            }
-        }
-        assert!(HistoryRecord::decode(key.clone(), &[]).is_err(), "empty chunk");
-        assert!(
-            HistoryRecord::decode(IVec::from(&b"h123"[..]), b"k").is_err(),
-            "short key"
-        );
-        assert!(HistoryRecord::decode(key, &[0xff; 12]).is_err(), "endless varint");
-    }
-
-    #[test]
-    fn staged_events_are_cut_into_chunks_by_size() {
-        let mut chunks = HistoryChunks::default();
-        let key = vec![b'k'; 100];
-        for i in 0..200 {
-            chunks.push(10 + i, 0, &key);
-        }
-        let mut more = HistoryChunks::default();
-        more.push(300, 0, b"x");
-        chunks.append(more);
-        let records = chunks.into_records();
-        assert!(
-            records.len() >= 5 && records.len() <= 7,
-            "{} records",
-            records.len()
-        );
-        assert!(records.iter().all(|(_, v)| v.len() < CHUNK_BYTES + 110));
-        let tree = tree();
-        for (k, v) in &records {
-            tree.insert(k, v.clone()).unwrap();
-        }
-        let all: Vec<_> = events_between(&tree, 0, Revision::MAX)
-            .map(|e| e.unwrap().revision)
-            .collect();
-        let want: Vec<Revision> = (10..210).chain([300]).collect();
-        assert_eq!(all, want);
-    }
-
-    #[test]
-    fn appended_requests_continue_the_open_chunk() {
-        // An apply call appends each request's staging: one-event requests share a chunk.
-        let mut call = HistoryChunks::default();
-        for revision in 20..30 {
-            let mut request = HistoryChunks::default();
-            request.push(revision, 0, format!("key{revision}").as_bytes());
-            if revision == 25 {
-                request.push(revision, 1, b"second");
-            }
-            call.append(request);
-        }
-        let records = call.into_records();
-        assert_eq!(records.len(), 1, "one chunk for the whole call");
-        let record = HistoryRecord::decode(records[0].0.clone(), &records[0].1).unwrap();
-        let mut want: Vec<HistoryEvent> = (20..30).map(|r| event(r, 0, &format!("key{r}"))).collect();
-        want.insert(6, event(25, 1, "second"));
-        assert_eq!(record.events, want);
-
-        // A request that would overflow the open chunk starts a new one; so does one
-        // out of order (never the case in apply, but not encoded as a negative step).
-        let mut call = HistoryChunks::default();
-        let big = vec![b'b'; CHUNK_BYTES - 8];
-        for (revision, key) in [(40, &b"a"[..]), (41, &big[..]), (42, b"c"), (39, b"d")] {
-            let mut request = HistoryChunks::default();
-            request.push(revision, 0, key);
-            call.append(request);
-        }
-        let firsts: Vec<Revision> = call
-            .into_records()
-            .iter()
-            .map(|(k, _)| keys::history_revision(k).unwrap())
-            .collect();
-        assert_eq!(firsts, vec![40, 41, 42, 39]);
-    }
-
-    #[test]
-    fn reading_from_a_revision_inside_a_chunk_starts_at_that_revision() {
-        let tree = tree();
-        // Layout 2 records (one event each) below, chunks above.
-        tree.insert(keys::history_key(2, 0), &b"old"[..]).unwrap();
-        tree.insert(keys::history_key(3, 0), &b"old2"[..]).unwrap();
-        for chunk in [
-            [(4, 0, &b"a"[..]), (5, 0, b"b")],
-            [(5, 1, &b"c"[..]), (7, 0, b"d")],
-        ] {
-            let (k, v) = encode_chunk(chunk).unwrap();
-            tree.insert(&k[..], v).unwrap();
-        }
-        let keys_between = |from, to| -> Vec<(Revision, u32, String)> {
-            events_between(&tree, from, to)
-                .map(|e| e.unwrap())
-                .map(|e| (e.revision, e.sub, String::from_utf8(e.key).unwrap()))
-                .collect()
-        };
-        let all = keys_between(0, 100);
-        assert_eq!(all.len(), 6);
-        assert_eq!(keys_between(5, 5), vec![(5, 0, "b".into()), (5, 1, "c".into())]);
-        assert_eq!(keys_between(6, 7), vec![(7, 0, "d".into())]);
-        assert_eq!(
-            keys_between(3, 4),
-            vec![(3, 0, "old2".into()), (4, 0, "a".into())]
-        );
-        assert!(keys_between(8, 100).is_empty());
-        assert_eq!(records_from(&tree, 6).count(), 1, "the chunk that reaches 7");
-        assert_eq!(records_from(&tree, 8).count(), 0);
-    }
-}
+mod tests;

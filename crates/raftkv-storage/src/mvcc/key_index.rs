@@ -40,6 +40,7 @@ use raftkv_core::kv::{KeyValue, Revision};
 
 use crate::error::{Error, Result};
 use crate::keys;
+use crate::mvcc::history_records::{self, EventKind};
 use crate::mvcc::version_record::VersionRecord;
 
 /// A live key's newest version without its value.
@@ -176,10 +177,18 @@ fn bounds<'a>(key: &'a [u8], range_end: &'a [u8]) -> Option<KeyBounds<'a>> {
 }
 
 impl KeyIndex {
-    /// The index of what `tree` holds: one forward scan of the `v` family. Only the
-    /// newest version of each key is decoded; the others' kinds are read from their
-    /// first byte ([`VersionRecord::is_put`]).
-    pub(crate) fn build(tree: &sled::Tree) -> Result<Self> {
+    /// The index of what `tree` holds at or below revision `up_to`: one forward scan of
+    /// the `v` family, then of the `h` family for the deletes, which since layout 4 have
+    /// no version record (`mvcc/history_records.rs`). Only the newest version of each key
+    /// is decoded; the others' kinds are read from their first byte
+    /// ([`VersionRecord::is_put`]). A delete the history still holds but physical
+    /// compaction already finished with (below `compacted`, the tree's compaction
+    /// progress, and nothing of its key left before it) is left out, as
+    /// [`KeyIndex::prune`] left it out. (A key compaction finished early, by a delete
+    /// above the progress that a crash then interrupted, may come back as that delete
+    /// alone: a read sees no version either way, and the compaction's next round prunes
+    /// it.)
+    pub(crate) fn build(tree: &sled::Tree, up_to: Revision, compacted: Revision) -> Result<Self> {
         let mut map = BTreeMap::new();
         let mut live = 0;
         // The key group being walked: its prefix, changes so far and newest record.
@@ -189,6 +198,9 @@ impl KeyIndex {
             let Some((_, rev)) = keys::split_version_key(&tree_key) else {
                 continue;
             };
+            if rev > up_to {
+                continue;
+            }
             let change = if VersionRecord::is_put(&bytes)? {
                 Change::put(rev)
             } else {
@@ -206,6 +218,31 @@ impl KeyIndex {
             }
         }
         live += add_group(&mut map, group)?;
+        for record in history_records::records_from(tree, 0) {
+            for event in record?.events {
+                if event.kind != EventKind::Delete || event.revision > up_to {
+                    continue;
+                }
+                let entry = map.entry(event.key.into_boxed_slice()).or_default();
+                let at = entry.changes.partition_point(|c| c.revision() < event.revision);
+                let after_all = at == entry.changes.len();
+                if entry
+                    .changes
+                    .get(at)
+                    .is_some_and(|c| c.revision() == event.revision)
+                {
+                    continue;
+                }
+                if at == 0 && event.revision < compacted {
+                    continue;
+                }
+                entry.changes.insert(at, Change::delete(event.revision));
+                if after_all && entry.live.take().is_some() {
+                    live -= 1;
+                }
+            }
+        }
+        map.retain(|_, entry| !entry.changes.is_empty());
         Ok(Self {
             keys: RwLock::new(map),
             live: AtomicU64::new(live),
@@ -252,6 +289,26 @@ impl KeyIndex {
     /// then (as far as the retained changes tell: `rev` at or above the compact revision).
     pub fn visible_at(&self, key: &[u8], rev: Revision) -> Option<Revision> {
         self.keys.read().get(key)?.visible_at(rev)
+    }
+
+    /// `key`'s newest retained change at or below `rev` (a put or a delete), if any.
+    pub fn change_at(&self, key: &[u8], rev: Revision) -> Option<Change> {
+        let keys = self.keys.read();
+        let changes = &keys.get(key)?.changes;
+        let seen = changes.partition_point(|c| c.revision() <= rev);
+        changes.get(seen.checked_sub(1)?).copied()
+    }
+
+    /// Every live key attached to a lease, with its lease, in key order (a snapshot
+    /// install rebuilds the `a` family from it).
+    pub(crate) fn leased_keys(&self) -> Vec<(i64, Vec<u8>)> {
+        let keys = self.keys.read();
+        keys.iter()
+            .filter_map(|(k, entry)| {
+                let lease = entry.live?.lease;
+                (lease != 0).then(|| (lease, k.to_vec()))
+            })
+            .collect()
     }
 
     /// The keys in `[key, range_end)` (etcd's forms) live at `rev`, each with the revision

@@ -7,8 +7,10 @@
 //! hashes, read back in its order (`hash_history.rs`). Writing versions is `apply/`'s;
 //! deleting old ones is `maintenance/`'s.
 //!
-//! Every put and delete writes a new [`VersionRecord`] under (key, revision); nothing is
-//! overwritten in place. A read picks a revision `R` first (the newest applied revision,
+//! Every put writes a new [`VersionRecord`] under (key, revision); nothing is overwritten
+//! in place. A delete writes only its history event (`history_records.rs`; tombstone
+//! records of layouts before 4 are still read), so which keys are live at a revision is
+//! the key index's to say: a read of the `v` family alone would resurrect deleted keys. A read picks a revision `R` first (the newest applied revision,
 //! or the one asked for) and then, for each key, the newest version at or below `R`.
 //! Versions above `R` are ignored, so a read never mixes two revisions even while apply
 //! keeps writing, and no lock is needed. sled's iterators are not point-in-time; pinning
@@ -42,7 +44,10 @@ use crate::keys;
 use crate::mvcc::key_index::KeyIndex;
 pub use version_record::VersionRecord;
 
-/// The newest version of `key` at or below `rev`, if the key existed then.
+/// The newest version record of `key` at or below `rev`, if it is a put. Only the key
+/// index knows whether the key was deleted since (a delete has no version record,
+/// `mvcc/history_records.rs`): this is the fallback of reads whose index named a version
+/// the tree lacks, and a look at the tree for tests.
 pub fn get_at(tree: &sled::Tree, key: &[u8], rev: Revision) -> Result<Option<KeyValue>> {
     let lower = keys::version_key(key, 0);
     let upper = keys::version_key(key, rev);
@@ -112,9 +117,26 @@ pub fn range_indexed_at(
 ) -> Result<(Vec<KeyValue>, usize)> {
     let (visible, retained) = index.range_at(key, range_end, rev);
     if walk_is_cheaper(retained, visible.len()) {
-        return Ok((scan_at(tree, key, range_end, rev)?, 0));
+        let walked = scan_at(tree, key, range_end, rev)?;
+        return Ok((only_visible(walked, &visible), 0));
     }
     range_by_index(tree, visible, rev)
+}
+
+/// The versions of `walked` (both in key order) that `visible` names: the walk sees the
+/// newest version record of each key, but a delete has none (`mvcc/history_records.rs`),
+/// so a key deleted since its last put is live only by the walk.
+pub(crate) fn only_visible(walked: Vec<KeyValue>, visible: &[(Vec<u8>, Revision)]) -> Vec<KeyValue> {
+    let mut named = visible.iter().peekable();
+    walked
+        .into_iter()
+        .filter(|kv| {
+            while named.next_if(|(k, _)| k.as_slice() < kv.key.as_slice()).is_some() {}
+            named
+                .next_if(|(k, r)| *k == kv.key && *r == kv.mod_revision)
+                .is_some()
+        })
+        .collect()
 }
 
 /// The versions `visible` names (keys and the revision a read at `rev` sees, from
@@ -205,8 +227,11 @@ pub fn range_by_index_limited(
     }))
 }
 
-/// Every key in `[key, range_end)` (etcd's forms) as it was at `rev`, in key order, from
-/// the tree alone (every version of every key in the range is walked).
+/// Every key in `[key, range_end)` (etcd's forms) whose newest version record at or
+/// below `rev` is a put, in key order, from the `v` family alone (every version of every
+/// key in the range is walked). Not the answer of a read on its own: a key deleted since
+/// (a history event, no record) is among them; [`range_indexed_at`] keeps those the key
+/// index names.
 pub fn scan_at(tree: &sled::Tree, key: &[u8], range_end: &[u8], rev: Revision) -> Result<Vec<KeyValue>> {
     let (lower, upper) = keys::version_bounds(key, range_end);
     let mut out = Vec::new();

@@ -49,7 +49,6 @@ use raftkv_core::kv::Revision;
 use raftkv_core::types::{LogId, StoredMembership};
 
 use crate::apply::applied_state::AppliedState;
-use crate::apply::lease_table::AttachmentRebuild;
 use crate::disk::durable::sync_dir;
 use crate::disk::generation::Generation;
 use crate::error::{Error, Result};
@@ -344,7 +343,6 @@ pub(crate) fn install(shared: &StateShared, meta: &SnapshotMetaOf, mut file: Fil
             ),
         });
     }
-    let mut attachments = AttachmentRebuild::default();
     loop {
         let (frame, raw) = reader.next()?;
         tee.write_all(&raw)?;
@@ -354,18 +352,14 @@ pub(crate) fn install(shared: &StateShared, meta: &SnapshotMetaOf, mut file: Fil
             Frame::Pairs(pairs) => {
                 for (k, v) in pairs {
                     if k.first() == Some(&keys::ATTACHMENT) || k.first() == Some(&keys::UNDO) {
-                        // Rebuilt from the versions below, never taken from the file; undo
+                        // Rebuilt from the key index below, never taken from the file; undo
                         // records are local bookkeeping.
                         continue;
                     }
-                    attachments.pair(&k, &v, &tree)?;
                     tree.insert(k, v)?;
                 }
             }
-            Frame::End { .. } | Frame::EndCrc32 { .. } => {
-                attachments.flush(&tree)?;
-                break;
-            }
+            Frame::End { .. } | Frame::EndCrc32 { .. } => break,
             Frame::Header(_) => {
                 return Err(Error::Corrupt {
                     what: "snapshot",
@@ -380,10 +374,12 @@ pub(crate) fn install(shared: &StateShared, meta: &SnapshotMetaOf, mut file: Fil
         revision: header.revision,
         compact_revision: header.compact_revision,
     };
+    // The new tree has no compaction progress (progress is local to a tree).
+    let key_index = KeyIndex::build(&tree, header.revision, 0)?;
+    crate::apply::lease_table::rebuild_attachments(&tree, &key_index)?;
     tree.insert(meta::STATE, state.encode()?)?;
     tree.sync()?;
     tree.mark_baseline();
-    let key_index = KeyIndex::build(&tree)?;
     // The switch: `state.current`, made durable.
     shared.commit_switch(&tree)?;
     // Readers pin the revision before they load the tree, so store the tree first, and

@@ -1,13 +1,16 @@
 //! Replaying the event history for watchers that are behind: the `h` family (see
-//! [`crate::keys`]) names the key changed at every (revision, sub-revision), the version
-//! records give each event's key-value and previous key-value. A watcher that starts in
+//! [`crate::keys`]) names the key changed at every (revision, sub-revision) and, since
+//! layout 4, whether it was deleted; the version records give each put's key-value, and
+//! the key index which version was live before an event (its previous key-value) and,
+//! for a single key, its events themselves. A watcher that starts in
 //! the past, or fell behind because it did not keep up, reads its events from here in
 //! bounded chunks until it reaches the applied revision (`watch/session/` drives that).
 //!
 //! **What is safe to read.** Physical compaction deletes history records below its target
 //! `T`, which never exceeds the (published) compact revision `C`; version records above
-//! `T`, the newest version of a key at or below `T` unless it is a tombstone below `T`,
-//! and the history records of `T` itself stay. So the events of every revision `>= C`
+//! `T`, the newest version of a key at or below `T` unless the key was deleted after it
+//! at or below `T`, the key index's changes from there on, and the history records of
+//! `T` itself stay. So the events of every revision `>= C`
 //! and their key-values are intact, and so are their previous key-values (read at
 //! `rev - 1`) for revisions `> C`; an event of `C` itself has its previous key-value only
 //! if compaction has not yet removed it (etcd's watch omits it there too). A chunk that
@@ -25,7 +28,8 @@ use raftkv_core::watch::{Event, EventType, WatchRequest};
 
 use crate::error::{Error, Result};
 use crate::keys;
-use crate::mvcc::history_records::{self, HistoryEvent};
+use crate::mvcc::history_records::{self, EventKind, HistoryEvent};
+use crate::mvcc::key_index::KeyIndex;
 use crate::mvcc::{self, VersionRecord};
 use crate::state::StateShared;
 use crate::watch::key_range::KeyRange;
@@ -90,9 +94,10 @@ pub(crate) fn read_chunk(
         });
     }
     let tree = shared.tree();
+    let index = &shared.key_index;
     let (events, next) = match query.range {
-        KeyRange::Single(key) => scan_key(&tree, query, key, from, to, limits)?,
-        KeyRange::Range { .. } => scan_history(&tree, query, from, to, limits)?,
+        KeyRange::Single(key) => scan_key(&tree, index, query, key, from, to, limits)?,
+        KeyRange::Range { .. } => scan_history(&tree, index, query, from, to, limits)?,
     };
     // See the module doc: the scan is complete only if nothing it needed was compacted
     // while it ran, and no install switched the tree.
@@ -106,38 +111,56 @@ pub(crate) fn read_chunk(
     Ok(ReadOutcome::Chunk { events, next })
 }
 
-/// A single key: its version records in `[from, to]` are exactly its events.
+/// A single key: its changes in `[from, to]` (the key index holds every one at or above
+/// the compact revision, with its kind) are exactly its events; a put's key-value is its
+/// version record.
 fn scan_key(
     tree: &sled::Tree,
+    index: &KeyIndex,
     query: &HistoryQuery<'_>,
     key: &[u8],
     from: Revision,
     to: Revision,
     limits: ChunkLimits,
 ) -> Result<(Vec<Event>, Revision)> {
-    let lower = keys::version_key(key, from);
-    let upper = keys::version_key(key, to);
+    let changes = index.changes(key);
     let mut events = Vec::new();
-    for (scanned, item) in tree.range(lower..=upper).enumerate() {
-        let (tree_key, bytes) = item?;
-        let Some((_, rev)) = keys::split_version_key(&tree_key) else {
-            continue;
-        };
-        // One version per (key, revision): every record is its own revision.
+    let in_window = changes
+        .iter()
+        .filter(|c| c.revision() >= from && c.revision() <= to);
+    for (scanned, change) in in_window.enumerate() {
+        let rev = change.revision();
+        // One change per (key, revision): every change is its own revision.
         if events.len() >= limits.events || scanned >= limits.records {
             return Ok((events, rev));
         }
-        let record: VersionRecord = codec::decode(&bytes)?;
-        if let Some(event) = event_of(tree, query, key, rev, record)? {
+        let record = if change.is_put() {
+            Some(version_record(tree, key, rev)?)
+        } else {
+            None
+        };
+        if let Some(event) = event_of(tree, index, query, key, rev, record)? {
             events.push(event);
         }
     }
     Ok((events, to + 1))
 }
 
+/// The version record of `key` at `rev`, which its history event names.
+fn version_record(tree: &sled::Tree, key: &[u8], rev: Revision) -> Result<VersionRecord> {
+    let Some(bytes) = tree.get(keys::version_key(key, rev))? else {
+        return Err(Error::Corrupt {
+            what: "watch history",
+            detail: format!("no version of {key:?} at its history revision {rev}"),
+        });
+    };
+    Ok(codec::decode(&bytes)?)
+}
+
 /// A range: walk the history by (revision, sub) and keep the keys in range.
 fn scan_history(
     tree: &sled::Tree,
+    index: &KeyIndex,
     query: &HistoryQuery<'_>,
     from: Revision,
     to: Revision,
@@ -149,6 +172,7 @@ fn scan_history(
         let HistoryEvent {
             revision: rev,
             key: user_key,
+            kind,
             ..
         } = event?;
         if current.is_some_and(|c| c != rev) && (events.len() >= limits.events || scanned >= limits.records) {
@@ -158,36 +182,35 @@ fn scan_history(
         if !query.range.contains(&user_key) {
             continue;
         }
-        let Some(bytes) = tree.get(keys::version_key(&user_key, rev))? else {
-            return Err(Error::Corrupt {
-                what: "watch history",
-                detail: format!("no version of {user_key:?} at its history revision {rev}"),
-            });
+        let record = match kind {
+            EventKind::Delete => None,
+            EventKind::Put | EventKind::Unrecorded => Some(version_record(tree, &user_key, rev)?),
         };
-        let record: VersionRecord = codec::decode(&bytes)?;
-        if let Some(event) = event_of(tree, query, &user_key, rev, record)? {
+        if let Some(event) = event_of(tree, index, query, &user_key, rev, record)? {
             events.push(event);
         }
     }
     Ok((events, to + 1))
 }
 
-/// The event of `record` (the version of `key` at `rev`), if the watcher's filters keep it.
+/// The event of `key` at `rev`, a put or tombstone `record` or a delete without one
+/// (`None`), if the watcher's filters keep it.
 fn event_of(
     tree: &sled::Tree,
+    index: &KeyIndex,
     query: &HistoryQuery<'_>,
     key: &[u8],
     rev: Revision,
-    record: VersionRecord,
+    record: Option<VersionRecord>,
 ) -> Result<Option<Event>> {
     let (kind, kv) = match record {
-        VersionRecord::Put {
+        Some(VersionRecord::Put {
             create_revision,
             version,
             lease,
             value,
             ..
-        } => (
+        }) => (
             EventType::Put,
             KeyValue {
                 key: key.to_vec(),
@@ -198,7 +221,7 @@ fn event_of(
                 lease,
             },
         ),
-        VersionRecord::Delete { .. } => (
+        Some(VersionRecord::Delete { .. }) | None => (
             EventType::Delete,
             KeyValue {
                 key: key.to_vec(),
@@ -213,7 +236,8 @@ fn event_of(
     // A creation has no previous version worth reading (the key did not exist at rev - 1).
     let created_here = kind == EventType::Put && kv.create_revision == rev;
     let prev_kv = if query.request.prev_kv && !created_here {
-        mvcc::get_at(tree, key, rev - 1)?
+        // By the index: the newest version record below `rev` may have been deleted since.
+        mvcc::get_indexed_at(tree, index, key, rev - 1)?
     } else {
         None
     };

@@ -40,7 +40,7 @@ fn build_keeps_every_change_and_the_newest_put_of_each_live_key() {
         tree.insert(keys::version_key(key, rev), record).unwrap();
     }
     tree.insert(keys::history_key(9, 0), b"a".to_vec()).unwrap();
-    let index = KeyIndex::build(&tree).unwrap();
+    let index = KeyIndex::build(&tree, Revision::MAX, 0).unwrap();
     assert_eq!(index.len(), 3);
     assert_eq!(index.keys_held(), 4);
     assert_eq!(index.newest(b"a"), Some(5));
@@ -73,6 +73,53 @@ fn build_keeps_every_change_and_the_newest_put_of_each_live_key() {
         index.range_at(b"a", b"c", 9),
         (vec![(b"a".to_vec(), 5), (b"a\x00".to_vec(), 3)], 5)
     );
+}
+
+/// Layout 4: deletes are history events (kinded chunks) merged into the changes the
+/// version records give; above `up_to` nothing counts; a delete that compaction finished
+/// with (below its progress, nothing before it) is left out.
+#[test]
+fn build_merges_the_deletes_of_the_history_and_stops_at_its_revision() {
+    use crate::mvcc::history_records::{EventKind::*, encode_chunk};
+    let tree = crate::test_store::temporary_tree();
+    for (key, rev, record) in [
+        (&b"a"[..], 4, put()),
+        (b"a", 8, put_of(8, 1, 5)),
+        (b"b", 5, put_of(5, 1, 9)),
+        (b"c", 6, put()),
+    ] {
+        tree.insert(keys::version_key(key, rev), record).unwrap();
+    }
+    for chunk in [
+        [(2, 0, Delete, &b"gone"[..]), (4, 0, Put, b"a"), (5, 0, Put, b"b")],
+        [(6, 0, Put, &b"c"[..]), (7, 0, Delete, b"a"), (7, 1, Delete, b"c")],
+        [(8, 0, Put, &b"a"[..]), (9, 0, Delete, b"b"), (9, 1, Delete, b"b")],
+    ] {
+        let (k, v) = encode_chunk(chunk).unwrap();
+        tree.insert(&k[..], v).unwrap();
+    }
+    let index = KeyIndex::build(&tree, Revision::MAX, 3).unwrap();
+    assert_eq!(
+        index.changes(b"a"),
+        vec![Change::put(4), Change::delete(7), Change::put(8)]
+    );
+    assert_eq!(index.meta(b"a").map(|m| m.lease), Some(5), "re-created: live");
+    assert_eq!(index.changes(b"b"), vec![Change::put(5), Change::delete(9)]);
+    assert_eq!(index.meta(b"b"), None);
+    assert_eq!(index.changes(b"c"), vec![Change::put(6), Change::delete(7)]);
+    assert!(index.changes(b"gone").is_empty(), "compacted below 3");
+    assert_eq!((index.len(), index.keys_held()), (1, 3));
+    assert_eq!(index.visible_at(b"a", 7), None);
+    assert_eq!(index.visible_at(b"b", 8), Some(5));
+    assert_eq!(index.change_at(b"b", 9), Some(Change::delete(9)));
+    assert_eq!(index.leased_keys(), vec![(5, b"a".to_vec())]);
+
+    // The state at revision 8: b live (its delete at 9 is above), and "gone" kept when
+    // nothing is compacted.
+    let index = KeyIndex::build(&tree, 8, 0).unwrap();
+    assert_eq!(index.meta(b"b").map(|m| m.lease), Some(9));
+    assert_eq!(index.changes(b"gone"), vec![Change::delete(2)]);
+    assert_eq!((index.len(), index.keys_held()), (2, 4));
 }
 
 fn at(rev: Revision) -> Option<KeyMeta> {
