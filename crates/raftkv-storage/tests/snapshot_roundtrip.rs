@@ -113,6 +113,105 @@ async fn snapshot_captures_a_point_and_installs_elsewhere() {
     assert_eq!(read(&follower, "k01").version, 6);
 }
 
+fn entry(i: u64, command: raftkv_core::Command) -> Entry {
+    Entry {
+        log_id: LogId::new(raftkv_core::types::leader_id(1, 1), i),
+        payload: EntryPayload::Normal(command),
+    }
+}
+
+/// One read of everything: (key, mod revision, value) per live key.
+type Read = Vec<(Vec<u8>, i64, Vec<u8>)>;
+
+/// Every key's state at every revision, as ranges over everything read it.
+fn reads(store: &Store) -> Vec<Read> {
+    (1..=store.reader.revision())
+        .map(|rev| {
+            let request = RangeRequest::prefix("").with_revision(rev);
+            let kvs = store.reader.range(&request).unwrap().kvs;
+            kvs.into_iter()
+                .map(|kv| (kv.key, kv.mod_revision, kv.value))
+                .collect()
+        })
+        .collect()
+}
+
+/// Every write HashKV would hash at the current revision.
+fn hashed(store: &Store) -> Vec<raftkv_storage::HashedWrite> {
+    let mut writes = Vec::new();
+    store.reader.hash_history(0, |w| writes.push(w)).unwrap();
+    writes
+}
+
+/// Deletes are history events alone (layout 4): after an install the follower reads every
+/// revision as the leader does, hashes the same writes, and its lease attachments name
+/// only the keys live on a lease (a deleted key's older put names one too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_travel_in_the_history_and_attachments_follow_live_keys() {
+    use raftkv_core::Command;
+    use raftkv_core::kv::DeleteRangeRequest;
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut leader = open(a.path());
+    let on_lease = |key: &str, lease: i64| {
+        Command::Put(PutRequest {
+            lease,
+            ..PutRequest::new(key, format!("{key}@{lease}"))
+        })
+    };
+    let commands = vec![
+        Command::LeaseGrant { id: 7, ttl: 600 },
+        on_lease("a", 7),
+        on_lease("b", 7),
+        on_lease("c", 7),
+        Command::Put(PutRequest::new("d", "d")),
+        Command::DeleteRange(DeleteRangeRequest::key("b")),
+        Command::DeleteRange(DeleteRangeRequest::prefix("c")),
+        on_lease("c", 0),
+        Command::DeleteRange(DeleteRangeRequest::key("d")),
+        on_lease("e", 7),
+    ];
+    let entries: Vec<Entry> = commands
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| entry(i as u64 + 1, c))
+        .collect();
+    leader.state_machine.apply_committed(entries).await.unwrap();
+    assert_eq!(
+        leader.shared.version_records(b"", &[0]).unwrap(),
+        6,
+        "puts only: the three deletes wrote no version record"
+    );
+    let snapshot = leader
+        .state_machine
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let mut follower = open(b.path());
+    support::install_snapshot(&mut follower, snapshot).await;
+
+    assert_eq!(reads(&follower), reads(&leader));
+    assert_eq!(hashed(&follower), hashed(&leader));
+    let live_now: Vec<_> = reads(&leader).pop().unwrap().into_iter().map(|kv| kv.0).collect();
+    assert_eq!(live_now, [b"a".to_vec(), b"c".to_vec(), b"e".to_vec()]);
+    for store in [&leader, &follower] {
+        assert_eq!(
+            store.reader.lease_keys(7).unwrap(),
+            [b"a".to_vec(), b"e".to_vec()],
+            "b deleted, c re-created without the lease"
+        );
+    }
+    // And after a reopen, which builds the index from the tree again.
+    drop(follower);
+    let follower = open(b.path());
+    assert_eq!(reads(&follower), reads(&leader));
+    assert_eq!(
+        follower.reader.lease_keys(7).unwrap(),
+        [b"a".to_vec(), b"e".to_vec()]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_or_foreign_snapshots_are_refused() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

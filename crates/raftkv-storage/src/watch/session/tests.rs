@@ -315,3 +315,51 @@ async fn after_a_snapshot_install_watchers_replay_the_gap_or_are_canceled_past_c
     assert!(canceled.canceled, "{canceled:?}");
     assert_eq!((canceled.watch_id, canceled.compact_revision), (w.watch_id, 8));
 }
+
+/// Since layout 4 a delete is a history event alone. Replayed from the past, a key's
+/// deletes come as Delete events (a single key's from the key index, a range's from the
+/// kinds in the history), a delete's previous key-value is the put before it, and a put
+/// that re-creates a key has none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_replay_from_the_history_with_their_previous_values() {
+    let mut f = Fixture::new();
+    f.put("k", "v1").await; // 2
+    f.apply(vec![Command::DeleteRange(DeleteRangeRequest::key("k"))])
+        .await; // 3
+    f.put("k", "v2").await; // 4
+    f.put("k", "v3").await; // 5
+    f.apply(vec![Command::DeleteRange(DeleteRangeRequest::prefix(""))])
+        .await; // 6
+    let mut session = f.session();
+    for (id, request) in [(10, WatchRequest::key("k")), (11, WatchRequest::prefix("k"))] {
+        let created = session.create(
+            request
+                .with_start_revision(2)
+                .with_prev_kv(true)
+                .with_watch_id(id),
+        );
+        assert!(created.created && !created.canceled);
+    }
+    type Seen = Vec<(EventType, i64, Option<Vec<u8>>)>;
+    let mut by_watcher: HashMap<WatchId, Seen> = HashMap::new();
+    while by_watcher.values().map(Vec::len).sum::<usize>() < 10 {
+        let r = next(&mut session).await;
+        for e in r.events {
+            let prev = e.prev_kv.map(|p| p.value);
+            by_watcher
+                .entry(r.watch_id)
+                .or_default()
+                .push((e.kind, e.kv.mod_revision, prev));
+        }
+    }
+    let want: Seen = vec![
+        (EventType::Put, 2, None),
+        (EventType::Delete, 3, Some(b"v1".to_vec())),
+        (EventType::Put, 4, None),
+        (EventType::Put, 5, Some(b"v2".to_vec())),
+        (EventType::Delete, 6, Some(b"v3".to_vec())),
+    ];
+    assert_eq!(by_watcher[&10], want, "single key");
+    assert_eq!(by_watcher[&11], want, "range");
+    assert!(idle(&mut session));
+}
