@@ -21,19 +21,22 @@ SYSTEMS=("$@")
 install_missing etcd:etcd-server etcdctl:etcd-client
 build_release
 
+run=0
 for sys in "${SYSTEMS[@]}"; do
-  mkdir -p "$WORK/$sys"
+  # A directory per run: a system may be named twice (alternating builds).
+  run=$((run + 1)); dir="$WORK/$run-$sys"
+  mkdir -p "$dir"
   if [ "$sys" = raftkv ] || [ "$sys" = baseline ]; then
     if [ "$sys" = baseline ]; then
-      SERVER=${BASELINE_SERVER:?system baseline needs BASELINE_SERVER} start_raftkv_cluster "$WORK/$sys"
+      SERVER=${BASELINE_SERVER:?system baseline needs BASELINE_SERVER} start_raftkv_cluster "$dir"
     else
-      start_raftkv_cluster "$WORK/$sys"
+      start_raftkv_cluster "$dir"
     fi
     endpoints=$RK_ENDPOINTS
   else
-    start_etcd_cluster "$WORK/$sys"; endpoints=$ET_EP
+    start_etcd_cluster "$dir"; endpoints=$ET_EP
   fi
-  wait_until_writable "$endpoints" "$WORK/$sys/*.log"
+  wait_until_writable "$endpoints" "$dir/*.log"
   "$BENCH" put --endpoints "$endpoints" --clients 64 --total "$KEYS" --duration 300s \
     --key-space 1000000000000 --value-size 1024 --key-prefix perf/ | grep throughput
   first=${endpoints%%,*}; first=${first#http://}

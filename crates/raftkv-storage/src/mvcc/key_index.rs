@@ -19,9 +19,12 @@
 //! at or above the compact revision never looks at them.
 //!
 //! It is derived state, never written to disk: `Store::open` builds it from the `v`
-//! records after the rollback (`apply/rollback.rs`), a snapshot install rebuilds it from
-//! the installed tree, and apply updates it after its batch is in the tree and before the
-//! batch's revision is published. So a reader that pinned revision `R` finds every change
+//! records and the deletes of the history (a delete has no version record since layout
+//! 4) as of the durable revision, before the rollback, which asks it which keys were live
+//! (`apply/rollback.rs`); a snapshot install rebuilds it from the installed tree, and
+//! apply updates it after its batch is in the tree and before the batch's revision is
+//! published. Since deletes are known only here and in the history, every read of
+//! versions goes through it (`mvcc/mod.rs`). So a reader that pinned revision `R` finds every change
 //! at or below `R`; changes above `R` it ignores. Across a snapshot install a reader may
 //! pair one tree with the other tree's index: both describe the same history, so they
 //! agree at every revision both still hold, and a read below the new compact revision is
