@@ -67,6 +67,10 @@ pub fn export(ours: File, out: File) -> Result<(File, ExportReport)> {
                     match k.first() {
                         Some(&keys::VERSION) => versions.push(version_entry(&k, &v)?),
                         Some(&keys::HISTORY) => {
+                            // Every delete, also below the compact revision: the puts it
+                            // superseded may still be here (physical compaction not done),
+                            // and etcd's compaction at open needs it to drop them. One whose
+                            // puts are gone is an orphan tombstone etcd's compaction drops.
                             let record = HistoryRecord::decode(k.into(), &v)?;
                             versions.extend(record.events.into_iter().filter_map(tombstone_entry));
                         }

@@ -13,10 +13,13 @@
 //!   is a history event, which the key index knows), or if it is a tombstone record of
 //!   an older layout below `T` (a read at `r >= T` sees the newest change `<= r`, which
 //!   is never one of these);
-//! - every history record (`h` family) below `T`. Readers use only the `v` family; the
-//!   history serves future watches, which start at the compact revision or above, so the
-//!   records of `T` itself (and a tombstone at `T`) stay until the next compaction, as
-//!   etcd lets a watch start at its compact revision.
+//! - every history record (`h` family) below `T`. The history serves future watches,
+//!   which start at the compact revision or above, so the records of `T` itself (and a
+//!   delete at `T`) stay until the next compaction, as etcd lets a watch start at its
+//!   compact revision. It also holds the deletes (a delete has no version record), which
+//!   the key index is built from at open and on install: a delete below `T` goes only
+//!   after every version it superseded (the invariant below), so a rebuilt index never
+//!   misses a delete that a version left in the tree still needs.
 //!
 //! **Finding the work.** The compactor walks the `h` family from the last revision it
 //! finished (`m`+`compact_done`, [`crate::keys::meta::COMPACT_DONE`]; that revision's

@@ -64,7 +64,10 @@ impl KvReader {
         revision: Revision,
         mut visit: impl FnMut(HashedWrite),
     ) -> Result<HashScope, Error> {
-        // Pin before reading the revision and loading the tree (see `range_once`).
+        // Pin before reading the revision and loading the tree (see `range_once`). The walk
+        // reads the tree and the key index: a snapshot install that switches both during
+        // it makes the answer unusable (see the end).
+        let switch_epoch = self.shared.settled_switch_epoch();
         let (_pin, compact) = CompactionPin::take(&self.shared.pins, || self.shared.compact_revision());
         let current = self.shared.revision();
         let tree = self.shared.tree();
@@ -165,6 +168,17 @@ impl KvReader {
             }
             visit(read_write(&tree, event.revision, event.sub, event.key)?);
         }
+        if self
+            .shared
+            .switch_epoch
+            .load(std::sync::atomic::Ordering::Acquire)
+            != switch_epoch
+        {
+            // The tree walked and the index asked may be of different generations.
+            return Err(Error::Timeout(
+                "a snapshot install switched the state during HashKV; ask again".into(),
+            ));
+        }
         Ok(HashScope {
             revision: rev,
             current,
@@ -194,4 +208,41 @@ fn storage(e: impl std::fmt::Display) -> Error {
 
 fn corrupt(what: String) -> Error {
     Error::Storage(format!("corrupt state: {what}"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use openraft::{EntryPayload, LogId};
+    use raftkv_core::Command;
+    use raftkv_core::kv::PutRequest;
+    use raftkv_core::types::Entry;
+
+    use super::*;
+    use crate::{Store, StoreOptions};
+
+    /// A snapshot install's switch during the walk (the tree walked and the index asked
+    /// may then be of different generations) makes HashKV answer a retryable error
+    /// instead of a hash of neither; without one it answers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hash_that_overlaps_a_state_switch_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let entries: Vec<Entry> = (1..=3)
+            .map(|i| Entry {
+                log_id: LogId::new(raftkv_core::types::leader_id(1, 1), i),
+                payload: EntryPayload::Normal(Command::Put(PutRequest::new(format!("k{i}"), "v"))),
+            })
+            .collect();
+        store.state_machine.apply_committed(entries).await.unwrap();
+        let mut seen = 0;
+        let scope = store.reader.hash_history(0, |_| seen += 1).unwrap();
+        assert_eq!((seen, scope.revision), (3, 4));
+        let shared = store.shared.clone();
+        let err = store
+            .reader
+            .hash_history(0, |_| drop(shared.begin_switch()))
+            .unwrap_err();
+        assert!(matches!(err, Error::Timeout(_)), "{err:?}");
+    }
 }

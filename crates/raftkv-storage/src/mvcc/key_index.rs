@@ -373,6 +373,17 @@ impl KeyIndex {
             .unwrap_or_default()
     }
 
+    /// The retained changes of `key` with `from <= revision <= to`, oldest first.
+    pub fn changes_between(&self, key: &[u8], from: Revision, to: Revision) -> Vec<Change> {
+        let keys = self.keys.read();
+        let Some(entry) = keys.get(key) else {
+            return Vec::new();
+        };
+        let start = entry.changes.partition_point(|c| c.revision() < from);
+        let end = entry.changes.partition_point(|c| c.revision() <= to);
+        entry.changes.get(start..end).unwrap_or_default().to_vec()
+    }
+
     /// Record an applied batch: for each key written, its changes in revision order and
     /// its newest version's metadata (`None`: its newest change is a delete). Changes at
     /// or above the first one given replace what the index had there, so applying the

@@ -200,7 +200,9 @@ impl KvReader {
         }
         if fallbacks > 0 {
             // Not compacted past `rev` meanwhile, so the index named versions the tree
-            // never had: a bug (the scan answered them correctly).
+            // never had: a bug (a scan of each such key answered, from the version
+            // records alone: right unless the key was deleted since, which only the index
+            // knows).
             for _ in 0..fallbacks {
                 index.count_miss();
             }

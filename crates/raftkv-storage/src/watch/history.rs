@@ -95,12 +95,13 @@ pub(crate) fn read_chunk(
     }
     let tree = shared.tree();
     let index = &shared.key_index;
-    let (events, next) = match query.range {
+    let scanned = match query.range {
         KeyRange::Single(key) => scan_key(&tree, index, query, key, from, to, limits)?,
         KeyRange::Range { .. } => scan_history(&tree, index, query, from, to, limits)?,
     };
     // See the module doc: the scan is complete only if nothing it needed was compacted
-    // while it ran, and no install switched the tree.
+    // while it ran, and no install switched the tree (a version found missing is one way
+    // such a race shows).
     let compacted = shared.compact_revision();
     if from < compacted {
         return Ok(ReadOutcome::Compacted(compacted));
@@ -108,7 +109,21 @@ pub(crate) fn read_chunk(
     if hub.install_epoch() != epoch {
         return Ok(ReadOutcome::Retry);
     }
-    Ok(ReadOutcome::Chunk { events, next })
+    match scanned {
+        Scanned::Events { events, next } => Ok(ReadOutcome::Chunk { events, next }),
+        Scanned::Missing { key, rev } => Err(Error::Corrupt {
+            what: "watch history",
+            detail: format!("no version of {key:?} at its history revision {rev}"),
+        }),
+    }
+}
+
+/// What a scan found: the watcher's events of `[from, next)`, or a put whose version
+/// record the tree lacks (a compaction or an install that raced the scan, which
+/// `read_chunk` tells apart from damage by its re-checks).
+enum Scanned {
+    Events { events: Vec<Event>, next: Revision },
+    Missing { key: Vec<u8>, rev: Revision },
 }
 
 /// A single key: its changes in `[from, to]` (the key index holds every one at or above
@@ -122,20 +137,25 @@ fn scan_key(
     from: Revision,
     to: Revision,
     limits: ChunkLimits,
-) -> Result<(Vec<Event>, Revision)> {
-    let changes = index.changes(key);
+) -> Result<Scanned> {
     let mut events = Vec::new();
-    let in_window = changes
-        .iter()
-        .filter(|c| c.revision() >= from && c.revision() <= to);
-    for (scanned, change) in in_window.enumerate() {
+    let in_window = index.changes_between(key, from, to);
+    for (scanned, change) in in_window.into_iter().enumerate() {
         let rev = change.revision();
         // One change per (key, revision): every change is its own revision.
         if events.len() >= limits.events || scanned >= limits.records {
-            return Ok((events, rev));
+            return Ok(Scanned::Events { events, next: rev });
         }
         let record = if change.is_put() {
-            Some(version_record(tree, key, rev)?)
+            match version_record(tree, key, rev)? {
+                Some(record) => Some(record),
+                None => {
+                    return Ok(Scanned::Missing {
+                        key: key.to_vec(),
+                        rev,
+                    });
+                }
+            }
         } else {
             None
         };
@@ -143,18 +163,16 @@ fn scan_key(
             events.push(event);
         }
     }
-    Ok((events, to + 1))
+    Ok(Scanned::Events { events, next: to + 1 })
 }
 
-/// The version record of `key` at `rev`, which its history event names.
-fn version_record(tree: &sled::Tree, key: &[u8], rev: Revision) -> Result<VersionRecord> {
-    let Some(bytes) = tree.get(keys::version_key(key, rev))? else {
-        return Err(Error::Corrupt {
-            what: "watch history",
-            detail: format!("no version of {key:?} at its history revision {rev}"),
-        });
-    };
-    Ok(codec::decode(&bytes)?)
+/// The version record of `key` at `rev`, which its history event names (`None`: the
+/// tree lacks it).
+fn version_record(tree: &sled::Tree, key: &[u8], rev: Revision) -> Result<Option<VersionRecord>> {
+    match tree.get(keys::version_key(key, rev))? {
+        Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
+        None => Ok(None),
+    }
 }
 
 /// A range: walk the history by (revision, sub) and keep the keys in range.
@@ -165,7 +183,7 @@ fn scan_history(
     from: Revision,
     to: Revision,
     limits: ChunkLimits,
-) -> Result<(Vec<Event>, Revision)> {
+) -> Result<Scanned> {
     let mut events = Vec::new();
     let mut current: Option<Revision> = None;
     for (scanned, event) in history_records::events_between(tree, from, to).enumerate() {
@@ -176,7 +194,7 @@ fn scan_history(
             ..
         } = event?;
         if current.is_some_and(|c| c != rev) && (events.len() >= limits.events || scanned >= limits.records) {
-            return Ok((events, rev));
+            return Ok(Scanned::Events { events, next: rev });
         }
         current = Some(rev);
         if !query.range.contains(&user_key) {
@@ -184,13 +202,16 @@ fn scan_history(
         }
         let record = match kind {
             EventKind::Delete => None,
-            EventKind::Put | EventKind::Unrecorded => Some(version_record(tree, &user_key, rev)?),
+            EventKind::Put | EventKind::Unrecorded => match version_record(tree, &user_key, rev)? {
+                Some(record) => Some(record),
+                None => return Ok(Scanned::Missing { key: user_key, rev }),
+            },
         };
         if let Some(event) = event_of(tree, index, query, &user_key, rev, record)? {
             events.push(event);
         }
     }
-    Ok((events, to + 1))
+    Ok(Scanned::Events { events, next: to + 1 })
 }
 
 /// The event of `key` at `rev`, a put or tombstone `record` or a delete without one
