@@ -78,6 +78,20 @@ pub(crate) fn read_chunk(
     to: Revision,
     limits: ChunkLimits,
 ) -> Result<ReadOutcome> {
+    read_chunk_with_hook(shared, query, from, to, limits, &|| {})
+}
+
+/// [`read_chunk`] with `after_index` run by a single key's scan between reading its
+/// changes from the key index and reading their versions from the tree (tests use it to
+/// compact at exactly that point).
+fn read_chunk_with_hook(
+    shared: &StateShared,
+    query: &HistoryQuery<'_>,
+    from: Revision,
+    to: Revision,
+    limits: ChunkLimits,
+    after_index: &dyn Fn(),
+) -> Result<ReadOutcome> {
     let hub = &shared.watch_hub;
     let epoch = hub.install_epoch();
     if epoch % 2 == 1 {
@@ -96,7 +110,7 @@ pub(crate) fn read_chunk(
     let tree = shared.tree();
     let index = &shared.key_index;
     let scanned = match query.range {
-        KeyRange::Single(key) => scan_key(&tree, index, query, key, from, to, limits)?,
+        KeyRange::Single(key) => scan_key(&tree, index, query, key, (from, to), limits, after_index)?,
         KeyRange::Range { .. } => scan_history(&tree, index, query, from, to, limits)?,
     };
     // See the module doc: the scan is complete only if nothing it needed was compacted
@@ -134,12 +148,13 @@ fn scan_key(
     index: &KeyIndex,
     query: &HistoryQuery<'_>,
     key: &[u8],
-    from: Revision,
-    to: Revision,
+    (from, to): (Revision, Revision),
     limits: ChunkLimits,
+    after_index: &dyn Fn(),
 ) -> Result<Scanned> {
     let mut events = Vec::new();
     let in_window = index.changes_between(key, from, to);
+    after_index();
     for (scanned, change) in in_window.into_iter().enumerate() {
         let rev = change.revision();
         // One change per (key, revision): every change is its own revision.
@@ -263,4 +278,81 @@ fn event_of(
         None
     };
     Ok(Some(Event { kind, kv, prev_kv }))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use openraft::{EntryPayload, LogId};
+    use raftkv_core::Command;
+    use raftkv_core::kv::{CompactionRequest, PutRequest};
+    use raftkv_core::types::Entry;
+
+    use super::*;
+    use crate::{Store, StoreOptions};
+
+    fn entry(index: u64, command: Command) -> Entry {
+        Entry {
+            log_id: LogId::new(raftkv_core::types::leader_id(1, 1), index),
+            payload: EntryPayload::Normal(command),
+        }
+    }
+
+    /// A compaction that deletes versions between a single key's read of the index and
+    /// its reads of the tree makes the chunk answer `Compacted` (the watcher is told the
+    /// compact revision, as etcd tells it), not a storage error that cancels it.
+    #[test]
+    fn a_compaction_racing_a_single_key_replay_answers_compacted() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let puts: Vec<Entry> = (1..=4)
+            .map(|i| entry(i, Command::Put(PutRequest::new("k", format!("v{i}")))))
+            .collect();
+        runtime
+            .block_on(store.state_machine.apply_committed(puts))
+            .unwrap();
+        let current = store.shared.revision();
+        assert_eq!(current, 5, "k at 2..=5");
+        let range = KeyRange::Single(b"k".to_vec());
+        let request = WatchRequest::key("k");
+        let query = HistoryQuery {
+            range: &range,
+            request: &request,
+        };
+        let shared = store.shared.clone();
+        let read =
+            |hook: &dyn Fn()| read_chunk_with_hook(&shared, &query, 2, current, ChunkLimits::default(), hook);
+        match read(&|| {}).unwrap() {
+            ReadOutcome::Chunk { events, next } => assert_eq!((events.len(), next), (4, 6)),
+            other => panic!("{other:?}"),
+        }
+        let state_machine = std::cell::RefCell::new(&mut store.state_machine);
+        let compact = || {
+            let command = Command::Compact(CompactionRequest {
+                revision: current,
+                physical: false,
+            });
+            runtime
+                .block_on(state_machine.borrow_mut().apply_committed([entry(5, command)]))
+                .unwrap();
+            runtime
+                .block_on(
+                    shared
+                        .physically_compacted()
+                        .wait_for_timeout(current as u64, Duration::from_secs(30)),
+                )
+                .unwrap();
+        };
+        match read(&compact).unwrap() {
+            ReadOutcome::Compacted(c) => assert_eq!(c, current),
+            other => panic!("{other:?}"),
+        }
+    }
 }
