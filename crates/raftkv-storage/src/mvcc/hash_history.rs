@@ -213,33 +213,28 @@ fn corrupt(what: String) -> Error {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use openraft::{EntryPayload, LogId};
     use raftkv_core::Command;
     use raftkv_core::kv::PutRequest;
-    use raftkv_core::types::Entry;
 
     use super::*;
-    use crate::{Store, StoreOptions};
+    use crate::test_store::TestStore;
 
     /// A snapshot install's switch during the walk (the tree walked and the index asked
     /// may then be of different generations) makes HashKV answer a retryable error
     /// instead of a hash of neither; without one it answers.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_hash_that_overlaps_a_state_switch_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-        let entries: Vec<Entry> = (1..=3)
-            .map(|i| Entry {
-                log_id: LogId::new(raftkv_core::types::leader_id(1, 1), i),
-                payload: EntryPayload::Normal(Command::Put(PutRequest::new(format!("k{i}"), "v"))),
-            })
+        let mut t = TestStore::new();
+        let puts = (1..=3)
+            .map(|i| Command::Put(PutRequest::new(format!("k{i}"), "v")))
             .collect();
-        store.state_machine.apply_committed(entries).await.unwrap();
+        t.apply(puts).await;
         let mut seen = 0;
-        let scope = store.reader.hash_history(0, |_| seen += 1).unwrap();
+        let scope = t.store.reader.hash_history(0, |_| seen += 1).unwrap();
         assert_eq!((seen, scope.revision), (3, 4));
-        let shared = store.shared.clone();
-        let err = store
+        let shared = t.store.shared.clone();
+        let err = t
+            .store
             .reader
             .hash_history(0, |_| drop(shared.begin_switch()))
             .unwrap_err();

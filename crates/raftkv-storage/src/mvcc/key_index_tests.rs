@@ -278,15 +278,12 @@ async fn the_index_matches_the_tree_after_every_batch_and_a_reopen() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[allow(clippy::unwrap_used)]
 async fn a_walk_that_misses_a_version_the_index_names_falls_back_and_counts_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-    let entries: Vec<Entry> = (1..=3)
-        .map(|i| Entry {
-            log_id: LogId::new(raftkv_core::types::leader_id(1, 1), i),
-            payload: EntryPayload::Normal(Command::Put(PutRequest::new(key(i), "v"))),
-        })
+    let mut t = crate::test_store::TestStore::new();
+    let puts = (1..=3)
+        .map(|i| Command::Put(PutRequest::new(key(i), "v")))
         .collect();
-    store.state_machine.apply_committed(entries).await.unwrap();
+    t.apply(puts).await;
+    let store = &t.store;
     let tree = store.shared.tree();
     let rev = store.shared.revision();
     let index = &store.shared.key_index;

@@ -285,20 +285,12 @@ fn event_of(
 mod tests {
     use std::time::Duration;
 
-    use openraft::{EntryPayload, LogId};
     use raftkv_core::Command;
     use raftkv_core::kv::{CompactionRequest, PutRequest};
-    use raftkv_core::types::Entry;
 
     use super::*;
+    use crate::apply::lease_tests::entries;
     use crate::{Store, StoreOptions};
-
-    fn entry(index: u64, command: Command) -> Entry {
-        Entry {
-            log_id: LogId::new(raftkv_core::types::leader_id(1, 1), index),
-            payload: EntryPayload::Normal(command),
-        }
-    }
 
     /// A compaction that deletes versions between a single key's read of the index and
     /// its reads of the tree makes the chunk answer `Compacted` (the watcher is told the
@@ -312,11 +304,11 @@ mod tests {
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-        let puts: Vec<Entry> = (1..=4)
-            .map(|i| entry(i, Command::Put(PutRequest::new("k", format!("v{i}")))))
+        let puts = (1..=4)
+            .map(|i| Command::Put(PutRequest::new("k", format!("v{i}"))))
             .collect();
         runtime
-            .block_on(store.state_machine.apply_committed(puts))
+            .block_on(store.state_machine.apply_committed(entries(1, puts)))
             .unwrap();
         let current = store.shared.revision();
         assert_eq!(current, 5, "k at 2..=5");
@@ -340,7 +332,11 @@ mod tests {
                 physical: false,
             });
             runtime
-                .block_on(state_machine.borrow_mut().apply_committed([entry(5, command)]))
+                .block_on(
+                    state_machine
+                        .borrow_mut()
+                        .apply_committed(entries(5, vec![command])),
+                )
                 .unwrap();
             runtime
                 .block_on(
