@@ -154,7 +154,7 @@ pub fn version_bounds(key: &[u8], range_end: &[u8]) -> (Vec<u8>, Vec<u8>) {
 }
 
 /// The history key of (rev, sub) as layout 2 wrote it (a chunk's adds
-/// [`crate::mvcc::history_records::CHUNK_MARK`]); also the bound readers seek to.
+/// [`crate::mvcc::history_records::ChunkFormat::mark`]); also the bound readers seek to.
 pub fn history_key(rev: Revision, sub: u32) -> [u8; 13] {
     let mut out = [0u8; 13];
     out[0] = HISTORY;

@@ -138,18 +138,20 @@ pub use watch::session::LocalWatchSession;
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Version of the snapshot file format: 2 since history records may be chunks of events,
-/// 3 since a delete is a history event alone (`mvcc/history_records.rs`); files of
-/// versions 1 and 2 are still read, and a build before a version refuses its files
-/// instead of misreading them.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
+/// 3 since a delete is a history event alone, 4 since a put's version is inline in its
+/// history chunk (`mvcc/history_records.rs`); files of versions 1 to 3 are still read,
+/// and a build before a version refuses its files instead of misreading them.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 4;
 
 /// Version of the state database's layout: 2 since the applied state is one record
 /// written last (`apply/applied_state.rs`), 3 since history records may be chunks of
-/// events, 4 since a delete is a history event alone, without a tombstone version record
-/// (`mvcc/history_records.rs`). Layouts 2 and 3 need nothing rewritten (their records are
-/// still read as they are); 1 is migrated at open. A build of an older layout refuses a
-/// newer directory instead of misreading its history.
-pub const STATE_LAYOUT_VERSION: u32 = 4;
+/// events, 4 since a delete is a history event alone, without a tombstone version record,
+/// 5 since a put's version is inline in its history chunk, without a `v` record
+/// (`mvcc/history_records.rs`). Layouts 2 to 4 need nothing rewritten (their records are
+/// still read as they are, and compaction drains their `v` records); 1 is migrated at
+/// open. A build of an older layout refuses a newer directory instead of misreading its
+/// history.
+pub const STATE_LAYOUT_VERSION: u32 = 5;
 
 const SCHEMA_KEY: &[u8] = b"schema";
 

@@ -25,7 +25,6 @@ use crate::disk::data_dir_lock::DataDirLock;
 use crate::disk::durable::SyncStats;
 use crate::disk::generation::{self, Generation};
 use crate::error::Result;
-use crate::keys;
 use crate::maintenance::compaction_pins::CompactionPins;
 use crate::maintenance::compactor_link::{CompactionStats, CompactorWake};
 use crate::maintenance::defrag_policy::{AutoDefrag, DefragStats};
@@ -313,12 +312,12 @@ impl StateShared {
         self.compactor.wake();
     }
 
-    /// Diagnostics: the number of version records (`v` family) in the live tree for user
-    /// keys in `[key, range_end)`, in etcd's forms (`(b"", &[0])` counts them all). Walks
-    /// the records: for tests and tools, not for a hot path.
+    /// Diagnostics: the number of versions (puts: inline in the history, or `v` records of
+    /// older layouts) in the live tree for user keys in `[key, range_end)`, in etcd's
+    /// forms (`(b"", &[0])` counts them all). Walks the records: for tests and tools, not
+    /// for a hot path.
     pub fn version_records(&self, key: &[u8], range_end: &[u8]) -> Result<usize> {
-        let (lower, upper) = keys::version_bounds(key, range_end);
-        count(self.tree().range(lower..upper))
+        crate::mvcc::versions::count_versions(&self.tree(), key, range_end)
     }
 
     /// Diagnostics: the number of history events (`h` family) in the live tree, at any
@@ -332,15 +331,6 @@ impl StateShared {
         }
         Ok(n)
     }
-}
-
-fn count(iter: sled::Iter) -> Result<usize> {
-    let mut n = 0;
-    for item in iter {
-        item?;
-        n += 1;
-    }
-    Ok(n)
 }
 
 /// Ends a state switch when dropped (see [`StateShared::begin_switch`]).

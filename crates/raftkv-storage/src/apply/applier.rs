@@ -483,36 +483,21 @@ impl RequestScopeHandle {
         }
         let sub = scope.next_sub;
         scope.next_sub += 1;
-        // History first, then the version, then the attachments: a crash keeps a prefix of
-        // these, and the history record is how `apply/rollback.rs` finds the rest. A delete
-        // is its history event alone (`mvcc/history_records.rs`): no tombstone record.
-        scope.writes.history(scope.revision, sub, state.is_none(), key);
-        match &state {
-            Some(kv) => {
-                let record = VersionRecord::Put {
-                    create_revision: kv.create_revision,
-                    version: kv.version,
-                    lease: kv.lease,
-                    value: kv.value.clone(),
-                    sub,
-                };
-                scope
-                    .writes
-                    .insert(keys::version_key(key, scope.revision), codec::encode(&record)?);
-            }
-            None => {
-                // A put of the key earlier in this request wrote the version this delete
-                // replaces (one version per key and revision, as before).
-                let put_here = scope
-                    .overlay
-                    .get(key)
-                    .and_then(|w| w.changes.last())
-                    .is_some_and(|last| last.revision() == scope.revision && last.is_put());
-                if put_here {
-                    scope.writes.remove(keys::version_key(key, scope.revision));
-                }
-            }
-        }
+        // History first (with the version: a put's record is inline in its chunk), then
+        // the attachments: a crash keeps a prefix of these, and the history record is how
+        // `apply/rollback.rs` finds the rest. A delete is its history event alone
+        // (`mvcc/history_records.rs`).
+        let record = match &state {
+            Some(kv) => Some(codec::encode(&VersionRecord::Put {
+                create_revision: kv.create_revision,
+                version: kv.version,
+                lease: kv.lease,
+                value: kv.value.clone(),
+                sub,
+            })?),
+            None => None,
+        };
+        scope.writes.history(scope.revision, sub, key, record.as_deref());
         let new_lease = state.as_ref().map_or(0, |s| s.lease);
         let old_lease = prev_lease;
         if old_lease != new_lease {

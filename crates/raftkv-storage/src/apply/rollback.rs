@@ -13,7 +13,8 @@
 //! - `h` history and `v` version records are keyed by revision and only ever inserted by
 //!   apply, a batch's history records (chunks of its events, `mvcc/history_records.rs`)
 //!   before everything else it writes: the keys touched above the durable revision are
-//!   found by scanning `h` above it, and their versions above it are removed with them.
+//!   found by scanning `h` above it, and their versions above it are removed with them
+//!   (since layout 5 a put's version is inline in its chunk and goes with the chunk).
 //! - `a` attachments follow the newest version of a key, and are written after it: for
 //!   every key rolled back, the attachments its removed versions made are removed and the
 //!   one its version live at the durable revision names is put back (the key index, built
@@ -103,8 +104,18 @@ fn roll_back_above(tree: &sled::Tree, revision: Revision, index: &KeyIndex) -> R
     let mut touched = BTreeSet::new();
     for record in history_records::records_from(tree, revision.saturating_add(1)) {
         let record = record?;
-        let above = record.events.iter().filter(|e| e.revision > revision);
-        touched.extend(above.map(|e| e.key.clone()));
+        for event in record.events.iter().filter(|e| e.revision > revision) {
+            // An inline version goes with its chunk; its attachment is removed here.
+            if let Some(bytes) = &event.record {
+                if let VersionRecord::Put { lease, .. } = codec::decode::<VersionRecord>(bytes)?
+                    && lease != 0
+                {
+                    tree.remove(keys::attachment_key(lease, &event.key))?;
+                }
+                report.versions += 1;
+            }
+            touched.insert(event.key.clone());
+        }
         history.push(record);
     }
     for key in &touched {

@@ -131,19 +131,20 @@ pub(crate) struct TreeBatch {
 }
 
 impl TreeBatch {
-    /// Stage the history event `key` at (`revision`, `sub`) (in order), a delete if
-    /// `deleted` (a delete has no other record: no version). The batch writes
-    /// its history records ([`crate::mvcc::history_records`]) before everything else it
-    /// stages: a crash keeps a prefix of a batch, and the history is how
-    /// `apply/rollback.rs` finds the versions an unfinished apply wrote.
+    /// Stage the history event `key` at (`revision`, `sub`) (in order): a put whose
+    /// encoded version record is `put` (written inline, in the chunk), or a delete
+    /// (`None`: no other record). The batch writes its history records
+    /// ([`crate::mvcc::history_records`]) before everything else it stages: a crash keeps
+    /// a prefix of a batch, and the history is how `apply/rollback.rs` finds what an
+    /// unfinished apply wrote.
     pub(crate) fn history(
         &mut self,
         revision: raftkv_core::kv::Revision,
         sub: u32,
-        deleted: bool,
         key: &[u8],
+        put: Option<&[u8]>,
     ) {
-        self.history.push(revision, sub, deleted, key);
+        self.history.push(revision, sub, key, put);
     }
 
     /// Stage writing `value` at `key`, a record of the keyspace (a version, a lease): it

@@ -103,15 +103,16 @@ impl Generation {
                 crate::apply::applied_state::migrate_from_layout_1(&tree)?;
                 crate::write_schema(db.db(), crate::STATE_LAYOUT_VERSION)?;
                 db.sync()?;
-                tracing::info!(dir = %dir.display(), "state database migrated from layout 1 to 4");
+                tracing::info!(dir = %dir.display(), "state database migrated from layout 1 to 5");
             }
-            Some(old @ (2 | 3)) => {
-                // Its history records (one event each, or chunks without kinds) and
-                // tombstone version records are read as they are; new ones are chunks
-                // with kinds, and deletes write no version record.
+            Some(old @ (2..=4)) => {
+                // Its history records (one event each, chunks without kinds, chunks with
+                // kinds), version records and tombstone records are read as they are; new
+                // ones are chunks holding their versions, deletes and puts write no `v`
+                // record, and compaction drains the old ones.
                 crate::write_schema(db.db(), crate::STATE_LAYOUT_VERSION)?;
                 db.sync()?;
-                tracing::info!(dir = %dir.display(), "state database migrated from layout {old} to 4");
+                tracing::info!(dir = %dir.display(), "state database migrated from layout {old} to 5");
             }
             Some(found) => {
                 return Err(Error::Schema {
@@ -321,7 +322,7 @@ mod tests {
     }
 
     #[test]
-    fn layouts_1_to_3_are_migrated_and_an_unknown_layout_refused() {
+    fn layouts_1_to_4_are_migrated_and_an_unknown_layout_refused() {
         let dir = tempfile::tempdir().unwrap();
         let stats = Arc::new(SyncStats::default());
         {
@@ -341,7 +342,7 @@ mod tests {
         }
         {
             let g = Generation::open(dir.path(), 0, 1 << 20, stats.clone(), lock(&dir)).unwrap();
-            assert_eq!(crate::read_schema(g.db.db(), "t").unwrap(), Some(4));
+            assert_eq!(crate::read_schema(g.db.db(), "t").unwrap(), Some(5));
             assert_eq!(
                 crate::apply::applied_state::AppliedState::read(&g)
                     .unwrap()
@@ -354,15 +355,22 @@ mod tests {
         {
             // Layout 2: only the version changes (its history records are read as they are).
             let g = Generation::open(dir.path(), 0, 1 << 20, stats.clone(), lock(&dir)).unwrap();
-            assert_eq!(crate::read_schema(g.db.db(), "t").unwrap(), Some(4));
+            assert_eq!(crate::read_schema(g.db.db(), "t").unwrap(), Some(5));
             crate::write_schema(g.db.db(), 3).unwrap();
             g.sync().unwrap();
         }
         {
             // Layout 3: the same (its chunks without kinds and its tombstones are read).
             let g = Generation::open(dir.path(), 0, 1 << 20, stats.clone(), lock(&dir)).unwrap();
-            assert_eq!(crate::read_schema(g.db.db(), "t").unwrap(), Some(4));
-            crate::write_schema(g.db.db(), 5).unwrap();
+            assert_eq!(crate::read_schema(g.db.db(), "t").unwrap(), Some(5));
+            crate::write_schema(g.db.db(), 4).unwrap();
+            g.sync().unwrap();
+        }
+        {
+            // Layout 4: the same (its `v` records are read, and drained by compaction).
+            let g = Generation::open(dir.path(), 0, 1 << 20, stats.clone(), lock(&dir)).unwrap();
+            assert_eq!(crate::read_schema(g.db.db(), "t").unwrap(), Some(5));
+            crate::write_schema(g.db.db(), 6).unwrap();
             g.sync().unwrap();
         }
         let refused = Generation::open(dir.path(), 0, 1 << 20, stats, lock(&dir))
@@ -371,8 +379,8 @@ mod tests {
         assert!(matches!(
             refused,
             Error::Schema {
-                found: 5,
-                supported: 4,
+                found: 6,
+                supported: 5,
                 ..
             }
         ));

@@ -3,8 +3,9 @@
 //! seeds an etcd cluster that serves the same data: the migration path back to etcd.
 //!
 //! Written, from the snapshot's records:
-//! - `key`: every version (`v`) and every delete (a history event since layout 4, a
-//!   tombstone version before) as etcd stores it: key = revision (main u64 BE, `_`, sub
+//! - `key`: every version (inline in its history event since layout 5, a `v` record
+//!   before) and every delete (a history event since layout 4, a tombstone version
+//!   before) as etcd stores it: key = revision (main u64 BE, `_`, sub
 //!   u64 BE, plus `t` for a deletion), value = `mvccpb.KeyValue` (for a deletion, the key
 //!   alone), sorted by revision.
 //! - `meta`: `consistent_index` (the snapshot's log index) and, after a compaction,
@@ -72,7 +73,9 @@ pub fn export(ours: File, out: File) -> Result<(File, ExportReport)> {
                             // and etcd's compaction at open needs it to drop them. One whose
                             // puts are gone is an orphan tombstone etcd's compaction drops.
                             let record = HistoryRecord::decode(k.into(), &v)?;
-                            versions.extend(record.events.into_iter().filter_map(tombstone_entry));
+                            for event in record.events {
+                                versions.extend(event_entry(event)?);
+                            }
                         }
                         Some(&keys::LEASE) => leases.push(lease_entry(&k, &v)?),
                         Some(&keys::ALARM) => {
@@ -98,6 +101,9 @@ pub fn export(ours: File, out: File) -> Result<(File, ExportReport)> {
         }
     }
     versions.sort();
+    // A compaction that stopped between writing a chunk's rewrite and removing the chunk
+    // leaves an event twice (`maintenance/compaction_chunk.rs`): once in the bucket.
+    versions.dedup_by(|a, b| a.0 == b.0);
     leases.sort();
     alarms.sort();
     let mut meta = vec![(
@@ -147,7 +153,12 @@ pub fn export(ours: File, out: File) -> Result<(File, ExportReport)> {
 fn version_entry(tree_key: &[u8], value: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
     let (prefix, revision) = keys::split_version_key(tree_key).ok_or_else(|| corrupt("version key"))?;
     let key = keys::decode_user_key(prefix).ok_or_else(|| corrupt("version key"))?;
-    Ok(match codec::decode::<VersionRecord>(value)? {
+    Ok(etcd_entry(key, revision, codec::decode(value)?))
+}
+
+/// The version `record` of `key` written at `revision`, as etcd's `key` bucket holds it.
+fn etcd_entry(key: Vec<u8>, revision: Revision, record: VersionRecord) -> (Vec<u8>, Vec<u8>) {
+    match record {
         VersionRecord::Put {
             create_revision,
             version,
@@ -178,22 +189,26 @@ fn version_entry(tree_key: &[u8], value: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
                 prost::Message::encode_to_vec(&kv),
             )
         }
-    })
+    }
 }
 
-/// The tombstone of a delete that is a history event alone (layout 4), as etcd's `key`
-/// bucket holds it; `None` for any other event (a put, or a delete of an older layout,
-/// whose tombstone is a version record).
-fn tombstone_entry(event: HistoryEvent) -> Option<(Vec<u8>, Vec<u8>)> {
-    (event.kind == EventKind::Delete).then(|| {
-        let kv = EtcdKeyValue {
-            key: event.key,
-            ..Default::default()
-        };
-        (
-            revision_key(event.revision, event.sub, true),
-            prost::Message::encode_to_vec(&kv),
-        )
+/// What etcd's `key` bucket holds for a history event that is the write itself: a delete
+/// (layout 4 on, the tombstone) or a put whose version is inline (layout 5); `None` for
+/// any other event (its write is a version record).
+fn event_entry(event: HistoryEvent) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+    Ok(match (event.kind, event.record) {
+        (_, Some(bytes)) => Some(etcd_entry(event.key, event.revision, codec::decode(&bytes)?)),
+        (EventKind::Delete, None) => {
+            let kv = EtcdKeyValue {
+                key: event.key,
+                ..Default::default()
+            };
+            Some((
+                revision_key(event.revision, event.sub, true),
+                prost::Message::encode_to_vec(&kv),
+            ))
+        }
+        _ => None,
     })
 }
 

@@ -7,9 +7,9 @@
 //! What is read, from etcd's buckets (`mvcc/kvstore.go`, `lease/lessor.go`):
 //! - `key`: key = revision (main u64 BE, `_`, sub u64 BE), plus `t` for a deletion;
 //!   value = `mvccpb.KeyValue`. Above the compact revision each becomes a history event
-//!   (`h`, with its kind) and a put also a version record (`v`), as apply writes them; at
-//!   or below it a put becomes a version record and a deletion a tombstone record (the
-//!   form of layouts before 4, still read everywhere).
+//!   (`h`, with its kind, a put's version inline), as apply writes them; at or below it a
+//!   put becomes a version record (`v`) and a deletion a tombstone record (the forms of
+//!   layouts before 5 and 4, still read everywhere).
 //! - `meta`: `scheduledCompactRev` (etcd's compact revision, a revision key). The store's
 //!   revision is the newest in `key` (or the compact revision, if higher).
 //! - `lease`: key = id (u64 BE), value = `leasepb.Lease` (id, TTL, remaining TTL).
@@ -47,7 +47,7 @@ pub struct ImportReport {
     pub revision: Revision,
     /// The compact revision.
     pub compact_revision: Revision,
-    /// Version records (puts and deletions) imported.
+    /// Writes (puts and deletions) of etcd's `key` bucket imported.
     pub versions: u64,
     /// Leases imported.
     pub leases: u64,
@@ -82,33 +82,35 @@ pub fn convert(etcd_db: &Path, out: &Path) -> Result<ImportReport> {
     let mut versions: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
     let mut history = HistoryChunks::default();
     let mut revision = compact_revision;
+    let mut imported = 0u64;
     db.for_each(&key_bucket, &mut |key, value, _| {
+        imported += 1;
         let (main, sub, deletion) = etcd_revision(key)?;
         let kv = <EtcdKeyValue as prost::Message>::decode(value)
             .map_err(|e| corrupt(format!("KeyValue at revision {main}: {e}")))?;
         if kv.key.is_empty() {
             return Err(corrupt(format!("empty key at revision {main}")));
         }
-        // A delete above the compact revision is its history event alone, as apply writes
-        // it; one at or below it has no history event left, so it stays a tombstone
-        // record (the form of layouts before 4, which every reader accepts) until our
-        // compactor removes it.
-        if main > compact_revision {
-            history.push(main, sub, deletion, &kv.key);
-        }
         let record = if deletion {
-            (main <= compact_revision).then_some(VersionRecord::Delete { sub })
+            VersionRecord::Delete { sub }
         } else {
-            Some(VersionRecord::Put {
+            VersionRecord::Put {
                 create_revision: kv.create_revision,
                 version: kv.version,
                 lease: kv.lease,
                 value: kv.value,
                 sub,
-            })
+            }
         };
-        if let Some(record) = record {
-            versions.insert(keys::version_key(&kv.key, main), codec::encode(&record)?);
+        let encoded = codec::encode(&record)?;
+        // Above the compact revision a write is its history event, a put's version inline,
+        // as apply writes them. At or below it no history is left: a put is a `v` record,
+        // a delete a tombstone record (the forms of older layouts, which every reader
+        // accepts) until our compactor removes it.
+        if main > compact_revision {
+            history.push(main, sub, &kv.key, (!deletion).then_some(encoded.as_slice()));
+        } else {
+            versions.insert(keys::version_key(&kv.key, main), encoded);
         }
         revision = revision.max(main);
         Ok(())
@@ -155,7 +157,7 @@ pub fn convert(etcd_db: &Path, out: &Path) -> Result<ImportReport> {
     let report = ImportReport {
         revision,
         compact_revision,
-        versions: versions.len() as u64,
+        versions: imported,
         leases: leases.len() as u64,
         users: auth.as_ref().map_or(0, |a| a.users.len() as u64),
         auth_enabled: auth.as_ref().is_some_and(|a| a.enabled),

@@ -12,8 +12,10 @@ use crate::apply::tree_writes::{TreeBatch, WriteGate};
 use crate::disk::generation::Generation;
 use crate::error::Result;
 use crate::keys::{self, meta};
+use crate::maintenance::chunk_rewrite::ChunkEdits;
+use crate::mvcc::history_records::{ChunkFormat, EventKind};
 use crate::mvcc::key_index::KeyIndex;
-use crate::mvcc::{VersionRecord, history_records};
+use crate::mvcc::{VersionRecord, history_records, versions};
 
 /// The revision `tree` is physically compacted up to (0 if never).
 pub(crate) fn compacted_to(tree: &sled::Tree) -> Result<Revision> {
@@ -25,6 +27,8 @@ pub(crate) fn compacted_to(tree: &sled::Tree) -> Result<Revision> {
 
 /// The deletions of one chunk, not yet committed.
 pub(crate) struct Chunk {
+    /// Version deletions of older layouts (`v` records), then the rewrites of layout-5
+    /// chunks (`maintenance/chunk_rewrite.rs`).
     versions: TreeBatch,
     history: TreeBatch,
     /// Every history record at or below this revision is processed once committed (and
@@ -87,6 +91,7 @@ pub(crate) fn plan_chunk(
         history_events_deleted: 0,
         keys_done: HashSet::new(),
     };
+    let mut edits = ChunkEdits::default();
     let mut finished: HashSet<Vec<u8>> = HashSet::new();
     let mut stopped_at = None;
     // From `done` itself: the records of a previous target were kept (see below). A record
@@ -103,7 +108,7 @@ pub(crate) fn plan_chunk(
             }
             first_unprocessed.get_or_insert(event.revision);
             let key_done = finished.contains(&event.key)
-                || delete_superseded(tree, index, &event.key, target, &mut chunk, budget)?;
+                || delete_superseded(tree, index, &event.key, target, &mut chunk, &mut edits, budget)?;
             if key_done {
                 finished.insert(event.key.clone());
             }
@@ -120,14 +125,23 @@ pub(crate) fn plan_chunk(
                 stopped_at = Some(first_unprocessed.unwrap_or(done).max(done));
                 break;
             }
-            chunk.history.remove(record.tree_key);
+            if record.format == Some(ChunkFormat::Inline) {
+                // Its versions still visible at the target live on in it; the others are
+                // dropped as versions (by `delete_superseded`), its deletes here.
+                let deletes = record.events.iter().filter(|e| e.kind == EventKind::Delete);
+                chunk.history_events_deleted += deletes.count();
+                edits.keep_survivors(record.tree_key);
+            } else {
+                chunk.history.remove(record.tree_key);
+                chunk.history_events_deleted += record.events.len();
+            }
             chunk.history_deleted += 1;
-            chunk.history_events_deleted += record.events.len();
         }
     }
     // Stopped at revision `rev`: its remaining events are found again next time.
     chunk.progress = stopped_at.map_or(target, |rev| rev - 1);
     chunk.keys_done = finished;
+    edits.stage(tree, index, target, &mut chunk.versions)?;
     chunk
         .history
         .overwrite(meta::COMPACT_DONE, codec::encode(&chunk.progress)?);
@@ -137,46 +151,67 @@ pub(crate) fn plan_chunk(
 /// Stage the deletion of every version of `key` that no read at or above `target` can
 /// see, oldest first, within `budget`. Returns whether the key is finished.
 ///
-/// Every version below the newest at or below `target` goes; that newest one too if the
-/// key was deleted at or below `target` after it (a delete is a history event, which
-/// `index` knows) or if it is a tombstone record of an older layout below `target`. A
-/// tombstone at the target itself stays with the target's history record: the delete is
-/// an event of the compact revision, which a watch may still replay.
+/// Every version below the key's newest change at or below `target` goes (the index
+/// knows the changes: a delete is a history event), and that newest change too if it is
+/// a tombstone record of an older layout below `target`. A tombstone at the target
+/// itself stays with the target's history record: the delete is an event of the compact
+/// revision, which a watch may still replay. A version of an older layout is a `v` record;
+/// one of layout 5 is dropped from its chunk (`maintenance/chunk_rewrite.rs`).
 fn delete_superseded(
     tree: &sled::Tree,
     index: &KeyIndex,
     key: &[u8],
     target: Revision,
     chunk: &mut Chunk,
+    edits: &mut ChunkEdits,
     budget: usize,
 ) -> Result<bool> {
+    let newest_change = index.change_at(key, target);
     let lower = keys::version_key(key, 0);
     let upper = keys::version_key(key, target);
-    let Some(newest) = tree.range(lower.as_slice()..=upper.as_slice()).next_back() else {
+    if let Some(newest) = tree.range(lower.as_slice()..=upper.as_slice()).next_back() {
+        let (newest_key, newest_bytes) = newest?;
+        let newest_rev = keys::split_version_key(&newest_key).map_or(0, |(_, rev)| rev);
+        // The index holds every change of the key at or below the target that compaction
+        // has not pruned; without it (it should always know), the record decides.
+        let keep_from = newest_change.map_or(newest_rev, |c| c.revision());
+        for item in tree.range(lower.as_slice()..newest_key.as_ref()) {
+            if chunk.deletions() >= budget {
+                return Ok(false);
+            }
+            let (version_key, _) = item?;
+            chunk.versions.remove(version_key);
+            chunk.versions_deleted += 1;
+        }
+        let tombstone_record = !VersionRecord::is_put(&newest_bytes)?;
+        let deleted = newest_change.map_or(tombstone_record, |change| !change.is_put());
+        let superseded = newest_rev < keep_from || (deleted && !(tombstone_record && newest_rev == target));
+        if superseded {
+            if chunk.deletions() >= budget {
+                return Ok(false);
+            }
+            chunk.versions.remove(newest_key);
+            chunk.versions_deleted += 1;
+        }
+    }
+    // Inline versions: every put the index retains below the newest change.
+    let Some(newest_change) = newest_change else {
         return Ok(true);
     };
-    let (newest_key, newest_bytes) = newest?;
-    for item in tree.range(lower.as_slice()..newest_key.as_ref()) {
+    for change in index.changes(key) {
+        if change.revision() >= newest_change.revision() {
+            break;
+        }
+        if !change.is_put() {
+            continue;
+        }
         if chunk.deletions() >= budget {
             return Ok(false);
         }
-        let (version_key, _) = item?;
-        chunk.versions.remove(version_key);
-        chunk.versions_deleted += 1;
-    }
-    let tombstone_record = !VersionRecord::is_put(&newest_bytes)?;
-    let at_target = keys::split_version_key(&newest_key).is_some_and(|(_, rev)| rev == target);
-    // The index holds every change of the key at or below the target that compaction has
-    // not pruned; without it (it should always know), the record's own kind decides.
-    let deleted = index
-        .change_at(key, target)
-        .map_or(tombstone_record, |change| !change.is_put());
-    if deleted && !(tombstone_record && at_target) {
-        if chunk.deletions() >= budget {
-            return Ok(false);
+        if let Some(chunk_key) = versions::inline_chunk_of(tree, key, change.revision())? {
+            edits.drop_version(chunk_key, change.revision(), key);
+            chunk.versions_deleted += 1;
         }
-        chunk.versions.remove(newest_key);
-        chunk.versions_deleted += 1;
     }
     Ok(true)
 }
@@ -326,11 +361,27 @@ mod tests {
             history_records::events_between(&tree, compact_at, current).count(),
             history_kept
         );
-        // Records wholly below C are gone; the one holding C's events stays whole.
+        // Records wholly below C keep only the versions a read at C sees (a, b, c's
+        // newest puts); the one holding C's events stays whole.
         let records: Vec<_> = history_records::records_from(&tree, 0)
             .map(|r| r.unwrap())
             .collect();
-        assert!(records.iter().all(|r| r.last_revision() >= compact_at));
-        assert!(records.len() <= 2, "{} records left", records.len());
+        for record in records.iter().filter(|r| r.last_revision() < compact_at) {
+            for event in &record.events {
+                assert!(event.record.is_some(), "{event:?}");
+                assert_eq!(
+                    index.visible_at(&event.key, compact_at),
+                    Some(event.revision),
+                    "{event:?}"
+                );
+            }
+        }
+        let below: usize = records
+            .iter()
+            .filter(|r| r.last_revision() < compact_at)
+            .map(|r| r.events.len())
+            .sum();
+        assert_eq!(below, 3);
+        assert!(records.len() <= 4, "{} records left", records.len());
     }
 }

@@ -3,7 +3,9 @@
 //! **What it owns.** The compactor thread of each replica (`compactor.rs`): after a
 //! `Compact` is applied, it deletes what no read at or above the compact revision can see,
 //! in chunks of at most [`compactor::MAX_DELETIONS_PER_BATCH`] records
-//! (`compaction_chunk.rs`), resuming after a restart from its persisted progress. The pins
+//! (`compaction_chunk.rs`; history chunks that hold their versions are rewritten to the
+//! ones still visible, `chunk_rewrite.rs`), resuming after a restart from its persisted
+//! progress. The pins
 //! snapshot builds hold it back with (`compaction_pins.rs`), and the counters and wake
 //! handle the state shares with the thread (`compactor_link.rs`). Defragmentation
 //! (`defrag.rs`): the live keyspace copied into a new generation and switched to, on
@@ -24,7 +26,10 @@
 //! auto-compaction), a rate limit beyond the chunk size and a yield between chunks, and
 //! giving space back without a copy (sled 0.34 cannot).
 
+pub(crate) mod chunk_rewrite;
 pub mod compaction_chunk;
+#[cfg(test)]
+mod compaction_crash_tests;
 pub(crate) mod compaction_pins;
 pub mod compactor;
 pub(crate) mod compactor_link;

@@ -17,11 +17,10 @@
 use raftkv_core::kv::{KeyValue, Revision};
 use raftkv_core::{Error, RequestError, codec};
 
-use crate::keys;
 use crate::maintenance::compaction_pins::CompactionPin;
 use crate::mvcc::history_records::EventKind;
 use crate::mvcc::reader::KvReader;
-use crate::mvcc::{VersionRecord, history_records};
+use crate::mvcc::{VersionRecord, history_records, versions};
 
 /// One write, as `HashKV` sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,15 +44,6 @@ pub struct HashScope {
     pub current: Revision,
     /// The compact revision (0: never compacted).
     pub compact: Revision,
-}
-
-/// A key's newest versions at two revisions, while its versions are walked.
-#[derive(Default)]
-struct KeyState {
-    /// The newest version at or below the hashed revision: (revision, sub, is a put).
-    at_rev: Option<(Revision, u32, bool)>,
-    /// The newest version at or below the compact revision.
-    at_compact: Option<(Revision, u32, bool)>,
 }
 
 impl KvReader {
@@ -87,86 +77,44 @@ impl KvReader {
             .into());
         }
 
-        // Writes at or below the compact revision that etcd would still hold and hash.
+        // Writes at or below the compact revision that etcd would still hold and hash: the
+        // key index names each key's newest version at both revisions.
         let index = &self.shared.key_index;
-        let (mut live_at_rev, mut live_at_compact) = (Vec::new(), Vec::new());
-        let mut any_live = false;
-        let mut group: Option<(Vec<u8>, KeyState)> = None;
-        let (lower, upper) = keys::version_bounds(b"", &[0]);
-        let mut close = |group: Option<(Vec<u8>, KeyState)>, any_live: &mut bool| -> Result<(), Error> {
-            let Some((prefix, state)) = group else {
-                return Ok(());
-            };
-            let user_key =
-                || keys::decode_user_key(&prefix).ok_or_else(|| corrupt(format!("a version key {prefix:?}")));
-            // A put the walk found newest is live only if no delete came after it: a
-            // delete has no version record (`mvcc/history_records.rs`), the index knows.
-            let still_put = |key: &[u8], r: Revision, at: Revision| {
-                index
-                    .change_at(key, at)
-                    .is_none_or(|c| c.is_put() || c.revision() <= r)
-            };
-            if let Some((r, sub, true)) = state.at_rev {
-                let key = user_key()?;
-                if still_put(&key, r, rev) {
-                    *any_live = true;
-                    if r <= compact {
-                        live_at_rev.push((r, sub, key));
-                    }
-                }
-            }
-            if let Some((r, sub, true)) = state.at_compact {
-                let key = user_key()?;
-                if still_put(&key, r, compact) {
-                    live_at_compact.push((r, sub, key));
-                }
-            }
-            Ok(())
+        let (live_at_rev, _) = index.range_at(b"", &[0], rev);
+        let below: Vec<(Vec<u8>, Revision)> = if live_at_rev.is_empty() {
+            index.range_at(b"", &[0], compact).0
+        } else {
+            live_at_rev.into_iter().filter(|(_, r)| *r <= compact).collect()
         };
-        for item in tree.range(lower..upper) {
-            let (tree_key, bytes) = item.map_err(storage)?;
-            let Some((prefix, r)) = keys::split_version_key(&tree_key) else {
-                continue;
-            };
-            if r > rev {
-                continue;
-            }
-            if group.as_ref().is_none_or(|(p, _)| p.as_slice() != prefix) {
-                close(group.take(), &mut any_live)?;
-                group = Some((prefix.to_vec(), KeyState::default()));
-            }
-            let record: VersionRecord = codec::decode(&bytes).map_err(storage)?;
-            let (sub, put) = match record {
-                VersionRecord::Put { sub, .. } => (sub, true),
-                VersionRecord::Delete { sub } => (sub, false),
-            };
-            if let Some((_, state)) = group.as_mut() {
-                state.at_rev = Some((r, sub, put));
-                if r <= compact {
-                    state.at_compact = Some((r, sub, put));
-                }
-            }
-        }
-        close(group.take(), &mut any_live)?;
-        let mut below = if any_live { live_at_rev } else { live_at_compact };
-        below.sort_unstable_by_key(|(r, sub, _)| (*r, *sub));
-        for (r, sub, key) in below {
-            visit(read_write(&tree, r, sub, key)?);
-        }
+        let mut below = below
+            .into_iter()
+            .map(|(key, r)| read_write(&tree, r, None, key))
+            .collect::<Result<Vec<_>, Error>>()?;
+        below.sort_unstable_by_key(|w| (w.revision, w.sub));
+        below.into_iter().for_each(&mut visit);
 
         // Every write above the compact revision, from the history family.
         for event in history_records::events_between(&tree, compact.saturating_add(1).max(0), rev) {
             let event = event.map_err(storage)?;
-            if event.kind == EventKind::Delete {
-                visit(HashedWrite {
+            let write = match (event.kind, event.record) {
+                (_, Some(bytes)) => {
+                    let record: VersionRecord = codec::decode(&bytes).map_err(storage)?;
+                    HashedWrite {
+                        revision: event.revision,
+                        sub: event.sub,
+                        put: record.into_key_value(event.key.clone(), event.revision),
+                        key: event.key,
+                    }
+                }
+                (EventKind::Delete, None) => HashedWrite {
                     revision: event.revision,
                     sub: event.sub,
                     key: event.key,
                     put: None,
-                });
-                continue;
-            }
-            visit(read_write(&tree, event.revision, event.sub, event.key)?);
+                },
+                (_, None) => read_write(&tree, event.revision, Some(event.sub), event.key)?,
+            };
+            visit(write);
         }
         if self
             .shared
@@ -187,13 +135,15 @@ impl KvReader {
     }
 }
 
-/// The write of `key` at `r` as its version record has it.
-fn read_write(tree: &sled::Tree, r: Revision, sub: u32, key: Vec<u8>) -> Result<HashedWrite, Error> {
-    let bytes = tree
-        .get(keys::version_key(&key, r))
+/// The write of `key` at `r` as its version record has it; its sub-revision is `sub`
+/// where the history said, else the record's.
+fn read_write(tree: &sled::Tree, r: Revision, sub: Option<u32>, key: Vec<u8>) -> Result<HashedWrite, Error> {
+    let record = versions::record_at(tree, &key, r)
         .map_err(storage)?
         .ok_or_else(|| corrupt(format!("history of {key:?} at {r} without its version")))?;
-    let record: VersionRecord = codec::decode(&bytes).map_err(storage)?;
+    let sub = sub.unwrap_or(match record {
+        VersionRecord::Put { sub, .. } | VersionRecord::Delete { sub } => sub,
+    });
     Ok(HashedWrite {
         revision: r,
         sub,

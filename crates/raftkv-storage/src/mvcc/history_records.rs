@@ -1,5 +1,6 @@
-//! The `h` family: which key changed at each (revision, sub), and since layout 4 how
-//! (put or delete), as records of the tree, and the one way to write and read them.
+//! The `h` family: which key changed at each (revision, sub), how (put or delete), and
+//! since layout 5 the put's version itself, as records of the tree, and the one way to
+//! write and read them.
 //!
 //! Since layout version 3 apply writes a **chunk** per run of consecutive events (up to
 //! [`CHUNK_BYTES`] of encoding): key `h` rev(8, BE) sub(4, BE) mark, the (revision, sub)
@@ -11,45 +12,47 @@
 //! open chunk), so a call of 30 single-key puts writes one history record instead of 30,
 //! and a 200,000-key delete about 1,000 instead of 200,000.
 //!
-//! Two chunk formats, told apart by the key's last byte:
-//! - [`KINDED_CHUNK_MARK`] (layout 4, written today): each event is varint(revision -
-//!   previous revision) varint(sub << 1 | deleted) varint(key length) key. A delete lives
-//!   only here: it writes no version record (a tombstone in the `v` family cost every
-//!   deleted key a sled insert of its escaped key; a 200,000-key delete spent most of its
-//!   apply there), so the history and the key index are where deletes are known.
-//! - [`CHUNK_MARK`] (layout 3): varint(step) varint(sub) varint(key length) key, no kind
-//!   ([`EventKind::Unrecorded`]): its deletes are tombstone records of the `v` family,
-//!   which every reader still accepts.
+//! The key's last byte names the chunk's format (`history_records/chunk_codec.rs`):
+//! - [`ChunkFormat::Inline`] (layout 5, written today): each event has its kind, and a
+//!   put carries its version record. The chunk is where a version lives: a put costs no
+//!   sled insert of its own (a `v` record per put was about a quarter of the CPU a write
+//!   cost at 64 clients), and a delete has no record but its event (since layout 4). A
+//!   point read finds the chunk by the revision ([`crate::mvcc::versions`]); physical
+//!   compaction rewrites chunks to the versions still visible
+//!   (`maintenance/compaction_chunk.rs`).
+//! - [`ChunkFormat::Kinded`] (layout 4): kinds; a put's version is a `v` record.
+//! - [`ChunkFormat::Plain`] (layout 3): no kinds ([`EventKind::Unrecorded`]): its deletes
+//!   are tombstone records of the `v` family, which every reader still accepts.
 //!
-//! The first event's previous revision is the one in the key. Chunks are small enough
-//! ([`CHUNK_BYTES`]) that a sled leaf of them stays far below the size at which sled moves
-//! a page to an unsynced blob file, and never span two apply calls (a `HistoryChunks`
-//! belongs to one batch), so a record never straddles an applied revision: the rollback,
-//! a snapshot's revision filter and physical compaction can still treat a record as a unit
-//! where they need to (each of them says how it handles a record that straddles its own
-//! boundary).
+//! Older formats are never rewritten at open: a data directory upgraded in place holds
+//! `v` records below some revision and inline versions above it, and compaction drains
+//! the old ones as their keys move on.
+//!
+//! Chunks are small enough ([`CHUNK_BYTES`]) that a sled leaf of them stays far below the
+//! size at which sled moves a page to an unsynced blob file, and never span two apply
+//! calls (a `HistoryChunks` belongs to one batch), so a record never straddles an applied
+//! revision: the rollback, a snapshot's revision filter and physical compaction can still
+//! treat a record as a unit where they need to (each of them says how it handles a record
+//! that straddles its own boundary).
+
+mod chunk_codec;
 
 use raftkv_core::kv::Revision;
 use sled::IVec;
 
 use crate::error::{Error, Result};
 use crate::keys;
-
-/// The last byte of a layout-3 chunk's tree key (events without their kinds): tells it
-/// apart from a one-event record of layout 2.
-pub const CHUNK_MARK: u8 = 1;
-
-/// The last byte of a chunk's tree key whose events carry their kinds (layout 4).
-pub const KINDED_CHUNK_MARK: u8 = 2;
+use chunk_codec::ChunkWriter;
+pub use chunk_codec::{ChunkFormat, RawEvent, RawEvents};
 
 /// A chunk is closed once its encoding reaches this many bytes (a single event may make
-/// it longer: a key as large as the request limit gets a chunk of its own).
+/// it longer: a key or value as large as the request limit gets a chunk of its own).
 pub const CHUNK_BYTES: usize = 4096;
 
 /// How an event changed its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
-    /// A put: its version record holds what was written.
+    /// A put: its version record is inline (layout 5) or a `v` record.
     Put,
     /// A delete: no version record (the event is the tombstone).
     Delete,
@@ -69,6 +72,24 @@ pub struct HistoryEvent {
     pub kind: EventKind,
     /// The user key.
     pub key: Vec<u8>,
+    /// A put's encoded version record, where it is inline (layout 5).
+    pub record: Option<Vec<u8>>,
+}
+
+impl HistoryEvent {
+    fn of_raw(raw: RawEvent<'_>) -> Self {
+        Self {
+            revision: raw.revision,
+            sub: raw.sub,
+            kind: match raw.deleted {
+                None => EventKind::Unrecorded,
+                Some(true) => EventKind::Delete,
+                Some(false) => EventKind::Put,
+            },
+            key: raw.key.to_vec(),
+            record: raw.record.map(<[u8]>::to_vec),
+        }
+    }
 }
 
 /// A history record of the tree with its events.
@@ -76,6 +97,8 @@ pub struct HistoryEvent {
 pub struct HistoryRecord {
     /// Its key in the tree.
     pub tree_key: IVec,
+    /// Its chunk format (`None`: a one-event record of layout 2).
+    pub format: Option<ChunkFormat>,
     /// Its events in (revision, sub) order; never empty.
     pub events: Vec<HistoryEvent>,
 }
@@ -90,8 +113,8 @@ impl HistoryRecord {
     /// (`None`: no event is). Its first event stays, so does its key: the cut record is
     /// written in place of the whole one.
     pub fn up_to(&self, revision: Revision) -> Option<([u8; 14], Vec<u8>)> {
-        let kept = self.events.iter().filter(|e| e.revision <= revision);
-        encode_chunk(kept.map(|e| (e.revision, e.sub, e.kind, e.key.as_slice())))
+        let format = self.format.unwrap_or(ChunkFormat::Plain);
+        encode_events(format, self.events.iter().filter(|e| e.revision <= revision))
     }
 
     /// Decode a record read from the tree.
@@ -100,183 +123,103 @@ impl HistoryRecord {
             what: "history record",
             detail,
         };
-        let (revision, sub) = split_key(&tree_key).ok_or_else(|| corrupt(format!("key {tree_key:?}")))?;
-        let events = match tree_key.len() {
-            13 => vec![HistoryEvent {
+        let (revision, sub, format) =
+            split_key(&tree_key).ok_or_else(|| corrupt(format!("key {tree_key:?}")))?;
+        let events = match format {
+            None => vec![HistoryEvent {
                 revision,
                 sub,
                 kind: EventKind::Unrecorded,
                 key: value.to_vec(),
+                record: None,
             }],
-            _ => {
-                let kinded = tree_key.get(13) == Some(&KINDED_CHUNK_MARK);
-                decode_chunk(revision, kinded, value)
-                    .ok_or_else(|| corrupt(format!("chunk at {revision}.{sub}")))?
-            }
+            Some(format) => RawEvents::new(format, revision, value)
+                .map(|raw| raw.map(HistoryEvent::of_raw))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| corrupt(format!("chunk at {revision}.{sub}")))?,
         };
         if events.is_empty() {
             return Err(corrupt(format!("empty chunk at {revision}.{sub}")));
         }
-        Ok(Self { tree_key, events })
+        Ok(Self {
+            tree_key,
+            format,
+            events,
+        })
     }
 }
 
-/// (revision, sub) of a history key of either form.
-fn split_key(tree_key: &[u8]) -> Option<(Revision, u32)> {
-    let valid = tree_key.first() == Some(&keys::HISTORY)
-        && (tree_key.len() == 13
-            || (tree_key.len() == 14 && matches!(tree_key[13], CHUNK_MARK | KINDED_CHUNK_MARK)));
-    if !valid {
+/// (revision, sub) of a history key of either form, and its chunk format (`None`: a
+/// one-event record of layout 2).
+pub fn split_key(tree_key: &[u8]) -> Option<(Revision, u32, Option<ChunkFormat>)> {
+    if tree_key.first() != Some(&keys::HISTORY) {
         return None;
     }
+    let format = match tree_key.len() {
+        13 => None,
+        14 => Some(ChunkFormat::of_mark(tree_key[13])?),
+        _ => return None,
+    };
     let revision = keys::history_revision(tree_key)?;
     let sub: [u8; 4] = tree_key.get(9..13)?.try_into().ok()?;
-    Some((revision, u32::from_be_bytes(sub)))
+    Some((revision, u32::from_be_bytes(sub), format))
 }
 
-/// The tree key of a chunk whose first event is at (`revision`, `sub`), its events with
-/// their kinds (`kinded`) or without (layout 3).
-pub fn chunk_key(revision: Revision, sub: u32, kinded: bool) -> [u8; 14] {
+/// The tree key of a chunk of `format` whose first event is at (`revision`, `sub`).
+pub fn chunk_key(revision: Revision, sub: u32, format: ChunkFormat) -> [u8; 14] {
     let mut out = [0u8; 14];
     out[..13].copy_from_slice(&keys::history_key(revision, sub));
-    out[13] = if kinded { KINDED_CHUNK_MARK } else { CHUNK_MARK };
+    out[13] = format.mark();
     out
 }
 
-/// Encode `events` (in (revision, sub) order) as a chunk: its tree key and value. The
-/// first event's kind picks the format: a recorded kind the kinded one (an `Unrecorded`
-/// event after it is written as a put), `Unrecorded` the layout-3 one (later kinds are
-/// dropped); the records this re-encodes never mix the two.
+/// A bound above every history key of `revision` and below those of later revisions.
+pub fn after_revision(revision: Revision) -> [u8; 14] {
+    let mut out = chunk_key(revision, u32::MAX, ChunkFormat::Inline);
+    out[13] = u8::MAX;
+    out
+}
+
+/// Encode `events` (in (revision, sub) order) as a chunk of `format`: its tree key and
+/// value (`None`: no events).
+pub fn encode_events<'a>(
+    format: ChunkFormat,
+    events: impl IntoIterator<Item = &'a HistoryEvent>,
+) -> Option<([u8; 14], Vec<u8>)> {
+    let mut writer = ChunkWriter::new(format);
+    for event in events {
+        let put = match event.kind {
+            EventKind::Delete => None,
+            EventKind::Put | EventKind::Unrecorded => Some(event.record.as_deref().unwrap_or_default()),
+        };
+        writer.push(event.revision, event.sub, &event.key, put);
+    }
+    finish(writer)
+}
+
+/// Encode `events` (in (revision, sub) order) as a chunk without inline versions: the
+/// first event's kind picks the format: a recorded kind layout 4's (an `Unrecorded`
+/// event after it is written as a put), `Unrecorded` layout 3's. For tests and tools
+/// that write the older formats.
 pub fn encode_chunk<'a>(
     events: impl IntoIterator<Item = (Revision, u32, EventKind, &'a [u8])>,
 ) -> Option<([u8; 14], Vec<u8>)> {
     let mut events = events.into_iter().peekable();
-    let kinded = events.peek()?.2 != EventKind::Unrecorded;
-    let mut writer = ChunkWriter::new(kinded);
+    let format = match events.peek()?.2 {
+        EventKind::Unrecorded => ChunkFormat::Plain,
+        _ => ChunkFormat::Kinded,
+    };
+    let mut writer = ChunkWriter::new(format);
     for (revision, sub, kind, key) in events {
-        writer.push(revision, sub, kind == EventKind::Delete, key);
+        let put = (kind != EventKind::Delete).then_some(&[][..]);
+        writer.push(revision, sub, key, put);
     }
-    writer.finish()
+    finish(writer)
 }
 
-/// Builds one chunk.
-#[derive(Debug)]
-struct ChunkWriter {
-    kinded: bool,
-    first: Option<(Revision, u32)>,
-    previous: Revision,
-    bytes: Vec<u8>,
-}
-
-impl Default for ChunkWriter {
-    /// A chunk of today's format.
-    fn default() -> Self {
-        Self::new(true)
-    }
-}
-
-impl ChunkWriter {
-    fn new(kinded: bool) -> Self {
-        Self {
-            kinded,
-            first: None,
-            previous: 0,
-            bytes: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, revision: Revision, sub: u32, deleted: bool, key: &[u8]) {
-        if self.first.is_none() {
-            self.first = Some((revision, sub));
-            self.previous = revision;
-        }
-        put_varint(&mut self.bytes, revision.saturating_sub(self.previous) as u64);
-        if self.kinded {
-            put_varint(&mut self.bytes, u64::from(sub) << 1 | u64::from(deleted));
-        } else {
-            put_varint(&mut self.bytes, u64::from(sub));
-        }
-        put_varint(&mut self.bytes, key.len() as u64);
-        self.bytes.extend_from_slice(key);
-        self.previous = revision;
-    }
-
-    /// Continue this chunk with the events of `other`, which follow this chunk's last
-    /// (the caller checks the order). Only `other`'s first event is re-encoded: its step
-    /// was from its own chunk's first revision (zero), now it is from this chunk's last;
-    /// the steps after it are unchanged.
-    fn extend(&mut self, other: ChunkWriter) {
-        let Some((revision, _)) = other.first else {
-            return;
-        };
-        debug_assert_eq!(self.kinded, other.kinded);
-        if self.first.is_none() {
-            *self = other;
-            return;
-        }
-        // The first event's step is zero by construction: one byte.
-        debug_assert_eq!(other.bytes.first(), Some(&0));
-        let rest = other.bytes.get(1..).unwrap_or_default();
-        put_varint(&mut self.bytes, revision.saturating_sub(self.previous) as u64);
-        self.bytes.extend_from_slice(rest);
-        self.previous = other.previous;
-    }
-
-    fn finish(self) -> Option<([u8; 14], Vec<u8>)> {
-        let (revision, sub) = self.first?;
-        Some((chunk_key(revision, sub, self.kinded), self.bytes))
-    }
-}
-
-fn decode_chunk(first: Revision, kinded: bool, mut bytes: &[u8]) -> Option<Vec<HistoryEvent>> {
-    let mut events = Vec::new();
-    let mut revision = first;
-    while !bytes.is_empty() {
-        revision = revision.checked_add(Revision::try_from(take_varint(&mut bytes)?).ok()?)?;
-        let sub_and_kind = take_varint(&mut bytes)?;
-        let (sub, kind) = if kinded {
-            let kind = if sub_and_kind & 1 == 1 {
-                EventKind::Delete
-            } else {
-                EventKind::Put
-            };
-            (sub_and_kind >> 1, kind)
-        } else {
-            (sub_and_kind, EventKind::Unrecorded)
-        };
-        let sub = u32::try_from(sub).ok()?;
-        let len = usize::try_from(take_varint(&mut bytes)?).ok()?;
-        let key = bytes.get(..len)?.to_vec();
-        bytes = &bytes[len..];
-        events.push(HistoryEvent {
-            revision,
-            sub,
-            kind,
-            key,
-        });
-    }
-    Some(events)
-}
-
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-fn take_varint(bytes: &mut &[u8]) -> Option<u64> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&byte, rest) = bytes.split_first()?;
-        *bytes = rest;
-        value |= u64::from(byte & 0x7f).checked_shl(shift)?;
-        if byte & 0x80 == 0 {
-            return Some(value);
-        }
-    }
-    None
+fn finish(writer: ChunkWriter) -> Option<([u8; 14], Vec<u8>)> {
+    let (revision, sub) = writer.first?;
+    Some((chunk_key(revision, sub, writer.format), writer.bytes))
 }
 
 /// The history events of one batch, encoded into chunks as they are staged.
@@ -289,23 +232,23 @@ pub(crate) struct HistoryChunks {
 }
 
 impl HistoryChunks {
-    /// Stage the event `key` at (`revision`, `sub`), a delete if `deleted`; events come in
-    /// (revision, sub) order (one out of order starts a new record rather than encode a
-    /// negative step).
-    pub(crate) fn push(&mut self, revision: Revision, sub: u32, deleted: bool, key: &[u8]) {
+    /// Stage the event `key` at (`revision`, `sub`): a put whose encoded version record
+    /// is `put`, or a delete (`None`). Events come in (revision, sub) order (one out of
+    /// order starts a new record rather than encode a negative step).
+    pub(crate) fn push(&mut self, revision: Revision, sub: u32, key: &[u8], put: Option<&[u8]>) {
         if self.open.first.is_some() && revision < self.open.previous {
             self.close();
         }
-        self.open.push(revision, sub, deleted, key);
+        self.open.push(revision, sub, key, put);
         self.events += 1;
-        self.bytes += key.len() as u64 + 3;
+        self.bytes += (key.len() + put.map_or(0, <[u8]>::len)) as u64 + 4;
         if self.open.bytes.len() >= CHUNK_BYTES {
             self.close();
         }
     }
 
     fn close(&mut self) {
-        if let Some((key, value)) = std::mem::take(&mut self.open).finish() {
+        if let Some((key, value)) = finish(std::mem::take(&mut self.open)) {
             self.closed.push((IVec::from(&key[..]), IVec::from(value)));
         }
     }

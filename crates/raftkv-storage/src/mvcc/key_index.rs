@@ -181,8 +181,9 @@ fn bounds<'a>(key: &'a [u8], range_end: &'a [u8]) -> Option<KeyBounds<'a>> {
 
 impl KeyIndex {
     /// The index of what `tree` holds at or below revision `up_to`: one forward scan of
-    /// the `v` family, then of the `h` family for the deletes, which since layout 4 have
-    /// no version record (`mvcc/history_records.rs`). Only the newest version of each key
+    /// the `v` family (layouts before 5), then of the `h` family for the deletes, which
+    /// since layout 4 have no version record, and the puts whose versions are inline
+    /// since layout 5 (`mvcc/history_records.rs`). Only the newest `v` record of each key
     /// is decoded; the others' kinds are read from their first byte
     /// ([`VersionRecord::is_put`]). A delete the history still holds but physical
     /// compaction already finished with (below `compacted`, the tree's compaction
@@ -223,26 +224,50 @@ impl KeyIndex {
         live += add_group(&mut map, group)?;
         for record in history_records::records_from(tree, 0) {
             for event in record?.events {
-                if event.kind != EventKind::Delete || event.revision > up_to {
+                if event.revision > up_to {
                     continue;
                 }
+                // A delete, or a put whose version is inline; a put with a `v` record was
+                // found by the walk above.
+                let put = match (event.kind, event.record) {
+                    (EventKind::Delete, _) => None,
+                    (_, Some(bytes)) => Some(bytes),
+                    (_, None) => continue,
+                };
                 let entry = map.entry(event.key.into_boxed_slice()).or_default();
                 let at = entry.changes.partition_point(|c| c.revision() < event.revision);
-                let after_all = at == entry.changes.len();
-                if entry
+                // A second event of the key at one revision (a put then a delete in one
+                // request, or the same event twice after a compaction crash): the later
+                // one is what the revision did, as in `KeyIndex::update`.
+                let same = entry
                     .changes
                     .get(at)
-                    .is_some_and(|c| c.revision() == event.revision)
-                {
+                    .is_some_and(|c| c.revision() == event.revision);
+                let last = at + usize::from(same) == entry.changes.len();
+                // A delete compaction finished with is left out (see above).
+                let change = match put {
+                    Some(_) => Some(Change::put(event.revision)),
+                    None if at == 0 && event.revision < compacted => None,
+                    None => Some(Change::delete(event.revision)),
+                };
+                match (same, change) {
+                    (true, Some(change)) => entry.changes[at] = change,
+                    (true, None) => {
+                        entry.changes.remove(at);
+                    }
+                    (false, Some(change)) => entry.changes.insert(at, change),
+                    (false, None) => continue,
+                }
+                if !last {
                     continue;
                 }
-                if at == 0 && event.revision < compacted {
-                    continue;
+                let meta = put.map(|bytes| meta_of(event.revision, &bytes)).transpose()?;
+                match (entry.live.is_some(), meta.is_some()) {
+                    (false, true) => live += 1,
+                    (true, false) => live -= 1,
+                    _ => {}
                 }
-                entry.changes.insert(at, Change::delete(event.revision));
-                if after_all && entry.live.take().is_some() {
-                    live -= 1;
-                }
+                entry.live = meta;
             }
         }
         map.retain(|_, entry| !entry.changes.is_empty());
@@ -487,26 +512,35 @@ fn add_group(
             what: "version key",
             detail: format!("{tree_key:?}"),
         })?;
-    let live = match (changes.last(), codec::decode::<VersionRecord>(&newest)?) {
-        (
-            Some(change),
-            VersionRecord::Put {
-                create_revision,
-                version,
-                lease,
-                ..
-            },
-        ) => Some(KeyMeta {
-            mod_revision: change.revision(),
-            create_revision,
-            version,
-            lease,
-        }),
+    let live = match changes.last() {
+        Some(change) if VersionRecord::is_put(&newest)? => Some(meta_of(change.revision(), &newest)?),
         _ => None,
     };
     let is_live = u64::from(live.is_some());
     map.insert(user_key.into_boxed_slice(), KeyEntry { changes, live });
     Ok(is_live)
+}
+
+/// The metadata of the put written at `revision` whose encoded record is `bytes`
+/// (`Corrupt` if it is not a put).
+fn meta_of(revision: Revision, bytes: &[u8]) -> Result<KeyMeta> {
+    match codec::decode::<VersionRecord>(bytes)? {
+        VersionRecord::Put {
+            create_revision,
+            version,
+            lease,
+            ..
+        } => Ok(KeyMeta {
+            mod_revision: revision,
+            create_revision,
+            version,
+            lease,
+        }),
+        VersionRecord::Delete { .. } => Err(Error::Corrupt {
+            what: "version record",
+            detail: format!("a tombstone where a put was expected at {revision}"),
+        }),
+    }
 }
 
 #[cfg(test)]

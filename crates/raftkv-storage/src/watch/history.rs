@@ -27,7 +27,6 @@ use raftkv_core::kv::{KeyValue, Revision};
 use raftkv_core::watch::{Event, EventType, WatchRequest};
 
 use crate::error::{Error, Result};
-use crate::keys;
 use crate::mvcc::history_records::{self, EventKind, HistoryEvent};
 use crate::mvcc::key_index::KeyIndex;
 use crate::mvcc::{self, VersionRecord};
@@ -184,10 +183,7 @@ fn scan_key(
 /// The version record of `key` at `rev`, which its history event names (`None`: the
 /// tree lacks it).
 fn version_record(tree: &sled::Tree, key: &[u8], rev: Revision) -> Result<Option<VersionRecord>> {
-    match tree.get(keys::version_key(key, rev))? {
-        Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
-        None => Ok(None),
-    }
+    crate::mvcc::versions::record_at(tree, key, rev)
 }
 
 /// A range: walk the history by (revision, sub) and keep the keys in range.
@@ -206,6 +202,7 @@ fn scan_history(
             revision: rev,
             key: user_key,
             kind,
+            record: inline,
             ..
         } = event?;
         if current.is_some_and(|c| c != rev) && (events.len() >= limits.events || scanned >= limits.records) {
@@ -215,9 +212,10 @@ fn scan_history(
         if !query.range.contains(&user_key) {
             continue;
         }
-        let record = match kind {
-            EventKind::Delete => None,
-            EventKind::Put | EventKind::Unrecorded => match version_record(tree, &user_key, rev)? {
+        let record = match (kind, inline) {
+            (_, Some(bytes)) => Some(codec::decode(&bytes)?),
+            (EventKind::Delete, None) => None,
+            (EventKind::Put | EventKind::Unrecorded, None) => match version_record(tree, &user_key, rev)? {
                 Some(record) => Some(record),
                 None => return Ok(Scanned::Missing { key: user_key, rev }),
             },

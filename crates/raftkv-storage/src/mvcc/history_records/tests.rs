@@ -1,16 +1,22 @@
-//! Chunk encoding, both formats, and reading events back.
+//! Chunk encoding, all three formats, and reading events back.
 #![allow(clippy::unwrap_used)]
 use super::*;
 
 use crate::test_store::temporary_tree as tree;
 
+/// A put whose (stand-in) version record is the key's bytes reversed.
 fn event(revision: Revision, sub: u32, key: &str) -> HistoryEvent {
     HistoryEvent {
         revision,
         sub,
         kind: EventKind::Put,
         key: key.as_bytes().to_vec(),
+        record: Some(record_of(key.as_bytes())),
     }
+}
+
+fn record_of(key: &[u8]) -> Vec<u8> {
+    key.iter().rev().copied().collect()
 }
 
 const PUT: EventKind = EventKind::Put;
@@ -26,7 +32,7 @@ fn a_chunk_round_trips_and_large_revision_gaps_and_keys_survive() {
         (1 << 40, u32::MAX, EventKind::Delete, &b"z"[..]),
     ];
     let (key, value) = encode_chunk(events).unwrap();
-    assert_eq!(key[13], KINDED_CHUNK_MARK);
+    assert_eq!(key[13], ChunkFormat::Kinded.mark());
     let record = HistoryRecord::decode(IVec::from(&key[..]), &value).unwrap();
     let decoded: Vec<_> = record
         .events
@@ -42,7 +48,7 @@ fn a_chunk_round_trips_and_large_revision_gaps_and_keys_survive() {
 
     // A layout-3 chunk: same events, no kinds; cut at a revision, it keeps its format.
     let (old_key, old_value) = encode_chunk(events.map(|(r, s, _, k)| (r, s, OLD, k))).unwrap();
-    assert_eq!(old_key[13], CHUNK_MARK);
+    assert_eq!(old_key[13], ChunkFormat::Plain.mark());
     let old = HistoryRecord::decode(IVec::from(&old_key[..]), &old_value).unwrap();
     assert!(old.events.iter().all(|e| e.kind == OLD));
     assert_eq!(old.events.len(), 4);
@@ -57,7 +63,8 @@ fn a_chunk_round_trips_and_large_revision_gaps_and_keys_survive() {
 
 #[test]
 fn damaged_records_are_corrupt_not_misread() {
-    let (key, value) = encode_chunk([(5, 0, PUT, &b"abc"[..]), (6, 0, PUT, &b"de"[..])]).unwrap();
+    let events = [event(5, 0, "abc"), event(6, 0, "de")];
+    let (key, value) = encode_events(ChunkFormat::Inline, &events).unwrap();
     let key = IVec::from(&key[..]);
     for cut in 1..value.len() {
         let damaged = HistoryRecord::decode(key.clone(), &value[..cut]);
@@ -79,10 +86,10 @@ fn staged_events_are_cut_into_chunks_by_size() {
     let mut chunks = HistoryChunks::default();
     let key = vec![b'k'; 100];
     for i in 0..200 {
-        chunks.push(10 + i, 0, false, &key);
+        chunks.push(10 + i, 0, &key, Some(b"record"));
     }
     let mut more = HistoryChunks::default();
-    more.push(300, 0, true, b"x");
+    more.push(300, 0, b"x", None);
     chunks.append(more);
     let records = chunks.into_records();
     assert!(
@@ -90,7 +97,7 @@ fn staged_events_are_cut_into_chunks_by_size() {
         "{} records",
         records.len()
     );
-    assert!(records.iter().all(|(_, v)| v.len() < CHUNK_BYTES + 110));
+    assert!(records.iter().all(|(_, v)| v.len() < CHUNK_BYTES + 120));
     let tree = tree();
     for (k, v) in &records {
         tree.insert(k, v.clone()).unwrap();
@@ -112,9 +119,10 @@ fn appended_requests_continue_the_open_chunk() {
     let mut call = HistoryChunks::default();
     for revision in 20..30 {
         let mut request = HistoryChunks::default();
-        request.push(revision, 0, false, format!("key{revision}").as_bytes());
+        let key = format!("key{revision}");
+        request.push(revision, 0, key.as_bytes(), Some(&record_of(key.as_bytes())));
         if revision == 25 {
-            request.push(revision, 1, false, b"second");
+            request.push(revision, 1, b"second", Some(&record_of(b"second")));
         }
         call.append(request);
     }
@@ -131,7 +139,7 @@ fn appended_requests_continue_the_open_chunk() {
     let big = vec![b'b'; CHUNK_BYTES - 8];
     for (revision, key) in [(40, &b"a"[..]), (41, &big[..]), (42, b"c"), (39, b"d")] {
         let mut request = HistoryChunks::default();
-        request.push(revision, 0, false, key);
+        request.push(revision, 0, key, Some(b""));
         call.append(request);
     }
     let firsts: Vec<Revision> = call
@@ -172,4 +180,64 @@ fn reading_from_a_revision_inside_a_chunk_starts_at_that_revision() {
     assert!(keys_between(8, 100).is_empty());
     assert_eq!(records_from(&tree, 6).count(), 1, "the chunk that reaches 7");
     assert_eq!(records_from(&tree, 8).count(), 0);
+}
+
+#[test]
+fn inline_chunks_carry_each_puts_record_and_keep_their_format_when_cut() {
+    let big_value = vec![7u8; 3000];
+    let mut events = vec![event(5, 0, "a"), event(5, 1, "b")];
+    events.push(HistoryEvent {
+        revision: 6,
+        sub: 0,
+        kind: EventKind::Delete,
+        key: b"a".to_vec(),
+        record: None,
+    });
+    events.push(HistoryEvent {
+        record: Some(big_value.clone()),
+        ..event(9, 0, "c")
+    });
+    let (key, value) = encode_events(ChunkFormat::Inline, &events).unwrap();
+    assert_eq!(key, chunk_key(5, 0, ChunkFormat::Inline));
+    let record = HistoryRecord::decode(IVec::from(&key[..]), &value).unwrap();
+    assert_eq!(record.format, Some(ChunkFormat::Inline));
+    assert_eq!(record.events, events);
+    // The borrowed parse sees the same, without copying.
+    let raw: Vec<_> = RawEvents::new(ChunkFormat::Inline, 5, &value)
+        .map(|e| e.unwrap())
+        .map(|e| {
+            (
+                e.revision,
+                e.deleted,
+                e.key.to_vec(),
+                e.record.map(<[u8]>::to_vec),
+            )
+        })
+        .collect();
+    assert_eq!(raw[3], (9, Some(false), b"c".to_vec(), Some(big_value)));
+    assert_eq!(raw[2], (6, Some(true), b"a".to_vec(), None));
+    // Cut at a revision (a snapshot's filter), the records stay inline.
+    let (cut_key, cut_value) = record.up_to(6).unwrap();
+    assert_eq!(cut_key, key);
+    let cut = HistoryRecord::decode(IVec::from(&cut_key[..]), &cut_value).unwrap();
+    assert_eq!(cut.events, events[..3]);
+    // The same events as a layout-4 chunk lose their records, not their kinds.
+    let (old_key, old_value) = encode_events(ChunkFormat::Kinded, &events).unwrap();
+    let old = HistoryRecord::decode(IVec::from(&old_key[..]), &old_value).unwrap();
+    assert!(old.events.iter().all(|e| e.record.is_none()));
+    assert_eq!(old.events[2].kind, EventKind::Delete);
+    // A key that is not a chunk of a known format is refused.
+    let mut unknown = key;
+    unknown[13] = 4;
+    assert!(HistoryRecord::decode(IVec::from(&unknown[..]), &value).is_err());
+}
+
+#[test]
+fn the_bound_after_a_revision_is_above_its_records_and_below_the_next() {
+    let after = after_revision(7);
+    for format in [ChunkFormat::Plain, ChunkFormat::Kinded, ChunkFormat::Inline] {
+        assert!(chunk_key(7, u32::MAX, format)[..] < after[..]);
+        assert!(chunk_key(8, 0, format)[..] > after[..]);
+    }
+    assert!(keys::history_key(7, u32::MAX)[..] < after[..]);
 }
