@@ -162,6 +162,13 @@ impl TreeBatch {
         self.stage(key.into(), Some(value.into()));
     }
 
+    /// Stage replacing the record at `key` with a smaller one (compaction dropping part of
+    /// a history chunk): it counts as one deleted and one added.
+    pub(crate) fn rewrite(&mut self, key: impl Into<StagedKey>, value: impl Into<IVec>) {
+        self.removed += 1;
+        self.insert(key, value);
+    }
+
     /// Stage deleting a bookkeeping key (an undo record): it counts as neither.
     pub(crate) fn discard(&mut self, key: impl Into<StagedKey>) {
         self.stage(key.into(), None);

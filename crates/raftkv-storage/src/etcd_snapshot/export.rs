@@ -101,9 +101,6 @@ pub fn export(ours: File, out: File) -> Result<(File, ExportReport)> {
         }
     }
     versions.sort();
-    // A compaction that stopped between writing a chunk's rewrite and removing the chunk
-    // leaves an event twice (`maintenance/compaction_chunk.rs`): once in the bucket.
-    versions.dedup_by(|a, b| a.0 == b.0);
     leases.sort();
     alarms.sort();
     let mut meta = vec![(

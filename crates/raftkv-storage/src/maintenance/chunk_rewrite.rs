@@ -11,15 +11,13 @@
 //!   change at or below it); its deletes and superseded puts go, as a whole record of an
 //!   older layout went.
 //!
-//! **Crash order.** The edits are staged in ascending chunk order, each as "write the new
-//! record, then remove the old one" where the rewrite changes the chunk's key (its first
-//! event went). So at every instant a still-visible version is in at least one chunk, and
-//! a version superseded by a delete is gone before the delete's event (a delete comes
-//! after the puts it supersedes, so its chunk sorts after theirs, or is theirs): the
-//! compactor's invariant (`maintenance/compactor.rs`) holds for inline versions too. A
-//! crash between the write and the remove leaves an event in two chunks: reads find the
-//! same version in either, the index build ignores the second, and the round that runs
-//! again rewrites the old chunk to the same new record and removes it.
+//! **Crash order.** A rewritten chunk keeps its key (a key only has to sort at or before
+//! its events: `HistoryRecord::keeping`), so each edit is one overwrite or one removal,
+//! which a crash or a concurrent scan (a snapshot build) sees whole or not at all. The
+//! edits are staged in ascending chunk order, so a version superseded by a delete is gone
+//! before the delete's event (a delete comes after the puts it supersedes, so its chunk
+//! sorts after theirs, or is theirs): the compactor's invariant
+//! (`maintenance/compactor.rs`) holds for inline versions too.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -28,7 +26,7 @@ use sled::IVec;
 
 use crate::apply::tree_writes::TreeBatch;
 use crate::error::Result;
-use crate::mvcc::history_records::{ChunkFormat, HistoryEvent, HistoryRecord, encode_events};
+use crate::mvcc::history_records::{HistoryEvent, HistoryRecord};
 use crate::mvcc::key_index::KeyIndex;
 
 /// The chunk edits of one compaction chunk, by chunk key.
@@ -43,17 +41,6 @@ struct Edit {
     drop: HashSet<(Revision, Vec<u8>)>,
     /// Keep only the puts visible at the target.
     survivors_only: bool,
-}
-
-/// What staging the edits will do to the tree.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct Rewritten {
-    /// Chunks rewritten (some events kept).
-    pub(crate) rewritten: usize,
-    /// Chunks removed (no event kept).
-    pub(crate) removed: usize,
-    /// Events dropped.
-    pub(crate) events_dropped: usize,
 }
 
 impl ChunkEdits {
@@ -80,40 +67,26 @@ impl ChunkEdits {
         index: &KeyIndex,
         target: Revision,
         batch: &mut TreeBatch,
-    ) -> Result<Rewritten> {
-        let mut done = Rewritten::default();
+    ) -> Result<()> {
         for (chunk_key, edit) in self.edits {
             let Some(value) = tree.get(&chunk_key)? else {
                 continue;
             };
             let record = HistoryRecord::decode(chunk_key.clone(), &value)?;
-            let kept: Vec<&HistoryEvent> = record
-                .events
-                .iter()
-                .filter(|e| !edit.drop.contains(&(e.revision, e.key.clone())))
-                .filter(|e| !edit.survivors_only || survives(index, target, e))
-                .collect();
-            if kept.len() == record.events.len() {
+            let keep = |e: &HistoryEvent| {
+                !edit.drop.contains(&(e.revision, e.key.clone()))
+                    && (!edit.survivors_only || survives(index, target, e))
+            };
+            let kept = record.events.iter().filter(|e| keep(e)).count();
+            if kept == record.events.len() {
                 continue;
             }
-            done.events_dropped += record.events.len() - kept.len();
-            match encode_events(ChunkFormat::Inline, kept) {
-                None => {
-                    batch.remove(chunk_key);
-                    done.removed += 1;
-                }
-                Some((new_key, new_value)) if new_key[..] == chunk_key[..] => {
-                    batch.overwrite(chunk_key, new_value);
-                    done.rewritten += 1;
-                }
-                Some((new_key, new_value)) => {
-                    batch.insert(&new_key[..], new_value);
-                    batch.remove(chunk_key);
-                    done.rewritten += 1;
-                }
+            match record.keeping(keep) {
+                None => batch.remove(chunk_key),
+                Some((_, new_value)) => batch.rewrite(chunk_key, new_value),
             }
         }
-        Ok(done)
+        Ok(())
     }
 }
 

@@ -1,14 +1,13 @@
 //! A crash in the middle of a compaction chunk, at every write of it.
 //!
 //! Since layout 5 a chunk rewrites history records (a version lives in its chunk,
-//! `maintenance/chunk_rewrite.rs`): a rewrite whose first event went is a new record
-//! written before the old one is removed. A compaction chunk is written as plain inserts
-//! and removes, and sled recovers a prefix of them, so for every `k` the chunk is stopped
-//! after its first `k` writes and then
+//! `maintenance/chunk_rewrite.rs`): each in place, in chunk order. A compaction chunk is
+//! written as plain inserts and removes, and sled recovers a prefix of them, so for every
+//! `k` the chunk is stopped after its first `k` writes and then
 //! - reads at every revision from the compact revision up are what they were, by the live
 //!   index and by one built from the tree (what an open would build);
 //! - after a reopen the compactor finishes, reads are still the same, and the tree holds
-//!   what an uninterrupted compaction leaves (no event twice, the same versions).
+//!   what an uninterrupted compaction leaves (the same events and versions).
 //!
 //! Two rounds: the first rewrites chunks wholly below its target to their survivors; the
 //! second drops survivors of the first that later writes superseded.
@@ -36,7 +35,7 @@ fn delete(key: &str) -> Command {
 }
 
 /// The apply calls (revision after each in the comment). A compaction to 8 finds chunks
-/// 1 and 2 wholly below it: chunk 1 keeps c1 alone (a new key: a1 went), chunk 2 goes
+/// 1 and 2 wholly below it: chunk 1 keeps c1 alone (under its key, though a1 went), chunk 2 goes
 /// (d's delete, after d1 went from chunk 1: in the other order a crash between would
 /// bring d back). One to 11 then drops c1 from that rewritten chunk (superseded by c2)
 /// and removes chunk 3 (a2 superseded by a's delete, b's delete).

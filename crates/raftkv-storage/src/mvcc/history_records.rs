@@ -110,11 +110,28 @@ impl HistoryRecord {
     }
 
     /// The record cut to its events at or below `revision`, as a chunk's key and value
-    /// (`None`: no event is). Its first event stays, so does its key: the cut record is
-    /// written in place of the whole one.
+    /// (`None`: no event is). It keeps its key: the cut record is written in place of
+    /// the whole one.
     pub fn up_to(&self, revision: Revision) -> Option<([u8; 14], Vec<u8>)> {
-        let format = self.format.unwrap_or(ChunkFormat::Plain);
-        encode_events(format, self.events.iter().filter(|e| e.revision <= revision))
+        self.keeping(|e| e.revision <= revision)
+    }
+
+    /// The record with only the events `keep` keeps, as a chunk's key and value (`None`:
+    /// none is kept), under its own key even where its first event goes: a key only has to
+    /// sort at or before its events (readers take the first event's revision from the
+    /// key plus a step), so a rewrite is one overwrite in place, which a crash or a
+    /// concurrent scan sees whole or not at all. A one-event record of layout 2 becomes a
+    /// layout-3 chunk.
+    pub fn keeping(&self, keep: impl Fn(&HistoryEvent) -> bool) -> Option<([u8; 14], Vec<u8>)> {
+        let (revision, sub, format) = split_key(&self.tree_key)?;
+        let format = format.unwrap_or(ChunkFormat::Plain);
+        let mut writer = ChunkWriter::under_key(format, revision, sub);
+        let mut any = false;
+        for event in self.events.iter().filter(|e| keep(e)) {
+            writer.push(event.revision, event.sub, &event.key, put_of(event));
+            any = true;
+        }
+        any.then(|| finish(writer)).flatten()
     }
 
     /// Decode a record read from the tree.
@@ -188,13 +205,18 @@ pub fn encode_events<'a>(
 ) -> Option<([u8; 14], Vec<u8>)> {
     let mut writer = ChunkWriter::new(format);
     for event in events {
-        let put = match event.kind {
-            EventKind::Delete => None,
-            EventKind::Put | EventKind::Unrecorded => Some(event.record.as_deref().unwrap_or_default()),
-        };
-        writer.push(event.revision, event.sub, &event.key, put);
+        writer.push(event.revision, event.sub, &event.key, put_of(event));
     }
     finish(writer)
+}
+
+/// What a chunk writer takes of `event`: its inline record if a put (empty where the
+/// record is elsewhere), `None` if a delete.
+fn put_of(event: &HistoryEvent) -> Option<&[u8]> {
+    match event.kind {
+        EventKind::Delete => None,
+        EventKind::Put | EventKind::Unrecorded => Some(event.record.as_deref().unwrap_or_default()),
+    }
 }
 
 /// Encode `events` (in (revision, sub) order) as a chunk without inline versions: the

@@ -237,8 +237,8 @@ impl KeyIndex {
                 let entry = map.entry(event.key.into_boxed_slice()).or_default();
                 let at = entry.changes.partition_point(|c| c.revision() < event.revision);
                 // A second event of the key at one revision (a put then a delete in one
-                // request, or the same event twice after a compaction crash): the later
-                // one is what the revision did, as in `KeyIndex::update`.
+                // request): the later one is what the revision did, as in
+                // `KeyIndex::update`.
                 let same = entry
                     .changes
                     .get(at)

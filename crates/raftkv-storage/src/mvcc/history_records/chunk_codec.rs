@@ -10,7 +10,8 @@
 //!   varint(record length) and its encoded version record: the chunk is where the version
 //!   lives, and the `v` family is not written.
 //!
-//! The first event's previous revision is the one in the chunk's key.
+//! The first event's previous revision is the one in the chunk's key, which sorts at or
+//! before the first event (a chunk compaction rewrote keeps its key).
 
 use raftkv_core::kv::Revision;
 
@@ -147,6 +148,17 @@ impl ChunkWriter {
             format,
             first: None,
             previous: 0,
+            bytes: Vec::new(),
+        }
+    }
+
+    /// A writer for a chunk kept under the key (`revision`, `sub`), at or before its first
+    /// event (a rewrite that drops the first events keeps its key).
+    pub(crate) fn under_key(format: ChunkFormat, revision: Revision, sub: u32) -> Self {
+        Self {
+            format,
+            first: Some((revision, sub)),
+            previous: revision,
             bytes: Vec::new(),
         }
     }

@@ -241,3 +241,28 @@ fn the_bound_after_a_revision_is_above_its_records_and_below_the_next() {
     }
     assert!(keys::history_key(7, u32::MAX)[..] < after[..]);
 }
+
+#[test]
+fn a_record_keeping_some_events_keeps_its_key_even_without_its_first_event() {
+    let events = [event(5, 0, "a"), event(5, 1, "b"), event(9, 0, "c")];
+    let (key, value) = encode_events(ChunkFormat::Inline, &events).unwrap();
+    let record = HistoryRecord::decode(IVec::from(&key[..]), &value).unwrap();
+    let (kept_key, kept_value) = record.keeping(|e| e.key != b"a").unwrap();
+    assert_eq!(kept_key, key, "rewritten in place");
+    let kept = HistoryRecord::decode(IVec::from(&kept_key[..]), &kept_value).unwrap();
+    assert_eq!(kept.events, events[1..]);
+    let (_, last_only) = record.keeping(|e| e.revision == 9).unwrap();
+    let last = HistoryRecord::decode(IVec::from(&key[..]), &last_only).unwrap();
+    assert_eq!(
+        last.events,
+        events[2..],
+        "the first step is from the key's revision"
+    );
+    assert!(record.keeping(|_| false).is_none());
+    // Readers that seek by revision still find what is left.
+    let tree = tree();
+    tree.insert(&key[..], last_only).unwrap();
+    let found: Vec<_> = events_between(&tree, 9, 9).map(|e| e.unwrap()).collect();
+    assert_eq!(found, events[2..]);
+    assert_eq!(records_from(&tree, 6).count(), 1, "the record reaching 9");
+}
