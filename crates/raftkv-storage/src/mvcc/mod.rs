@@ -94,18 +94,19 @@ pub fn range_indexed_at(
 }
 
 /// The versions `visible` names (keys and the revision a read at `rev` sees, from
-/// [`KeyIndex::range_at`]), one point read each. A version the tree lacks (physical
-/// compaction raced past `rev`, or a bug) is looked for by a scan of that key instead;
-/// how many were is returned beside the answer.
+/// [`KeyIndex::range_at`]), read by [`versions::records_at`]. A version the tree lacks
+/// (physical compaction raced past `rev`, or a bug) is looked for by a scan of that key
+/// instead; how many were is returned beside the answer.
 pub(crate) fn range_by_index(
     tree: &sled::Tree,
     visible: Vec<(Vec<u8>, Revision)>,
     rev: Revision,
 ) -> Result<(Vec<KeyValue>, usize)> {
+    let records = versions::records_at(tree, &visible)?;
     let mut out = Vec::with_capacity(visible.len());
     let mut fallbacks = 0;
-    for (k, version_rev) in visible {
-        let found = match versions::record_at(tree, &k, version_rev)? {
+    for ((k, version_rev), record) in visible.into_iter().zip(records) {
+        let found = match record {
             Some(record) => record.into_key_value(k, version_rev),
             None => {
                 fallbacks += 1;

@@ -17,13 +17,44 @@ use crate::mvcc::history_records::{self, ChunkFormat, RawEvents};
 
 /// The version record of `key` written at exactly `rev`, if the tree has it.
 pub fn record_at(tree: &sled::Tree, key: &[u8], rev: Revision) -> Result<Option<VersionRecord>> {
-    if let Some(found) = find_inline(tree, key, rev)? {
-        return match found.record {
-            Some(bytes) => Ok(Some(codec::decode(&found.value[bytes])?)),
-            // The key was deleted at `rev`: no version.
-            None => Ok(None),
+    if let Some((chunk, event)) = find_inline(tree, key, rev)? {
+        return chunk.decode(event);
+    }
+    v_record_at(tree, key, rev)
+}
+
+/// The version records of the (key, revision) pairs of `wanted` (a range's keys and the
+/// versions the index names), in the same order. They are read in revision order, and a
+/// version in the chunk the previous one was found in is read from it: versions written
+/// together (a bulk load, a list's keys written in one sweep) cost one chunk lookup,
+/// not one each.
+pub fn records_at(tree: &sled::Tree, wanted: &[(Vec<u8>, Revision)]) -> Result<Vec<Option<VersionRecord>>> {
+    let mut order: Vec<usize> = (0..wanted.len()).collect();
+    order.sort_unstable_by_key(|&i| wanted[i].1);
+    let mut out: Vec<Option<VersionRecord>> = std::iter::repeat_with(|| None).take(wanted.len()).collect();
+    let mut last_chunk: Option<InlineChunk> = None;
+    for i in order {
+        let (key, rev) = (&wanted[i].0, wanted[i].1);
+        let cached = last_chunk
+            .as_ref()
+            .filter(|chunk| chunk.holds_rest_of(rev))
+            .and_then(|chunk| chunk.event(key, rev).map(|event| chunk.decode(event)));
+        out[i] = match cached {
+            Some(record) => record?,
+            None => match find_inline(tree, key, rev)? {
+                Some((chunk, event)) => {
+                    let record = chunk.decode(event)?;
+                    last_chunk = Some(chunk);
+                    record
+                }
+                None => v_record_at(tree, key, rev)?,
+            },
         };
     }
+    Ok(out)
+}
+
+fn v_record_at(tree: &sled::Tree, key: &[u8], rev: Revision) -> Result<Option<VersionRecord>> {
     match tree.get(keys::version_key(key, rev))? {
         Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
         None => Ok(None),
@@ -33,61 +64,96 @@ pub fn record_at(tree: &sled::Tree, key: &[u8], rev: Revision) -> Result<Option<
 /// The tree key of the chunk that holds `key`'s inline put at `rev`, if one does.
 pub(crate) fn inline_chunk_of(tree: &sled::Tree, key: &[u8], rev: Revision) -> Result<Option<IVec>> {
     Ok(find_inline(tree, key, rev)?
-        .filter(|found| found.record.is_some())
-        .map(|found| found.tree_key))
+        .filter(|(_, event)| event.is_some())
+        .map(|(chunk, _)| chunk.tree_key))
 }
 
-/// An event found in a layout-5 chunk: the chunk, and where its inline record is in the
-/// chunk's value (`None`: a delete).
-struct Found {
+/// A layout-5 chunk read from the tree, its events checked.
+struct InlineChunk {
     tree_key: IVec,
     value: IVec,
-    record: Option<Range<usize>>,
+    /// The revision of its key (at or before its first event's).
+    first: Revision,
+    /// Its last event's revision.
+    last: Revision,
 }
 
-/// The event of `key` at `rev` in the layout-5 chunk that holds it, if one does.
-///
-/// The chunks that may hold the event are the newest one starting at or below `rev`'s
-/// last sub-revision and, while they start at `rev` itself (a revision of many keys spans
-/// chunks), those before it: usually one `get_lt` and a scan of a 4 KiB chunk without
-/// copying it. A chunk of an older format means the revision's versions are `v` records.
-fn find_inline(tree: &sled::Tree, key: &[u8], rev: Revision) -> Result<Option<Found>> {
-    let mut upper = history_records::after_revision(rev).to_vec();
-    while let Some((tree_key, value)) = tree.get_lt(&upper)? {
-        let Some((first, sub, format)) = history_records::split_key(&tree_key) else {
-            break;
+/// Where an event's inline record lies in its chunk's value (`None`: the event is a
+/// delete).
+type EventAt = Option<Range<usize>>;
+
+impl InlineChunk {
+    /// `tree_key`/`value` if a layout-5 chunk (`None`: a record of an older format or
+    /// not a history record); `Corrupt` if its events do not parse.
+    fn read(tree_key: IVec, value: IVec) -> Result<Option<Self>> {
+        let Some((first, sub, Some(ChunkFormat::Inline))) = history_records::split_key(&tree_key) else {
+            return Ok(None);
         };
-        if format != Some(ChunkFormat::Inline) {
-            break;
-        }
-        let mut record = None;
-        let mut found = false;
+        let mut last = first;
         for event in RawEvents::new(ChunkFormat::Inline, first, &value) {
             let event = event.ok_or_else(|| Error::Corrupt {
                 what: "history record",
                 detail: format!("chunk at {first}.{sub}"),
             })?;
+            last = event.revision;
+        }
+        Ok(Some(Self {
+            tree_key,
+            value,
+            first,
+            last,
+        }))
+    }
+
+    /// The last event of `key` at `rev` in this chunk, if it holds one: the last is what
+    /// the revision did (a put and then a delete of one key in one request leaves both).
+    fn event(&self, key: &[u8], rev: Revision) -> Option<EventAt> {
+        let mut found = None;
+        for event in RawEvents::new(ChunkFormat::Inline, self.first, &self.value).map_while(|e| e) {
             if event.revision > rev {
                 break;
             }
-            // The last event of the key at `rev` is what the revision did (a put and then
-            // a delete of one key in one request leaves both).
             if event.revision == rev && event.key == key {
-                found = true;
-                record = event.record.map(|bytes| offset_in(&value, bytes));
+                found = Some(event.record.map(|bytes| offset_in(&self.value, bytes)));
             }
         }
-        if found {
-            return Ok(Some(Found {
-                tree_key,
-                value,
-                record,
-            }));
+        found
+    }
+
+    /// Whether the events of `rev` from this chunk's key on are all in it (a later event
+    /// follows them here), so a key's last event at `rev`, if here, is the revision's.
+    fn holds_rest_of(&self, rev: Revision) -> bool {
+        self.first <= rev && rev < self.last
+    }
+
+    fn decode(&self, event: EventAt) -> Result<Option<VersionRecord>> {
+        match event {
+            Some(bytes) => Ok(Some(codec::decode(&self.value[bytes])?)),
+            // The key was deleted at that revision: no version.
+            None => Ok(None),
         }
-        if first < rev {
+    }
+}
+
+/// The chunk holding the event of `key` at `rev`, and the event, if a layout-5 chunk does.
+///
+/// The chunks that may hold the event are the newest one starting at or below `rev`'s
+/// last sub-revision and, while they start at `rev` itself (a revision of many keys spans
+/// chunks), those before it: usually one `get_lt` and a scan of a 4 KiB chunk without
+/// copying it. A chunk of an older format means the revision's versions are `v` records.
+fn find_inline(tree: &sled::Tree, key: &[u8], rev: Revision) -> Result<Option<(InlineChunk, EventAt)>> {
+    let mut upper = history_records::after_revision(rev).to_vec();
+    while let Some((tree_key, value)) = tree.get_lt(&upper)? {
+        let Some(chunk) = InlineChunk::read(tree_key, value)? else {
+            break;
+        };
+        if let Some(event) = chunk.event(key, rev) {
+            return Ok(Some((chunk, event)));
+        }
+        if chunk.first < rev {
             break;
         }
-        upper = tree_key.to_vec();
+        upper = chunk.tree_key.to_vec();
     }
     Ok(None)
 }
@@ -247,6 +313,27 @@ mod tests {
         assert_eq!(newest("old", 100), Some(3));
         assert_eq!(count_versions(&tree, b"", &[0]).unwrap(), 6);
         assert_eq!(count_versions(&tree, b"a", b"").unwrap(), 2);
+        // Many at once (a range: the chunk of the previous one reused where it holds the
+        // next) read what one at a time reads, also b's delete at 5, which follows its put
+        // across the chunk boundary.
+        let wanted: Vec<(Vec<u8>, Revision)> = [
+            ("x", 4),
+            ("a", 5),
+            ("b", 5),
+            ("c", 5),
+            ("old", 3),
+            ("a", 6),
+            ("a", 4),
+        ]
+        .iter()
+        .map(|(k, r)| (k.as_bytes().to_vec(), *r))
+        .collect();
+        let each: Vec<_> = wanted
+            .iter()
+            .map(|(k, r)| record_at(&tree, k, *r).unwrap())
+            .collect();
+        assert_eq!(records_at(&tree, &wanted).unwrap(), each);
+        assert_eq!(each.iter().filter(|r| r.is_some()).count(), 5);
     }
 
     #[test]
