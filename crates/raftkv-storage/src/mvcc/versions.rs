@@ -13,7 +13,7 @@ use sled::IVec;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::mvcc::VersionRecord;
-use crate::mvcc::history_records::{self, ChunkFormat, RawEvents};
+use crate::mvcc::history_records::{self, ChunkFormat, RawEvent, RawEvents};
 
 /// The version record of `key` written at exactly `rev`, if the tree has it.
 pub fn record_at(tree: &sled::Tree, key: &[u8], rev: Revision) -> Result<Option<VersionRecord>> {
@@ -32,23 +32,28 @@ pub fn records_at(tree: &sled::Tree, wanted: &[(Vec<u8>, Revision)]) -> Result<V
     let mut order: Vec<usize> = (0..wanted.len()).collect();
     order.sort_unstable_by_key(|&i| wanted[i].1);
     let mut out: Vec<Option<VersionRecord>> = std::iter::repeat_with(|| None).take(wanted.len()).collect();
-    let mut last_chunk: Option<InlineChunk> = None;
+    // The chunk the previous version was found in, and its last event's revision.
+    let mut last_chunk: Option<(InlineChunk, Revision)> = None;
     for i in order {
         let (key, rev) = (&wanted[i].0, wanted[i].1);
-        let cached = last_chunk
-            .as_ref()
-            .filter(|chunk| chunk.holds_rest_of(rev))
-            .and_then(|chunk| chunk.event(key, rev).map(|event| chunk.decode(event)));
-        out[i] = match cached {
-            Some(record) => record?,
-            None => match find_inline(tree, key, rev)? {
-                Some((chunk, event)) => {
-                    let record = chunk.decode(event)?;
-                    last_chunk = Some(chunk);
-                    record
-                }
-                None => v_record_at(tree, key, rev)?,
-            },
+        // Its events of `rev` from its key on are all in it if a later event follows
+        // them there: then a key's last event at `rev`, if there, is the revision's.
+        if let Some((chunk, last)) = &last_chunk
+            && chunk.first <= rev
+            && rev < *last
+            && let Some(event) = chunk.event(key, rev)?
+        {
+            out[i] = chunk.decode(event)?;
+            continue;
+        }
+        out[i] = match find_inline(tree, key, rev)? {
+            Some((chunk, event)) => {
+                let record = chunk.decode(event)?;
+                let last = chunk.last()?;
+                last_chunk = Some((chunk, last));
+                record
+            }
+            None => v_record_at(tree, key, rev)?,
         };
     }
     Ok(out)
@@ -68,14 +73,13 @@ pub(crate) fn inline_chunk_of(tree: &sled::Tree, key: &[u8], rev: Revision) -> R
         .map(|(chunk, _)| chunk.tree_key))
 }
 
-/// A layout-5 chunk read from the tree, its events checked.
+/// A layout-5 chunk read from the tree.
 struct InlineChunk {
     tree_key: IVec,
     value: IVec,
     /// The revision of its key (at or before its first event's).
     first: Revision,
-    /// Its last event's revision.
-    last: Revision,
+    sub: u32,
 }
 
 /// Where an event's inline record lies in its chunk's value (`None`: the event is a
@@ -84,32 +88,33 @@ type EventAt = Option<Range<usize>>;
 
 impl InlineChunk {
     /// `tree_key`/`value` if a layout-5 chunk (`None`: a record of an older format or
-    /// not a history record); `Corrupt` if its events do not parse.
-    fn read(tree_key: IVec, value: IVec) -> Result<Option<Self>> {
-        let Some((first, sub, Some(ChunkFormat::Inline))) = history_records::split_key(&tree_key) else {
-            return Ok(None);
-        };
-        let mut last = first;
-        for event in RawEvents::new(ChunkFormat::Inline, first, &value) {
-            let event = event.ok_or_else(|| Error::Corrupt {
-                what: "history record",
-                detail: format!("chunk at {first}.{sub}"),
-            })?;
-            last = event.revision;
-        }
-        Ok(Some(Self {
+    /// not a history record).
+    fn read(tree_key: IVec, value: IVec) -> Option<Self> {
+        let (first, sub, format) = history_records::split_key(&tree_key)?;
+        (format == Some(ChunkFormat::Inline)).then_some(Self {
             tree_key,
             value,
             first,
-            last,
-        }))
+            sub,
+        })
+    }
+
+    fn events(&self) -> impl Iterator<Item = Result<RawEvent<'_>>> {
+        RawEvents::new(ChunkFormat::Inline, self.first, &self.value).map(|event| {
+            event.ok_or_else(|| Error::Corrupt {
+                what: "history record",
+                detail: format!("chunk at {}.{}", self.first, self.sub),
+            })
+        })
     }
 
     /// The last event of `key` at `rev` in this chunk, if it holds one: the last is what
     /// the revision did (a put and then a delete of one key in one request leaves both).
-    fn event(&self, key: &[u8], rev: Revision) -> Option<EventAt> {
+    /// Reads the events up to `rev` only.
+    fn event(&self, key: &[u8], rev: Revision) -> Result<Option<EventAt>> {
         let mut found = None;
-        for event in RawEvents::new(ChunkFormat::Inline, self.first, &self.value).map_while(|e| e) {
+        for event in self.events() {
+            let event = event?;
             if event.revision > rev {
                 break;
             }
@@ -117,13 +122,16 @@ impl InlineChunk {
                 found = Some(event.record.map(|bytes| offset_in(&self.value, bytes)));
             }
         }
-        found
+        Ok(found)
     }
 
-    /// Whether the events of `rev` from this chunk's key on are all in it (a later event
-    /// follows them here), so a key's last event at `rev`, if here, is the revision's.
-    fn holds_rest_of(&self, rev: Revision) -> bool {
-        self.first <= rev && rev < self.last
+    /// Its last event's revision.
+    fn last(&self) -> Result<Revision> {
+        let mut last = self.first;
+        for event in self.events() {
+            last = event?.revision;
+        }
+        Ok(last)
     }
 
     fn decode(&self, event: EventAt) -> Result<Option<VersionRecord>> {
@@ -144,10 +152,10 @@ impl InlineChunk {
 fn find_inline(tree: &sled::Tree, key: &[u8], rev: Revision) -> Result<Option<(InlineChunk, EventAt)>> {
     let mut upper = history_records::after_revision(rev).to_vec();
     while let Some((tree_key, value)) = tree.get_lt(&upper)? {
-        let Some(chunk) = InlineChunk::read(tree_key, value)? else {
+        let Some(chunk) = InlineChunk::read(tree_key, value) else {
             break;
         };
-        if let Some(event) = chunk.event(key, rev) {
+        if let Some(event) = chunk.event(key, rev)? {
             return Ok(Some((chunk, event)));
         }
         if chunk.first < rev {
