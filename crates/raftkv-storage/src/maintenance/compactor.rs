@@ -13,19 +13,22 @@
 //!   is a history event, which the key index knows), or if it is a tombstone record of
 //!   an older layout below `T` (a read at `r >= T` sees the newest change `<= r`, which
 //!   is never one of these);
-//! - every history record (`h` family) below `T`. The history serves future watches,
-//!   which start at the compact revision or above, so the records of `T` itself (and a
-//!   delete at `T`) stay until the next compaction, as etcd lets a watch start at its
-//!   compact revision. It also holds the deletes (a delete has no version record), which
-//!   the key index is built from at open and on install: a delete below `T` goes only
-//!   after every version it superseded (the invariant below), so a rebuilt index never
-//!   misses a delete that a version left in the tree still needs.
+//! - every history record (`h` family) below `T`, or since layout 5, where a put's version
+//!   lives in its history event, every event below `T` but those versions (a record
+//!   wholly below `T` is rewritten in place to them, `chunk_rewrite.rs`). The history
+//!   serves future watches, which start at the compact revision or above, so the records
+//!   of `T` itself (and a delete at `T`) stay until the next compaction, as etcd lets a
+//!   watch start at its compact revision. It also holds the deletes (a delete has no
+//!   version record), which the key index is built from at open and on install: a delete
+//!   below `T` goes only after every version it superseded (the invariant below), so a
+//!   rebuilt index never misses a delete that a version left in the tree still needs.
 //!
 //! **Finding the work.** The compactor walks the `h` family from the last revision it
 //! finished (`m`+`compact_done`, [`crate::keys::meta::COMPACT_DONE`]; that revision's
 //! records are kept by the previous round, so the walk includes it) up to `T`; each
 //! record names a key written in that window, whose versions at or below `T` it then
-//! scans (`version_key(key, 0) ..= version_key(key, T)`). A version can only become
+//! finds: `v` records by a scan (`version_key(key, 0) ..= version_key(key, T)`), inline
+//! ones through the key index's retained changes. A version can only become
 //! deletable because a newer write of its key (with its own history record) landed at or
 //! below `T`, so this finds every one of them, and the work is proportional to the writes
 //! in the window rather than to the whole keyspace (one walk of the `v` family would read
@@ -39,7 +42,9 @@
 //! apply (which shares the tree-writers gate with it) waits for at most one chunk. The
 //! order of the two runs keeps one invariant at every instant, also across a crash and
 //! in a snapshot streamed while compaction runs (a crash keeps a prefix of the ordered
-//! writes, and a snapshot reads the `h` family before the `v` family):
+//! writes; layout-5 chunks are rewritten in ascending order, a put's chunk before the
+//! chunk of the delete that superseded it; and a snapshot reads the `h` family newest
+//! first, then the `v` family: `raft/snapshot_scan.rs`):
 //!
 //! > if a version superseded by a newer write `b` (or a tombstone `b`) still exists, the
 //! > history record of `b` still exists too.

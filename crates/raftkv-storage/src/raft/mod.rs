@@ -29,6 +29,7 @@ pub mod restore;
 pub mod snapshot;
 pub mod snapshot_cadence;
 pub(crate) mod snapshot_file;
+pub(crate) mod snapshot_scan;
 pub mod state_machine;
 pub(crate) mod state_sync;
 

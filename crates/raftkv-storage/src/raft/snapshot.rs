@@ -54,11 +54,11 @@ use crate::disk::generation::Generation;
 use crate::error::{Error, Result};
 use crate::keys::{self, meta};
 use crate::maintenance::compaction_pins::CompactionPin;
-use crate::mvcc::history_records;
 use crate::mvcc::key_index::KeyIndex;
 use crate::raft::snapshot_file::{
     Frame, FrameReader, FrameWriter, MAGIC, MAX_FRAME_PAIR_BYTES, Pairs, SnapshotHeader, SnapshotMetaOf,
 };
+use crate::raft::snapshot_scan;
 use crate::state::StateShared;
 
 /// What `get_snapshot_builder` captured; `build` writes it out.
@@ -181,25 +181,17 @@ impl SnapshotBuilder {
         }))?;
         let mut pairs = Vec::new();
         let mut pair_bytes = 0;
-        for item in self.tree.iter() {
-            let (k, v) = item?;
-            let keep = match k.first() {
-                Some(&keys::VERSION) => keys::split_version_key(&k)
-                    .is_some_and(|(_, rev)| rev <= self.revision)
-                    .then(|| (k.to_vec(), v.to_vec())),
-                Some(&keys::HISTORY) => history_records::clip(k, &v, self.revision)?,
-                // Metadata and members come from the capture, not the live tree.
-                _ => None,
-            };
-            if let Some((k, v)) = keep {
-                pair_bytes += k.len() + v.len();
-                pairs.push((k, v));
-                if pair_bytes >= MAX_FRAME_PAIR_BYTES {
-                    out.pairs(std::mem::take(&mut pairs))?;
-                    pair_bytes = 0;
-                }
+        // History newest first, then versions of older layouts (`raft/snapshot_scan.rs`
+        // says why); metadata and members come from the capture, not the live tree.
+        snapshot_scan::scan(&self.tree, self.revision, |k, v| {
+            pair_bytes += k.len() + v.len();
+            pairs.push((k, v));
+            if pair_bytes >= MAX_FRAME_PAIR_BYTES {
+                out.pairs(std::mem::take(&mut pairs))?;
+                pair_bytes = 0;
             }
-        }
+            Ok(())
+        })?;
         pairs.extend(members);
         out.pairs(pairs)?;
         out.finish()?;
