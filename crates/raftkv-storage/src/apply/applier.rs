@@ -520,8 +520,9 @@ impl RequestScopeHandle {
         match scope.overlay.entry(key.to_vec()) {
             Entry::Occupied(mut written) => {
                 let written = written.get_mut();
-                // One version record per (key, revision): a second write of the key in
-                // the same request replaces the first in the tree, so here too.
+                // One change per (key, revision): a second write of the key in the same
+                // request (rejected at the edges; both events stay in the history) is what
+                // the revision did, as readers of the history take its last event.
                 match written.changes.last_mut() {
                     Some(last) if last.revision() == change.revision() => *last = change,
                     _ => written.changes.push(change),

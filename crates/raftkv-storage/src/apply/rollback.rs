@@ -10,8 +10,9 @@
 //! of the batch it is re-applying.
 //!
 //! What an apply writes, and how each is undone:
-//! - `h` history and `v` version records are keyed by revision and only ever inserted by
-//!   apply, a batch's history records (chunks of its events, `mvcc/history_records.rs`)
+//! - `h` history and `v` version records are keyed by revision and inserted only by apply
+//!   (physical compaction rewrites or removes history records, but only below the synced
+//!   revision), a batch's history records (chunks of its events, `mvcc/history_records.rs`)
 //!   before everything else it writes: the keys touched above the durable revision are
 //!   found by scanning `h` above it, and their versions above it are removed with them
 //!   (since layout 5 a put's version is inline in its chunk and goes with the chunk).

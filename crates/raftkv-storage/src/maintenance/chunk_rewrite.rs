@@ -83,7 +83,15 @@ impl ChunkEdits {
             }
             match record.keeping(keep) {
                 None => batch.remove(chunk_key),
-                Some((_, new_value)) => batch.rewrite(chunk_key, new_value),
+                Some((new_key, new_value)) if new_key[..] == chunk_key[..] => {
+                    batch.rewrite(chunk_key, new_value)
+                }
+                // Not for a chunk (only layout-2 one-event records change key, and only
+                // layout-5 chunks are edited): written before the old one goes.
+                Some((new_key, new_value)) => {
+                    batch.insert(&new_key[..], new_value);
+                    batch.remove(chunk_key);
+                }
             }
         }
         Ok(())
@@ -92,7 +100,7 @@ impl ChunkEdits {
 
 /// Whether `event` is a put a read at `target` (or later, until the key changes again)
 /// still sees: its key's newest change at or below `target`.
-fn survives(index: &KeyIndex, target: Revision, event: &HistoryEvent) -> bool {
+pub(crate) fn survives(index: &KeyIndex, target: Revision, event: &HistoryEvent) -> bool {
     event.record.is_some()
         && index
             .change_at(&event.key, target)

@@ -83,11 +83,16 @@ fn reads_at(tree: &sled::Tree, index: &KeyIndex, rev: Revision) -> (Vec<KeyValue
 
 /// Compact `store`'s tree to `target` in this thread, one unbounded chunk after another.
 fn compact_fully(store: &Store, target: Revision) {
+    compact_with_budget(store, target, usize::MAX);
+}
+
+/// Compact `store`'s tree to `target` in this thread, chunks of at most `budget`.
+fn compact_with_budget(store: &Store, target: Revision, budget: usize) {
     let tree = store.shared.tree();
     let index = &store.shared.key_index;
     while compacted_to(&tree).unwrap() < target {
         let done = compacted_to(&tree).unwrap();
-        let mut chunk = plan_chunk(&tree, index, done, target, usize::MAX).unwrap();
+        let mut chunk = plan_chunk(&tree, index, done, target, budget).unwrap();
         let keys_done = std::mem::take(&mut chunk.keys_done);
         let gate = &mut WriteGate::default();
         chunk
@@ -203,4 +208,81 @@ async fn a_first_round_stopped_after_any_write_reads_the_same_and_finishes_clean
 #[tokio::test(flavor = "current_thread")]
 async fn a_second_round_stopped_after_any_write_reads_the_same_and_finishes_clean() {
     stop_at_every_write(Some(8), 11).await;
+}
+
+/// A chunk that stops right after the drop of the last event of a record that starts
+/// below its progress, the record's middle dropped by an earlier round: what is left of
+/// the record (a delete) still goes. Without coming back to the record, whose last event
+/// now lies below the progress, the delete would stay in the tree for good.
+#[tokio::test(flavor = "current_thread")]
+async fn a_record_cut_below_the_progress_is_still_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    store.shared.limit_compaction(Some(0));
+    let mut next_index = 0;
+    apply(&mut store, &mut next_index, vec![put("m", "m1")]).await;
+    // One chunk: m's delete, a twice, k.
+    apply(
+        &mut store,
+        &mut next_index,
+        vec![delete("m"), put("a", "a1"), put("a", "a2"), put("k", "k1")],
+    )
+    .await;
+    let first = store.shared.revision() - 1; // a's second put
+    apply(&mut store, &mut next_index, vec![compact(first)]).await;
+    compact_fully(&store, first);
+    apply(&mut store, &mut next_index, vec![put("k", "k2"), put("a", "a3")]).await;
+    let target = store.shared.revision();
+    apply(&mut store, &mut next_index, vec![compact(target)]).await;
+    // a2 and k1 dropped: the budget of 2 stops right after k1, the chunk's last event.
+    compact_with_budget(&store, target, 2);
+    let tree = store.shared.tree();
+    let left: Vec<_> = history_records::events_between(&tree, 0, target - 1)
+        .map(|e| e.unwrap())
+        .map(|e| (String::from_utf8(e.key).unwrap(), e.revision))
+        .collect();
+    assert_eq!(
+        left,
+        [("k".to_string(), target - 1)],
+        "only k2 (a3 is at the target)"
+    );
+}
+
+/// Whatever the budget, and so wherever chunks stop (also right after a drop that cut
+/// the tail off the record a chunk stopped in), a finished compaction leaves below its
+/// target only the versions still visible there: no delete, no superseded put.
+#[tokio::test(flavor = "current_thread")]
+async fn any_budget_leaves_only_visible_versions_below_the_target() {
+    for budget in 1..=8 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        store.shared.limit_compaction(Some(0));
+        let mut next_index = 0;
+        apply(&mut store, &mut next_index, vec![put("m", "m1"), put("n", "n1")]).await;
+        // One chunk: a delete, then puts that later writes supersede.
+        apply(
+            &mut store,
+            &mut next_index,
+            vec![delete("m"), put("k", "k1"), put("j", "j1"), put("n", "n2")],
+        )
+        .await;
+        apply(&mut store, &mut next_index, vec![put("k", "k2"), put("j", "j2")]).await;
+        apply(&mut store, &mut next_index, vec![put("z", "z1")]).await;
+        let target = store.shared.revision();
+        apply(&mut store, &mut next_index, vec![compact(target)]).await;
+        compact_with_budget(&store, target, budget);
+        let tree = store.shared.tree();
+        let index = &store.shared.key_index;
+        let left: Vec<_> = history_records::events_between(&tree, 0, target - 1)
+            .map(|e| e.unwrap())
+            .map(|e| (String::from_utf8(e.key).unwrap(), e.revision, e.record.is_some()))
+            .collect();
+        for (key, revision, put) in &left {
+            assert!(
+                *put && index.visible_at(key.as_bytes(), target) == Some(*revision),
+                "budget {budget}: {key}@{revision} left below {target}: {left:?}"
+            );
+        }
+        assert_eq!(left.len(), 3, "budget {budget}: n2, k2, j2: {left:?}");
+    }
 }

@@ -19,6 +19,7 @@ use raftkv_core::{Error, RequestError, codec};
 
 use crate::maintenance::compaction_pins::CompactionPin;
 use crate::mvcc::history_records::EventKind;
+use crate::mvcc::key_index::KeyIndex;
 use crate::mvcc::reader::KvReader;
 use crate::mvcc::{VersionRecord, history_records, versions};
 
@@ -77,56 +78,20 @@ impl KvReader {
             .into());
         }
 
-        // Writes at or below the compact revision that etcd would still hold and hash: the
-        // key index names each key's newest version at both revisions.
-        let index = &self.shared.key_index;
-        let (live_at_rev, _) = index.range_at(b"", &[0], rev);
-        let below: Vec<(Vec<u8>, Revision)> = if live_at_rev.is_empty() {
-            index.range_at(b"", &[0], compact).0
-        } else {
-            live_at_rev.into_iter().filter(|(_, r)| *r <= compact).collect()
-        };
-        let mut below = below
-            .into_iter()
-            .map(|(key, r)| read_write(&tree, r, None, key))
-            .collect::<Result<Vec<_>, Error>>()?;
-        below.sort_unstable_by_key(|w| (w.revision, w.sub));
-        below.into_iter().for_each(&mut visit);
-
-        // Every write above the compact revision, from the history family.
-        for event in history_records::events_between(&tree, compact.saturating_add(1).max(0), rev) {
-            let event = event.map_err(storage)?;
-            let write = match (event.kind, event.record) {
-                (_, Some(bytes)) => {
-                    let record: VersionRecord = codec::decode(&bytes).map_err(storage)?;
-                    HashedWrite {
-                        revision: event.revision,
-                        sub: event.sub,
-                        put: record.into_key_value(event.key.clone(), event.revision),
-                        key: event.key,
-                    }
-                }
-                (EventKind::Delete, None) => HashedWrite {
-                    revision: event.revision,
-                    sub: event.sub,
-                    key: event.key,
-                    put: None,
-                },
-                (_, None) => read_write(&tree, event.revision, Some(event.sub), event.key)?,
-            };
-            visit(write);
-        }
+        let walked = walk(&tree, &self.shared.key_index, rev, compact, &mut visit);
         if self
             .shared
             .switch_epoch
             .load(std::sync::atomic::Ordering::Acquire)
             != switch_epoch
         {
-            // The tree walked and the index asked may be of different generations.
+            // The tree walked and the index asked may be of different generations (a
+            // version the index names may then be missing from the tree: no error either).
             return Err(Error::Timeout(
                 "a snapshot install switched the state during HashKV; ask again".into(),
             ));
         }
+        walked?;
         Ok(HashScope {
             revision: rev,
             current,
@@ -135,21 +100,74 @@ impl KvReader {
     }
 }
 
-/// The write of `key` at `r` as its version record has it; its sub-revision is `sub`
-/// where the history said, else the record's.
-fn read_write(tree: &sled::Tree, r: Revision, sub: Option<u32>, key: Vec<u8>) -> Result<HashedWrite, Error> {
-    let record = versions::record_at(tree, &key, r)
-        .map_err(storage)?
-        .ok_or_else(|| corrupt(format!("history of {key:?} at {r} without its version")))?;
+/// Call `visit` with the writes `HashKV(rev)` hashes, in order (see the module).
+fn walk(
+    tree: &sled::Tree,
+    index: &KeyIndex,
+    rev: Revision,
+    compact: Revision,
+    visit: &mut impl FnMut(HashedWrite),
+) -> Result<(), Error> {
+    // Writes at or below the compact revision that etcd would still hold and hash: the
+    // key index names each key's newest version at both revisions.
+    let (live_at_rev, _) = index.range_at(b"", &[0], rev);
+    let below: Vec<(Vec<u8>, Revision)> = if live_at_rev.is_empty() {
+        index.range_at(b"", &[0], compact).0
+    } else {
+        live_at_rev.into_iter().filter(|(_, r)| *r <= compact).collect()
+    };
+    let records = versions::records_at(tree, &below).map_err(storage)?;
+    let mut writes = Vec::with_capacity(below.len());
+    for ((key, r), record) in below.into_iter().zip(records) {
+        let record = record.ok_or_else(|| corrupt(format!("{key:?} at {r} without its version")))?;
+        writes.push(write_of(key, r, None, record));
+    }
+    writes.sort_unstable_by_key(|w| (w.revision, w.sub));
+    writes.into_iter().for_each(&mut *visit);
+
+    // Every write above the compact revision, from the history family.
+    for event in history_records::events_between(tree, compact.saturating_add(1).max(0), rev) {
+        let event = event.map_err(storage)?;
+        let record = match (event.kind, event.record) {
+            (_, Some(bytes)) => Some(codec::decode(&bytes).map_err(storage)?),
+            (EventKind::Delete, None) => None,
+            (_, None) => Some(
+                versions::record_at(tree, &event.key, event.revision)
+                    .map_err(storage)?
+                    .ok_or_else(|| {
+                        corrupt(format!(
+                            "history of {:?} at {} without its version",
+                            event.key, event.revision
+                        ))
+                    })?,
+            ),
+        };
+        visit(match record {
+            Some(record) => write_of(event.key, event.revision, Some(event.sub), record),
+            None => HashedWrite {
+                revision: event.revision,
+                sub: event.sub,
+                key: event.key,
+                put: None,
+            },
+        });
+    }
+    Ok(())
+}
+
+/// The write of `key` at `r` as its version record has it (a tombstone record of an
+/// older layout: a delete); its sub-revision is `sub` where the history said, else the
+/// record's.
+fn write_of(key: Vec<u8>, r: Revision, sub: Option<u32>, record: VersionRecord) -> HashedWrite {
     let sub = sub.unwrap_or(match record {
         VersionRecord::Put { sub, .. } | VersionRecord::Delete { sub } => sub,
     });
-    Ok(HashedWrite {
+    HashedWrite {
         revision: r,
         sub,
         put: record.into_key_value(key.clone(), r),
         key,
-    })
+    }
 }
 
 fn storage(e: impl std::fmt::Display) -> Error {

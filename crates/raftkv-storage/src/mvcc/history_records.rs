@@ -28,8 +28,10 @@
 //! `v` records below some revision and inline versions above it, and compaction drains
 //! the old ones as their keys move on.
 //!
-//! Chunks are small enough ([`CHUNK_BYTES`]) that a sled leaf of them stays far below the
-//! size at which sled moves a page to an unsynced blob file, and never span two apply
+//! A chunk closes once it reaches [`CHUNK_BYTES`], so a sled leaf of chunks of small
+//! values stays below the size at which sled moves a page to a blob file (a value as large
+//! as the request limit makes a chunk of its own that size, as its `v` record did before,
+//! and the blob files are synced: `disk/blob_watch.rs`). Chunks never span two apply
 //! calls (a `HistoryChunks` belongs to one batch), so a record never straddles an applied
 //! revision: the rollback, a snapshot's revision filter and physical compaction can still
 //! treat a record as a unit where they need to (each of them says how it handles a record
@@ -121,10 +123,11 @@ impl HistoryRecord {
     /// sort at or before its events (readers take the first event's revision from the
     /// key plus a step), so a rewrite is one overwrite in place, which a crash or a
     /// concurrent scan sees whole or not at all. A one-event record of layout 2 becomes a
-    /// layout-3 chunk.
+    /// layout-3 chunk, under a chunk key (the one key that changes).
     pub fn keeping(&self, keep: impl Fn(&HistoryEvent) -> bool) -> Option<([u8; 14], Vec<u8>)> {
         let (revision, sub, format) = split_key(&self.tree_key)?;
         let format = format.unwrap_or(ChunkFormat::Plain);
+        // `finish` writes the chunk key of (revision, sub) and `format`.
         let mut writer = ChunkWriter::under_key(format, revision, sub);
         let mut any = false;
         for event in self.events.iter().filter(|e| keep(e)) {
@@ -341,6 +344,25 @@ pub fn records_from(
     tree: &sled::Tree,
     from: Revision,
 ) -> impl Iterator<Item = Result<HistoryRecord>> + use<> {
+    records_after(tree, from, false)
+}
+
+/// [`records_from`], and the record that starts last below `from` whatever its last event:
+/// physical compaction's walk, which may have cut events off the end of the record its
+/// previous chunk stopped in (`maintenance/compaction_chunk.rs`) and must come back to
+/// what is left of it.
+pub fn records_from_previous(
+    tree: &sled::Tree,
+    from: Revision,
+) -> impl Iterator<Item = Result<HistoryRecord>> + use<> {
+    records_after(tree, from, true)
+}
+
+fn records_after(
+    tree: &sled::Tree,
+    from: Revision,
+    previous_always: bool,
+) -> impl Iterator<Item = Result<HistoryRecord>> + use<> {
     let start = keys::history_key(from, 0);
     let before = tree
         .range(vec![keys::HISTORY]..start.to_vec())
@@ -349,7 +371,7 @@ pub fn records_from(
             item.map_err(Error::from)
                 .and_then(|(k, v)| HistoryRecord::decode(k, &v))
         })
-        .filter(|record| record.as_ref().map_or(true, |r| r.last_revision() >= from));
+        .filter(move |record| previous_always || record.as_ref().map_or(true, |r| r.last_revision() >= from));
     let after = tree.range(start.to_vec()..vec![keys::HISTORY + 1]).map(|item| {
         item.map_err(Error::from)
             .and_then(|(k, v)| HistoryRecord::decode(k, &v))

@@ -73,8 +73,27 @@ pub fn get_indexed_at(
     };
     match get_version(tree, key, visible)? {
         Some(kv) => Ok(Some(kv)),
-        None => get_at(tree, key, rev),
+        None => fallback_at(tree, index, key, rev),
     }
+}
+
+/// The newest put of `key` at or below `rev` among the older versions the index retains
+/// (newest first, a point read each; `None` once a delete is newer): the answer of a read
+/// whose version the tree lacked (a compaction racing it: the reader's re-check of the
+/// compact revision then refuses the answer; or a bug, which the caller counts). Costs
+/// per retained version of the key, where the tree alone ([`get_at`]) would walk the
+/// whole history.
+fn fallback_at(tree: &sled::Tree, index: &KeyIndex, key: &[u8], rev: Revision) -> Result<Option<KeyValue>> {
+    let changes = index.changes(key);
+    for change in changes.iter().rev().filter(|c| c.revision() <= rev) {
+        if !change.is_put() {
+            return Ok(None);
+        }
+        if let Some(kv) = get_version(tree, key, change.revision())? {
+            return Ok(Some(kv));
+        }
+    }
+    Ok(None)
 }
 
 /// Every key in `[key, range_end)` (etcd's forms) as it was at `rev`, in key order: the
@@ -90,15 +109,16 @@ pub fn range_indexed_at(
     rev: Revision,
 ) -> Result<(Vec<KeyValue>, usize)> {
     let (visible, _) = index.range_at(key, range_end, rev);
-    range_by_index(tree, visible, rev)
+    range_by_index(tree, index, visible, rev)
 }
 
 /// The versions `visible` names (keys and the revision a read at `rev` sees, from
 /// [`KeyIndex::range_at`]), read by [`versions::records_at`]. A version the tree lacks
-/// (physical compaction raced past `rev`, or a bug) is looked for by a scan of that key
-/// instead; how many were is returned beside the answer.
+/// (physical compaction raced past `rev`, or a bug) is looked for among the key's older
+/// versions instead; how many were is returned beside the answer.
 pub(crate) fn range_by_index(
     tree: &sled::Tree,
+    index: &KeyIndex,
     visible: Vec<(Vec<u8>, Revision)>,
     rev: Revision,
 ) -> Result<(Vec<KeyValue>, usize)> {
@@ -110,7 +130,7 @@ pub(crate) fn range_by_index(
             Some(record) => record.into_key_value(k, version_rev),
             None => {
                 fallbacks += 1;
-                get_at(tree, &k, rev)?
+                fallback_at(tree, index, &k, rev)?
             }
         };
         out.extend(found);
@@ -168,7 +188,7 @@ pub fn range_by_index_limited(
         }));
     }
     let more = count > req.limit;
-    let (mut kvs, fallbacks) = range_by_index(tree, found.visible, rev)?;
+    let (mut kvs, fallbacks) = range_by_index(tree, index, found.visible, rev)?;
     if req.keys_only {
         for kv in &mut kvs {
             kv.value.clear();

@@ -1,16 +1,17 @@
 //! Replaying the event history for watchers that are behind: the `h` family (see
 //! [`crate::keys`]) names the key changed at every (revision, sub-revision) and, since
-//! layout 4, whether it was deleted; the version records give each put's key-value, and
+//! layout 4, whether it was deleted; each put's key-value is its version record (inline
+//! in the event since layout 5, a `v` record before), and
 //! the key index which version was live before an event (its previous key-value) and,
 //! for a single key, its events themselves. A watcher that starts in
 //! the past, or fell behind because it did not keep up, reads its events from here in
 //! bounded chunks until it reaches the applied revision (`watch/session/` drives that).
 //!
-//! **What is safe to read.** Physical compaction deletes history records below its target
-//! `T`, which never exceeds the (published) compact revision `C`; version records above
-//! `T`, the newest version of a key at or below `T` unless the key was deleted after it
-//! at or below `T`, the key index's changes from there on, and the history records of
-//! `T` itself stay. So the events of every revision `>= C`
+//! **What is safe to read.** Physical compaction deletes (or, since layout 5, rewrites to
+//! the versions still visible) history records below its target `T`, which never exceeds
+//! the (published) compact revision `C`; versions above `T`, the newest version of a key
+//! at or below `T` unless the key was deleted after it at or below `T`, the key index's
+//! changes from there on, and the history records of `T` itself stay. So the events of every revision `>= C`
 //! and their key-values are intact, and so are their previous key-values (read at
 //! `rev - 1`) for revisions `> C`; an event of `C` itself has its previous key-value only
 //! if compaction has not yet removed it (etcd's watch omits it there too). A chunk that
