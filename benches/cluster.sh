@@ -99,7 +99,7 @@ start_raftkv_cluster() {
   done
   for i in 1 2 3; do
     # shellcheck disable=SC2086
-    "$SERVER" ${args[$i]} --initial-cluster "$cluster" --log warn ${RK_EXTRA_FLAGS:-} >"$dir/raftkv-$i.out" 2>"$dir/raftkv-$i.log" &
+    "$SERVER" ${args[$i]} --initial-cluster "$cluster" --log "${RK_LOG:-warn}" ${RK_EXTRA_FLAGS:-} >"$dir/raftkv-$i.out" 2>"$dir/raftkv-$i.log" &
     PIDS+=($!); disown
   done
 }

@@ -9,7 +9,8 @@
 #
 # Usage: benches/long-run.sh [MINUTES] [KEYS] [SYSTEMS...]
 #        (defaults: 10 1000000 raftkv etcd; MODES="none periodic" to choose modes,
-#        RK_EXTRA_FLAGS for raftkv-server, KEEP_LOGS=DIR to keep the servers' logs)
+#        RK_EXTRA_FLAGS for raftkv-server, RK_LOG for its log filter, RAFTKV_SERVER=PATH
+#        to run another build, KEEP_LOGS=DIR to keep the servers' logs)
 # Needs: etcd and etcdctl (Debian etcd-server, etcd-client; installed if missing, as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,11 +24,13 @@ SYSTEMS=("$@")
 [ "${#SYSTEMS[@]}" -gt 0 ] || SYSTEMS=(raftkv etcd)
 read -r -a MODES <<<"${MODES:-none periodic}"
 QUOTA=$((8 * 1024 * 1024 * 1024))
-RK_EXTRA_FLAGS="--quota-backend-bytes $QUOTA ${RK_EXTRA_FLAGS:-}"
+# Both read etcd's variable (raftkv-server, like etcd, refuses a flag that shadows it).
 export ETCD_QUOTA_BACKEND_BYTES=$QUOTA
 
 install_missing etcd:etcd-server etcdctl:etcd-client
 build_release
+# RAFTKV_SERVER=/path/to/raftkv-server runs that build instead (an older one, to compare).
+SERVER=${RAFTKV_SERVER:-$SERVER}
 
 stop_members() {
   kill "${PIDS[@]}" 2>/dev/null || true
