@@ -356,7 +356,13 @@ enum Clients {
 }
 
 impl Clients {
-    fn wrap<IO>(self, io: IO) -> raftkv_net::AuthorityFix<IO> {
+    /// `io` as the server reads and writes it: the authority repaired as needed, the
+    /// frames of each flush written at once.
+    fn wrap<IO: tokio::io::AsyncWrite>(
+        self,
+        io: IO,
+    ) -> raftkv_net::AuthorityFix<raftkv_net::CoalescedWrites<IO>> {
+        let io = raftkv_net::CoalescedWrites::new(io);
         match self {
             Clients::Etcd => raftkv_net::AuthorityFix::new(io),
             Clients::Ours => raftkv_net::AuthorityFix::passthrough(io),

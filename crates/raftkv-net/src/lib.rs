@@ -38,6 +38,8 @@
 //!   and `/metrics` ([`MetricsSource`]) on the client port, in front of the gRPC services.
 //! - [`AuthorityFix`]: lets etcdctl dial a member by its `http://` URL (grpc-go then sends
 //!   an HTTP/2 `:authority` the `h2` crate refuses; the client listener repairs it).
+//! - [`CoalescedWrites`]: a server connection whose frames of one flush leave in one
+//!   write (a small gRPC response is one TCP segment, not two).
 //! - [`tls`]: TLS on the client and peer ports as etcd configures it (rustls): mutual
 //!   TLS between members, certificates re-read when renewed on disk.
 //! - [`NetFaults`]: test-only network faults (loss, delay, duplication, partitions) that
@@ -58,6 +60,7 @@ mod append_split;
 mod auth_service;
 mod authority_fix;
 mod cluster_service;
+mod coalesced_writes;
 mod connections;
 mod election_service;
 #[cfg(feature = "failpoints")]
@@ -90,6 +93,7 @@ pub use authority_fix::AuthorityFix;
 pub use cluster_service::{
     API_VERSION, AlarmInfo, ClusterBackend, ClusterService, MemberInfo, SnapshotStream, StatusInfo,
 };
+pub use coalesced_writes::CoalescedWrites;
 pub use connections::PeerConnections;
 pub use election_service::{
     ELECTION_NO_LEADER, ELECTION_NOT_LEADER, ElectionBackend, ElectionService, LeaderKeyParts, ObserveStream,
