@@ -34,7 +34,7 @@ use crate::apply::tree_writes::TreeBatch;
 use crate::error::Error;
 use crate::keys;
 use crate::mvcc::key_index::{Change, KeyIndex, KeyMeta};
-use crate::mvcc::{self, VersionRecord};
+use crate::mvcc::{self, version_record::BorrowedPut};
 use crate::watch::events::EventCollector;
 
 /// Why applying one request stopped: its own fault (answered to the client, nothing
@@ -488,11 +488,11 @@ impl RequestScopeHandle {
         // `apply/rollback.rs` finds the rest. A delete is its history event alone
         // (`mvcc/history_records.rs`).
         let record = match &state {
-            Some(kv) => Some(codec::encode(&VersionRecord::Put {
+            Some(kv) => Some(codec::encode(&BorrowedPut::Put {
                 create_revision: kv.create_revision,
                 version: kv.version,
                 lease: kv.lease,
-                value: kv.value.clone(),
+                value: &kv.value,
                 sub,
             })?),
             None => None,

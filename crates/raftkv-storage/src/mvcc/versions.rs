@@ -150,7 +150,8 @@ impl InlineChunk {
 /// chunks), those before it: usually one `get_lt` and a scan of a 4 KiB chunk without
 /// copying it. A chunk of an older format means the revision's versions are `v` records.
 fn find_inline(tree: &sled::Tree, key: &[u8], rev: Revision) -> Result<Option<(InlineChunk, EventAt)>> {
-    let mut upper = history_records::after_revision(rev).to_vec();
+    // An `IVec` of a key this short lives inline: no allocation per read.
+    let mut upper = IVec::from(&history_records::after_revision(rev)[..]);
     while let Some((tree_key, value)) = tree.get_lt(&upper)? {
         let Some(chunk) = InlineChunk::read(tree_key, value) else {
             break;
@@ -161,7 +162,7 @@ fn find_inline(tree: &sled::Tree, key: &[u8], rev: Revision) -> Result<Option<(I
         if chunk.first < rev {
             break;
         }
-        upper = chunk.tree_key.to_vec();
+        upper = chunk.tree_key;
     }
     Ok(None)
 }
