@@ -9,8 +9,9 @@
 //! requests of a batch in order, each with its own revision, and answers with a
 //! [`Response::Batch`] that the proposer splits back, one answer per caller.
 //!
-//! Under no load a request is proposed alone at once (no timer, no added latency); under
-//! load the batch grows with the queue, which is what lifts throughput.
+//! Under no load a request is proposed alone after a few scheduler turns (no timer; the
+//! turns let requests already arriving join it, `gather_yields`); under load the batch
+//! grows with the queue, which is what lifts throughput.
 //!
 //! [`ProposalMode::Direct`] skips all of this for the ablation benchmark: each caller
 //! calls openraft's `client_write` itself (openraft 0.10 merges concurrent writes into one
@@ -47,6 +48,17 @@ pub struct ProposerConfig {
     /// Most encoded bytes packed into one entry (a single larger request still goes,
     /// alone).
     pub max_batch_bytes: usize,
+    /// Times the proposer task yields to the scheduler between taking a batch's first
+    /// request and gathering the rest: a yielded task runs again after the tasks queued
+    /// before it and an I/O poll, so requests already arriving join the entry instead of
+    /// waiting a whole commit for the next one.
+    ///
+    /// Default 3: against none, alternating runs (`benches/ab-servers.sh`, 2026-12-07,
+    /// three rounds): 16 clients 1.08-1.19x the throughput at 0.84-0.91x the CPU per
+    /// write; 64 clients 0.99-1.06x (their queue is never empty); one client through the
+    /// leader within noise. The same gathering lifted linearizable reads (the read-index
+    /// batcher).
+    pub gather_yields: usize,
     /// Requests that may wait for a slot before callers are held back.
     pub queue_capacity: usize,
     /// Batching on (the default) or off: off proposes every request as its own entry,
@@ -72,6 +84,7 @@ impl Default for ProposerConfig {
             max_in_flight: 1,
             max_batch_requests: 1024,
             max_batch_bytes: 4 * 1024 * 1024,
+            gather_yields: 3,
             queue_capacity: 16 * 1024,
             batching: true,
             mode: ProposalMode::GroupCommit,
@@ -170,10 +183,10 @@ async fn run<SM: KvStateMachine>(
     stats: Arc<ProposerStats>,
 ) {
     let slots = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
-    let max_requests = if config.batching {
-        config.max_batch_requests.max(1)
+    let (max_requests, gather_yields) = if config.batching {
+        (config.max_batch_requests.max(1), config.gather_yields)
     } else {
-        1
+        (1, 0)
     };
     let mut carried: Option<Pending> = None;
     loop {
@@ -187,6 +200,9 @@ async fn run<SM: KvStateMachine>(
                 None => return,
             },
         };
+        for _ in 0..gather_yields {
+            tokio::task::yield_now().await;
+        }
         let mut bytes = first.size;
         let mut batch = vec![first];
         while batch.len() < max_requests {
