@@ -234,7 +234,7 @@ pub(crate) fn render(node: &Node) -> String {
 /// raftkv's own counters of group commit, syncs and read-index batching.
 fn render_group_commit(node: &Node, out: &mut Text) {
     let stats = node.storage_stats();
-    let families: [(&str, &str, u64); 7] = [
+    let families: [(&str, &str, u64); 9] = [
         (
             "raftkv_proposer_entries_total",
             "Log entries the group-commit proposer proposed.",
@@ -244,6 +244,16 @@ fn render_group_commit(node: &Node, out: &mut Text) {
             "raftkv_proposer_requests_total",
             "Client requests those entries carried (per entry: the group-commit batch).",
             stats.proposed_requests,
+        ),
+        (
+            "raftkv_proposer_returns_met_total",
+            "Entries the proposer held open until the callers of the entry before were back.",
+            stats.proposer_returns_met,
+        ),
+        (
+            "raftkv_proposer_returns_missed_total",
+            "Entries it held open until its wait for those callers ran out.",
+            stats.proposer_returns_missed,
         ),
         (
             "raftkv_log_appends_total",

@@ -178,6 +178,10 @@ pub struct StorageStats {
     pub proposals: u64,
     /// Client requests those entries carried.
     pub proposed_requests: u64,
+    /// Batches the proposer held open until the previous entry's callers were back.
+    pub proposer_returns_met: u64,
+    /// Batches it held open until its wait for them ran out.
+    pub proposer_returns_missed: u64,
     /// Real syncs (flush + fdatasync) of the log database.
     pub log_syncs: u64,
     /// Log `append` calls.
@@ -318,6 +322,8 @@ impl Node {
         StorageStats {
             proposals: proposer.proposals.load(Ordering::Relaxed),
             proposed_requests: proposer.requests.load(Ordering::Relaxed),
+            proposer_returns_met: proposer.returns_met.load(Ordering::Relaxed),
+            proposer_returns_missed: proposer.returns_missed.load(Ordering::Relaxed),
             log_syncs: self.inner.log.sync_stats().syncs.load(Ordering::Relaxed),
             log_appends: self.inner.log.stats().appends.load(Ordering::Relaxed),
             state_syncs: self.inner.shared.sync_stats().syncs.load(Ordering::Relaxed),

@@ -13,6 +13,14 @@
 //! turns let requests already arriving join it, `gather_yields`); under load the batch
 //! grows with the queue, which is what lifts throughput.
 //!
+//! With one proposal open, closed-loop callers split into two cohorts that take turns:
+//! while one entry commits, the callers it answered last time come back and queue, and
+//! when the slot frees they go alone, so 16 callers make entries of about 8 and every
+//! member pays its per-entry work (a log sync, replication messages, an apply call) twice
+//! as often as it must. So when the slot frees, the proposer expects the callers of the
+//! entry that just completed back as well and holds the batch open for them, up to
+//! `await_returns` ([`crate::proposer_gather`]).
+//!
 //! [`ProposalMode::Direct`] skips all of this for the ablation benchmark: each caller
 //! calls openraft's `client_write` itself (openraft 0.10 merges concurrent writes into one
 //! log append, but each request stays its own entry). The group-commit mode stays the
@@ -22,12 +30,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::command::{Command, Response};
 use crate::error::{Error, Result};
+use crate::proposer_gather::{Batch, Gathered, Returns, Weighed, gather_until};
 use crate::types::{KvStateMachine, LogId, Raft, TypeConfig};
 
 /// Limits of group commit.
@@ -59,6 +69,11 @@ pub struct ProposerConfig {
     /// leader within noise. The same gathering lifted linearizable reads (the read-index
     /// batcher).
     pub gather_yields: usize,
+    /// Longest the proposer holds a batch open for the callers of the entry that just
+    /// completed (`None`: never; see the module doc). The wait ends as soon as they are
+    /// all back; after a wait that ran out it stops waiting for a while
+    /// ([`crate::proposer_gather`]). Only with one proposal open (`max_in_flight` 1).
+    pub await_returns: Option<Duration>,
     /// Requests that may wait for a slot before callers are held back.
     pub queue_capacity: usize,
     /// Batching on (the default) or off: off proposes every request as its own entry,
@@ -85,12 +100,16 @@ impl Default for ProposerConfig {
             max_batch_requests: 1024,
             max_batch_bytes: 4 * 1024 * 1024,
             gather_yields: 3,
+            await_returns: Some(DEFAULT_AWAIT_RETURNS),
             queue_capacity: 16 * 1024,
             batching: true,
             mode: ProposalMode::GroupCommit,
         }
     }
 }
+
+/// Default of [`ProposerConfig::await_returns`].
+pub const DEFAULT_AWAIT_RETURNS: Duration = Duration::from_millis(2);
 
 /// Counters that show group commit at work.
 #[derive(Debug, Default)]
@@ -99,6 +118,10 @@ pub struct ProposerStats {
     pub proposals: AtomicU64,
     /// Client requests carried by them.
     pub requests: AtomicU64,
+    /// Batches held open until the previous entry's callers were back.
+    pub returns_met: AtomicU64,
+    /// Batches held open until `await_returns` ran out.
+    pub returns_missed: AtomicU64,
 }
 
 /// A request's outcome: its own answer and the log id of the entry that carried it.
@@ -114,6 +137,12 @@ struct Pending {
     command: Command,
     size: usize,
     reply: oneshot::Sender<Result<Proposed>>,
+}
+
+impl Weighed for Pending {
+    fn bytes(&self) -> usize {
+        self.size
+    }
 }
 
 type WriteFuture = Pin<Box<dyn Future<Output = Result<Proposed>> + Send>>;
@@ -189,10 +218,21 @@ async fn run<SM: KvStateMachine>(
         (1, 0)
     };
     let mut carried: Option<Pending> = None;
+    let one_open = config.max_in_flight <= 1;
+    let mut returns = Returns::new(if config.batching && one_open {
+        config.await_returns
+    } else {
+        None
+    });
+    // Requests queued when the last entry's callers were answered: they are not among
+    // those callers (who need a round trip to come back).
+    let mut queued_at_answer = 0;
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
+        let queued_at_slot =
+            if one_open { queued_at_answer } else { rx.len() } + usize::from(carried.is_some());
         let first = match carried.take() {
             Some(p) => p,
             None => match rx.recv().await {
@@ -203,28 +243,49 @@ async fn run<SM: KvStateMachine>(
         for _ in 0..gather_yields {
             tokio::task::yield_now().await;
         }
-        let mut bytes = first.size;
-        let mut batch = vec![first];
+        let mut batch = Batch::new(first, config.max_batch_bytes);
         while batch.len() < max_requests {
             match rx.try_recv() {
-                Ok(next) if bytes + next.size > config.max_batch_bytes => {
-                    carried = Some(next);
-                    break;
-                }
                 Ok(next) => {
-                    bytes += next.size;
-                    batch.push(next);
+                    if let Some(over) = batch.push(next) {
+                        carried = Some(over);
+                        break;
+                    }
                 }
                 Err(_) => break,
             }
         }
+        if let Some((target, limit)) = returns.wait_for(queued_at_slot, max_requests)
+            && carried.is_none()
+            && batch.len() < target
+        {
+            let gathered = gather_until(&mut rx, &mut batch, &mut carried, target, limit).await;
+            let met = gathered != Gathered::RanOut;
+            returns.waited(met);
+            let counter = if met {
+                &stats.returns_met
+            } else {
+                &stats.returns_missed
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        let batch = batch.into_items();
+        returns.proposed(batch.len());
         stats.proposals.fetch_add(1, Ordering::Relaxed);
         stats.requests.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        let raft = raft.clone();
-        tokio::spawn(async move {
+        if one_open {
+            // Nothing else may be proposed meanwhile: wait here, so the queue is read the
+            // moment the callers are answered.
             propose_batch(&raft, batch).await;
+            queued_at_answer = rx.len();
             drop(slot);
-        });
+        } else {
+            let raft = raft.clone();
+            tokio::spawn(async move {
+                propose_batch(&raft, batch).await;
+                drop(slot);
+            });
+        }
     }
 }
 
