@@ -48,7 +48,7 @@ pub mod kv;
 pub mod lease;
 pub mod membership;
 pub mod proposer;
-pub mod proposer_gather;
+pub(crate) mod proposer_gather;
 pub mod types;
 pub mod validate;
 pub mod watch;

@@ -19,7 +19,7 @@
 //! member pays its per-entry work (a log sync, replication messages, an apply call) twice
 //! as often as it must. So when the slot frees, the proposer expects the callers of the
 //! entry that just completed back as well and holds the batch open for them, up to
-//! `await_returns` ([`crate::proposer_gather`]).
+//! `await_returns` (`proposer_gather.rs`).
 //!
 //! [`ProposalMode::Direct`] skips all of this for the ablation benchmark: each caller
 //! calls openraft's `client_write` itself (openraft 0.10 merges concurrent writes into one
@@ -72,7 +72,7 @@ pub struct ProposerConfig {
     /// Longest the proposer holds a batch open for the callers of the entry that just
     /// completed (`None`: never; see the module doc). The wait ends as soon as they are
     /// all back; after a wait that ran out it stops waiting for a while
-    /// ([`crate::proposer_gather`]). Only with one proposal open (`max_in_flight` 1).
+    /// (`proposer_gather.rs`). Only with one proposal open (`max_in_flight` 1).
     pub await_returns: Option<Duration>,
     /// Requests that may wait for a slot before callers are held back.
     pub queue_capacity: usize,

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Most proposals made without waiting after waits that ran out.
-pub const MAX_SKIPPED: u32 = 64;
+pub(crate) const MAX_SKIPPED: u32 = 64;
 
 /// A queued request's encoded size.
 pub(crate) trait Weighed {
